@@ -1,0 +1,405 @@
+//! The confined tar extractor. Nothing an archive says can make it write
+//! outside the image tree: every path is checked before use, directories are
+//! walked one component at a time without following symlinks, symlinks that
+//! leave the tree are refused, device nodes and FIFOs are refused, and the
+//! unpacked size is bounded so a bomb stops early.
+
+use anyhow::{Context, Result, anyhow, bail};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of file data, each file rounded up to a page as tmpfs stores it.
+    pub max_bytes: u64,
+    pub max_entries: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Stats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub bytes: u64,
+}
+
+/// An error about one archive entry; the caller adds the image and archive.
+fn entry_err(path: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("entry {:?}: {msg}", String::from_utf8_lossy(path))
+}
+
+/// Splits a tar path into plain components. `..` and absolute names are
+/// refused (not clamped, as upstream did): such an archive is hostile or broken.
+fn components(raw: &[u8]) -> Result<Vec<&OsStr>> {
+    if raw.first() == Some(&b'/') {
+        return Err(entry_err(raw, "absolute path refused"));
+    }
+    let mut out = vec![];
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(entry_err(raw, "path traversal ('..') refused")),
+            c => out.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok(out)
+}
+
+struct Extractor {
+    root: OwnedFd,
+    /// The last parent directory used, as tar entries come grouped by directory.
+    cache: Option<(Vec<OsString>, OwnedFd)>,
+    limits: Limits,
+    stats: Stats,
+    entries: u64,
+    symlinks: Vec<PathBuf>,
+    buf: Vec<u8>,
+}
+
+impl Extractor {
+    /// Opens (creating when `create`) the directory made of `comps`, one
+    /// component at a time, never following a symlink.
+    fn dir(&mut self, raw: &[u8], comps: &[&OsStr], create: bool) -> Result<&OwnedFd> {
+        let hit = matches!(&self.cache, Some((c, _)) if c.len() == comps.len() && c.iter().zip(comps).all(|(a, b)| a == b));
+        if !hit {
+            let mut cur = rustix::fs::openat(
+                &self.root,
+                ".",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            for c in comps {
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                cur = match rustix::fs::openat(&cur, *c, flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) if create => {
+                        match rustix::fs::mkdirat(&cur, *c, Mode::from_raw_mode(0o755)) {
+                            Ok(()) => self.stats.dirs += 1,
+                            Err(Errno::EXIST) => {}
+                            Err(e) => {
+                                return Err(entry_err(
+                                    raw,
+                                    format!("creating directory {c:?}: {e}"),
+                                ));
+                            }
+                        }
+                        rustix::fs::openat(&cur, *c, flags, Mode::empty())
+                            .map_err(|e| entry_err(raw, format!("opening directory {c:?}: {e}")))?
+                    }
+                    Err(Errno::NOENT) => {
+                        return Err(entry_err(raw, format!("{c:?} does not exist")));
+                    }
+                    Err(Errno::NOTDIR | Errno::LOOP) => {
+                        return Err(entry_err(
+                            raw,
+                            format!(
+                                "{c:?} is a symlink or a file, not a directory: writing through it is refused"
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(entry_err(raw, format!("opening directory {c:?}: {e}"))),
+                };
+            }
+            self.cache = Some((comps.iter().map(|c| c.to_os_string()).collect(), cur));
+        }
+        Ok(&self.cache.as_ref().unwrap().1)
+    }
+
+    fn count_entry(&mut self, raw: &[u8]) -> Result<()> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(entry_err(
+                raw,
+                format!(
+                    "more than {} entries: refused as an archive bomb",
+                    self.limits.max_entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn charge(&mut self, raw: &[u8], size: u64) -> Result<()> {
+        self.stats.bytes += size.div_ceil(4096) * 4096 + 4096;
+        if self.stats.bytes > self.limits.max_bytes {
+            return Err(entry_err(
+                raw,
+                format!(
+                    "unpacked size exceeds the limit of {} bytes (TORCX_UNPACK_LIMIT or unpack_limit in the config): stopped",
+                    self.limits.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<()> {
+        let raw = e.path_bytes().into_owned();
+        let comps = components(&raw)?;
+        let kind = e.header().entry_type();
+        if comps.is_empty() {
+            // "./" itself: the tree root already exists.
+            return if kind.is_dir() {
+                Ok(())
+            } else {
+                Err(entry_err(&raw, "empty path"))
+            };
+        }
+        self.count_entry(&raw)?;
+        let (name, parent) = comps.split_last().unwrap();
+        let name = name.to_os_string();
+        let mode = e.header().mode().unwrap_or(0o644) & 0o777;
+        match kind {
+            tar::EntryType::Directory => {
+                let mode = mode | 0o700;
+                let dir = self.dir(&raw, parent, true)?;
+                match rustix::fs::mkdirat(dir, &name, Mode::from_raw_mode(mode)) {
+                    Ok(()) => self.stats.dirs += 1,
+                    Err(Errno::EXIST) => {
+                        let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+                        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                            return Err(entry_err(
+                                &raw,
+                                "a directory over an existing symlink or file is refused",
+                            ));
+                        }
+                        rustix::fs::chmodat(
+                            dir,
+                            &name,
+                            Mode::from_raw_mode(mode),
+                            AtFlags::empty(),
+                        )?;
+                    }
+                    Err(err) => return Err(entry_err(&raw, err)),
+                }
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = e.header().entry_size()?;
+                self.charge(&raw, size)?;
+                let mtime = e.header().mtime().unwrap_or(0);
+                let dir = self.dir(&raw, parent, true)?;
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let fd = match rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(mode)) {
+                    Err(Errno::EXIST) => {
+                        // A later entry of the same regular file replaces it, as tar does.
+                        let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+                        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                            return Err(entry_err(
+                                &raw,
+                                "a file over an existing directory or symlink is refused",
+                            ));
+                        }
+                        rustix::fs::unlinkat(dir, &name, AtFlags::empty())?;
+                        rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(mode))
+                    }
+                    r => r,
+                }
+                .map_err(|err| entry_err(&raw, format!("creating: {err}")))?;
+                let mut f = std::fs::File::from(fd);
+                let mut buf = std::mem::take(&mut self.buf);
+                let res = (|| -> std::io::Result<()> {
+                    loop {
+                        let n = e.read(&mut buf)?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        f.write_all(&buf[..n])?;
+                    }
+                })();
+                self.buf = buf;
+                res.map_err(|err| entry_err(&raw, format!("writing: {err}")))?;
+                let t = Timespec {
+                    tv_sec: mtime as i64,
+                    tv_nsec: 0,
+                };
+                let _ = rustix::fs::futimens(
+                    &f,
+                    &Timestamps {
+                        last_access: t,
+                        last_modification: t,
+                    },
+                );
+                self.stats.files += 1;
+            }
+            tar::EntryType::Symlink => {
+                let target = e
+                    .link_name_bytes()
+                    .ok_or_else(|| entry_err(&raw, "symlink without a target"))?
+                    .into_owned();
+                check_symlink(&raw, parent.len(), &target)?;
+                let dir = self.dir(&raw, parent, true)?;
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), dir, &name).map_err(|err| {
+                    match err {
+                        Errno::EXIST => entry_err(&raw, "duplicate entry: the path already exists"),
+                        err => entry_err(&raw, err),
+                    }
+                })?;
+                self.symlinks.push(PathBuf::from(OsStr::from_bytes(&raw)));
+                self.stats.symlinks += 1;
+            }
+            tar::EntryType::Link => {
+                let target = e
+                    .link_name_bytes()
+                    .ok_or_else(|| entry_err(&raw, "hard link without a target"))?
+                    .into_owned();
+                let tcomps = components(&target).map_err(|_| {
+                    entry_err(
+                        &raw,
+                        format!(
+                            "hard link to {:?} points outside the image",
+                            String::from_utf8_lossy(&target)
+                        ),
+                    )
+                })?;
+                let Some((tname, tparent)) = tcomps.split_last() else {
+                    return Err(entry_err(&raw, "hard link to the image root"));
+                };
+                let tname = tname.to_os_string();
+                let src = rustix::fs::openat(
+                    self.dir(&raw, tparent, false)?,
+                    ".",
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                match rustix::fs::statat(&src, &tname, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+                    _ => {
+                        return Err(entry_err(
+                            &raw,
+                            format!(
+                                "hard link to {:?}, which is not a regular file already in the image",
+                                String::from_utf8_lossy(&target)
+                            ),
+                        ));
+                    }
+                }
+                let dir = self.dir(&raw, parent, true)?;
+                rustix::fs::linkat(&src, &tname, dir, &name, AtFlags::empty())
+                    .map_err(|err| entry_err(&raw, err))?;
+                self.stats.hardlinks += 1;
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(entry_err(&raw, "device node refused"));
+            }
+            tar::EntryType::Fifo => return Err(entry_err(&raw, "FIFO refused")),
+            other => return Err(entry_err(&raw, format!("unsupported entry type {other:?}"))),
+        }
+        Ok(())
+    }
+}
+
+/// A symlink may only point inside the image: relative, and never climbing
+/// above the root from where it stands.
+fn check_symlink(raw: &[u8], depth: usize, target: &[u8]) -> Result<()> {
+    let t = String::from_utf8_lossy(target);
+    if target.is_empty() {
+        return Err(entry_err(raw, "symlink with an empty target"));
+    }
+    if target.first() == Some(&b'/') {
+        return Err(entry_err(
+            raw,
+            format!("symlink to absolute path {t:?} points outside the image"),
+        ));
+    }
+    let mut d = depth as i64;
+    for c in target.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                d -= 1;
+                if d < 0 {
+                    return Err(entry_err(
+                        raw,
+                        format!("symlink to {t:?} points outside the image"),
+                    ));
+                }
+            }
+            _ => d += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks the tar stream `src` into the empty directory `dest`.
+pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
+    let root = crate::fsutil::open_dir(dest)?;
+    let mut x = Extractor {
+        root,
+        cache: None,
+        limits,
+        stats: Stats::default(),
+        entries: 0,
+        symlinks: vec![],
+        buf: vec![0; 256 * 1024],
+    };
+    // Modes come from the archive, not from our umask.
+    let old = rustix::process::umask(Mode::empty());
+    let res = (|| -> Result<()> {
+        let mut ar = tar::Archive::new(src);
+        for e in ar.entries().context("reading archive")? {
+            let e = e.context("reading archive")?;
+            if e.header().entry_type() == tar::EntryType::XGlobalHeader {
+                continue;
+            }
+            x.entry(e)?;
+        }
+        Ok(())
+    })();
+    rustix::process::umask(old);
+    res?;
+    // The lexical check above cannot see chains (`a -> b/..` where `b` is
+    // itself a link): let the kernel resolve every symlink beneath the root.
+    x.cache = None;
+    for l in &x.symlinks {
+        match crate::fsutil::open_beneath(&x.root, l, OFlags::PATH) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc_exdev()) => {
+                bail!(
+                    "entry {:?}: symlink resolves outside the image",
+                    l.display().to_string()
+                )
+            }
+            // Dangling or looping links stay dangling: the tree is read-only.
+            Err(_) => {}
+        }
+    }
+    Ok(x.stats)
+}
+
+fn libc_exdev() -> i32 {
+    Errno::XDEV.raw_os_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_rules() {
+        check_symlink(b"a/l", 1, b"../b").unwrap();
+        check_symlink(b"a/l", 1, b"x/../../b").unwrap();
+        assert!(check_symlink(b"a/l", 1, b"../../b").is_err());
+        assert!(check_symlink(b"l", 0, b"/etc/passwd").is_err());
+        assert!(check_symlink(b"l", 0, b"").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            components(b"./a//b/").unwrap(),
+            [OsStr::new("a"), OsStr::new("b")]
+        );
+        assert!(components(b"/etc/passwd").is_err());
+        assert!(components(b"a/../../x").is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! Small filesystem helpers: atomic writes, the torcx lock, confined opens.
+
+use anyhow::{Context, Result};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Writes `data` to `path` so a reader sees the old file or the new one,
+/// never a part: a temporary file in the same directory, synced, renamed.
+pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().context("no parent directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .context("no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("writing {}", path.display()))
+}
+
+/// The torcx lock: every command that changes state holds it.
+pub struct Lock(#[allow(dead_code)] File);
+
+impl Lock {
+    pub fn take(path: &Path) -> Result<Lock> {
+        std::fs::create_dir_all(path.parent().unwrap())
+            .with_context(|| format!("creating {}", path.parent().unwrap().display()))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock {}", path.display()))?;
+        if f.try_lock().is_err() {
+            crate::log::warn(&format!(
+                "waiting for another torcx command to release {}",
+                path.display()
+            ));
+            f.lock()
+                .with_context(|| format!("locking {}", path.display()))?;
+        }
+        Ok(Lock(f))
+    }
+}
+
+/// A manifest or archive path as a relative path of plain components:
+/// `/bin/x` → `bin/x`. `..` is refused, never clamped.
+pub fn relative_inside(p: &str) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => return Err(format!("{p:?} contains '..'")),
+            Component::Prefix(_) => return Err(format!("{p:?} is not a path")),
+        }
+    }
+    Ok(out)
+}
+
+/// Opens `rel` beneath `dir` with the kernel refusing any escape (`..`,
+/// absolute symlinks, magic links). `Ok(None)` when it does not exist.
+pub fn open_beneath(dir: &OwnedFd, rel: &Path, flags: OFlags) -> std::io::Result<Option<OwnedFd>> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    match rustix::fs::openat2(
+        dir,
+        rel,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn open_dir(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", path.display()))
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(data);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative() {
+        assert_eq!(relative_inside("/bin/x").unwrap(), Path::new("bin/x"));
+        assert_eq!(
+            relative_inside("lib/systemd/system/a.wants/").unwrap(),
+            Path::new("lib/systemd/system/a.wants")
+        );
+        assert!(relative_inside("/../../etc/shadow").is_err());
+        assert!(relative_inside("/a/../b").is_err());
+    }
+
+    #[test]
+    fn atomic() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("d/f");
+        atomic_write(&p, b"one", 0o444).unwrap();
+        atomic_write(&p, b"two", 0o444).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+        assert_eq!(std::fs::read_dir(t.path().join("d")).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,124 @@
+//! `torcx-generator`: plans the boot, never does it. It runs read-only in
+//! systemd's generator sandbox, so it only reads the profile and, from each
+//! archive, the manifest and unit files, and writes those units, their links
+//! and drop-ins into its output directory, plus the link that pulls in
+//! `torcx-apply.service`, which does the unpacking.
+
+use crate::attach::{self, Action, Origin};
+use crate::config::{self, Config, Overrides, SEAL_PATH};
+use crate::log;
+use crate::profile;
+use crate::source::{self, Mem};
+use crate::store;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+
+pub const APPLY_UNIT: &str = "torcx-apply.service";
+pub const APPLY_UNIT_PATH: &str = "/usr/lib/systemd/system/torcx-apply.service";
+
+/// Returns the exit code: 0, or 1 when anything could not be planned.
+pub fn run(root: Option<PathBuf>, normal: &Path) -> i32 {
+    let root_dir = root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    // After a sealed boot the units live in /run/systemd/system: nothing to do,
+    // and this path is on every daemon-reload, so it must stay cheap.
+    if root_dir.join(SEAL_PATH.trim_start_matches('/')).exists() {
+        log::info("this boot is already applied (sealed); nothing to generate");
+        return 0;
+    }
+    let mut failed = false;
+    if let Err(e) = plan_boot(root, normal, &mut failed) {
+        log::error(&format!("{e:#}"));
+        failed = true;
+    }
+    // Always pull in the apply service: even when planning failed it records
+    // why in /run/torcx/status.json, where an operator looks.
+    if let Err(e) = link_apply(normal) {
+        log::error(&format!("{e:#}"));
+        failed = true;
+    }
+    i32::from(failed)
+}
+
+fn link_apply(normal: &Path) -> Result<()> {
+    let wants = normal.join("sysinit.target.wants");
+    std::fs::create_dir_all(&wants).with_context(|| format!("creating {}", wants.display()))?;
+    let link = wants.join(APPLY_UNIT);
+    match std::os::unix::fs::symlink(APPLY_UNIT_PATH, &link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("creating {}", link.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<()> {
+    let cfg = Config::load(&Overrides {
+        root,
+        stores: vec![],
+    })?;
+    let resolved = profile::resolve(&cfg)?;
+    for w in &resolved.warnings {
+        log::warn(w);
+    }
+    for id in &resolved.images {
+        let res = (|| -> Result<usize> {
+            let Some(a) = store::find(&cfg, id) else {
+                bail!("no archive in any store")
+            };
+            let mem =
+                Mem::from_archive(&a).with_context(|| format!("reading {}", a.path.display()))?;
+            let Some(m) = source::read_manifest(&mem)? else {
+                return Ok(0);
+            };
+            let o = Origin {
+                id,
+                archive: &a.path,
+                tree: cfg.unpack_dir().join(&id.name),
+            };
+            let plan = attach::plan(&cfg, &o, &mem, &m, true)?;
+            write_units(normal, &plan)?;
+            Ok(plan.len())
+        })();
+        match res {
+            Ok(n) => log::info(&format!("image {id}: {n} unit files planned")),
+            Err(e) => {
+                log::error(&format!("image {id}: {e:#}"));
+                *failed = true;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the unit placements under the generator's output directory
+/// instead of /run/systemd/system. An existing file is a conflict.
+fn write_units(normal: &Path, plan: &[attach::Placement]) -> Result<()> {
+    let units = Path::new(config::UNITS_DIR);
+    let dests: Vec<(PathBuf, &Action)> = plan
+        .iter()
+        .filter_map(|p| {
+            p.dest
+                .strip_prefix(units)
+                .ok()
+                .map(|rel| (normal.join(rel), &p.action))
+        })
+        .collect();
+    for (d, a) in &dests {
+        if **a != Action::Dir && std::fs::symlink_metadata(d).is_ok() {
+            bail!(
+                "{} is already provided by an earlier image of the profile",
+                d.display()
+            );
+        }
+    }
+    for (d, a) in dests {
+        std::fs::create_dir_all(d.parent().unwrap())?;
+        let r = match a {
+            Action::Dir => std::fs::create_dir_all(&d),
+            Action::File(b) => std::fs::write(&d, b),
+            Action::Symlink(t) => std::os::unix::fs::symlink(t, &d),
+        };
+        r.with_context(|| format!("writing {}", d.display()))?;
+    }
+    Ok(())
+}

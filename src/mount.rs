@@ -1,0 +1,111 @@
+//! Mounts: the per-image tmpfs, its read-only remount, and reading mountinfo.
+
+use anyhow::{Context, Result};
+use rustix::mount::{MountFlags, UnmountFlags};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// Mounts a fresh tmpfs for one image: `nodev,nosuid`, bounded in size and inodes.
+pub fn mount_tmpfs(dir: &Path, size: u64) -> Result<()> {
+    let data = CString::new(format!(
+        "mode=0755,size={size},nr_inodes={}",
+        (size / 4096).max(1024)
+    ))
+    .unwrap();
+    rustix::mount::mount(
+        "torcx",
+        dir,
+        "tmpfs",
+        MountFlags::NODEV | MountFlags::NOSUID,
+        Some(data.as_c_str()),
+    )
+    .with_context(|| format!("mounting tmpfs on {}", dir.display()))
+}
+
+/// Makes a mount read-only, keeping `nodev,nosuid` (a remount resets them otherwise).
+pub fn remount_ro(dir: &Path) -> Result<()> {
+    rustix::mount::mount_remount(
+        dir,
+        MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID,
+        "",
+    )
+    .with_context(|| format!("remounting {} read-only", dir.display()))
+}
+
+pub fn unmount(dir: &Path) -> Result<()> {
+    rustix::mount::unmount(dir, UnmountFlags::NOFOLLOW)
+        .with_context(|| format!("unmounting {}", dir.display()))
+}
+
+/// One line of `/proc/self/mountinfo`, the parts torcx looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub mount_point: PathBuf,
+    pub options: String,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// `\040` and friends are octal escapes in mountinfo.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let f: Vec<&str> = pre.split(' ').collect();
+            let p: Vec<&str> = post.split(' ').collect();
+            Some(MountInfo {
+                mount_point: PathBuf::from(unescape(f.get(4)?)),
+                options: f.get(5)?.to_string(),
+                fstype: p.first()?.to_string(),
+                source: unescape(p.get(1)?),
+            })
+        })
+        .collect()
+}
+
+/// The topmost mount at exactly `dir`, if any.
+pub fn mounted_at(dir: &Path) -> Option<MountInfo> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let dir = std::fs::canonicalize(dir).ok()?;
+    parse_mountinfo(&text)
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo() {
+        let t = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+                 63 43 0:39 / /run/torcx/unpack/x ro,nosuid,nodev,relatime shared:5 - tmpfs torcx ro,size=1024k\n";
+        let m = parse_mountinfo(t);
+        assert_eq!(m[0].mount_point, Path::new("/mnt/a b"));
+        assert_eq!(m[1].options, "ro,nosuid,nodev,relatime");
+        assert_eq!(
+            (m[1].fstype.as_str(), m[1].source.as_str()),
+            ("tmpfs", "torcx")
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! An image's contents, seen the same way whether they are an unpacked tree
+//! (`torcx apply`) or the few files the generator read out of the archive.
+//! Paths are relative to the image root; resolving one never leaves it.
+
+use crate::archive;
+use crate::fsutil;
+use crate::manifest::{self, ImageManifest};
+use crate::store::Archive;
+use anyhow::{Context, Result, anyhow, bail};
+use rustix::fs::OFlags;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+
+pub const MANIFEST_PATH: &str = ".torcx/manifest.json";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink(PathBuf),
+}
+
+pub trait ImageSource {
+    /// What `rel` is, following symlinks in its parents but not in its last
+    /// component. `None` when it does not exist.
+    fn lstat(&self, rel: &Path) -> Result<Option<Kind>>;
+    /// The contents of a regular file, following symlinks.
+    fn read(&self, rel: &Path) -> Result<Vec<u8>>;
+    /// Whether `rel`, followed, is a regular file or a directory.
+    fn stat(&self, rel: &Path) -> Result<Option<Kind>>;
+    /// The entries of a directory, sorted by name.
+    fn list(&self, rel: &Path) -> Result<Vec<(String, Kind)>>;
+}
+
+/// Reads the image manifest; `None` when the image has none.
+pub fn read_manifest(src: &dyn ImageSource) -> Result<Option<ImageManifest>> {
+    match src.stat(Path::new(MANIFEST_PATH))? {
+        None => Ok(None),
+        Some(Kind::File) => {
+            let text = src.read(Path::new(MANIFEST_PATH))?;
+            let text =
+                String::from_utf8(text).map_err(|_| anyhow!("{MANIFEST_PATH}: not UTF-8"))?;
+            manifest::parse_image_manifest(&text)
+                .with_context(|| MANIFEST_PATH.to_string())
+                .map(Some)
+        }
+        Some(_) => bail!("{MANIFEST_PATH} is not a regular file"),
+    }
+}
+
+/// An unpacked (or mounted) image tree.
+pub struct Tree {
+    root: OwnedFd,
+}
+
+impl Tree {
+    pub fn open(host: &Path) -> Result<Tree> {
+        Ok(Tree {
+            root: fsutil::open_dir(host)?,
+        })
+    }
+
+    fn at(&self, rel: &Path, flags: OFlags) -> Result<Option<OwnedFd>> {
+        fsutil::open_beneath(&self.root, rel, flags).map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
+                anyhow!("/{} resolves outside the image", rel.display())
+            } else {
+                anyhow!("/{}: {e}", rel.display())
+            }
+        })
+    }
+
+    fn kind_of(st: &rustix::fs::Stat) -> Option<Kind> {
+        match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::RegularFile => Some(Kind::File),
+            rustix::fs::FileType::Directory => Some(Kind::Dir),
+            _ => None,
+        }
+    }
+}
+
+impl ImageSource for Tree {
+    fn lstat(&self, rel: &Path) -> Result<Option<Kind>> {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return self.stat(rel);
+        };
+        let Some(dir) = self.at(parent, OFlags::PATH | OFlags::DIRECTORY)? else {
+            return Ok(None);
+        };
+        match rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::Symlink =>
+            {
+                let t = rustix::fs::readlinkat(&dir, name, vec![])?;
+                let t: std::ffi::OsString =
+                    std::os::unix::ffi::OsStringExt::from_vec(t.into_bytes());
+                Ok(Some(Kind::Symlink(PathBuf::from(t))))
+            }
+            Ok(st) => Ok(Tree::kind_of(&st)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(anyhow!("/{}: {e}", rel.display())),
+        }
+    }
+
+    fn stat(&self, rel: &Path) -> Result<Option<Kind>> {
+        let Some(fd) = self.at(rel, OFlags::PATH)? else {
+            return Ok(None);
+        };
+        Ok(Tree::kind_of(&rustix::fs::fstat(&fd)?))
+    }
+
+    fn read(&self, rel: &Path) -> Result<Vec<u8>> {
+        let fd = self
+            .at(rel, OFlags::RDONLY)?
+            .ok_or_else(|| anyhow!("/{} does not exist", rel.display()))?;
+        let mut v = vec![];
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v)
+            .with_context(|| format!("reading /{}", rel.display()))?;
+        Ok(v)
+    }
+
+    fn list(&self, rel: &Path) -> Result<Vec<(String, Kind)>> {
+        let fd = self
+            .at(rel, OFlags::RDONLY | OFlags::DIRECTORY)?
+            .ok_or_else(|| anyhow!("/{} does not exist", rel.display()))?;
+        let mut out = vec![];
+        for e in rustix::fs::Dir::read_from(&fd)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            if let Some(k) = self.lstat(&rel.join(&name))? {
+                out.push((name, k));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+/// The parts of an archive the generator needs, read straight from it.
+#[derive(Default)]
+pub struct Mem {
+    files: BTreeMap<PathBuf, Vec<u8>>,
+    links: BTreeMap<PathBuf, PathBuf>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+const MAX_MEM_FILE: u64 = 1 << 20;
+const MAX_MEM_TOTAL: usize = 8 << 20;
+
+fn looks_like_unit_path(p: &Path) -> bool {
+    p.components().any(|c| c.as_os_str() == "systemd")
+}
+
+impl Mem {
+    /// Reads the manifest, the files it lists as units (or, before the
+    /// manifest is known, anything under a `systemd` directory) and every
+    /// symlink, and stops as soon as everything the manifest lists is in.
+    pub fn from_archive(a: &Archive) -> Result<Mem> {
+        let stream = archive::open_tar(a)?;
+        let mut ar = tar::Archive::new(stream);
+        let mut m = Mem::default();
+        let mut wanted: Option<Vec<PathBuf>> = None;
+        // Listed directories whose subtree we entered and then left.
+        let mut left: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut inside: Option<PathBuf> = None;
+        let mut total = 0usize;
+        for e in ar.entries().context("reading archive")? {
+            let mut e = e.context("reading archive")?;
+            let raw = e.path_bytes().into_owned();
+            let Ok(rel) = fsutil::relative_inside(&String::from_utf8_lossy(&raw)) else {
+                bail!(
+                    "entry {:?}: path traversal ('..') refused",
+                    String::from_utf8_lossy(&raw)
+                )
+            };
+            if let Some(w) = &wanted {
+                // Tar writers put a directory's subtree together: once we
+                // leave a listed directory, it is complete.
+                if let Some(d) = &inside
+                    && !rel.starts_with(d)
+                {
+                    left.insert(d.clone());
+                    inside = None;
+                }
+                if let Some(d) = w.iter().find(|d| rel.starts_with(d) && rel != **d) {
+                    inside = Some(d.clone());
+                }
+                let done = w.iter().all(|p| {
+                    m.files.contains_key(p) || m.links.contains_key(p) || left.contains(p)
+                });
+                if done {
+                    break;
+                }
+            }
+            let keep = match &wanted {
+                Some(w) => w.iter().any(|p| rel.starts_with(p)),
+                None => looks_like_unit_path(&rel),
+            };
+            match e.header().entry_type() {
+                tar::EntryType::Directory => {
+                    m.dirs.insert(rel);
+                }
+                tar::EntryType::Symlink => {
+                    let t = e
+                        .link_name_bytes()
+                        .map(|t| PathBuf::from(String::from_utf8_lossy(&t).into_owned()))
+                        .unwrap_or_default();
+                    m.links.insert(rel, t);
+                }
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let is_manifest = rel == Path::new(MANIFEST_PATH);
+                    if (keep || is_manifest) && e.header().entry_size()? <= MAX_MEM_FILE {
+                        let mut v = vec![];
+                        std::io::Read::read_to_end(&mut e, &mut v).context("reading archive")?;
+                        total += v.len();
+                        if total > MAX_MEM_TOTAL {
+                            bail!("unit files larger than {MAX_MEM_TOTAL} bytes in all");
+                        }
+                        if is_manifest {
+                            let man = manifest::parse_image_manifest(&String::from_utf8_lossy(&v))
+                                .context(MANIFEST_PATH)?;
+                            let w: Vec<PathBuf> = man
+                                .units
+                                .iter()
+                                .filter_map(|u| fsutil::relative_inside(u).ok())
+                                .collect();
+                            // Units seen before the manifest that it does not list are dropped.
+                            m.files.retain(|p, _| w.iter().any(|x| p.starts_with(x)));
+                            wanted = Some(w);
+                        }
+                        m.files.insert(rel, v);
+                    } else {
+                        // Parents of regular files are directories.
+                        m.files.remove(&rel);
+                        m.dirs
+                            .extend(rel.ancestors().skip(1).map(Path::to_path_buf));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(m)
+    }
+
+    /// Resolves symlinks in `rel` (all of them, or all but the last
+    /// component), never above the image root.
+    fn resolve(&self, rel: &Path, follow_last: bool) -> Result<PathBuf> {
+        let mut todo: Vec<PathBuf> = rel
+            .components()
+            .rev()
+            .map(|c| PathBuf::from(c.as_os_str()))
+            .collect();
+        let mut cur = PathBuf::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            match Path::new(&c).components().next() {
+                Some(Component::ParentDir) => {
+                    if !cur.pop() {
+                        bail!("/{} resolves outside the image", rel.display());
+                    }
+                    continue;
+                }
+                Some(Component::CurDir) | Some(Component::RootDir) | None => continue,
+                _ => {}
+            }
+            let next = cur.join(&c);
+            let last = todo.is_empty();
+            match self.links.get(&next) {
+                Some(t) if follow_last || !last => {
+                    hops += 1;
+                    if hops > 40 || t.is_absolute() {
+                        bail!("/{} resolves outside the image", rel.display());
+                    }
+                    todo.extend(t.components().rev().map(|c| PathBuf::from(c.as_os_str())));
+                }
+                _ => cur = next,
+            }
+        }
+        Ok(cur)
+    }
+
+    fn kind(&self, p: &Path) -> Option<Kind> {
+        if let Some(t) = self.links.get(p) {
+            return Some(Kind::Symlink(t.clone()));
+        }
+        if self.files.contains_key(p) {
+            return Some(Kind::File);
+        }
+        let is_dir = self.dirs.contains(p)
+            || self
+                .files
+                .keys()
+                .chain(self.links.keys())
+                .any(|k| k.starts_with(p) && k != p);
+        is_dir.then_some(Kind::Dir)
+    }
+}
+
+impl ImageSource for Mem {
+    fn lstat(&self, rel: &Path) -> Result<Option<Kind>> {
+        Ok(self.kind(&self.resolve(rel, false)?))
+    }
+    fn stat(&self, rel: &Path) -> Result<Option<Kind>> {
+        Ok(self.kind(&self.resolve(rel, true)?))
+    }
+    fn read(&self, rel: &Path) -> Result<Vec<u8>> {
+        let p = self.resolve(rel, true)?;
+        self.files
+            .get(&p)
+            .cloned()
+            .ok_or_else(|| anyhow!("/{} was not read from the archive", rel.display()))
+    }
+    fn list(&self, rel: &Path) -> Result<Vec<(String, Kind)>> {
+        let d = self.resolve(rel, true)?;
+        let mut names = BTreeSet::new();
+        for k in self
+            .files
+            .keys()
+            .chain(self.links.keys())
+            .chain(self.dirs.iter())
+        {
+            if k.parent() == Some(d.as_path()) {
+                names.insert(k.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        Ok(names
+            .into_iter()
+            .filter_map(|n| self.kind(&d.join(&n)).map(|k| (n, k)))
+            .collect())
+    }
+}

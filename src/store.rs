@@ -1,0 +1,254 @@
+//! Stores: directories of archives, searched in upstream's order.
+
+use crate::config::{Config, DEFAULT_REFERENCE, OEM_DIR};
+use crate::log;
+use crate::names::{self, ImageId};
+use std::path::{Path, PathBuf};
+
+/// What an archive holds and how it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Tgz,
+    #[serde(rename = "tar.zst")]
+    TarZst,
+    Squashfs,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Tgz, Format::TarZst, Format::Squashfs];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Format::Tgz => ".torcx.tgz",
+            Format::TarZst => ".torcx.tar.zst",
+            Format::Squashfs => ".torcx.squashfs",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Tgz => "tgz",
+            Format::TarZst => "tar.zst",
+            Format::Squashfs => "squashfs",
+        }
+    }
+
+    /// Mounted formats cost no unpacking, so they beat tar formats of the
+    /// same image wherever they are (as upstream did for squashfs).
+    fn mounted(self) -> bool {
+        matches!(self, Format::Squashfs)
+    }
+}
+
+/// One store directory: where it is on the booted system, and where to read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreDir {
+    pub logical: PathBuf,
+    pub host: PathBuf,
+}
+
+/// An archive found in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    pub id: ImageId,
+    pub format: Format,
+    /// The path as the booted system sees it (the symlink, when it is one).
+    pub path: PathBuf,
+    /// The path to open.
+    pub host: PathBuf,
+}
+
+/// Every store, in search order.
+pub fn store_dirs(cfg: &Config) -> Vec<StoreDir> {
+    let mut logical = vec![cfg.vendor_dir().join("store")];
+    let oem = Path::new(OEM_DIR).join("store");
+    if let Some(v) = &cfg.version_id {
+        logical.push(oem.join(v));
+    }
+    logical.push(oem);
+    logical.extend(cfg.config_stores.iter().cloned());
+    let user = cfg.base_dir.join("store");
+    if let Some(v) = &cfg.version_id {
+        logical.push(user.join(v));
+    }
+    logical.push(user);
+    let mut dirs: Vec<StoreDir> = logical
+        .into_iter()
+        .map(|l| StoreDir {
+            host: cfg.host(&l),
+            logical: l,
+        })
+        .collect();
+    for s in &cfg.extra_stores {
+        dirs.push(StoreDir {
+            logical: s.clone(),
+            host: cfg.host(s),
+        });
+    }
+    dirs
+}
+
+/// Splits `NAME:REF.torcx.FMT`; `None` for files that are not archives.
+pub fn parse_archive_name(file: &str) -> Option<(Format, Result<ImageId, anyhow::Error>)> {
+    let format = Format::ALL
+        .into_iter()
+        .find(|f| file.ends_with(f.suffix()))?;
+    let base = &file[..file.len() - format.suffix().len()];
+    let id = match base.rsplit_once(':') {
+        Some((n, r)) => ImageId::new(n, r),
+        None => names::validate_name(base).map(|_| ImageId {
+            name: base.into(),
+            reference: DEFAULT_REFERENCE.into(),
+        }),
+    };
+    Some((format, id))
+}
+
+/// All archives, first occurrence of an image winning except that a mounted
+/// format replaces an earlier tar one.
+pub fn scan(cfg: &Config) -> Vec<Archive> {
+    let mut found: Vec<Archive> = vec![];
+    for dir in store_dirs(cfg) {
+        let Ok(rd) = std::fs::read_dir(&dir.host) else {
+            continue;
+        };
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for file in names {
+            let Some((format, id)) = parse_archive_name(&file) else {
+                continue;
+            };
+            let host = dir.host.join(&file);
+            let id = match id {
+                Ok(id) => id,
+                Err(e) => {
+                    log::warn(&format!(
+                        "ignoring archive {}: {e:#}",
+                        dir.logical.join(&file).display()
+                    ));
+                    continue;
+                }
+            };
+            // Follows symlinks: a dangling link or a directory is not an archive.
+            if !std::fs::metadata(&host).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            let a = Archive {
+                id,
+                format,
+                path: dir.logical.join(&file),
+                host,
+            };
+            match found.iter_mut().find(|x| x.id == a.id) {
+                None => found.push(a),
+                Some(prev) if a.format.mounted() && !prev.format.mounted() => {
+                    log::info(&format!(
+                        "{} replaces {} for {}",
+                        a.path.display(),
+                        prev.path.display(),
+                        a.id
+                    ));
+                    *prev = a;
+                }
+                Some(prev) => log::info(&format!(
+                    "ignoring {}: {} already found at {}",
+                    a.path.display(),
+                    a.id,
+                    prev.path.display()
+                )),
+            }
+        }
+    }
+    found
+}
+
+pub fn find(cfg: &Config, id: &ImageId) -> Option<Archive> {
+    scan(cfg).into_iter().find(|a| &a.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_names() {
+        let (f, id) = parse_archive_name("docker:20.10.torcx.tgz").unwrap();
+        assert_eq!(
+            (f, id.unwrap().to_string()),
+            (Format::Tgz, "docker:20.10".to_string())
+        );
+        let (f, id) = parse_archive_name("docker.torcx.tar.zst").unwrap();
+        assert_eq!(
+            (f, id.unwrap().to_string()),
+            (Format::TarZst, "docker:com.coreos.cl".to_string())
+        );
+        assert!(parse_archive_name("docker:1.tgz").is_none());
+        assert!(parse_archive_name("..:1.torcx.tgz").unwrap().1.is_err());
+        assert!(parse_archive_name("a:b:c.torcx.tgz").unwrap().1.is_err());
+    }
+
+    #[test]
+    fn order_and_precedence() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let touch = |p: &str| {
+            let p = root.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        };
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::write(root.join("usr/lib/os-release"), "VERSION_ID=999.9\n").unwrap();
+        let env = |k: &str| (k == "TORCX_STOREPATH").then(|| "/extra".to_string());
+        let cfg = Config::load_with_env(
+            &crate::config::Overrides {
+                root: Some(root.into()),
+                stores: vec![],
+            },
+            &env,
+        )
+        .unwrap();
+        let dirs: Vec<_> = store_dirs(&cfg)
+            .into_iter()
+            .map(|d| d.logical.display().to_string())
+            .collect();
+        assert_eq!(
+            dirs,
+            [
+                "/usr/share/torcx/store",
+                "/usr/share/oem/torcx/store/999.9",
+                "/usr/share/oem/torcx/store",
+                "/var/lib/torcx/store/999.9",
+                "/var/lib/torcx/store",
+                "/extra"
+            ]
+        );
+        touch("var/lib/torcx/store/a:1.torcx.tgz");
+        touch("var/lib/torcx/store/999.9/a:1.torcx.tgz");
+        touch("extra/a:1.torcx.squashfs");
+        touch("extra/b:2.torcx.tgz");
+        std::os::unix::fs::symlink("b:2.torcx.tgz", root.join("extra/c:3.torcx.tgz")).unwrap();
+        std::os::unix::fs::symlink("missing", root.join("extra/d:4.torcx.tgz")).unwrap();
+        let all = scan(&cfg);
+        let got: Vec<_> = all
+            .iter()
+            .map(|a| (a.id.to_string(), a.path.display().to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a:1".to_string(), "/extra/a:1.torcx.squashfs".to_string()),
+                ("b:2".into(), "/extra/b:2.torcx.tgz".into()),
+                ("c:3".into(), "/extra/c:3.torcx.tgz".into()),
+            ]
+        );
+        std::fs::remove_file(root.join("extra/a:1.torcx.squashfs")).unwrap();
+        let a = find(&cfg, &ImageId::new("a", "1").unwrap()).unwrap();
+        assert_eq!(
+            a.path,
+            Path::new("/var/lib/torcx/store/999.9/a:1.torcx.tgz")
+        );
+    }
+}

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# boot.sh — end-to-end boot test: a real systemd (in a container, via the shared harness)
+# boots with torcx as its generator, applies a vendor profile holding the example image
+# hello-addon:1.0 early in boot, and starts the addon's service.
+#
+# usage: tests/e2e/boot.sh TORCX_BINARY ROOTFS          (ROOTFS: bookworm | trixie)
+#
+# Needs root (the harness boots systemd-nspawn). Exit code: the harness's (0 PASS, 1 FAIL,
+# 2 harness error); 2 for a usage or setup error here. A boot that passed the in-guest
+# checks still fails (1) when the console shows an ordering cycle: cycles found in the
+# first boot transaction are logged before journald runs, so they never reach the journal.
+#
+# env (all optional):
+#   HARNESS          harness script   (default /work/shared/harness/systemd-harness.sh)
+#   HARNESS_WORKDIR  its WORKDIR      (default /var/tmp/torcx-harness; rootfs caches live there)
+#   ARCHIVE_FORMAT   tgz | zst        which archive of the example goes into the store (default tgz)
+#   UNITS_DIR        where torcx-apply.service and torcx.target come from (default REPO/units)
+#   MODE, BOOT_TIMEOUT, KEEP          passed on to the harness
+set -euo pipefail
+
+usage() { echo "usage: $0 TORCX_BINARY ROOTFS   (ROOTFS: bookworm | trixie)" >&2; exit 2; }
+die() { echo "boot.sh: $*" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+[ "$(id -u)" = 0 ] || die "must run as root (the harness boots a container)"
+
+TORCX_BINARY=$1
+ROOTFS=$2
+case "$ROOTFS" in
+    bookworm | trixie) ;;
+    # with ROOTFS=host the guest's /usr is the host's, read-only: /usr/bin/torcx and the
+    # vendor profile cannot be bound there
+    *) die "ROOTFS must be bookworm or trixie, not '$ROOTFS'" ;;
+esac
+if [ ! -f "$TORCX_BINARY" ] || [ ! -x "$TORCX_BINARY" ]; then die "$TORCX_BINARY: not an executable file"; fi
+TORCX_BINARY=$(readlink -f "$TORCX_BINARY")
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HARNESS=${HARNESS:-/work/shared/harness/systemd-harness.sh}
+WORKDIR=${HARNESS_WORKDIR:-/var/tmp/torcx-harness}
+UNITS_DIR=${UNITS_DIR:-$REPO/units}
+ARCHIVE_FORMAT=${ARCHIVE_FORMAT:-tgz}
+[ -x "$HARNESS" ] || die "harness $HARNESS not found (set HARNESS=)"
+for u in torcx-apply.service torcx.target; do
+    [ -f "$UNITS_DIR/$u" ] || die "$UNITS_DIR/$u not found"
+done
+UNITS_DIR=$(cd "$UNITS_DIR" && pwd)
+case "$ARCHIVE_FORMAT" in
+    tgz) ARCHIVE_EXT=torcx.tgz ;;
+    zst) ARCHIVE_EXT=torcx.tar.zst ;;
+    *) die "ARCHIVE_FORMAT must be tgz or zst" ;;
+esac
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/torcx-e2e.XXXXXX")
+HPID=""
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+    if [ "${KEEP:-0}" = 1 ]; then
+        echo "boot.sh: KEEP=1, leaving $TMP (bound into the guest)" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+# The harness runs in the background, so that we can wait for it and still react to
+# signals; without job control it would ignore SIGINT, so pass signals on as SIGTERM
+# (it then tears the guest down and exits 2). Before it runs, a signal just ends us.
+INTERRUPTED=0
+# shellcheck disable=SC2317  # called by the INT/TERM traps
+on_signal() {
+    INTERRUPTED=1
+    if [ -z "$HPID" ]; then exit 2; fi
+    kill -TERM "$HPID" 2>/dev/null || true
+}
+trap on_signal INT TERM
+
+# The harness splits BINDS at spaces and at the first ':' of each pair.
+for p in "$TMP" "$TORCX_BINARY" "$UNITS_DIR"; do
+    case "$p" in *[[:space:]:]*) die "path '$p' contains a space or ':', which BINDS cannot carry" ;; esac
+done
+
+# ---- store: the example image hello-addon:1.0, one archive only
+mkdir -p "$TMP/build" "$TMP/store" "$TMP/profiles" "$TMP/gen"
+"$REPO/examples/build-example.sh" "$TMP/build" 1.0 >/dev/null
+cp "$TMP/build/hello-addon:1.0.$ARCHIVE_EXT" "$TMP/store/"
+
+# ---- vendor profile
+printf '%s\n' '{"kind":"profile-manifest-v1","value":{"images":[{"name":"hello-addon","reference":"1.0"}]}}' \
+    >"$TMP/profiles/vendor.json"
+
+# ---- generator: the same binary under the name torcx-generator. (The harness resolves
+# the symlink and binds the binary to /etc/systemd/system-generators/torcx-generator, so
+# inside the guest it runs under that name either way.)
+ln -s "$TORCX_BINARY" "$TMP/gen/torcx-generator"
+
+BINDS="$TORCX_BINARY:/usr/bin/torcx"
+BINDS+=" $UNITS_DIR/torcx-apply.service:/etc/systemd/system/torcx-apply.service"
+BINDS+=" $UNITS_DIR/torcx.target:/etc/systemd/system/torcx.target"
+BINDS+=" $TMP/profiles/vendor.json:/usr/share/torcx/profiles/vendor.json"
+
+# runs inside the guest with /bin/sh; expanded there, not here
+# shellcheck disable=SC2016
+CHECK='
+fail() { echo "CHECK: $*"; exit 1; }
+systemctl is-active torcx-apply.service || fail "torcx-apply.service is not active"
+systemctl is-active torcx.target || fail "torcx.target is not active"
+systemctl is-active hello-addon.service || fail "hello-addon.service is not active"
+grep -q "hello from torcx addon (libhello 1.0)" /run/hello-addon.out ||
+    fail "/run/hello-addon.out lacks the greeting: $(cat /run/hello-addon.out 2>&1)"
+test -f /run/metadata/torcx || fail "/run/metadata/torcx (the seal) is missing"
+if journalctl -b --no-pager | grep -i "ordering cycle"; then fail "ordering cycle in the journal"; fi
+echo "CHECK: all good"
+'
+
+echo "boot.sh: ROOTFS=$ROOTFS torcx=$TORCX_BINARY store=$TMP/store ($ARCHIVE_FORMAT)" >&2
+GENERATOR="$TMP/gen/torcx-generator" STORE="$TMP/store" BINDS="$BINDS" BINDS_RW="" \
+    CHECK="$CHECK" CHECK_HOST="" ROOTFS="$ROOTFS" \
+    "$HARNESS" "$WORKDIR" &
+HPID=$!
+rc=0
+wait "$HPID" || rc=$?
+# a trapped signal interrupts wait; wait again for the harness's own exit code
+while kill -0 "$HPID" 2>/dev/null; do rc=0; wait "$HPID" || rc=$?; done
+if [ "$INTERRUPTED" = 1 ] && [ "$rc" = 0 ]; then rc=2; fi
+
+# the harness names its run directory after its PID
+RUNDIR=$WORKDIR/runs/torcx-h-$HPID
+strip_colors() { sed -E 's/\x1b\[[0-9;:]*m//g' "$@"; }
+
+# ordering cycles of the first transaction only reach the console (see the header)
+if [ -f "$RUNDIR/console.log" ] && strip_colors "$RUNDIR/console.log" | grep -qi 'ordering cycle'; then
+    echo "boot.sh: FAIL: ordering cycle on the console:" >&2
+    strip_colors "$RUNDIR/console.log" | grep -i 'ordering cycle' | sed 's/^/[console] /' >&2
+    [ "$rc" = 0 ] && rc=1
+fi
+
+if [ "$rc" != 0 ]; then
+    echo "boot.sh: harness exit code $rc; run directory $RUNDIR" >&2
+    if [ -f "$RUNDIR/check.out" ]; then
+        sed 's/^/[check] /' "$RUNDIR/check.out" >&2
+    fi
+    if [ -f "$RUNDIR/console.log" ]; then
+        echo "boot.sh: console lines about torcx:" >&2
+        strip_colors "$RUNDIR/console.log" | grep -iE 'torcx|hello-addon|generator|cycle' |
+            grep -vE 'Unmounting|Unmounted|Hostname set|Attempted to remove disk' |
+            sed 's/^/[console] /' >&2 || true
+    fi
+    if [ -f "$RUNDIR/journal.txt" ]; then
+        echo "boot.sh: journal lines about torcx:" >&2
+        # drop the guest's hostname (torcx-harness), which would match every line
+        sed -E 's/^(\[[^]]*\]) torcx-harness /\1 /' "$RUNDIR/journal.txt" |
+            grep -iE 'torcx|hello-addon|cycle' | sed 's/^/[journal] /' >&2 || true
+    else
+        echo "boot.sh: no journal was saved ($RUNDIR/journal.txt missing)" >&2
+    fi
+fi
+exit "$rc"
