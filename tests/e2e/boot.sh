@@ -11,7 +11,7 @@
 # first boot transaction are logged before journald runs, so they never reach the journal.
 #
 # env (all optional):
-#   HARNESS          harness script   (default /work/shared/harness/systemd-harness.sh)
+#   HARNESS          harness script   (default REPO/../shared/harness/systemd-harness.sh)
 #   HARNESS_WORKDIR  its WORKDIR      (default /var/tmp/torcx-harness; rootfs caches live there)
 #   ARCHIVE_FORMAT   tgz | zst        which archive of the example goes into the store (default tgz)
 #   UNITS_DIR        where torcx-apply.service and torcx.target come from (default REPO/units)
@@ -35,7 +35,7 @@ if [ ! -f "$TORCX_BINARY" ] || [ ! -x "$TORCX_BINARY" ]; then die "$TORCX_BINARY
 TORCX_BINARY=$(readlink -f "$TORCX_BINARY")
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-HARNESS=${HARNESS:-/work/shared/harness/systemd-harness.sh}
+HARNESS=${HARNESS:-$REPO/../shared/harness/systemd-harness.sh}
 WORKDIR=${HARNESS_WORKDIR:-/var/tmp/torcx-harness}
 UNITS_DIR=${UNITS_DIR:-$REPO/units}
 ARCHIVE_FORMAT=${ARCHIVE_FORMAT:-tgz}
