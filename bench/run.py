@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""torcx benchmark: generator + `torcx apply` against tar/gzip/zstd on the
+workload of ../shared/bench/corpus.sh, all rows measured in the same run.
+
+usage: sudo bench/run.py [--runs N] [--corpus DIR] [--torcx PATH]
+
+Each run is a fresh private mount namespace with a new tmpfs on /run (the
+host's /run is never touched); wall time of the whole process tree in ms,
+median of N. Peak memory is GNU time's maximum RSS of `torcx apply`.
+"""
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, **kw)
+
+
+def ns(script):
+    """Runs `script` in a private mount namespace with a fresh tmpfs /run."""
+    full = "mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/x && " + script
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", full]
+
+
+def timed(argv, runs):
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--corpus", default="/tmp/torcx-bench")
+    ap.add_argument("--torcx", default=os.path.join(REPO, "target/release/torcx"))
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (it mounts tmpfs in private namespaces)")
+    if not os.path.exists(os.path.join(a.corpus, "meta.json")):
+        sh(f"bash {REPO}/../shared/bench/corpus.sh {a.corpus}")
+    if not shutil.which("time") and not os.path.exists("/usr/bin/time"):
+        sh("apt-get install -y -q time >/dev/null")
+    meta = json.load(open(os.path.join(a.corpus, "meta.json")))
+    c = a.corpus
+    work = tempfile.mkdtemp(prefix="torcx-bench-")
+    gen = os.path.join(work, "torcx-generator")
+    os.symlink(os.path.abspath(a.torcx), gen)
+    # tar.zst stores: the corpus names them NAME:REF.tar.zst.
+    for kind in ("large", "many"):
+        d = os.path.join(work, "zst-" + kind)
+        os.makedirs(d)
+        for f in os.listdir(os.path.join(c, "zst", kind)):
+            os.symlink(os.path.join(c, "zst", kind, f), os.path.join(d, f.replace(".tar.zst", ".torcx.tar.zst")))
+
+    def env(kind, store):
+        conf = os.path.join(c, "conf", kind + "-tgz")
+        base = os.path.join(work, "base")
+        return (f"export TORCX_BASEDIR={base} TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={conf} "
+                f"TORCX_STOREPATH={store} TORCX_USR_MOUNTPOINT={work}/usr; ")
+
+    rows = []
+    for kind in ("large", "many"):
+        stores = {"tgz": os.path.join(c, "store", "tgz-" + kind), "zst": os.path.join(work, "zst-" + kind)}
+        archives = {f: sorted(os.path.realpath(os.path.join(stores[f], x)) for x in os.listdir(stores[f])) for f in stores}
+        for fmt in ("tgz", "zst"):
+            e = env(kind, stores[fmt])
+            apply_ = f"{a.torcx} apply --json"
+            genr = f"{gen} /run/x"
+            r = {}
+            r["torcx generator + apply"] = timed(ns(e + genr + " && " + apply_), a.runs)
+            r["torcx apply"] = timed(ns(e + apply_), a.runs)
+            r["torcx generator"] = timed(ns(e + genr), a.runs)
+            flag = "-xzf" if fmt == "tgz" else "--zstd -xf"
+            untar = " && ".join(f"mkdir /run/x/{i} && tar {flag} {p} -C /run/x/{i}" for i, p in enumerate(archives[fmt]))
+            r[f"tar {flag} into tmpfs"] = timed(ns(untar), a.runs)
+            dec = "gzip -dc" if fmt == "tgz" else "zstd -dc"
+            r[f"{dec} > /dev/null"] = timed(ns(" && ".join(f"{dec} {p} > /dev/null" for p in archives[fmt])), a.runs)
+            # Peak memory of the apply alone.
+            out = subprocess.run(ns(e + f"/usr/bin/time -f %M {apply_} > /dev/null"), check=True,
+                                 capture_output=True, text=True).stderr.strip().splitlines()[-1]
+            r["peak RSS of apply (KiB)"] = int(out)
+            rows.append((kind, fmt, r))
+    # The generator after a sealed boot against the bare start of the binary.
+    sealed = ns("mkdir -p /run/metadata && touch /run/metadata/torcx && " + gen + " /run/x")
+    version = ns(f"{a.torcx} --version")
+    sealed_ms, version_ms = timed(sealed, a.runs * 3), timed(version, a.runs * 3)
+
+    print(f"corpus {c}: pool sha256 {meta['pool_sha256'][:16]}, runs {a.runs}, median ms")
+    for kind, fmt, r in rows:
+        print(f"\n## {kind} ({fmt})")
+        ref = r["tar -xzf into tmpfs"] if fmt == "tgz" else r["tar --zstd -xf into tmpfs"]
+        for k, v in r.items():
+            if "KiB" in k:
+                print(f"  {k:<30} {v:>8}  ({v / 1024:.1f} MiB)")
+            else:
+                print(f"  {k:<30} {v:>8.1f}  ({v / ref:.2f}x tar)")
+    print(f"\n## generator after a sealed boot\n  sealed generator {sealed_ms:.2f} ms, torcx --version {version_ms:.2f} ms, "
+          f"difference {sealed_ms - version_ms:+.2f} ms")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
