@@ -1,18 +1,15 @@
 //! The boot-time apply: merge the profiles, attach every image (one failing
 //! does not stop the others), record the outcome, seal when all succeeded.
 
-use crate::archive;
-use crate::attach::{self, Origin, Record};
+use crate::attach::{self, Record};
 use crate::config::{Config, SEAL_PATH};
-use crate::extract::{self, Limits};
 use crate::fsutil::{Lock, atomic_write};
 use crate::log;
 use crate::mount;
 use crate::names::ImageId;
 use crate::profile;
-use crate::source::{self, Tree};
-use crate::store::{self, Archive};
-use anyhow::{Context, Result, anyhow};
+use crate::store;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -51,24 +48,16 @@ struct Envelope<T> {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 pub fn read_status(cfg: &Config) -> Option<Status> {
     let b = std::fs::read(cfg.host(&cfg.status_path())).ok()?;
-    serde_json::from_slice::<Envelope<Status>>(&b)
-        .ok()
-        .map(|e| e.value)
+    serde_json::from_slice::<Envelope<Status>>(&b).ok().map(|e| e.value)
 }
 
 fn write_status(cfg: &Config, s: &Status) -> Result<()> {
-    let mut b = serde_json::to_vec_pretty(&Envelope {
-        kind: STATUS_KIND.into(),
-        value: s,
-    })?;
+    let mut b = serde_json::to_vec_pretty(&Envelope { kind: STATUS_KIND.into(), value: s })?;
     b.push(b'\n');
     atomic_write(&cfg.host(&cfg.status_path()), &b, 0o644)
 }
@@ -114,10 +103,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     let sealed = cfg.host(Path::new(SEAL_PATH)).exists();
     if sealed && !force {
         if let Some(status) = read_status(cfg).filter(|s| s.sealed) {
-            return Ok(Outcome {
-                status,
-                already: true,
-            });
+            return Ok(Outcome { status, already: true });
         }
     }
     let started = now();
@@ -147,8 +133,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     status.upper_profile = resolved.upper_profile.clone();
     status.warnings = resolved.warnings.clone();
     for d in [cfg.bin_dir(), cfg.unpack_dir(), cfg.attached_dir()] {
-        std::fs::create_dir_all(cfg.host(&d))
-            .with_context(|| format!("creating {}", d.display()))?;
+        std::fs::create_dir_all(cfg.host(&d)).with_context(|| format!("creating {}", d.display()))?;
     }
     for id in &resolved.images {
         let st = apply_image(cfg, id);
@@ -167,20 +152,13 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
         let mut b = serde_json::to_vec_pretty(&profile)?;
         b.push(b'\n');
         atomic_write(&cfg.host(&cfg.run_profile_path()), &b, 0o444)?;
-        let seal = seal_text(
-            cfg,
-            &resolved.lower_profiles,
-            resolved.upper_profile.as_deref(),
-        );
+        let seal = seal_text(cfg, &resolved.lower_profiles, resolved.upper_profile.as_deref());
         atomic_write(&cfg.host(Path::new(SEAL_PATH)), seal.as_bytes(), 0o644)?;
         status.sealed = true;
     }
     status.finished = now();
     write_status(cfg, &status)?;
-    Ok(Outcome {
-        status,
-        already: false,
-    })
+    Ok(Outcome { status, already: false })
 }
 
 fn apply_image(cfg: &Config, id: &ImageId) -> ImageStatus {
@@ -210,9 +188,7 @@ fn apply_image(cfg: &Config, id: &ImageId) -> ImageStatus {
         }
         Ok(Some(r)) => {
             if let Err(e) = attach::remove(cfg, &r) {
-                st.error = Some(format!(
-                    "image {id}: clearing the earlier attachment: {e:#}"
-                ));
+                st.error = Some(format!("image {id}: clearing the earlier attachment: {e:#}"));
                 return st;
             }
         }
@@ -223,102 +199,31 @@ fn apply_image(cfg: &Config, id: &ImageId) -> ImageStatus {
         }
     }
     let Some(a) = store::find(cfg, id) else {
-        let dirs: Vec<String> = store::store_dirs(cfg)
-            .iter()
-            .map(|d| d.logical.display().to_string())
-            .collect();
-        st.error = Some(format!(
-            "image {id}: no archive in any store (searched {})",
-            dirs.join(", ")
-        ));
+        let dirs: Vec<String> = store::store_dirs(cfg).iter().map(|d| d.logical.display().to_string()).collect();
+        st.error = Some(format!("image {id}: no archive in any store (searched {})", dirs.join(", ")));
         return st;
     };
     st.archive = Some(a.path.clone());
     st.format = Some(a.format.name().into());
-    match attach_image(cfg, &a) {
-        Ok((bytes, files)) => {
+    let opts = attach::Options { origin: "boot".into(), copy: attach::CopyMode::Copy, ..Default::default() };
+    match attach::attach(cfg, &attach::ImageFrom::Archive(a.clone()), &opts) {
+        Ok((rec, unpacked)) => {
             st.state = "attached".into();
-            st.unpacked_bytes = bytes;
-            st.files = files;
+            st.unpacked_bytes = unpacked.bytes;
+            st.files = rec.files.len();
         }
-        Err(e) => st.error = Some(format!("image {id} ({}): {e:#}", a.path.display())),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let msg = msg.strip_prefix(&format!("image {id}: ")).unwrap_or(&msg).to_string();
+            st.error = Some(format!("image {id} ({}): {msg}", a.path.display()));
+        }
     }
     st
 }
 
-/// Unpacks one archive into its own tmpfs and attaches it. On failure,
-/// everything done for it is undone, so a retry starts clean.
-pub fn attach_image(cfg: &Config, a: &Archive) -> Result<(u64, usize)> {
-    let tree = cfg.unpack_dir().join(&a.id.name);
-    let host_tree = cfg.host(&tree);
-    let mut rec = Record {
-        name: a.id.name.clone(),
-        reference: a.id.reference.clone(),
-        archive: a.path.clone(),
-        format: a.format.name().into(),
-        tree: tree.clone(),
-        mounted: true,
-        origin: "boot".into(),
-        state: "attaching".into(),
-        files: vec![],
-    };
-    let res = (|| -> Result<(u64, usize)> {
-        if mount::mounted_at(&host_tree).is_some() {
-            return Err(anyhow!(
-                "{} is already mounted, but no record says by which image",
-                tree.display()
-            ));
-        }
-        std::fs::create_dir_all(&host_tree)
-            .with_context(|| format!("creating {}", tree.display()))?;
-        // Recorded before mounting, so an interrupted apply can be undone.
-        rec.write(cfg)?;
-        mount::mount_tmpfs(&host_tree, cfg.unpack_limit)?;
-        let stream = archive::open_tar(a)?;
-        let stats = extract::extract(
-            stream,
-            &host_tree,
-            Limits {
-                max_bytes: cfg.unpack_limit,
-                max_entries: 1_000_000,
-            },
-        )?;
-        mount::remount_ro(&host_tree)?;
-        let src = Tree::open(&host_tree)?;
-        let m = source::read_manifest(&src)?.unwrap_or_else(|| {
-            log::warn(&format!(
-                "image {}: no {}; nothing to propagate",
-                a.id,
-                source::MANIFEST_PATH
-            ));
-            Default::default()
-        });
-        let o = Origin {
-            id: &a.id,
-            archive: &a.path,
-            tree: tree.clone(),
-        };
-        let plan = attach::plan(cfg, &o, &src, &m, false)?;
-        attach::check_conflicts(cfg, &a.id, &plan)
-            .map_err(|e| anyhow!(strip_image_prefix(&e, &a.id)))?;
-        attach::place(cfg, &mut rec, &plan)?;
-        Ok((stats.bytes, rec.files.len()))
-    })();
-    if res.is_err() {
-        if let Err(e) = attach::remove(cfg, &rec) {
-            log::warn(&format!(
-                "image {}: cleaning up after the failure: {e:#}",
-                a.id
-            ));
-        }
-    }
-    res
-}
-
-/// The caller already names the image; keep the message one clause long.
-fn strip_image_prefix(e: &anyhow::Error, id: &ImageId) -> String {
-    let s = format!("{e:#}");
-    s.strip_prefix(&format!("image {id}: "))
-        .map(str::to_string)
-        .unwrap_or(s)
+/// The images of this boot's run profile, once sealed.
+pub fn run_profile(cfg: &Config) -> Option<Vec<ImageId>> {
+    let text = std::fs::read_to_string(cfg.host(&cfg.run_profile_path())).ok()?;
+    let entries = crate::manifest::parse_profile(&text).ok()?;
+    Some(entries.into_iter().map(|e| ImageId { name: e.name, reference: e.reference }).collect())
 }

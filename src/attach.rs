@@ -3,10 +3,17 @@
 //! Detaching reads the record and removes only what is still as placed.
 
 use crate::config::{self, Config};
+use crate::crash;
 use crate::fsutil::{self, atomic_write, sha256_hex};
+use crate::log;
 use crate::manifest::ImageManifest;
+use crate::mount;
 use crate::names::ImageId;
-use crate::source::{ImageSource, Kind};
+use crate::portable::{self, Sandbox};
+use crate::source::{self, ImageSource, Kind, Tree};
+use crate::store::Archive;
+use crate::systemd;
+use crate::unpack;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -57,19 +64,30 @@ pub struct Placement {
     pub source: Option<String>,
 }
 
-/// What an image is attached from, for drop-ins, links and records.
+/// What an image is attached from, and how, for drop-ins, links and records.
 pub struct Origin<'a> {
     pub id: &'a ImageId,
     /// Logical path of the archive.
     pub archive: &'a Path,
     /// Logical path of the image tree (`/run/torcx/unpack/NAME`).
     pub tree: PathBuf,
+    pub copy: CopyMode,
+    pub portable: Option<Sandbox>,
+}
+
+/// How unit files are placed: copied, or linked into the image tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyMode {
+    /// Copy (the unit then survives the tree going away, and reloads see it whole)
+    #[default]
+    Auto,
+    Copy,
+    Symlink,
 }
 
 pub fn is_unit_name(name: &str) -> bool {
-    UNIT_SUFFIXES
-        .iter()
-        .any(|s| name.len() > s.len() && name.ends_with(s))
+    UNIT_SUFFIXES.iter().any(|s| name.len() > s.len() && name.ends_with(s))
 }
 
 /// The drop-in tying a unit to its image (design.md, "Drop-in").
@@ -92,13 +110,16 @@ pub fn dropin(cfg: &Config, o: &Origin, unit: &str) -> String {
             bin.display(),
             o.id
         );
+        if let Some(sb) = o.portable {
+            s += &format!("RootDirectory={}\n", o.tree.display());
+            s += &portable::service_settings(sb);
+        }
     }
     s
 }
 
 fn manifest_rel(class: &str, p: &str) -> Result<PathBuf> {
-    let rel = fsutil::relative_inside(p)
-        .map_err(|e| anyhow!("manifest {class} entry {e}: outside the image"))?;
+    let rel = fsutil::relative_inside(p).map_err(|e| anyhow!("manifest {class} entry {e}: outside the image"))?;
     if rel.as_os_str().is_empty() {
         bail!("manifest {class} entry {p:?} names the image root");
     }
@@ -133,15 +154,10 @@ pub fn plan(
             (Class::Tmpfiles, &m.tmpfiles, config::TMPFILES_DIR),
             (Class::UdevRules, &m.udev_rules, config::UDEV_RULES_DIR),
         ] {
-            let cname = serde_json::to_value(class)
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_string();
+            let cname = serde_json::to_value(class).unwrap().as_str().unwrap().to_string();
             for p in list {
                 let rel = manifest_rel(&cname, p)?;
-                plan_copies(class, src, &rel, Path::new(dir), &mut out)
-                    .with_context(|| ctx(&cname, p))?;
+                plan_copies(class, src, &rel, Path::new(dir), &mut out).with_context(|| ctx(&cname, p))?;
             }
         }
     }
@@ -162,13 +178,7 @@ pub fn plan(
     Ok(out)
 }
 
-fn plan_bin(
-    cfg: &Config,
-    o: &Origin,
-    src: &dyn ImageSource,
-    rel: &Path,
-    out: &mut Vec<Placement>,
-) -> Result<()> {
+fn plan_bin(cfg: &Config, o: &Origin, src: &dyn ImageSource, rel: &Path, out: &mut Vec<Placement>) -> Result<()> {
     match src.stat(rel)? {
         None => bail!("does not exist in the image"),
         Some(Kind::File) => {
@@ -187,8 +197,7 @@ fn plan_bin(
                 match kind {
                     Kind::Dir => plan_bin(cfg, o, src, &child, out)?,
                     Kind::Symlink(_) | Kind::File => {
-                        if matches!(kind, Kind::Symlink(_)) && src.stat(&child)? != Some(Kind::File)
-                        {
+                        if matches!(kind, Kind::Symlink(_)) && src.stat(&child)? != Some(Kind::File) {
                             continue;
                         }
                         out.push(Placement {
@@ -206,20 +215,18 @@ fn plan_bin(
     Ok(())
 }
 
-fn plan_units(
-    cfg: &Config,
-    o: &Origin,
-    src: &dyn ImageSource,
-    rel: &Path,
-    out: &mut Vec<Placement>,
-) -> Result<()> {
+fn plan_units(cfg: &Config, o: &Origin, src: &dyn ImageSource, rel: &Path, out: &mut Vec<Placement>) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);
     let unit_file = |rel: &Path, dest_dir: &Path, out: &mut Vec<Placement>| -> Result<()> {
         let name = rel.file_name().unwrap().to_string_lossy().into_owned();
+        let action = match o.copy {
+            CopyMode::Symlink => Action::Symlink(o.tree.join(rel)),
+            CopyMode::Auto | CopyMode::Copy => Action::File(src.read(rel)?),
+        };
         out.push(Placement {
             class: Class::Unit,
             dest: dest_dir.join(&name),
-            action: Action::File(src.read(rel)?),
+            action,
             source: Some(rel.display().to_string()),
         });
         if is_unit_name(&name) && dest_dir == units {
@@ -269,13 +276,7 @@ fn plan_units(
     Ok(())
 }
 
-fn plan_copies(
-    class: Class,
-    src: &dyn ImageSource,
-    rel: &Path,
-    dir: &Path,
-    out: &mut Vec<Placement>,
-) -> Result<()> {
+fn plan_copies(class: Class, src: &dyn ImageSource, rel: &Path, dir: &Path, out: &mut Vec<Placement>) -> Result<()> {
     let copy = |rel: &Path, out: &mut Vec<Placement>| -> Result<()> {
         out.push(Placement {
             class,
@@ -308,6 +309,13 @@ pub struct Record {
     pub reference: String,
     pub archive: PathBuf,
     pub format: String,
+    /// `sha256:HEX` of the archive as it was unpacked.
+    #[serde(default)]
+    pub digest: Option<String>,
+    #[serde(default)]
+    pub copy: CopyMode,
+    #[serde(default)]
+    pub portable: Option<Sandbox>,
     /// The image tree and whether torcx mounted it.
     pub tree: PathBuf,
     pub mounted: bool,
@@ -340,19 +348,13 @@ struct Envelope<T> {
 
 impl Record {
     pub fn id(&self) -> ImageId {
-        ImageId {
-            name: self.name.clone(),
-            reference: self.reference.clone(),
-        }
+        ImageId { name: self.name.clone(), reference: self.reference.clone() }
     }
     pub fn path(cfg: &Config, name: &str) -> PathBuf {
         cfg.attached_dir().join(format!("{name}.json"))
     }
     pub fn write(&self, cfg: &Config) -> Result<()> {
-        let doc = Envelope {
-            kind: RECORD_KIND.into(),
-            value: self,
-        };
+        let doc = Envelope { kind: RECORD_KIND.into(), value: self };
         let mut text = serde_json::to_vec_pretty(&doc)?;
         text.push(b'\n');
         atomic_write(&cfg.host(&Record::path(cfg, &self.name)), &text, 0o644)
@@ -361,8 +363,8 @@ impl Record {
         let p = Record::path(cfg, name);
         match std::fs::read(cfg.host(&p)) {
             Ok(b) => {
-                let e: Envelope<Record> = serde_json::from_slice(&b)
-                    .with_context(|| format!("record {}", p.display()))?;
+                let e: Envelope<Record> =
+                    serde_json::from_slice(&b).with_context(|| format!("record {}", p.display()))?;
                 if e.kind != RECORD_KIND {
                     bail!("record {}: unknown kind {:?}", p.display(), e.kind);
                 }
@@ -377,9 +379,7 @@ impl Record {
         let Ok(rd) = std::fs::read_dir(cfg.host(&cfg.attached_dir())) else {
             return Ok(out);
         };
-        let mut names: Vec<String> = rd
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
+        let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
         names.sort();
         for n in names {
             if let Some(name) = n.strip_suffix(".json")
@@ -418,10 +418,7 @@ pub fn check_conflicts(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result
         if p.action == Action::Dir && meta.is_dir() {
             continue;
         }
-        let owner = owners
-            .get(&p.dest)
-            .cloned()
-            .unwrap_or_else(|| "a file torcx did not place".into());
+        let owner = owners.get(&p.dest).cloned().unwrap_or_else(|| "a file torcx did not place".into());
         bail!(
             "image {id}: {} (from /{}) conflicts with {owner}, already at {}",
             p.dest.display(),
@@ -435,64 +432,83 @@ pub fn check_conflicts(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result
 /// Places the planned files, writing the record first as an intent so an
 /// interrupted attach can be cleaned up, then marking it attached.
 pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
-    rec.state = "attaching".into();
-    rec.files = plan
-        .iter()
-        .map(|p| RecordedFile {
+    let dir_entry = |path: &Path, class: Class| RecordedFile {
+        path: path.to_path_buf(),
+        class,
+        kind: "dir".into(),
+        target: None,
+        sha256: None,
+        source: None,
+    };
+    // Only what torcx creates is recorded: missing parent directories (top
+    // down, before their contents), and directories that do not exist yet.
+    let mut files: Vec<RecordedFile> = vec![];
+    let mut made: std::collections::HashSet<PathBuf> = Default::default();
+    for p in plan {
+        let mut missing = vec![];
+        let mut d = p.dest.parent();
+        while let Some(dir) = d {
+            if dir == Path::new("/") || made.contains(dir) || cfg.host(dir).is_dir() {
+                break;
+            }
+            missing.push(dir.to_path_buf());
+            d = dir.parent();
+        }
+        for dir in missing.into_iter().rev() {
+            made.insert(dir.clone());
+            files.push(dir_entry(&dir, p.class));
+        }
+        let (kind, target, sha256) = match &p.action {
+            Action::Dir if made.contains(&p.dest) || cfg.host(&p.dest).is_dir() => continue,
+            Action::Dir => {
+                made.insert(p.dest.clone());
+                ("dir", None, None)
+            }
+            Action::Symlink(t) => ("symlink", Some(t.clone()), None),
+            Action::File(b) => ("file", None, Some(sha256_hex(b))),
+        };
+        files.push(RecordedFile {
             path: p.dest.clone(),
             class: p.class,
-            kind: match &p.action {
-                Action::Symlink(_) => "symlink",
-                Action::File(_) => "file",
-                Action::Dir => "dir",
-            }
-            .into(),
-            target: match &p.action {
-                Action::Symlink(t) => Some(t.clone()),
-                _ => None,
-            },
-            sha256: match &p.action {
-                Action::File(b) => Some(sha256_hex(b)),
-                _ => None,
-            },
+            kind: kind.into(),
+            target,
+            sha256,
             source: p.source.clone(),
-        })
-        .collect();
-    rec.write(cfg)?;
-    let mut created = vec![];
-    for p in plan {
-        let host = cfg.host(&p.dest);
-        if let Some(parent) = host.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        let res = match &p.action {
-            Action::Symlink(t) => std::os::unix::fs::symlink(t, &host),
-            Action::File(b) => write_new(&host, b),
-            Action::Dir => match std::fs::create_dir(&host) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && host.is_dir() => {
-                    // Shared with the host or another image: not ours to remove.
-                    continue;
-                }
-                r => r,
-            },
-        };
-        res.with_context(|| format!("placing {}", p.dest.display()))?;
-        created.push(p.dest.clone());
+        });
     }
-    rec.files.retain(|f| created.contains(&f.path));
+    rec.state = "attaching".into();
+    rec.files = files;
+    rec.write(cfg)?;
+    crash::point("recorded");
+    let content: HashMap<&Path, &Action> = plan.iter().map(|p| (p.dest.as_path(), &p.action)).collect();
+    for f in &rec.files {
+        let host = cfg.host(&f.path);
+        let res = match (f.kind.as_str(), content.get(f.path.as_path())) {
+            ("symlink", _) => std::os::unix::fs::symlink(f.target.as_ref().unwrap(), &host),
+            ("file", Some(Action::File(b))) => write_new(&host, b),
+            _ => std::fs::create_dir(&host),
+        };
+        res.with_context(|| format!("placing {}", f.path.display()))?;
+        crash::point("placed");
+    }
     rec.state = "attached".into();
     rec.write(cfg)
 }
 
+/// Creates `path` with `data`, appearing whole or not at all (an unnamed
+/// file linked in when written), so a crash never leaves half a unit.
 fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let dir =
+        rustix::fs::open(path.parent().unwrap(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let fd =
+        rustix::fs::openat(&dir, ".", OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(0o644))?;
+    let mut f = std::fs::File::from(fd);
     f.write_all(data)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    rustix::fs::linkat(&f, "", &dir, path.file_name().unwrap(), AtFlags::EMPTY_PATH)?;
+    Ok(())
 }
 
 /// Whether the file at `f.path` is still what torcx placed there.
@@ -510,6 +526,369 @@ fn still_ours(cfg: &Config, f: &RecordedFile) -> bool {
 /// the tree if torcx mounted it, and deletes the record. Returns the paths
 /// kept because they changed since.
 pub fn remove(cfg: &Config, rec: &Record) -> Result<Vec<PathBuf>> {
+    let kept = remove_files(cfg, rec)?;
+    let tree = cfg.host(&rec.tree);
+    if rec.mounted && mount::mounted_at(&tree).is_some() && mount::unmount_lazy(&tree)? {
+        log::warn(&format!("{} is still in use: detached lazily, it goes when its last user does", rec.tree.display()));
+    }
+    if rec.mounted {
+        let _ = std::fs::remove_dir(&tree);
+    }
+    let p = cfg.host(&Record::path(cfg, &rec.name));
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", p.display()));
+        }
+        _ => {}
+    }
+    Ok(kept)
+}
+
+/// Where an image comes from when attaching.
+pub enum ImageFrom {
+    Archive(Archive),
+    /// An unpacked image directory on this machine.
+    Dir {
+        id: ImageId,
+        path: PathBuf,
+    },
+}
+
+impl ImageFrom {
+    pub fn id(&self) -> &ImageId {
+        match self {
+            ImageFrom::Archive(a) => &a.id,
+            ImageFrom::Dir { id, .. } => id,
+        }
+    }
+    fn path(&self) -> &Path {
+        match self {
+            ImageFrom::Archive(a) => &a.path,
+            ImageFrom::Dir { path, .. } => path,
+        }
+    }
+    fn format(&self) -> &str {
+        match self {
+            ImageFrom::Archive(a) => a.format.name(),
+            ImageFrom::Dir { .. } => "directory",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `boot` (torcx apply) or `runtime`.
+    pub origin: String,
+    pub copy: CopyMode,
+    pub portable: Option<Sandbox>,
+    /// Refuse a unit that exists anywhere in systemd's search path (runtime
+    /// attaches; at boot the generator's copies are expected there).
+    pub check_host_units: bool,
+    /// Override only the host-unit check.
+    pub force: bool,
+}
+
+/// Unpacks (or binds) an image into its tree, reads it into a plan, and
+/// refuses conflicts; nothing is placed yet. The tree is at `tree`.
+fn prepare(
+    cfg: &Config,
+    img: &ImageFrom,
+    tree: &Path,
+    final_tree: &Path,
+    opts: &Options,
+) -> Result<(unpack::Unpacked, Vec<Placement>)> {
+    let unpacked = match img {
+        ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree)?,
+        ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
+    };
+    let src = Tree::open(&cfg.host(tree))?;
+    if opts.portable.is_some() {
+        portable::check_image(&src)?;
+    }
+    let m = source::read_manifest(&src)?.unwrap_or_else(|| {
+        log::warn(&format!("image {}: no {}; nothing to propagate", img.id(), source::MANIFEST_PATH));
+        Default::default()
+    });
+    let o = Origin {
+        id: img.id(),
+        archive: img.path(),
+        tree: final_tree.to_path_buf(),
+        copy: opts.copy,
+        portable: opts.portable,
+    };
+    let plan = plan(cfg, &o, &src, &m, false)?;
+    crash::point("planned");
+    Ok((unpacked, plan))
+}
+
+/// Refuses units that systemd already knows from elsewhere on the host.
+fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement], ignore: &[PathBuf]) -> Result<()> {
+    let units = Path::new(config::UNITS_DIR);
+    for p in plan.iter().filter(|p| p.class == Class::Unit && p.dest.parent() == Some(units)) {
+        let name = p.dest.file_name().unwrap().to_string_lossy();
+        if !is_unit_name(&name) {
+            continue;
+        }
+        if let Some(found) = systemd::find_unit(cfg, &name, &[]).filter(|f| !ignore.contains(f)) {
+            bail!(
+                "image {id}: unit {name} (from /{}) conflicts with {} on the host; use --force to attach anyway",
+                p.source.as_deref().unwrap_or("?"),
+                found.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Attaches one image, all or nothing: on any error everything done for it
+/// is undone. The record is written first, so a crash at any point leaves
+/// something `detach` or the next `attach` cleans up.
+pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, unpack::Unpacked)> {
+    let id = img.id().clone();
+    if let Some(r) = Record::load(cfg, &id.name)? {
+        if r.state == "attached" {
+            bail!(
+                "image {} is already attached ({} from {}); use `torcx reattach {}:REF` to switch references",
+                id.name,
+                r.id(),
+                r.archive.display(),
+                id.name
+            );
+        }
+        log::warn(&format!("image {}: cleaning up an interrupted attach of {}", id.name, r.id()));
+        remove(cfg, &r)?;
+    }
+    let tree = cfg.unpack_dir().join(&id.name);
+    if mount::mounted_at(&cfg.host(&tree)).is_some() {
+        bail!("image {id}: {} is already mounted, but no record says by which image", tree.display());
+    }
+    let mut rec = Record {
+        name: id.name.clone(),
+        reference: id.reference.clone(),
+        archive: img.path().to_path_buf(),
+        format: img.format().into(),
+        digest: None,
+        copy: opts.copy,
+        portable: opts.portable,
+        tree: tree.clone(),
+        mounted: true,
+        origin: opts.origin.clone(),
+        state: "attaching".into(),
+        files: vec![],
+    };
+    std::fs::create_dir_all(cfg.host(&cfg.attached_dir()))
+        .with_context(|| format!("creating {}", cfg.attached_dir().display()))?;
+    rec.write(cfg)?;
+    crash::point("intent");
+    let res = (|| -> Result<unpack::Unpacked> {
+        let (unpacked, plan) = prepare(cfg, img, &tree, &tree, opts)?;
+        rec.digest = unpacked.digest.clone();
+        check_conflicts(cfg, &id, &plan)?;
+        if opts.check_host_units && !opts.force {
+            check_host_units(cfg, &id, &plan, &[])?;
+        }
+        place(cfg, &mut rec, &plan)?;
+        Ok(unpacked)
+    })();
+    match res {
+        Ok(u) => Ok((rec, u)),
+        Err(e) => {
+            if let Err(e2) = remove(cfg, &rec) {
+                log::warn(&format!("image {id}: cleaning up after the failure: {e2:#}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+impl Record {
+    /// Unit files the image placed at the top of the units directory.
+    pub fn units(&self) -> Vec<String> {
+        let units = Path::new(config::UNITS_DIR);
+        self.files
+            .iter()
+            .filter(|f| f.class == Class::Unit && f.kind != "dir" && f.path.parent() == Some(units))
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .filter(|n| is_unit_name(n))
+            .collect()
+    }
+    /// Units the image enables (links in its `.wants`/`.requires` directories).
+    pub fn enabled_units(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .files
+            .iter()
+            .filter(|f| f.class == Class::Unit && f.kind == "symlink")
+            .filter(|f| {
+                f.path.parent().and_then(|p| p.file_name()).is_some_and(|d| {
+                    let d = d.to_string_lossy();
+                    d.ends_with(".wants") || d.ends_with(".requires")
+                })
+            })
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+    pub fn binaries(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .filter(|f| f.class == Class::Bin)
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// Detaches an image; returns the files kept because they changed since.
+pub fn detach(cfg: &Config, sd: &systemd::Systemd, name: &str, now: bool, force: bool) -> Result<Vec<PathBuf>> {
+    crate::names::validate_name(name)?;
+    let Some(rec) = Record::load(cfg, name)? else {
+        bail!("image {name} is not attached (no {})", Record::path(cfg, name).display());
+    };
+    let units = rec.units();
+    let active: Vec<String> = units.iter().filter(|u| sd.is_active(u)).cloned().collect();
+    if !active.is_empty() {
+        if now {
+            sd.run_jobs("stop", &active)?;
+        } else if !force {
+            bail!(
+                "image {}: unit{} {} {} active; stop {} first, or use --now to stop {} or --force to detach anyway",
+                rec.id(),
+                if active.len() > 1 { "s" } else { "" },
+                active.join(", "),
+                if active.len() > 1 { "are" } else { "is" },
+                if active.len() > 1 { "them" } else { "it" },
+                if active.len() > 1 { "them" } else { "it" },
+            );
+        }
+    }
+    remove(cfg, &rec)
+}
+
+/// Switches an attached image to another archive, all or nothing: the new
+/// one is unpacked and checked beside the old, and any failure after the
+/// switch puts the old attachment back exactly as it was.
+pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
+    let id = img.id().clone();
+    let Some(old) = Record::load(cfg, &id.name)?.filter(|r| r.state == "attached") else {
+        bail!("image {} is not attached; use `torcx attach {id}`", id.name);
+    };
+    // Nothing of the old attachment may have changed: it must be restorable.
+    if let Some(f) =
+        old.files.iter().find(|f| std::fs::symlink_metadata(cfg.host(&f.path)).is_err() || !still_ours(cfg, f))
+    {
+        bail!(
+            "image {}: {} changed or disappeared since it was attached; refusing to reattach",
+            old.id(),
+            f.path.display()
+        );
+    }
+    let tree = old.tree.clone();
+    let next = cfg.unpack_dir().join(format!(".{}.next", id.name));
+    let prev = cfg.unpack_dir().join(format!(".{}.prev", id.name));
+    for stale in [&next, &prev] {
+        let h = cfg.host(stale);
+        if mount::mounted_at(&h).is_some() {
+            mount::unmount_lazy(&h)?;
+        }
+        let _ = std::fs::remove_dir(&h);
+    }
+    let opts = Options {
+        origin: old.origin.clone(),
+        copy: old.copy,
+        portable: old.portable,
+        check_host_units: false,
+        force: false,
+    };
+    let undo_next = || {
+        let h = cfg.host(&next);
+        if mount::mounted_at(&h).is_some() {
+            let _ = mount::unmount_lazy(&h);
+        }
+        let _ = std::fs::remove_dir(&h);
+    };
+    let (unpacked, plan) = match prepare(cfg, img, &next, &tree, &opts) {
+        Ok(x) => x,
+        Err(e) => {
+            undo_next();
+            return Err(e);
+        }
+    };
+    // Conflicts, except with what the old attachment itself placed.
+    let mine: Vec<&PathBuf> = old.files.iter().map(|f| &f.path).collect();
+    let others: Vec<Placement> = plan.iter().filter(|p| !mine.contains(&&p.dest)).cloned().collect();
+    if let Err(e) = check_conflicts(cfg, &id, &others) {
+        undo_next();
+        return Err(e);
+    }
+    // The switch.
+    let mut new = Record {
+        name: id.name.clone(),
+        reference: id.reference.clone(),
+        archive: img.path().to_path_buf(),
+        format: img.format().into(),
+        digest: unpacked.digest,
+        copy: old.copy,
+        portable: old.portable,
+        tree: tree.clone(),
+        mounted: true,
+        origin: old.origin.clone(),
+        state: "attaching".into(),
+        files: vec![],
+    };
+    let res = (|| -> Result<()> {
+        remove_files(cfg, &old)?;
+        crash::point("old-removed");
+        std::fs::create_dir_all(cfg.host(&prev))?;
+        mount::move_mount(&cfg.host(&tree), &cfg.host(&prev))?;
+        mount::move_mount(&cfg.host(&next), &cfg.host(&tree))?;
+        crash::point("switched");
+        place(cfg, &mut new, &plan)
+    })();
+    if let Err(e) = res {
+        log::warn(&format!("image {id}: reattach failed, putting {} back: {e:#}", old.id()));
+        let restore = (|| -> Result<()> {
+            remove_files(cfg, &new)?;
+            let (t, p, n) = (cfg.host(&tree), cfg.host(&prev), cfg.host(&next));
+            if mount::mounted_at(&p).is_some() {
+                if mount::mounted_at(&t).is_some() {
+                    mount::move_mount(&t, &n)?;
+                }
+                mount::move_mount(&p, &t)?;
+            }
+            // Re-place the old files from the old tree: the plan is a function of it.
+            let src = Tree::open(&t)?;
+            let m = source::read_manifest(&src)?.unwrap_or_default();
+            let o = Origin {
+                id: &old.id(),
+                archive: &old.archive,
+                tree: tree.clone(),
+                copy: old.copy,
+                portable: old.portable,
+            };
+            let plan = self::plan(cfg, &o, &src, &m, false)?;
+            let mut back = old.clone();
+            place(cfg, &mut back, &plan)
+        })();
+        undo_next();
+        let _ = std::fs::remove_dir(cfg.host(&prev));
+        if let Err(e2) = restore {
+            bail!("image {id}: reattach failed ({e:#}), and restoring {} failed too: {e2:#}", old.id());
+        }
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir(cfg.host(&next));
+    let p = cfg.host(&prev);
+    if mount::unmount_lazy(&p)? {
+        log::info(&format!("{}: the old tree is still in use and goes when its last user does", old.id()));
+    }
+    let _ = std::fs::remove_dir(&p);
+    Ok((old, new))
+}
+
+/// Removes the files of a record that are still as placed (not the tree,
+/// not the record); returns those kept because they changed since.
+fn remove_files(cfg: &Config, rec: &Record) -> Result<Vec<PathBuf>> {
     let mut kept = vec![];
     // Files before the directories that hold them.
     for f in rec.files.iter().rev() {
@@ -521,33 +900,16 @@ pub fn remove(cfg: &Config, rec: &Record) -> Result<Vec<PathBuf>> {
             kept.push(f.path.clone());
             continue;
         }
-        let r = if f.kind == "dir" {
-            std::fs::remove_dir(&host)
-        } else {
-            std::fs::remove_file(&host)
-        };
+        let r = if f.kind == "dir" { std::fs::remove_dir(&host) } else { std::fs::remove_file(&host) };
         if let Err(e) = r {
-            // A directory someone else put files in stays.
+            // A directory someone else put files in (an admin's drop-in,
+            // another image's link) stays, and is not ours to report.
             if f.kind == "dir" {
-                kept.push(f.path.clone());
+                log::info(&format!("leaving {}: not empty", f.path.display()));
             } else {
                 return Err(e).with_context(|| format!("removing {}", f.path.display()));
             }
         }
-    }
-    let tree = cfg.host(&rec.tree);
-    if rec.mounted && crate::mount::mounted_at(&tree).is_some() {
-        crate::mount::unmount(&tree)?;
-    }
-    if rec.mounted {
-        let _ = std::fs::remove_dir(&tree);
-    }
-    let p = cfg.host(&Record::path(cfg, &rec.name));
-    match std::fs::remove_file(&p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("removing {}", p.display()));
-        }
-        _ => {}
     }
     Ok(kept)
 }

@@ -86,18 +86,14 @@ impl Config {
         };
 
         // The kernel command line may point at another config file.
-        let cmdline =
-            std::fs::read_to_string(c.host(Path::new("/proc/cmdline"))).unwrap_or_default();
+        let cmdline = std::fs::read_to_string(c.host(Path::new("/proc/cmdline"))).unwrap_or_default();
         let cfg_path = cmdline
             .split_whitespace()
             .find_map(|w| w.strip_prefix("torcx_config="))
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(CONFIG_PATH));
         if !cfg_path.is_absolute() {
-            bail!(
-                "torcx_config={} on the kernel command line: must be an absolute path",
-                cfg_path.display()
-            );
+            bail!("torcx_config={} on the kernel command line: must be an absolute path", cfg_path.display());
         }
         c.apply_file(&cfg_path)?;
 
@@ -123,23 +119,16 @@ impl Config {
         }
         if let Some(v) = env("TORCX_STOREPATH") {
             // Documented as colon-separated; upstream's code split on whitespace. Take both.
-            for p in v
-                .split(|ch: char| ch == ':' || ch.is_whitespace())
-                .filter(|s| !s.is_empty())
-            {
+            for p in v.split(|ch: char| ch == ':' || ch.is_whitespace()).filter(|s| !s.is_empty()) {
                 c.extra_stores.push(abs("TORCX_STOREPATH", p.into())?);
             }
         }
         if let Some(v) = env("TORCX_UNPACK_LIMIT").filter(|v| !v.is_empty()) {
-            c.unpack_limit = parse_size(&v)
-                .with_context(|| format!("environment variable TORCX_UNPACK_LIMIT={v:?}"))?;
+            c.unpack_limit =
+                parse_size(&v).with_context(|| format!("environment variable TORCX_UNPACK_LIMIT={v:?}"))?;
         }
         for s in &ov.stores {
-            let p = if s.is_absolute() {
-                s.clone()
-            } else {
-                std::env::current_dir()?.join(s)
-            };
+            let p = if s.is_absolute() { s.clone() } else { std::env::current_dir()?.join(s) };
             // --store names a directory on this machine, not under --root.
             c.extra_stores.push(p);
         }
@@ -160,10 +149,7 @@ impl Config {
             .with_context(ctx)?;
         let abs = |field: &str, s: &str| -> Result<PathBuf> {
             if !s.starts_with('/') {
-                bail!(
-                    "config {}: field {field}: {s:?} is not an absolute path",
-                    logical.display()
-                );
+                bail!("config {}: field {field}: {s:?} is not an absolute path", logical.display());
             }
             Ok(PathBuf::from(s))
         };
@@ -181,17 +167,12 @@ impl Config {
         }
         match v.unpack_limit {
             None => {}
-            Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => {
-                self.unpack_limit = n.as_u64().unwrap()
-            }
+            Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => self.unpack_limit = n.as_u64().unwrap(),
             Some(serde_json::Value::String(s)) => {
-                self.unpack_limit = parse_size(&s)
-                    .with_context(|| format!("config {}: field unpack_limit", logical.display()))?
+                self.unpack_limit =
+                    parse_size(&s).with_context(|| format!("config {}: field unpack_limit", logical.display()))?
             }
-            Some(other) => bail!(
-                "config {}: field unpack_limit: {other} is not a size",
-                logical.display()
-            ),
+            Some(other) => bail!("config {}: field unpack_limit: {other} is not a size", logical.display()),
         }
         self.config_file = Some(logical.to_path_buf());
         Ok(())
@@ -243,9 +224,7 @@ impl Config {
 /// (upstream kept them, which made `"1.2.3"` a store directory name).
 pub fn read_version_id(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
-    let v = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("VERSION_ID="))?;
+    let v = text.lines().find_map(|l| l.trim().strip_prefix("VERSION_ID="))?;
     let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
     // A versioned store is a directory name: refuse anything that is not one.
     (!v.is_empty() && v != "." && v != ".." && !v.contains('/')).then(|| v.to_string())
@@ -260,13 +239,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
         Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
         _ => (s, 1),
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{s:?} is not a size (bytes, or a number with K, M or G)"))?;
-    let v = n
-        .checked_mul(mul)
-        .ok_or_else(|| anyhow::anyhow!("{s:?} is too large"))?;
+    let n: u64 =
+        num.trim().parse().map_err(|_| anyhow::anyhow!("{s:?} is not a size (bytes, or a number with K, M or G)"))?;
+    let v = n.checked_mul(mul).ok_or_else(|| anyhow::anyhow!("{s:?} is too large"))?;
     if v < 4096 {
         bail!("{s:?} is too small: an image needs at least 4K");
     }
@@ -279,10 +254,8 @@ fn default_unpack_limit() -> u64 {
     let total_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
-            m.lines().find_map(|l| {
-                l.strip_prefix("MemTotal:")
-                    .map(|v| v.trim().trim_end_matches("kB").trim().to_string())
-            })
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().trim_end_matches("kB").trim().to_string()))
         })
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(1 << 20);
@@ -294,17 +267,10 @@ mod tests {
     use super::*;
 
     fn load(root: &Path, env: &[(&str, &str)]) -> Result<Config> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        Config::load_with_env(
-            &Overrides {
-                root: Some(root.into()),
-                stores: vec![],
-            },
-            &move |k| env.iter().find(|(a, _)| a == k).map(|(_, b)| b.clone()),
-        )
+        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        Config::load_with_env(&Overrides { root: Some(root.into()), stores: vec![] }, &move |k| {
+            env.iter().find(|(a, _)| a == k).map(|(_, b)| b.clone())
+        })
     }
 
     #[test]
@@ -316,18 +282,11 @@ mod tests {
         assert_eq!(c.host(Path::new("/run/torcx")), t.path().join("run/torcx"));
         let c = load(
             t.path(),
-            &[
-                ("TORCX_USR_MOUNTPOINT", "/tmp/foo"),
-                ("TORCX_STOREPATH", "/a:/b /c"),
-                ("TORCX_USR_MOUNTPOINT", "rel"),
-            ],
+            &[("TORCX_USR_MOUNTPOINT", "/tmp/foo"), ("TORCX_STOREPATH", "/a:/b /c"), ("TORCX_USR_MOUNTPOINT", "rel")],
         )
         .unwrap();
         assert_eq!(c.vendor_dir(), Path::new("/tmp/foo/share/torcx"));
-        assert_eq!(
-            c.extra_stores,
-            vec![PathBuf::from("/a"), "/b".into(), "/c".into()]
-        );
+        assert_eq!(c.extra_stores, vec![PathBuf::from("/a"), "/b".into(), "/c".into()]);
         let e = load(t.path(), &[("TORCX_RUNDIR", "run")]).unwrap_err();
         assert!(format!("{e:#}").contains("TORCX_RUNDIR"), "{e:#}");
     }
@@ -337,26 +296,19 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("etc/torcx")).unwrap();
         let f = t.path().join("etc/torcx/config.json");
-        std::fs::write(&f, r#"{"kind":"torcx-config-v0","value":{"base_dir":"/srv/torcx","store_paths":["/x"],"unpack_limit":"64M"}}"#).unwrap();
+        std::fs::write(
+            &f,
+            r#"{"kind":"torcx-config-v0","value":{"base_dir":"/srv/torcx","store_paths":["/x"],"unpack_limit":"64M"}}"#,
+        )
+        .unwrap();
         let c = load(t.path(), &[("TORCX_BASEDIR", "/env")]).unwrap();
         assert_eq!(c.base_dir, Path::new("/env"));
         assert_eq!(c.config_stores, vec![PathBuf::from("/x")]);
         assert_eq!(c.unpack_limit, 64 << 20);
-        std::fs::write(
-            &f,
-            r#"{"kind":"torcx-config-v0","value":{"store_paths":["rel"]}}"#,
-        )
-        .unwrap();
+        std::fs::write(&f, r#"{"kind":"torcx-config-v0","value":{"store_paths":["rel"]}}"#).unwrap();
         let e = format!("{:#}", load(t.path(), &[]).unwrap_err());
-        assert!(
-            e.contains("/etc/torcx/config.json") && e.contains("store_paths"),
-            "{e}"
-        );
-        std::fs::write(
-            &f,
-            r#"{"kind":"torcx-config-v0","value":{"store_path":["/x"]}}"#,
-        )
-        .unwrap();
+        assert!(e.contains("/etc/torcx/config.json") && e.contains("store_paths"), "{e}");
+        std::fs::write(&f, r#"{"kind":"torcx-config-v0","value":{"store_path":["/x"]}}"#).unwrap();
         let e = format!("{:#}", load(t.path(), &[]).unwrap_err());
         assert!(e.contains("store_path"), "{e}");
         std::fs::write(&f, r#"{"kind":"torcx-config-v1","value":{}}"#).unwrap();
@@ -366,17 +318,10 @@ mod tests {
         assert!(load(t.path(), &[]).is_err());
         // The kernel command line points elsewhere.
         std::fs::create_dir_all(t.path().join("proc")).unwrap();
-        std::fs::write(
-            t.path().join("proc/cmdline"),
-            "ro torcx_config=/boot/tc.json quiet\n",
-        )
-        .unwrap();
+        std::fs::write(t.path().join("proc/cmdline"), "ro torcx_config=/boot/tc.json quiet\n").unwrap();
         std::fs::create_dir_all(t.path().join("boot")).unwrap();
-        std::fs::write(
-            t.path().join("boot/tc.json"),
-            r#"{"kind":"torcx-config-v0","value":{"run_dir":"/run/tx"}}"#,
-        )
-        .unwrap();
+        std::fs::write(t.path().join("boot/tc.json"), r#"{"kind":"torcx-config-v0","value":{"run_dir":"/run/tx"}}"#)
+            .unwrap();
         assert_eq!(load(t.path(), &[]).unwrap().run_dir, Path::new("/run/tx"));
     }
 

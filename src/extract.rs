@@ -66,14 +66,11 @@ impl Extractor {
     /// Opens (creating when `create`) the directory made of `comps`, one
     /// component at a time, never following a symlink.
     fn dir(&mut self, raw: &[u8], comps: &[&OsStr], create: bool) -> Result<&OwnedFd> {
-        let hit = matches!(&self.cache, Some((c, _)) if c.len() == comps.len() && c.iter().zip(comps).all(|(a, b)| a == b));
+        let hit =
+            matches!(&self.cache, Some((c, _)) if c.len() == comps.len() && c.iter().zip(comps).all(|(a, b)| a == b));
         if !hit {
-            let mut cur = rustix::fs::openat(
-                &self.root,
-                ".",
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
+            let mut cur =
+                rustix::fs::openat(&self.root, ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
             for c in comps {
                 let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 cur = match rustix::fs::openat(&cur, *c, flags, Mode::empty()) {
@@ -83,10 +80,7 @@ impl Extractor {
                             Ok(()) => self.stats.dirs += 1,
                             Err(Errno::EXIST) => {}
                             Err(e) => {
-                                return Err(entry_err(
-                                    raw,
-                                    format!("creating directory {c:?}: {e}"),
-                                ));
+                                return Err(entry_err(raw, format!("creating directory {c:?}: {e}")));
                             }
                         }
                         rustix::fs::openat(&cur, *c, flags, Mode::empty())
@@ -98,9 +92,7 @@ impl Extractor {
                     Err(Errno::NOTDIR | Errno::LOOP) => {
                         return Err(entry_err(
                             raw,
-                            format!(
-                                "{c:?} is a symlink or a file, not a directory: writing through it is refused"
-                            ),
+                            format!("{c:?} is a symlink or a file, not a directory: writing through it is refused"),
                         ));
                     }
                     Err(e) => return Err(entry_err(raw, format!("opening directory {c:?}: {e}"))),
@@ -116,10 +108,7 @@ impl Extractor {
         if self.entries > self.limits.max_entries {
             return Err(entry_err(
                 raw,
-                format!(
-                    "more than {} entries: refused as an archive bomb",
-                    self.limits.max_entries
-                ),
+                format!("more than {} entries: refused as an archive bomb", self.limits.max_entries),
             ));
         }
         Ok(())
@@ -145,11 +134,7 @@ impl Extractor {
         let kind = e.header().entry_type();
         if comps.is_empty() {
             // "./" itself: the tree root already exists.
-            return if kind.is_dir() {
-                Ok(())
-            } else {
-                Err(entry_err(&raw, "empty path"))
-            };
+            return if kind.is_dir() { Ok(()) } else { Err(entry_err(&raw, "empty path")) };
         }
         self.count_entry(&raw)?;
         let (name, parent) = comps.split_last().unwrap();
@@ -164,17 +149,9 @@ impl Extractor {
                     Err(Errno::EXIST) => {
                         let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
                         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                            return Err(entry_err(
-                                &raw,
-                                "a directory over an existing symlink or file is refused",
-                            ));
+                            return Err(entry_err(&raw, "a directory over an existing symlink or file is refused"));
                         }
-                        rustix::fs::chmodat(
-                            dir,
-                            &name,
-                            Mode::from_raw_mode(mode),
-                            AtFlags::empty(),
-                        )?;
+                        rustix::fs::chmodat(dir, &name, Mode::from_raw_mode(mode), AtFlags::empty())?;
                     }
                     Err(err) => return Err(entry_err(&raw, err)),
                 }
@@ -184,20 +161,13 @@ impl Extractor {
                 self.charge(&raw, size)?;
                 let mtime = e.header().mtime().unwrap_or(0);
                 let dir = self.dir(&raw, parent, true)?;
-                let flags = OFlags::WRONLY
-                    | OFlags::CREATE
-                    | OFlags::EXCL
-                    | OFlags::NOFOLLOW
-                    | OFlags::CLOEXEC;
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 let fd = match rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(mode)) {
                     Err(Errno::EXIST) => {
                         // A later entry of the same regular file replaces it, as tar does.
                         let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
                         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-                            return Err(entry_err(
-                                &raw,
-                                "a file over an existing directory or symlink is refused",
-                            ));
+                            return Err(entry_err(&raw, "a file over an existing directory or symlink is refused"));
                         }
                         rustix::fs::unlinkat(dir, &name, AtFlags::empty())?;
                         rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(mode))
@@ -218,47 +188,29 @@ impl Extractor {
                 })();
                 self.buf = buf;
                 res.map_err(|err| entry_err(&raw, format!("writing: {err}")))?;
-                let t = Timespec {
-                    tv_sec: mtime as i64,
-                    tv_nsec: 0,
-                };
-                let _ = rustix::fs::futimens(
-                    &f,
-                    &Timestamps {
-                        last_access: t,
-                        last_modification: t,
-                    },
-                );
+                let t = Timespec { tv_sec: mtime as i64, tv_nsec: 0 };
+                let _ = rustix::fs::futimens(&f, &Timestamps { last_access: t, last_modification: t });
                 self.stats.files += 1;
             }
             tar::EntryType::Symlink => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| entry_err(&raw, "symlink without a target"))?
-                    .into_owned();
+                let target =
+                    e.link_name_bytes().ok_or_else(|| entry_err(&raw, "symlink without a target"))?.into_owned();
                 check_symlink(&raw, parent.len(), &target)?;
                 let dir = self.dir(&raw, parent, true)?;
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), dir, &name).map_err(|err| {
-                    match err {
-                        Errno::EXIST => entry_err(&raw, "duplicate entry: the path already exists"),
-                        err => entry_err(&raw, err),
-                    }
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), dir, &name).map_err(|err| match err {
+                    Errno::EXIST => entry_err(&raw, "duplicate entry: the path already exists"),
+                    err => entry_err(&raw, err),
                 })?;
                 self.symlinks.push(PathBuf::from(OsStr::from_bytes(&raw)));
                 self.stats.symlinks += 1;
             }
             tar::EntryType::Link => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| entry_err(&raw, "hard link without a target"))?
-                    .into_owned();
+                let target =
+                    e.link_name_bytes().ok_or_else(|| entry_err(&raw, "hard link without a target"))?.into_owned();
                 let tcomps = components(&target).map_err(|_| {
                     entry_err(
                         &raw,
-                        format!(
-                            "hard link to {:?} points outside the image",
-                            String::from_utf8_lossy(&target)
-                        ),
+                        format!("hard link to {:?} points outside the image", String::from_utf8_lossy(&target)),
                     )
                 })?;
                 let Some((tname, tparent)) = tcomps.split_last() else {
@@ -284,8 +236,7 @@ impl Extractor {
                     }
                 }
                 let dir = self.dir(&raw, parent, true)?;
-                rustix::fs::linkat(&src, &tname, dir, &name, AtFlags::empty())
-                    .map_err(|err| entry_err(&raw, err))?;
+                rustix::fs::linkat(&src, &tname, dir, &name, AtFlags::empty()).map_err(|err| entry_err(&raw, err))?;
                 self.stats.hardlinks += 1;
             }
             tar::EntryType::Char | tar::EntryType::Block => {
@@ -306,10 +257,7 @@ fn check_symlink(raw: &[u8], depth: usize, target: &[u8]) -> Result<()> {
         return Err(entry_err(raw, "symlink with an empty target"));
     }
     if target.first() == Some(&b'/') {
-        return Err(entry_err(
-            raw,
-            format!("symlink to absolute path {t:?} points outside the image"),
-        ));
+        return Err(entry_err(raw, format!("symlink to absolute path {t:?} points outside the image")));
     }
     let mut d = depth as i64;
     for c in target.split(|b| *b == b'/') {
@@ -318,10 +266,7 @@ fn check_symlink(raw: &[u8], depth: usize, target: &[u8]) -> Result<()> {
             b".." => {
                 d -= 1;
                 if d < 0 {
-                    return Err(entry_err(
-                        raw,
-                        format!("symlink to {t:?} points outside the image"),
-                    ));
+                    return Err(entry_err(raw, format!("symlink to {t:?} points outside the image")));
                 }
             }
             _ => d += 1,
@@ -364,10 +309,7 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
         match crate::fsutil::open_beneath(&x.root, l, OFlags::PATH) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc_exdev()) => {
-                bail!(
-                    "entry {:?}: symlink resolves outside the image",
-                    l.display().to_string()
-                )
+                bail!("entry {:?}: symlink resolves outside the image", l.display().to_string())
             }
             // Dangling or looping links stay dangling: the tree is read-only.
             Err(_) => {}
@@ -395,10 +337,7 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(
-            components(b"./a//b/").unwrap(),
-            [OsStr::new("a"), OsStr::new("b")]
-        );
+        assert_eq!(components(b"./a//b/").unwrap(), [OsStr::new("a"), OsStr::new("b")]);
         assert!(components(b"/etc/passwd").is_err());
         assert!(components(b"a/../../x").is_err());
     }

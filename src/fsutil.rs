@@ -13,18 +13,10 @@ use std::path::{Component, Path, PathBuf};
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().context("no parent directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .context("no file name")?
-        .to_string_lossy()
-        .into_owned();
+    let name = path.file_name().context("no file name")?.to_string_lossy().into_owned();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(data)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
@@ -50,12 +42,8 @@ impl Lock {
             .open(path)
             .with_context(|| format!("opening lock {}", path.display()))?;
         if f.try_lock().is_err() {
-            crate::log::warn(&format!(
-                "waiting for another torcx command to release {}",
-                path.display()
-            ));
-            f.lock()
-                .with_context(|| format!("locking {}", path.display()))?;
+            crate::log::warn(&format!("waiting for another torcx command to release {}", path.display()));
+            f.lock().with_context(|| format!("locking {}", path.display()))?;
         }
         Ok(Lock(f))
     }
@@ -79,11 +67,7 @@ pub fn relative_inside(p: &str) -> Result<PathBuf, String> {
 /// Opens `rel` beneath `dir` with the kernel refusing any escape (`..`,
 /// absolute symlinks, magic links). `Ok(None)` when it does not exist.
 pub fn open_beneath(dir: &OwnedFd, rel: &Path, flags: OFlags) -> std::io::Result<Option<OwnedFd>> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
     match rustix::fs::openat2(
         dir,
         rel,
@@ -98,12 +82,8 @@ pub fn open_beneath(dir: &OwnedFd, rel: &Path, flags: OFlags) -> std::io::Result
 }
 
 pub fn open_dir(path: &Path) -> Result<OwnedFd> {
-    rustix::fs::open(
-        path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("opening {}", path.display()))
+    rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -119,10 +99,7 @@ mod tests {
     #[test]
     fn relative() {
         assert_eq!(relative_inside("/bin/x").unwrap(), Path::new("bin/x"));
-        assert_eq!(
-            relative_inside("lib/systemd/system/a.wants/").unwrap(),
-            Path::new("lib/systemd/system/a.wants")
-        );
+        assert_eq!(relative_inside("lib/systemd/system/a.wants/").unwrap(), Path::new("lib/systemd/system/a.wants"));
         assert!(relative_inside("/../../etc/shadow").is_err());
         assert!(relative_inside("/a/../b").is_err());
     }
@@ -134,10 +111,7 @@ mod tests {
         atomic_write(&p, b"one", 0o444).unwrap();
         atomic_write(&p, b"two", 0o444).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o444
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o444);
         assert_eq!(std::fs::read_dir(t.path().join("d")).unwrap().count(), 1);
     }
 }

@@ -52,21 +52,15 @@ fn link_apply(normal: &Path) -> Result<()> {
 }
 
 fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<()> {
-    let cfg = Config::load(&Overrides {
-        root,
-        stores: vec![],
-    })?;
+    let cfg = Config::load(&Overrides { root, stores: vec![] })?;
     let resolved = profile::resolve(&cfg)?;
     for w in &resolved.warnings {
         log::warn(w);
     }
     for id in &resolved.images {
         let res = (|| -> Result<usize> {
-            let Some(a) = store::find(&cfg, id) else {
-                bail!("no archive in any store")
-            };
-            let mem =
-                Mem::from_archive(&a).with_context(|| format!("reading {}", a.path.display()))?;
+            let Some(a) = store::find(&cfg, id) else { bail!("no archive in any store") };
+            let mem = Mem::from_archive(&a).with_context(|| format!("reading {}", a.path.display()))?;
             let Some(m) = source::read_manifest(&mem)? else {
                 return Ok(0);
             };
@@ -74,6 +68,8 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
                 id,
                 archive: &a.path,
                 tree: cfg.unpack_dir().join(&id.name),
+                copy: attach::CopyMode::Copy,
+                portable: None,
             };
             let plan = attach::plan(&cfg, &o, &mem, &m, true)?;
             write_units(normal, &plan)?;
@@ -94,21 +90,11 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
 /// instead of /run/systemd/system. An existing file is a conflict.
 fn write_units(normal: &Path, plan: &[attach::Placement]) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);
-    let dests: Vec<(PathBuf, &Action)> = plan
-        .iter()
-        .filter_map(|p| {
-            p.dest
-                .strip_prefix(units)
-                .ok()
-                .map(|rel| (normal.join(rel), &p.action))
-        })
-        .collect();
+    let dests: Vec<(PathBuf, &Action)> =
+        plan.iter().filter_map(|p| p.dest.strip_prefix(units).ok().map(|rel| (normal.join(rel), &p.action))).collect();
     for (d, a) in &dests {
         if **a != Action::Dir && std::fs::symlink_metadata(d).is_ok() {
-            bail!(
-                "{} is already provided by an earlier image of the profile",
-                d.display()
-            );
+            bail!("{} is already provided by an earlier image of the profile", d.display());
         }
     }
     for (d, a) in dests {

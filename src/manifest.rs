@@ -16,20 +16,12 @@ pub fn parse_envelope(text: &str, kinds: &[&str]) -> Result<(String, serde_json:
         None => bail!("empty document, expected one of kind {}", kinds.join(", ")),
         Some(r) => r.context("invalid JSON")?,
     };
-    let obj = doc
-        .as_object()
-        .ok_or_else(|| anyhow!("not a JSON object"))?;
-    let kind = obj
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .ok_or_else(|| anyhow!("missing \"kind\""))?;
+    let obj = doc.as_object().ok_or_else(|| anyhow!("not a JSON object"))?;
+    let kind = obj.get("kind").and_then(|k| k.as_str()).ok_or_else(|| anyhow!("missing \"kind\""))?;
     if !kinds.contains(&kind) {
         bail!("unknown kind {kind:?} (expected {})", kinds.join(" or "));
     }
-    let value = obj
-        .get("value")
-        .cloned()
-        .ok_or_else(|| anyhow!("missing \"value\""))?;
+    let value = obj.get("value").cloned().ok_or_else(|| anyhow!("missing \"value\""))?;
     Ok((kind.to_string(), value))
 }
 
@@ -95,45 +87,33 @@ mod tests {
 
     #[test]
     fn profiles() {
-        let p = parse_profile(r#"{"kind":"profile-manifest-v0","value":{"images":[{"name":"a","reference":"1"}]}} trailing"#).unwrap();
-        assert_eq!(
-            p,
-            vec![ProfileEntry {
-                name: "a".into(),
-                reference: "1".into(),
-                remote: None
-            }]
-        );
-        let p = parse_profile(r#"{"kind":"profile-manifest-v1","value":{"images":[{"name":"a","reference":"1","remote":"r"}]}}"#).unwrap();
+        let p = parse_profile(
+            r#"{"kind":"profile-manifest-v0","value":{"images":[{"name":"a","reference":"1"}]}} trailing"#,
+        )
+        .unwrap();
+        assert_eq!(p, vec![ProfileEntry { name: "a".into(), reference: "1".into(), remote: None }]);
+        let p = parse_profile(
+            r#"{"kind":"profile-manifest-v1","value":{"images":[{"name":"a","reference":"1","remote":"r"}]}}"#,
+        )
+        .unwrap();
         assert_eq!(p[0].remote.as_deref(), Some("r"));
         assert!(parse_profile("").unwrap().is_empty());
-        assert!(
-            parse_profile(r#"{"kind":"profile-manifest-v0","value":null}"#)
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            parse_profile(r#"{"kind":"profile-manifest-v0","value":{"images":null}}"#)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(parse_profile(r#"{"kind":"profile-manifest-v0","value":null}"#).unwrap().is_empty());
+        assert!(parse_profile(r#"{"kind":"profile-manifest-v0","value":{"images":null}}"#).unwrap().is_empty());
         let e = parse_profile(r#"{"kind":"profile-manifest-v9","value":{}}"#).unwrap_err();
-        assert!(
-            format!("{e:#}").contains("unknown kind \"profile-manifest-v9\""),
-            "{e:#}"
-        );
+        assert!(format!("{e:#}").contains("unknown kind \"profile-manifest-v9\""), "{e:#}");
         assert!(parse_profile("{not json").is_err());
         assert!(parse_profile(r#"{"kind":"profile-manifest-v0"}"#).is_err());
     }
 
     #[test]
     fn image_manifest() {
-        let m = parse_image_manifest(r#"{"kind":"image-manifest-v0","value":{"bin":["/bin/x"],"units":["/lib/systemd/system/x.service"]}}"#).unwrap();
+        let m = parse_image_manifest(
+            r#"{"kind":"image-manifest-v0","value":{"bin":["/bin/x"],"units":["/lib/systemd/system/x.service"]}}"#,
+        )
+        .unwrap();
         assert_eq!(m.bin, vec!["/bin/x"]);
-        assert!(
-            parse_image_manifest(r#"{"kind":"image-manifest-v0","value":{"binaries":[]}}"#)
-                .is_err()
-        );
+        assert!(parse_image_manifest(r#"{"kind":"image-manifest-v0","value":{"binaries":[]}}"#).is_err());
         assert!(parse_image_manifest(r#"{"kind":"profile-manifest-v0","value":{}}"#).is_err());
     }
 }

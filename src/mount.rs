@@ -7,34 +7,45 @@ use std::path::{Path, PathBuf};
 
 /// Mounts a fresh tmpfs for one image: `nodev,nosuid`, bounded in size and inodes.
 pub fn mount_tmpfs(dir: &Path, size: u64) -> Result<()> {
-    let data = CString::new(format!(
-        "mode=0755,size={size},nr_inodes={}",
-        (size / 4096).max(1024)
-    ))
-    .unwrap();
-    rustix::mount::mount(
-        "torcx",
-        dir,
-        "tmpfs",
-        MountFlags::NODEV | MountFlags::NOSUID,
-        Some(data.as_c_str()),
-    )
-    .with_context(|| format!("mounting tmpfs on {}", dir.display()))
+    let data = CString::new(format!("mode=0755,size={size},nr_inodes={}", (size / 4096).max(1024))).unwrap();
+    rustix::mount::mount("torcx", dir, "tmpfs", MountFlags::NODEV | MountFlags::NOSUID, Some(data.as_c_str()))
+        .with_context(|| format!("mounting tmpfs on {}", dir.display()))
 }
 
 /// Makes a mount read-only, keeping `nodev,nosuid` (a remount resets them otherwise).
 pub fn remount_ro(dir: &Path) -> Result<()> {
+    rustix::mount::mount_remount(dir, MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID, "")
+        .with_context(|| format!("remounting {} read-only", dir.display()))
+}
+
+/// Binds `src` at `dir`, then makes the bind read-only, `nodev,nosuid`.
+pub fn bind_ro(src: &Path, dir: &Path) -> Result<()> {
+    rustix::mount::mount_bind(src, dir).with_context(|| format!("binding {} at {}", src.display(), dir.display()))?;
     rustix::mount::mount_remount(
         dir,
-        MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID,
+        MountFlags::BIND | MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID,
         "",
     )
     .with_context(|| format!("remounting {} read-only", dir.display()))
 }
 
-pub fn unmount(dir: &Path) -> Result<()> {
-    rustix::mount::unmount(dir, UnmountFlags::NOFOLLOW)
-        .with_context(|| format!("unmounting {}", dir.display()))
+/// Moves a mount (the reattach switch).
+pub fn move_mount(from: &Path, to: &Path) -> Result<()> {
+    rustix::mount::mount_move(from, to)
+        .with_context(|| format!("moving the mount {} to {}", from.display(), to.display()))
+}
+
+/// Unmounts; a busy tree (a service still runs from it) is detached lazily.
+pub fn unmount_lazy(dir: &Path) -> Result<bool> {
+    match rustix::mount::unmount(dir, UnmountFlags::NOFOLLOW) {
+        Ok(()) => Ok(false),
+        Err(rustix::io::Errno::BUSY) => {
+            rustix::mount::unmount(dir, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)
+                .with_context(|| format!("unmounting {}", dir.display()))?;
+            Ok(true)
+        }
+        Err(e) => Err(e).with_context(|| format!("unmounting {}", dir.display())),
+    }
 }
 
 /// One line of `/proc/self/mountinfo`, the parts torcx looks at.
@@ -52,10 +63,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -86,10 +94,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
 pub fn mounted_at(dir: &Path) -> Option<MountInfo> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let dir = std::fs::canonicalize(dir).ok()?;
-    parse_mountinfo(&text)
-        .into_iter()
-        .rev()
-        .find(|m| m.mount_point == dir)
+    parse_mountinfo(&text).into_iter().rev().find(|m| m.mount_point == dir)
 }
 
 #[cfg(test)]
@@ -103,9 +108,6 @@ mod tests {
         let m = parse_mountinfo(t);
         assert_eq!(m[0].mount_point, Path::new("/mnt/a b"));
         assert_eq!(m[1].options, "ro,nosuid,nodev,relatime");
-        assert_eq!(
-            (m[1].fstype.as_str(), m[1].source.as_str()),
-            ("tmpfs", "torcx")
-        );
+        assert_eq!((m[1].fstype.as_str(), m[1].source.as_str()), ("tmpfs", "torcx"));
     }
 }

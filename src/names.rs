@@ -6,9 +6,7 @@ use anyhow::{Result, bail};
 fn check(what: &str, s: &str, extra: &[u8]) -> Result<()> {
     let b = s.as_bytes();
     let ok_first = b.first().is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok_rest = b
-        .iter()
-        .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c) || extra.contains(c));
+    let ok_rest = b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c) || extra.contains(c));
     if s.is_empty() {
         bail!("invalid {what} \"\": must not be empty");
     }
@@ -16,11 +14,7 @@ fn check(what: &str, s: &str, extra: &[u8]) -> Result<()> {
         bail!(
             "invalid {what} {s:?}: must start with a letter or digit and contain only \
              letters, digits and {} (at most 255 characters)",
-            if extra.is_empty() {
-                "'.', '_', '-'"
-            } else {
-                "'.', '_', '-', '+'"
-            }
+            if extra.is_empty() { "'.', '_', '-'" } else { "'.', '_', '-', '+'" }
         );
     }
     Ok(())
@@ -52,10 +46,7 @@ impl ImageId {
     pub fn new(name: &str, reference: &str) -> Result<Self> {
         validate_name(name)?;
         validate_reference(reference)?;
-        Ok(ImageId {
-            name: name.into(),
-            reference: reference.into(),
-        })
+        Ok(ImageId { name: name.into(), reference: reference.into() })
     }
 }
 
@@ -74,9 +65,7 @@ mod tests {
         for ok in ["docker", "a", "zfs-2.1", "Foo_bar.9", "0abc"] {
             validate_name(ok).unwrap();
         }
-        for bad in [
-            "", ".", "..", "-x", ".hidden", "a/b", "a:b", "a b", "a\nb", "a+b", "é",
-        ] {
+        for bad in ["", ".", "..", "-x", ".hidden", "a/b", "a:b", "a b", "a\nb", "a+b", "é"] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_name(&"a".repeat(256)).is_err());

@@ -49,11 +49,7 @@ pub fn load(cfg: &Config, logical: &std::path::Path) -> Result<Vec<ProfileEntry>
                 .with_context(|| format!("profile {}: image {}", logical.display(), e.name))?;
         }
         if !seen.insert(e.name.as_str()) {
-            bail!(
-                "profile {}: image {:?} is listed more than once",
-                logical.display(),
-                e.name
-            );
+            bail!("profile {}: image {:?} is listed more than once", logical.display(), e.name);
         }
     }
     Ok(entries)
@@ -72,8 +68,7 @@ pub fn next_profile_name(cfg: &Config) -> Result<Option<String>> {
     if name.is_empty() {
         return Ok(None);
     }
-    names::validate_profile_name(name)
-        .with_context(|| format!("next profile {}", path.display()))?;
+    names::validate_profile_name(name).with_context(|| format!("next profile {}", path.display()))?;
     Ok(Some(name.to_string()))
 }
 
@@ -84,14 +79,8 @@ pub fn merge(layers: &[Vec<ProfileEntry>]) -> Vec<ImageId> {
     for layer in layers {
         let named: HashSet<&str> = layer.iter().map(|e| e.name.as_str()).collect();
         acc.retain(|i| !named.contains(i.name.as_str()));
-        for e in layer
-            .iter()
-            .filter(|e| !e.name.is_empty() && !e.reference.is_empty())
-        {
-            acc.push(ImageId {
-                name: e.name.clone(),
-                reference: e.reference.clone(),
-            });
+        for e in layer.iter().filter(|e| !e.name.is_empty() && !e.reference.is_empty()) {
+            acc.push(ImageId { name: e.name.clone(), reference: e.reference.clone() });
         }
     }
     acc
@@ -124,12 +113,7 @@ pub fn resolve(cfg: &Config) -> Result<Resolved> {
             )),
         }
     }
-    Ok(Resolved {
-        lower_profiles,
-        upper_profile,
-        images: merge(&layers),
-        warnings,
-    })
+    Ok(Resolved { lower_profiles, upper_profile, images: merge(&layers), warnings })
 }
 
 #[cfg(test)]
@@ -137,11 +121,7 @@ mod tests {
     use super::*;
 
     fn e(n: &str, r: &str) -> ProfileEntry {
-        ProfileEntry {
-            name: n.into(),
-            reference: r.into(),
-            remote: None,
-        }
+        ProfileEntry { name: n.into(), reference: r.into(), remote: None }
     }
     fn ids(v: &[ImageId]) -> Vec<String> {
         v.iter().map(|i| i.to_string()).collect()
@@ -151,14 +131,8 @@ mod tests {
     fn merge_as_upstream() {
         let lower = vec![e("docker", "18.06"), e("zfs", "1"), e("socat", "1")];
         let upper = vec![e("docker", "20.10"), e("zfs", ""), e("agent", "2")];
-        assert_eq!(
-            ids(&merge(&[lower.clone(), upper])),
-            ["socat:1", "docker:20.10", "agent:2"]
-        );
-        assert_eq!(
-            ids(&merge(&[lower, vec![]])),
-            ["docker:18.06", "zfs:1", "socat:1"]
-        );
+        assert_eq!(ids(&merge(&[lower.clone(), upper])), ["socat:1", "docker:20.10", "agent:2"]);
+        assert_eq!(ids(&merge(&[lower, vec![]])), ["docker:18.06", "zfs:1", "socat:1"]);
         assert!(merge(&[]).is_empty());
     }
 
@@ -179,14 +153,9 @@ mod tests {
             "etc/torcx/profiles/mine.json",
             r#"{"kind":"profile-manifest-v1","value":{"images":[{"name":"docker","reference":""},{"name":"socat","reference":"1.7","remote":"r"}]}}"#,
         );
-        let cfg = Config::load_with_env(
-            &crate::config::Overrides {
-                root: Some(root.into()),
-                stores: vec![],
-            },
-            &|_| None,
-        )
-        .unwrap();
+        let cfg =
+            Config::load_with_env(&crate::config::Overrides { root: Some(root.into()), stores: vec![] }, &|_| None)
+                .unwrap();
         let r = resolve(&cfg).unwrap();
         assert_eq!(r.lower_profiles, ["vendor"]);
         assert_eq!(ids(&r.images), ["docker:com.coreos.cl"]);
@@ -195,10 +164,7 @@ mod tests {
         assert_eq!(r.upper_profile.as_deref(), Some("mine"));
         assert_eq!(ids(&r.images), ["socat:1.7"]);
         // A user profile named vendor replaces the vendor one.
-        w(
-            "etc/torcx/profiles/vendor.json",
-            r#"{"kind":"profile-manifest-v0","value":{"images":[]}}"#,
-        );
+        w("etc/torcx/profiles/vendor.json", r#"{"kind":"profile-manifest-v0","value":{"images":[]}}"#);
         w("etc/torcx/next-profile", "gone\n");
         let r = resolve(&cfg).unwrap();
         assert!(r.images.is_empty() && r.upper_profile.is_none());
@@ -209,20 +175,14 @@ mod tests {
         );
         w("etc/torcx/next-profile", "dup");
         let err = format!("{:#}", resolve(&cfg).unwrap_err());
-        assert!(
-            err.contains("/etc/torcx/profiles/dup.json") && err.contains("more than once"),
-            "{err}"
-        );
+        assert!(err.contains("/etc/torcx/profiles/dup.json") && err.contains("more than once"), "{err}");
         w(
             "etc/torcx/profiles/bad.json",
             r#"{"kind":"profile-manifest-v0","value":{"images":[{"name":"../x","reference":"1"}]}}"#,
         );
         w("etc/torcx/next-profile", "bad");
         let err = format!("{:#}", resolve(&cfg).unwrap_err());
-        assert!(
-            err.contains("/etc/torcx/profiles/bad.json") && err.contains("invalid image name"),
-            "{err}"
-        );
+        assert!(err.contains("/etc/torcx/profiles/bad.json") && err.contains("invalid image name"), "{err}");
         w("etc/torcx/next-profile", "../../etc/passwd");
         assert!(resolve(&cfg).is_err());
     }

@@ -39,11 +39,8 @@ pub fn read_manifest(src: &dyn ImageSource) -> Result<Option<ImageManifest>> {
         None => Ok(None),
         Some(Kind::File) => {
             let text = src.read(Path::new(MANIFEST_PATH))?;
-            let text =
-                String::from_utf8(text).map_err(|_| anyhow!("{MANIFEST_PATH}: not UTF-8"))?;
-            manifest::parse_image_manifest(&text)
-                .with_context(|| MANIFEST_PATH.to_string())
-                .map(Some)
+            let text = String::from_utf8(text).map_err(|_| anyhow!("{MANIFEST_PATH}: not UTF-8"))?;
+            manifest::parse_image_manifest(&text).with_context(|| MANIFEST_PATH.to_string()).map(Some)
         }
         Some(_) => bail!("{MANIFEST_PATH} is not a regular file"),
     }
@@ -56,9 +53,7 @@ pub struct Tree {
 
 impl Tree {
     pub fn open(host: &Path) -> Result<Tree> {
-        Ok(Tree {
-            root: fsutil::open_dir(host)?,
-        })
+        Ok(Tree { root: fsutil::open_dir(host)? })
     }
 
     fn at(&self, rel: &Path, flags: OFlags) -> Result<Option<OwnedFd>> {
@@ -89,13 +84,9 @@ impl ImageSource for Tree {
             return Ok(None);
         };
         match rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st)
-                if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                    == rustix::fs::FileType::Symlink =>
-            {
+            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink => {
                 let t = rustix::fs::readlinkat(&dir, name, vec![])?;
-                let t: std::ffi::OsString =
-                    std::os::unix::ffi::OsStringExt::from_vec(t.into_bytes());
+                let t: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(t.into_bytes());
                 Ok(Some(Kind::Symlink(PathBuf::from(t))))
             }
             Ok(st) => Ok(Tree::kind_of(&st)),
@@ -112,9 +103,7 @@ impl ImageSource for Tree {
     }
 
     fn read(&self, rel: &Path) -> Result<Vec<u8>> {
-        let fd = self
-            .at(rel, OFlags::RDONLY)?
-            .ok_or_else(|| anyhow!("/{} does not exist", rel.display()))?;
+        let fd = self.at(rel, OFlags::RDONLY)?.ok_or_else(|| anyhow!("/{} does not exist", rel.display()))?;
         let mut v = vec![];
         std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v)
             .with_context(|| format!("reading /{}", rel.display()))?;
@@ -161,7 +150,7 @@ impl Mem {
     /// manifest is known, anything under a `systemd` directory) and every
     /// symlink, and stops as soon as everything the manifest lists is in.
     pub fn from_archive(a: &Archive) -> Result<Mem> {
-        let stream = archive::open_tar(a)?;
+        let stream = archive::open_tar(a, false)?;
         let mut ar = tar::Archive::new(stream);
         let mut m = Mem::default();
         let mut wanted: Option<Vec<PathBuf>> = None;
@@ -173,10 +162,7 @@ impl Mem {
             let mut e = e.context("reading archive")?;
             let raw = e.path_bytes().into_owned();
             let Ok(rel) = fsutil::relative_inside(&String::from_utf8_lossy(&raw)) else {
-                bail!(
-                    "entry {:?}: path traversal ('..') refused",
-                    String::from_utf8_lossy(&raw)
-                )
+                bail!("entry {:?}: path traversal ('..') refused", String::from_utf8_lossy(&raw))
             };
             if let Some(w) = &wanted {
                 // Tar writers put a directory's subtree together: once we
@@ -190,9 +176,7 @@ impl Mem {
                 if let Some(d) = w.iter().find(|d| rel.starts_with(d) && rel != **d) {
                     inside = Some(d.clone());
                 }
-                let done = w.iter().all(|p| {
-                    m.files.contains_key(p) || m.links.contains_key(p) || left.contains(p)
-                });
+                let done = w.iter().all(|p| m.files.contains_key(p) || m.links.contains_key(p) || left.contains(p));
                 if done {
                     break;
                 }
@@ -222,13 +206,10 @@ impl Mem {
                             bail!("unit files larger than {MAX_MEM_TOTAL} bytes in all");
                         }
                         if is_manifest {
-                            let man = manifest::parse_image_manifest(&String::from_utf8_lossy(&v))
-                                .context(MANIFEST_PATH)?;
-                            let w: Vec<PathBuf> = man
-                                .units
-                                .iter()
-                                .filter_map(|u| fsutil::relative_inside(u).ok())
-                                .collect();
+                            let man =
+                                manifest::parse_image_manifest(&String::from_utf8_lossy(&v)).context(MANIFEST_PATH)?;
+                            let w: Vec<PathBuf> =
+                                man.units.iter().filter_map(|u| fsutil::relative_inside(u).ok()).collect();
                             // Units seen before the manifest that it does not list are dropped.
                             m.files.retain(|p, _| w.iter().any(|x| p.starts_with(x)));
                             wanted = Some(w);
@@ -237,8 +218,7 @@ impl Mem {
                     } else {
                         // Parents of regular files are directories.
                         m.files.remove(&rel);
-                        m.dirs
-                            .extend(rel.ancestors().skip(1).map(Path::to_path_buf));
+                        m.dirs.extend(rel.ancestors().skip(1).map(Path::to_path_buf));
                     }
                 }
                 _ => {}
@@ -250,11 +230,7 @@ impl Mem {
     /// Resolves symlinks in `rel` (all of them, or all but the last
     /// component), never above the image root.
     fn resolve(&self, rel: &Path, follow_last: bool) -> Result<PathBuf> {
-        let mut todo: Vec<PathBuf> = rel
-            .components()
-            .rev()
-            .map(|c| PathBuf::from(c.as_os_str()))
-            .collect();
+        let mut todo: Vec<PathBuf> = rel.components().rev().map(|c| PathBuf::from(c.as_os_str())).collect();
         let mut cur = PathBuf::new();
         let mut hops = 0;
         while let Some(c) = todo.pop() {
@@ -291,12 +267,8 @@ impl Mem {
         if self.files.contains_key(p) {
             return Some(Kind::File);
         }
-        let is_dir = self.dirs.contains(p)
-            || self
-                .files
-                .keys()
-                .chain(self.links.keys())
-                .any(|k| k.starts_with(p) && k != p);
+        let is_dir =
+            self.dirs.contains(p) || self.files.keys().chain(self.links.keys()).any(|k| k.starts_with(p) && k != p);
         is_dir.then_some(Kind::Dir)
     }
 }
@@ -310,27 +282,16 @@ impl ImageSource for Mem {
     }
     fn read(&self, rel: &Path) -> Result<Vec<u8>> {
         let p = self.resolve(rel, true)?;
-        self.files
-            .get(&p)
-            .cloned()
-            .ok_or_else(|| anyhow!("/{} was not read from the archive", rel.display()))
+        self.files.get(&p).cloned().ok_or_else(|| anyhow!("/{} was not read from the archive", rel.display()))
     }
     fn list(&self, rel: &Path) -> Result<Vec<(String, Kind)>> {
         let d = self.resolve(rel, true)?;
         let mut names = BTreeSet::new();
-        for k in self
-            .files
-            .keys()
-            .chain(self.links.keys())
-            .chain(self.dirs.iter())
-        {
+        for k in self.files.keys().chain(self.links.keys()).chain(self.dirs.iter()) {
             if k.parent() == Some(d.as_path()) {
                 names.insert(k.file_name().unwrap().to_string_lossy().into_owned());
             }
         }
-        Ok(names
-            .into_iter()
-            .filter_map(|n| self.kind(&d.join(&n)).map(|k| (n, k)))
-            .collect())
+        Ok(names.into_iter().filter_map(|n| self.kind(&d.join(&n)).map(|k| (n, k))).collect())
     }
 }

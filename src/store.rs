@@ -73,34 +73,20 @@ pub fn store_dirs(cfg: &Config) -> Vec<StoreDir> {
         logical.push(user.join(v));
     }
     logical.push(user);
-    let mut dirs: Vec<StoreDir> = logical
-        .into_iter()
-        .map(|l| StoreDir {
-            host: cfg.host(&l),
-            logical: l,
-        })
-        .collect();
+    let mut dirs: Vec<StoreDir> = logical.into_iter().map(|l| StoreDir { host: cfg.host(&l), logical: l }).collect();
     for s in &cfg.extra_stores {
-        dirs.push(StoreDir {
-            logical: s.clone(),
-            host: cfg.host(s),
-        });
+        dirs.push(StoreDir { logical: s.clone(), host: cfg.host(s) });
     }
     dirs
 }
 
 /// Splits `NAME:REF.torcx.FMT`; `None` for files that are not archives.
 pub fn parse_archive_name(file: &str) -> Option<(Format, Result<ImageId, anyhow::Error>)> {
-    let format = Format::ALL
-        .into_iter()
-        .find(|f| file.ends_with(f.suffix()))?;
+    let format = Format::ALL.into_iter().find(|f| file.ends_with(f.suffix()))?;
     let base = &file[..file.len() - format.suffix().len()];
     let id = match base.rsplit_once(':') {
         Some((n, r)) => ImageId::new(n, r),
-        None => names::validate_name(base).map(|_| ImageId {
-            name: base.into(),
-            reference: DEFAULT_REFERENCE.into(),
-        }),
+        None => names::validate_name(base).map(|_| ImageId { name: base.into(), reference: DEFAULT_REFERENCE.into() }),
     };
     Some((format, id))
 }
@@ -113,9 +99,7 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
         let Ok(rd) = std::fs::read_dir(&dir.host) else {
             continue;
         };
-        let mut names: Vec<String> = rd
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
+        let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
         names.sort();
         for file in names {
             let Some((format, id)) = parse_archive_name(&file) else {
@@ -125,10 +109,7 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
             let id = match id {
                 Ok(id) => id,
                 Err(e) => {
-                    log::warn(&format!(
-                        "ignoring archive {}: {e:#}",
-                        dir.logical.join(&file).display()
-                    ));
+                    log::warn(&format!("ignoring archive {}: {e:#}", dir.logical.join(&file).display()));
                     continue;
                 }
             };
@@ -136,21 +117,11 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
             if !std::fs::metadata(&host).is_ok_and(|m| m.is_file()) {
                 continue;
             }
-            let a = Archive {
-                id,
-                format,
-                path: dir.logical.join(&file),
-                host,
-            };
+            let a = Archive { id, format, path: dir.logical.join(&file), host };
             match found.iter_mut().find(|x| x.id == a.id) {
                 None => found.push(a),
                 Some(prev) if a.format.mounted() && !prev.format.mounted() => {
-                    log::info(&format!(
-                        "{} replaces {} for {}",
-                        a.path.display(),
-                        prev.path.display(),
-                        a.id
-                    ));
+                    log::info(&format!("{} replaces {} for {}", a.path.display(), prev.path.display(), a.id));
                     *prev = a;
                 }
                 Some(prev) => log::info(&format!(
@@ -176,15 +147,9 @@ mod tests {
     #[test]
     fn archive_names() {
         let (f, id) = parse_archive_name("docker:20.10.torcx.tgz").unwrap();
-        assert_eq!(
-            (f, id.unwrap().to_string()),
-            (Format::Tgz, "docker:20.10".to_string())
-        );
+        assert_eq!((f, id.unwrap().to_string()), (Format::Tgz, "docker:20.10".to_string()));
         let (f, id) = parse_archive_name("docker.torcx.tar.zst").unwrap();
-        assert_eq!(
-            (f, id.unwrap().to_string()),
-            (Format::TarZst, "docker:com.coreos.cl".to_string())
-        );
+        assert_eq!((f, id.unwrap().to_string()), (Format::TarZst, "docker:com.coreos.cl".to_string()));
         assert!(parse_archive_name("docker:1.tgz").is_none());
         assert!(parse_archive_name("..:1.torcx.tgz").unwrap().1.is_err());
         assert!(parse_archive_name("a:b:c.torcx.tgz").unwrap().1.is_err());
@@ -202,18 +167,9 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/lib")).unwrap();
         std::fs::write(root.join("usr/lib/os-release"), "VERSION_ID=999.9\n").unwrap();
         let env = |k: &str| (k == "TORCX_STOREPATH").then(|| "/extra".to_string());
-        let cfg = Config::load_with_env(
-            &crate::config::Overrides {
-                root: Some(root.into()),
-                stores: vec![],
-            },
-            &env,
-        )
-        .unwrap();
-        let dirs: Vec<_> = store_dirs(&cfg)
-            .into_iter()
-            .map(|d| d.logical.display().to_string())
-            .collect();
+        let cfg =
+            Config::load_with_env(&crate::config::Overrides { root: Some(root.into()), stores: vec![] }, &env).unwrap();
+        let dirs: Vec<_> = store_dirs(&cfg).into_iter().map(|d| d.logical.display().to_string()).collect();
         assert_eq!(
             dirs,
             [
@@ -232,10 +188,7 @@ mod tests {
         std::os::unix::fs::symlink("b:2.torcx.tgz", root.join("extra/c:3.torcx.tgz")).unwrap();
         std::os::unix::fs::symlink("missing", root.join("extra/d:4.torcx.tgz")).unwrap();
         let all = scan(&cfg);
-        let got: Vec<_> = all
-            .iter()
-            .map(|a| (a.id.to_string(), a.path.display().to_string()))
-            .collect();
+        let got: Vec<_> = all.iter().map(|a| (a.id.to_string(), a.path.display().to_string())).collect();
         assert_eq!(
             got,
             [
@@ -246,9 +199,6 @@ mod tests {
         );
         std::fs::remove_file(root.join("extra/a:1.torcx.squashfs")).unwrap();
         let a = find(&cfg, &ImageId::new("a", "1").unwrap()).unwrap();
-        assert_eq!(
-            a.path,
-            Path::new("/var/lib/torcx/store/999.9/a:1.torcx.tgz")
-        );
+        assert_eq!(a.path, Path::new("/var/lib/torcx/store/999.9/a:1.torcx.tgz"));
     }
 }

@@ -1,0 +1,399 @@
+//! The command line: clap definitions, one handler per command, and output
+//! for people (tables) and for programs (JSON, the default when piped).
+
+use crate::apply;
+use crate::attach::{self, CopyMode, ImageFrom, Options, Record};
+use crate::config::{Config, Overrides};
+use crate::fsutil::Lock;
+use crate::log;
+use crate::names::{self, ImageId};
+use crate::portable::Sandbox;
+use crate::profile;
+use crate::store;
+use crate::systemd::Systemd;
+use anyhow::{Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "torcx", version, about = "Boot-time addon manager for immutable Linux systems")]
+pub struct Cli {
+    /// Work under DIR instead of / (every path, including the seal); systemd is not driven
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print JSON (the default when stdout is not a terminal)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More messages (-v info, -vv debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// An extra store directory, searched last (repeatable)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Vec<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Apply the next profile now: unpack and attach its images, then seal
+    Apply {
+        /// Apply again even though this boot is already sealed
+        #[arg(long)]
+        force: bool,
+    },
+    /// Attach an image on the running system: NAME, NAME:REF, or the path of an archive or directory
+    Attach {
+        image: String,
+        /// Start the units the image enables, and wait for them
+        #[arg(long)]
+        now: bool,
+        /// Do not run systemctl daemon-reload
+        #[arg(long)]
+        no_reload: bool,
+        /// Attach even though a unit of the same name exists on the host
+        #[arg(long)]
+        force: bool,
+        /// How to place unit files
+        #[arg(long, value_enum, default_value_t = CopyMode::Auto)]
+        copy: CopyMode,
+        /// Run the image's services inside the image tree, with this sandbox
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "default", require_equals = true)]
+        portable: Option<Sandbox>,
+    },
+    /// Detach an image: remove exactly what attach placed
+    Detach {
+        name: String,
+        /// Stop the image's units first
+        #[arg(long)]
+        now: bool,
+        /// Do not run systemctl daemon-reload
+        #[arg(long)]
+        no_reload: bool,
+        /// Detach even though its units are active
+        #[arg(long)]
+        force: bool,
+    },
+    /// Switch an attached image to another reference, all or nothing
+    Reattach {
+        /// NAME:REF, or the path of an archive
+        image: String,
+        /// Restart the image's running units, start new ones, stop removed ones
+        #[arg(long)]
+        now: bool,
+        /// Do not run systemctl daemon-reload
+        #[arg(long)]
+        no_reload: bool,
+    },
+    /// Exit 0 when the image is attached, 1 when not; print its state
+    IsAttached { name: String },
+    /// Attachments, their units and binaries, and the last boot apply
+    Status { name: Option<String> },
+}
+
+pub fn run(cli: &Cli, json: bool) -> Result<i32> {
+    let cfg = Config::load(&Overrides { root: cli.root.clone(), stores: cli.store.clone() })?;
+    let sd = Systemd::new(&cfg);
+    match &cli.command {
+        Command::Apply { force } => cmd_apply(&cfg, *force, json),
+        Command::Attach { image, now, no_reload, force, copy, portable } => {
+            let _lock = lock(&cfg)?;
+            let img = resolve(&cfg, image, true)?;
+            let opts = Options {
+                origin: "runtime".into(),
+                copy: *copy,
+                portable: *portable,
+                check_host_units: true,
+                force: *force,
+            };
+            let (rec, _) = attach::attach(&cfg, &img, &opts)?;
+            if !no_reload {
+                sd.daemon_reload()?;
+            }
+            let mut started = vec![];
+            if *now {
+                started = rec.enabled_units();
+                sd.run_jobs("start", &started)?;
+            }
+            output(json, "torcx-attach-v0", json!({"attachment": rec, "started": started}), || {
+                format!("attached {} from {}: {}", rec.id(), rec.archive.display(), summary(&rec))
+            });
+            Ok(0)
+        }
+        Command::Detach { name, now, no_reload, force } => {
+            let _lock = lock(&cfg)?;
+            let kept = attach::detach(&cfg, &sd, name, *now, *force)?;
+            if !no_reload {
+                sd.daemon_reload()?;
+            }
+            output(json, "torcx-detach-v0", json!({"name": name, "kept": kept}), || format!("detached {name}"));
+            if !kept.is_empty() {
+                let list: Vec<String> = kept.iter().map(|p| p.display().to_string()).collect();
+                log::error(&format!(
+                    "image {name}: kept {} file{} changed since attach: {}",
+                    kept.len(),
+                    if kept.len() > 1 { "s" } else { "" },
+                    list.join(", ")
+                ));
+                return Ok(1);
+            }
+            Ok(0)
+        }
+        Command::Reattach { image, now, no_reload } => {
+            let _lock = lock(&cfg)?;
+            let img = resolve(&cfg, image, false)?;
+            let running: Vec<String> = match Record::load(&cfg, &img.id().name)? {
+                Some(old) => old.units().into_iter().filter(|u| sd.is_active(u)).collect(),
+                None => vec![],
+            };
+            let (old, new) = attach::reattach(&cfg, &img)?;
+            if !no_reload {
+                sd.daemon_reload()?;
+            }
+            let (mut restarted, mut started, mut stopped) = (vec![], vec![], vec![]);
+            if *now {
+                let new_units = new.units();
+                stopped = running.iter().filter(|u| !new_units.contains(u)).cloned().collect();
+                restarted = running.iter().filter(|u| new_units.contains(u)).cloned().collect();
+                let old_enabled = old.enabled_units();
+                started = new
+                    .enabled_units()
+                    .into_iter()
+                    .filter(|u| !old_enabled.contains(u) && !restarted.contains(u))
+                    .collect();
+                sd.run_jobs("stop", &stopped)?;
+                sd.run_jobs("restart", &restarted)?;
+                sd.run_jobs("start", &started)?;
+            }
+            output(
+                json,
+                "torcx-reattach-v0",
+                json!({"previous": old, "attachment": new, "restarted": restarted, "started": started, "stopped": stopped}),
+                || format!("reattached {}: {} -> {} ({})", new.name, old.reference, new.reference, summary(&new)),
+            );
+            Ok(0)
+        }
+        Command::IsAttached { name } => {
+            names::validate_name(name)?;
+            let state = match Record::load(&cfg, name)? {
+                Some(r) if r.state == "attached" => {
+                    if r.units().iter().any(|u| sd.is_active(u)) {
+                        "running"
+                    } else if r.origin == "boot" {
+                        "attached-boot"
+                    } else {
+                        "attached"
+                    }
+                }
+                Some(_) => "interrupted",
+                None => "not-attached",
+            };
+            output(json, "torcx-is-attached-v0", json!({"name": name, "state": state}), || state.to_string());
+            Ok(if state.starts_with("attached") || state == "running" { 0 } else { 1 })
+        }
+        Command::Status { name } => cmd_status(&cfg, &sd, name.as_deref(), json),
+    }
+}
+
+fn lock(cfg: &Config) -> Result<Lock> {
+    let l = Lock::take(&cfg.host(&cfg.lock_path()))?;
+    // Temporary files of a writer that was killed: we hold the lock, so stale.
+    if let Ok(rd) = std::fs::read_dir(cfg.host(&cfg.attached_dir())) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(l)
+}
+
+fn summary(r: &Record) -> String {
+    let (u, b) = (r.units(), r.binaries());
+    format!(
+        "{} unit{} ({}), {} binar{} ({})",
+        u.len(),
+        if u.len() == 1 { "" } else { "s" },
+        u.join(" "),
+        b.len(),
+        if b.len() == 1 { "y" } else { "ies" },
+        b.join(" ")
+    )
+}
+
+/// Prints a `{"kind", "value"}` document, or the human text.
+fn output(json: bool, kind: &str, value: serde_json::Value, human: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&json!({"kind": kind, "value": value})).unwrap());
+    } else {
+        println!("{}", human());
+    }
+}
+
+/// `NAME`, `NAME:REF`, or a path (anything with a `/`, or an existing file).
+fn resolve(cfg: &Config, arg: &str, allow_bare_name: bool) -> Result<ImageFrom> {
+    let p = Path::new(arg);
+    if arg.contains('/') || p.exists() {
+        let abs = std::path::absolute(p)?;
+        let meta = std::fs::metadata(&abs).map_err(|e| anyhow!("{}: {e}", abs.display()))?;
+        let file = abs.file_name().ok_or_else(|| anyhow!("{arg}: not an image path"))?.to_string_lossy().into_owned();
+        if meta.is_dir() {
+            let (n, r) = file.split_once(':').unwrap_or((&file, "local"));
+            return Ok(ImageFrom::Dir { id: ImageId::new(n, r)?, path: abs });
+        }
+        let Some((format, id)) = store::parse_archive_name(&file) else {
+            bail!("{}: not an archive name (NAME:REF.torcx.tgz or .torcx.tar.zst)", abs.display());
+        };
+        return Ok(ImageFrom::Archive(store::Archive { id: id?, format, path: abs.clone(), host: abs }));
+    }
+    let (name, reference) = match arg.split_once(':') {
+        Some((n, r)) => (n, Some(r)),
+        None if allow_bare_name => (arg, None),
+        None => bail!("{arg}: name the reference, as NAME:REF"),
+    };
+    names::validate_name(name)?;
+    let all = store::scan(cfg);
+    if let Some(r) = reference {
+        let id = ImageId::new(name, r)?;
+        return all.into_iter().find(|a| a.id == id).map(ImageFrom::Archive).ok_or_else(|| {
+            let dirs: Vec<String> = store::store_dirs(cfg).iter().map(|d| d.logical.display().to_string()).collect();
+            anyhow!("image {id}: no archive in any store (searched {})", dirs.join(", "))
+        });
+    }
+    // The reference the active profile names, else the only one in the stores.
+    let profile_ref = apply::run_profile(cfg)
+        .or_else(|| profile::resolve(cfg).ok().map(|r| r.images))
+        .and_then(|imgs| imgs.into_iter().find(|i| i.name == name).map(|i| i.reference));
+    let candidates: Vec<store::Archive> = all.into_iter().filter(|a| a.id.name == name).collect();
+    if let Some(r) = profile_ref
+        && let Some(a) = candidates.iter().find(|a| a.id.reference == r)
+    {
+        return Ok(ImageFrom::Archive(a.clone()));
+    }
+    match candidates.len() {
+        0 => bail!("image {name}: no archive in any store"),
+        1 => Ok(ImageFrom::Archive(candidates.into_iter().next().unwrap())),
+        _ => {
+            let refs: Vec<String> = candidates.iter().map(|a| a.id.to_string()).collect();
+            bail!("image {name}: several references in the stores ({}); name one as NAME:REF", refs.join(", "))
+        }
+    }
+}
+
+fn cmd_apply(cfg: &Config, force: bool, json: bool) -> Result<i32> {
+    let out = apply::apply(cfg, force)?;
+    let s = &out.status;
+    if json {
+        let doc = json!({"kind": apply::STATUS_KIND, "value": s, "already_applied": out.already});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+    } else {
+        if out.already {
+            println!("already applied this boot: nothing to do (use --force to apply again)");
+        }
+        for i in &s.images {
+            let archive = i.archive.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+            println!("{:<32} {:<10} {}", format!("{}:{}", i.name, i.reference), i.state, archive);
+        }
+        println!("{}", profiles_line(s));
+    }
+    let failed: Vec<_> = s.images.iter().filter_map(|i| i.error.as_ref()).collect();
+    for e in &failed {
+        log::error(e);
+    }
+    if !failed.is_empty() {
+        log::error(&format!(
+            "{} of {} images failed; not sealed (see {})",
+            failed.len(),
+            s.images.len(),
+            cfg.status_path().display()
+        ));
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn profiles_line(s: &apply::Status) -> String {
+    let lower = s.lower_profiles.join(":");
+    let profiles = match &s.upper_profile {
+        Some(u) if lower.is_empty() => u.clone(),
+        Some(u) => format!("{lower} + {u}"),
+        None => lower,
+    };
+    format!(
+        "profiles: {}; {} images; {}",
+        if profiles.is_empty() { "none" } else { &profiles },
+        s.images.len(),
+        if s.sealed { "sealed" } else { "NOT sealed" }
+    )
+}
+
+fn cmd_status(cfg: &Config, sd: &Systemd, name: Option<&str>, json: bool) -> Result<i32> {
+    let mut recs = Record::load_all(cfg)?;
+    if let Some(n) = name {
+        names::validate_name(n)?;
+        recs.retain(|r| r.name == n);
+        if recs.is_empty() {
+            bail!("image {n} is not attached");
+        }
+    }
+    let last = apply::read_status(cfg);
+    let sealed = cfg.host(Path::new(crate::config::SEAL_PATH)).exists();
+    let atts: Vec<serde_json::Value> = recs
+        .iter()
+        .map(|r| {
+            let units: Vec<serde_json::Value> =
+                r.units().iter().map(|u| json!({"name": u, "active_state": sd.active_state(u)})).collect();
+            json!({
+                "name": r.name, "reference": r.reference, "origin": r.origin, "state": r.state,
+                "archive": r.archive, "format": r.format, "digest": r.digest, "tree": r.tree,
+                "portable": r.portable, "units": units, "binaries": r.binaries(),
+            })
+        })
+        .collect();
+    if json {
+        let v = json!({"sealed": sealed, "attachments": atts, "last_apply": last});
+        println!("{}", serde_json::to_string_pretty(&json!({"kind": "torcx-status-v0", "value": v})).unwrap());
+        return Ok(0);
+    }
+    println!("{:<20} {:<16} {:<8} {:<10} {:<40} ARCHIVE", "NAME", "REFERENCE", "ORIGIN", "STATE", "UNITS");
+    for (r, a) in recs.iter().zip(&atts) {
+        let units: Vec<String> = a["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| match u["active_state"].as_str() {
+                Some(s) => format!("{}({s})", u["name"].as_str().unwrap()),
+                None => u["name"].as_str().unwrap().to_string(),
+            })
+            .collect();
+        println!(
+            "{:<20} {:<16} {:<8} {:<10} {:<40} {}",
+            r.name,
+            r.reference,
+            r.origin,
+            r.state,
+            if units.is_empty() { "-".into() } else { units.join(" ") },
+            r.archive.display()
+        );
+        if let Some(d) = &r.digest {
+            println!("{:<20} digest {d}; binaries: {}", "", r.binaries().join(" "));
+        }
+    }
+    match &last {
+        None => println!("last boot apply: none recorded"),
+        Some(s) => {
+            println!("last boot apply: {}", profiles_line(s));
+            if let Some(e) = &s.error {
+                println!("  error: {e}");
+            }
+            for i in s.images.iter().filter(|i| i.error.is_some()) {
+                println!("  failed: {}", i.error.as_deref().unwrap());
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,105 @@
+//! Talking to systemd: the unit search path, and `systemctl` for reloads,
+//! starts and stops. systemctl is run as a program: no D-Bus stack needed.
+
+use crate::config::Config;
+use crate::log;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// systemd's system unit search path (systemd.unit(5)), highest priority first.
+pub const UNIT_PATH: [&str; 13] = [
+    "/etc/systemd/system.control",
+    "/run/systemd/system.control",
+    "/run/systemd/transient",
+    "/run/systemd/generator.early",
+    "/etc/systemd/system",
+    "/etc/systemd/system.attached",
+    "/run/systemd/system",
+    "/run/systemd/system.attached",
+    "/run/systemd/generator",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+    "/run/systemd/generator.late",
+];
+
+/// Where a unit of this name already is on the host, if anywhere.
+pub fn find_unit(cfg: &Config, name: &str, skip: &[&str]) -> Option<PathBuf> {
+    UNIT_PATH
+        .iter()
+        .filter(|d| !skip.contains(d))
+        .map(|d| Path::new(d).join(name))
+        .find(|p| std::fs::symlink_metadata(cfg.host(p)).is_ok())
+}
+
+pub struct Systemd {
+    /// Only the running system's systemd is driven: never with `--root`.
+    enabled: bool,
+}
+
+impl Systemd {
+    pub fn new(cfg: &Config) -> Systemd {
+        let enabled = cfg.root == Path::new("/") && Path::new("/run/systemd/system").is_dir();
+        Systemd { enabled }
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        Command::new("systemctl").args(args).output().with_context(|| format!("running systemctl {}", args.join(" ")))
+    }
+
+    pub fn daemon_reload(&self) -> Result<()> {
+        if !self.enabled {
+            log::info("not reloading systemd (not running, or --root given)");
+            return Ok(());
+        }
+        let out = self.systemctl(&["daemon-reload"])?;
+        if !out.status.success() {
+            bail!("systemctl daemon-reload failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    /// `ActiveState` of a unit; `None` when systemd is not driven here.
+    pub fn active_state(&self, unit: &str) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let out = self.systemctl(&["show", "--property=ActiveState", "--value", "--", unit]).ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    pub fn is_active(&self, unit: &str) -> bool {
+        matches!(self.active_state(unit).as_deref(), Some("active" | "activating" | "reloading" | "deactivating"))
+    }
+
+    /// Runs `systemctl VERB UNITS...` and waits for the jobs; a unit that does
+    /// not end up active (start, restart) is reported by name and state.
+    pub fn run_jobs(&self, verb: &str, units: &[String]) -> Result<()> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        if !self.enabled {
+            log::warn(&format!("not running systemctl {verb} {} (not running, or --root given)", units.join(" ")));
+            return Ok(());
+        }
+        let mut args = vec![verb, "--"];
+        args.extend(units.iter().map(String::as_str));
+        let out = self.systemctl(&args)?;
+        if verb != "stop" {
+            let bad: Vec<String> = units
+                .iter()
+                .filter_map(|u| {
+                    let s = self.active_state(u).unwrap_or_default();
+                    (s != "active" && s != "activating").then(|| format!("{u} is {s}"))
+                })
+                .collect();
+            if !bad.is_empty() {
+                bail!("systemctl {verb} failed: {}", bad.join(", "));
+            }
+        } else if !out.status.success() {
+            bail!("systemctl stop failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+}
