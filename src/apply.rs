@@ -2,12 +2,14 @@
 //! does not stop the others), record the outcome, seal when all succeeded.
 
 use crate::attach::{self, Record};
+use crate::cache;
 use crate::config::{Config, SEAL_PATH};
 use crate::fsutil::{Lock, atomic_write};
 use crate::log;
 use crate::mount;
 use crate::names::ImageId;
 use crate::profile;
+use crate::source::{self, Mem, Tree};
 use crate::store;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -135,11 +137,12 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     for d in [cfg.bin_dir(), cfg.unpack_dir(), cfg.attached_dir()] {
         std::fs::create_dir_all(cfg.host(&d)).with_context(|| format!("creating {}", d.display()))?;
     }
+    let archives = store::scan(cfg);
     for id in &resolved.images {
-        let st = apply_image(cfg, id);
-        match &st.error {
-            Some(e) => log::error(e),
-            None => log::info(&format!("image {id}: {}", st.state)),
+        let st = apply_image(cfg, id, &archives);
+        // Failures are reported once, by the caller, from the status.
+        if st.error.is_none() {
+            log::info(&format!("image {id}: {}", st.state));
         }
         status.images.push(st);
     }
@@ -161,7 +164,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     Ok(Outcome { status, already: false })
 }
 
-fn apply_image(cfg: &Config, id: &ImageId) -> ImageStatus {
+fn apply_image(cfg: &Config, id: &ImageId, archives: &[store::Archive]) -> ImageStatus {
     let mut st = ImageStatus {
         name: id.name.clone(),
         reference: id.reference.clone(),
@@ -198,7 +201,7 @@ fn apply_image(cfg: &Config, id: &ImageId) -> ImageStatus {
             return st;
         }
     }
-    let Some(a) = store::find(cfg, id) else {
+    let Some(a) = archives.iter().find(|a| &a.id == id) else {
         let dirs: Vec<String> = store::store_dirs(cfg).iter().map(|d| d.logical.display().to_string()).collect();
         st.error = Some(format!("image {id}: no archive in any store (searched {})", dirs.join(", ")));
         return st;
@@ -208,6 +211,9 @@ fn apply_image(cfg: &Config, id: &ImageId) -> ImageStatus {
     let opts = attach::Options { origin: "boot".into(), copy: attach::CopyMode::Copy, ..Default::default() };
     match attach::attach(cfg, &attach::ImageFrom::Archive(a.clone()), &opts) {
         Ok((rec, unpacked)) => {
+            if cache::load(cfg, a).is_none() {
+                cache_units(cfg, a, &rec);
+            }
             st.state = "attached".into();
             st.unpacked_bytes = unpacked.bytes;
             st.files = rec.files.len();
@@ -226,4 +232,17 @@ pub fn run_profile(cfg: &Config) -> Option<Vec<ImageId>> {
     let text = std::fs::read_to_string(cfg.host(&cfg.run_profile_path())).ok()?;
     let entries = crate::manifest::parse_profile(&text).ok()?;
     Some(entries.into_iter().map(|e| ImageId { name: e.name, reference: e.reference }).collect())
+}
+
+/// Keeps what the generator needs of this image for the next boots.
+fn cache_units(cfg: &Config, a: &store::Archive, rec: &Record) {
+    let tree = match Tree::open(&cfg.host(&rec.tree)) {
+        Ok(t) => t,
+        Err(_) => return,
+    };
+    if let Ok(Some(m)) = source::read_manifest(&tree)
+        && let Ok(mem) = Mem::from_tree(&tree, &m)
+    {
+        cache::store(cfg, a, mem);
+    }
 }

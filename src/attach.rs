@@ -261,12 +261,21 @@ fn plan_units(cfg: &Config, o: &Origin, src: &dyn ImageSource, rel: &Path, out: 
                 let child = rel.join(&name);
                 match kind {
                     Kind::File => unit_file(&child, &dir, out)?,
-                    Kind::Symlink(t) => out.push(Placement {
-                        class: Class::Unit,
-                        dest: dir.join(&name),
-                        action: Action::Symlink(t),
-                        source: Some(child.display().to_string()),
-                    }),
+                    // `systemctl enable` links: placed as `../UNIT`, whatever
+                    // path the image used, so a link that was confined in the
+                    // image cannot point at a host file once placed.
+                    Kind::Symlink(t) => {
+                        let unit = t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        if !is_unit_name(&unit) {
+                            bail!("/{}: link to {} is not a unit", child.display(), t.display());
+                        }
+                        out.push(Placement {
+                            class: Class::Unit,
+                            dest: dir.join(&name),
+                            action: Action::Symlink(Path::new("..").join(unit)),
+                            source: Some(child.display().to_string()),
+                        })
+                    }
                     Kind::Dir => {}
                 }
             }

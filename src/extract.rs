@@ -36,7 +36,7 @@ fn entry_err(path: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
 
 /// Splits a tar path into plain components. `..` and absolute names are
 /// refused (not clamped, as upstream did): such an archive is hostile or broken.
-fn components(raw: &[u8]) -> Result<Vec<&OsStr>> {
+pub fn components(raw: &[u8]) -> Result<Vec<&OsStr>> {
     if raw.first() == Some(&b'/') {
         return Err(entry_err(raw, "absolute path refused"));
     }
@@ -251,7 +251,7 @@ impl Extractor {
 
 /// A symlink may only point inside the image: relative, and never climbing
 /// above the root from where it stands.
-fn check_symlink(raw: &[u8], depth: usize, target: &[u8]) -> Result<()> {
+pub fn check_symlink(raw: &[u8], depth: usize, target: &[u8]) -> Result<()> {
     let t = String::from_utf8_lossy(target);
     if target.is_empty() {
         return Err(entry_err(raw, "symlink with an empty target"));

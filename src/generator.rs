@@ -5,6 +5,7 @@
 //! `torcx-apply.service`, which does the unpacking.
 
 use crate::attach::{self, Action, Origin};
+use crate::cache;
 use crate::config::{self, Config, Overrides, SEAL_PATH};
 use crate::log;
 use crate::profile;
@@ -57,10 +58,14 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
     for w in &resolved.warnings {
         log::warn(w);
     }
+    let archives = store::scan(&cfg);
     for id in &resolved.images {
         let res = (|| -> Result<usize> {
-            let Some(a) = store::find(&cfg, id) else { bail!("no archive in any store") };
-            let mem = Mem::from_archive(&a).with_context(|| format!("reading {}", a.path.display()))?;
+            let Some(a) = archives.iter().find(|a| &a.id == id) else { bail!("no archive in any store") };
+            let mem = match cache::load(&cfg, a) {
+                Some(m) => m,
+                None => Mem::from_archive(a).with_context(|| format!("reading {}", a.path.display()))?,
+            };
             let Some(m) = source::read_manifest(&mem)? else {
                 return Ok(0);
             };

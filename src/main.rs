@@ -4,6 +4,7 @@
 mod apply;
 mod archive;
 mod attach;
+mod cache;
 mod cli;
 mod config;
 mod crash;

@@ -131,7 +131,7 @@ impl ImageSource for Tree {
 }
 
 /// The parts of an archive the generator needs, read straight from it.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Mem {
     files: BTreeMap<PathBuf, Vec<u8>>,
     links: BTreeMap<PathBuf, PathBuf>,
@@ -146,6 +146,39 @@ fn looks_like_unit_path(p: &Path) -> bool {
 }
 
 impl Mem {
+    /// What the generator needs of an unpacked image: its manifest and the
+    /// unit files and links it lists, as `from_archive` would read them.
+    pub fn from_tree(tree: &dyn ImageSource, m: &ImageManifest) -> Result<Mem> {
+        let mut mem = Mem::default();
+        let mp = PathBuf::from(MANIFEST_PATH);
+        mem.files.insert(mp.clone(), tree.read(&mp)?);
+        for u in &m.units {
+            let Ok(rel) = fsutil::relative_inside(u) else { continue };
+            match tree.stat(&rel)? {
+                Some(Kind::File) => {
+                    mem.files.insert(rel.clone(), tree.read(&rel)?);
+                }
+                Some(Kind::Dir) => {
+                    mem.dirs.insert(rel.clone());
+                    for (name, kind) in tree.list(&rel)? {
+                        let child = rel.join(&name);
+                        match kind {
+                            Kind::File => {
+                                mem.files.insert(child.clone(), tree.read(&child)?);
+                            }
+                            Kind::Symlink(t) => {
+                                mem.links.insert(child, t);
+                            }
+                            Kind::Dir => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(mem)
+    }
+
     /// Reads the manifest, the files it lists as units (or, before the
     /// manifest is known, anything under a `systemd` directory) and every
     /// symlink, and stops as soon as everything the manifest lists is in.
@@ -161,9 +194,10 @@ impl Mem {
         for e in ar.entries().context("reading archive")? {
             let mut e = e.context("reading archive")?;
             let raw = e.path_bytes().into_owned();
-            let Ok(rel) = fsutil::relative_inside(&String::from_utf8_lossy(&raw)) else {
-                bail!("entry {:?}: path traversal ('..') refused", String::from_utf8_lossy(&raw))
-            };
+            // The same path and symlink rules as the extractor: what apply
+            // would refuse, the generator refuses too.
+            let comps = crate::extract::components(&raw)?;
+            let rel: PathBuf = comps.iter().collect();
             if let Some(w) = &wanted {
                 // Tar writers put a directory's subtree together: once we
                 // leave a listed directory, it is complete.
@@ -190,11 +224,9 @@ impl Mem {
                     m.dirs.insert(rel);
                 }
                 tar::EntryType::Symlink => {
-                    let t = e
-                        .link_name_bytes()
-                        .map(|t| PathBuf::from(String::from_utf8_lossy(&t).into_owned()))
-                        .unwrap_or_default();
-                    m.links.insert(rel, t);
+                    let t = e.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                    crate::extract::check_symlink(&raw, comps.len().saturating_sub(1), &t)?;
+                    m.links.insert(rel, PathBuf::from(String::from_utf8_lossy(&t).into_owned()));
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let is_manifest = rel == Path::new(MANIFEST_PATH);

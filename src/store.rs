@@ -136,6 +136,7 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
     found
 }
 
+#[cfg(test)]
 pub fn find(cfg: &Config, id: &ImageId) -> Option<Archive> {
     scan(cfg).into_iter().find(|a| &a.id == id)
 }

@@ -1,0 +1,71 @@
+//! The generator's cache. Reading an archive's units means inflating it up to
+//! them, which for a tar whose units come last is nearly the whole archive,
+//! on the boot's critical path, and then `torcx apply` inflates it again. So
+//! after a successful attach, `torcx apply` keeps what the generator needs
+//! (the manifest, the unit files and links) in `BASEDIR/cache/generator/`,
+//! keyed by the archive's identity (device, inode, size, mtime). A later
+//! boot with the same archive reads a few KiB instead of the archive.
+
+use crate::config::Config;
+use crate::fsutil::atomic_write;
+use crate::log;
+use crate::source::Mem;
+use crate::store::Archive;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+const KIND: &str = "torcx-generator-cache-v0";
+
+#[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
+struct Key {
+    archive: PathBuf,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    kind: String,
+    key: Key,
+    mem: Mem,
+}
+
+fn path(cfg: &Config, a: &Archive) -> PathBuf {
+    cfg.host(&cfg.base_dir.join("cache/generator").join(format!("{}.json", a.id)))
+}
+
+fn key(a: &Archive) -> Option<Key> {
+    let m = std::fs::metadata(&a.host).ok()?;
+    Some(Key {
+        archive: a.path.clone(),
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    })
+}
+
+/// The cached units of `a`, if the archive is still the one they came from.
+pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
+    let text = std::fs::read(path(cfg, a)).ok()?;
+    let e: Entry = serde_json::from_slice(&text).ok()?;
+    (e.kind == KIND && Some(e.key) == key(a)).then_some(e.mem)
+}
+
+/// Best effort: a boot without a cache is only slower.
+pub fn store(cfg: &Config, a: &Archive, mem: Mem) {
+    let Some(key) = key(a) else { return };
+    let res = (|| -> Result<()> {
+        let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem })?;
+        atomic_write(&path(cfg, a), &b, 0o644)
+    })();
+    if let Err(e) = res {
+        log::info(&format!("image {}: not caching its units for the generator: {e:#}", a.id));
+    }
+}

@@ -1,0 +1,375 @@
+//! `torcx-generator` (the torcx binary called by that name): it plans the
+//! boot read-only, writing only into its output directory, never mounting.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+const X_SERVICE: &str = "[Unit]\nDescription=x\n\n[Service]\nExecStart=/run/torcx/bin/x\n";
+const X_SOCKET: &str = "[Socket]\nListenStream=/run/x.sock\n";
+const APPLY_LINK: &str = "sysinit.target.wants/torcx-apply.service";
+const APPLY_TARGET: &str = "/usr/lib/systemd/system/torcx-apply.service";
+
+/// Image `x`: a binary, a service and a socket, the service enabled through
+/// a `.wants` directory, and a tmpfiles entry the generator must leave alone.
+fn image_x(t: &TestRoot) -> Image {
+    let img = Image::new(t, "x", "1");
+    img.manifest(json!({
+        "bin": ["/bin/x"],
+        "units": [
+            "/lib/systemd/system/x.service",
+            "/lib/systemd/system/x.socket",
+            "/lib/systemd/system/multi-user.target.wants",
+        ],
+        "tmpfiles": ["/lib/tmpfiles.d/x.conf"],
+    }))
+    .exec("bin/x", "#!/bin/sh\necho x\n")
+    .file("lib/systemd/system/x.service", X_SERVICE)
+    .file("lib/systemd/system/x.socket", X_SOCKET)
+    .symlink("lib/systemd/system/multi-user.target.wants/x.service", "../x.service")
+    .file("lib/tmpfiles.d/x.conf", "d /run/x\n");
+    img
+}
+
+/// A root with image x in the user store, listed by the vendor profile.
+fn root_with_x() -> TestRoot {
+    let t = TestRoot::new();
+    image_x(&t).pack(&t, USER_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("x", "1")]);
+    t
+}
+
+/// Output directories of one generator run, outside the root.
+struct Out {
+    _dir: tempfile::TempDir,
+    normal: PathBuf,
+    early: PathBuf,
+    late: PathBuf,
+}
+
+impl Out {
+    fn new() -> Out {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let (normal, early, late) = (base.join("normal"), base.join("early"), base.join("late"));
+        for d in [&normal, &early, &late] {
+            std::fs::create_dir(d).unwrap();
+        }
+        Out { _dir: dir, normal, early, late }
+    }
+
+    fn args<'a>(&'a self, t: &'a TestRoot) -> Vec<&'a str> {
+        vec![
+            "--root",
+            t.root.to_str().unwrap(),
+            self.normal.to_str().unwrap(),
+            self.early.to_str().unwrap(),
+            self.late.to_str().unwrap(),
+        ]
+    }
+
+    fn normal(&self, rel: &str) -> PathBuf {
+        self.normal.join(rel)
+    }
+
+    fn assert_early_late_empty(&self) {
+        for d in [&self.early, &self.late] {
+            assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "{} written", d.display());
+        }
+    }
+}
+
+fn service_dropin() -> String {
+    "# Attached by torcx from x:1 (/var/lib/torcx/store/x:1.torcx.tgz); do not edit.\n\
+     [Unit]\nRequires=torcx.target\nAfter=torcx.target\n\n\
+     [Service]\n\
+     Environment=TORCX_IMAGE=x TORCX_REFERENCE=1 TORCX_IMAGEDIR=/run/torcx/unpack/x TORCX_BINDIR=/run/torcx/bin\n\
+     Environment=PATH=/run/torcx/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+     LogExtraFields=TORCX_IMAGE=x:1\n"
+        .to_string()
+}
+
+#[track_caller]
+fn assert_apply_link(out: &Out) {
+    assert_eq!(
+        std::fs::read_link(out.normal(APPLY_LINK)).expect("no torcx-apply.service link"),
+        Path::new(APPLY_TARGET)
+    );
+}
+
+/// Everything the generator wrote for image x, checked exactly.
+#[track_caller]
+fn assert_x_planned(out: &Out) {
+    let got = listing(&out.normal);
+    let names: Vec<&str> = got.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "multi-user.target.wants",
+            "multi-user.target.wants/x.service",
+            "sysinit.target.wants",
+            "sysinit.target.wants/torcx-apply.service",
+            "x.service",
+            "x.service.d",
+            "x.service.d/10-torcx.conf",
+            "x.socket",
+            "x.socket.d",
+            "x.socket.d/10-torcx.conf",
+        ],
+        "{got:#?}"
+    );
+    assert_eq!(read(&out.normal("x.service")), X_SERVICE);
+    assert_eq!(read(&out.normal("x.socket")), X_SOCKET);
+    assert_eq!(read(&out.normal("x.service.d/10-torcx.conf")), service_dropin());
+    assert_eq!(
+        read(&out.normal("x.socket.d/10-torcx.conf")),
+        "# Attached by torcx from x:1 (/var/lib/torcx/store/x:1.torcx.tgz); do not edit.\n\
+         [Unit]\nRequires=torcx.target\nAfter=torcx.target\n"
+    );
+    assert_eq!(std::fs::read_link(out.normal("multi-user.target.wants/x.service")).unwrap(), Path::new("../x.service"));
+    assert_apply_link(out);
+}
+
+#[test]
+fn generator_plans_from_a_read_only_root_without_mounting() {
+    if !require_root("generator_plans_from_a_read_only_root_without_mounting") {
+        return;
+    }
+    let t = root_with_x();
+    let out = Out::new();
+    let before = listing(&t.root);
+    let mut ns = Ns::new(&t);
+    ns.sh("mount --bind \"$ROOT\" \"$ROOT\" && mount -o remount,bind,ro \"$ROOT\"");
+    // Make sure the root really is read-only in there.
+    ns.sh("if touch \"$ROOT/probe\" 2>/dev/null; then echo 'root is writable' >&2; exit 1; fi");
+    ns.generator(&out.args(&t));
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert_x_planned(&out);
+    out.assert_early_late_empty();
+    assert_eq!(
+        s.mounts_before.len(),
+        s.mounts_after.len(),
+        "the generator changed the mount table:\n{:#?}\n{:#?}",
+        s.mounts_before,
+        s.mounts_after
+    );
+    assert_eq!(s.mounts_before, s.mounts_after);
+    assert_eq!(listing(&t.root), before);
+}
+
+#[test]
+fn generator_writes_nothing_outside_its_output_directory() {
+    if !require_root("generator_writes_nothing_outside_its_output_directory") {
+        return;
+    }
+    // A writable root this time: still nothing may appear there.
+    let t = root_with_x();
+    let out = Out::new();
+    let before = listing(&t.root);
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert_x_planned(&out);
+    out.assert_early_late_empty();
+    assert_eq!(listing(&t.root), before, "the generator wrote under the root");
+    assert!(!t.exists("run"), "the generator created /run under the root");
+    assert_eq!(s.mounts_before, s.mounts_after);
+    t.assert_canary();
+    // Only NORMAL given: the same plan.
+    let out1 = Out::new();
+    let mut ns = Ns::new(&t);
+    ns.generator(&["--root", t.root.to_str().unwrap(), out1.normal.to_str().unwrap()]);
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert_x_planned(&out1);
+}
+
+#[test]
+fn generator_and_apply_agree_on_units_and_dropins() {
+    if !require_root("generator_and_apply_agree_on_units_and_dropins") {
+        return;
+    }
+    let t = root_with_x();
+    let out = Out::new();
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    ns.apply();
+    let steps = ns.run();
+    assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
+    assert_eq!(steps[1].code, 0, "{}", steps[1].describe());
+    let mut planned = listing(&out.normal);
+    planned.remove("sysinit.target.wants");
+    planned.remove(APPLY_LINK);
+    let placed = listing(&t.path("run/systemd/system"));
+    assert_eq!(planned, placed, "generator and apply placed different units");
+}
+
+#[test]
+fn generator_does_nothing_once_sealed() {
+    if !require_root("generator_does_nothing_once_sealed") {
+        return;
+    }
+    let t = root_with_x();
+    t.write(
+        "run/metadata/torcx",
+        "TORCX_LOWER_PROFILES=\"vendor\"\nTORCX_UPPER_PROFILE=\"\"\nTORCX_PROFILE_PATH=\"/run/torcx/profile.json\"\n\
+         TORCX_BINDIR=\"/run/torcx/bin\"\nTORCX_UNPACKDIR=\"/run/torcx/unpack\"\n",
+    );
+    let out = Out::new();
+    let before = listing(&t.root);
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert_eq!(listing(&out.normal), Default::default(), "the generator wrote after the seal");
+    out.assert_early_late_empty();
+    assert_eq!(listing(&t.root), before);
+}
+
+#[test]
+fn generator_with_a_broken_profile_fails_but_pulls_in_apply() {
+    if !require_root("generator_with_a_broken_profile_fails_but_pulls_in_apply") {
+        return;
+    }
+    let t = root_with_x();
+    t.write("usr/share/torcx/profiles/vendor.json", "{\"kind\": \"profile-manifest-v0\", oops");
+    let out = Out::new();
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_contains(&s.log, "/usr/share/torcx/profiles/vendor.json", &s);
+    let names: Vec<String> = listing(&out.normal).into_keys().collect();
+    assert_eq!(names, ["sysinit.target.wants", APPLY_LINK], "{names:?}");
+    assert_apply_link(&out);
+    assert!(!t.exists("run"));
+}
+
+#[test]
+fn generator_plans_the_images_it_can() {
+    if !require_root("generator_plans_the_images_it_can") {
+        return;
+    }
+    // x is fine, m has no archive: x is planned, m is logged, exit 1.
+    let t = root_with_x();
+    t.vendor_profile(&[("m", "1"), ("x", "1")]);
+    let out = Out::new();
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_contains(&s.log, "image m:1", &s);
+    assert_x_planned(&out);
+}
+
+#[test]
+fn generator_refuses_a_traversal_entry() {
+    if !require_root("generator_refuses_a_traversal_entry") {
+        return;
+    }
+    let t = TestRoot::new();
+    let manifest = json!({"kind": "image-manifest-v0",
+        "value": {"units": ["/lib/systemd/system/evil.service"]}})
+    .to_string();
+    let entry = "lib/systemd/system/../../../../../../canary/evil.service";
+    py_tar(
+        &t.path("var/lib/torcx/store/evil:1.torcx.tgz"),
+        Fmt::Tgz,
+        &[
+            e_file(".torcx/manifest.json", manifest.as_bytes()),
+            e_file(entry, b"[Service]\nExecStart=/bin/false\n"),
+            e_file("lib/systemd/system/evil.service", b"[Service]\nExecStart=/bin/true\n"),
+        ],
+    );
+    t.vendor_profile(&[("evil", "1")]);
+    let out = Out::new();
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_contains(&s.log, "image evil:1", &s);
+    assert_contains(&s.log, entry, &s);
+    let names: Vec<String> = listing(&out.normal).into_keys().collect();
+    assert_eq!(names, ["sysinit.target.wants", APPLY_LINK], "{names:?}");
+    t.assert_canary();
+}
+
+#[test]
+
+fn generator_refuses_an_absolute_entry_as_apply_does() {
+    if !require_root("generator_refuses_an_absolute_entry_as_apply_does") {
+        return;
+    }
+    let t = TestRoot::new();
+    let manifest = json!({"kind": "image-manifest-v0",
+        "value": {"units": ["/lib/systemd/system/x.service"]}})
+    .to_string();
+    let entry = "/lib/systemd/system/x.service";
+    py_tar(
+        &t.path("var/lib/torcx/store/x:1.torcx.tgz"),
+        Fmt::Tgz,
+        &[e_file(".torcx/manifest.json", manifest.as_bytes()), e_file(entry, X_SERVICE.as_bytes())],
+    );
+    t.vendor_profile(&[("x", "1")]);
+    let out = Out::new();
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    ns.apply();
+    let steps = ns.run();
+    let (g, a) = (&steps[0], &steps[1]);
+    // apply refuses the image...
+    assert_eq!(a.code, 1, "{}", a.describe());
+    assert_contains(&a.stderr, "entry \"/lib/systemd/system/x.service\": absolute path refused", a);
+    // ...so the generator must not plan its unit either.
+    assert_eq!(g.code, 1, "{}", g.describe());
+    assert_contains(&g.log, entry, g);
+    let names: Vec<String> = listing(&out.normal).into_keys().collect();
+    assert_eq!(names, ["sysinit.target.wants", APPLY_LINK], "{names:?}");
+}
+
+#[test]
+fn generator_never_writes_links_that_leave_the_image() {
+    if !require_root("generator_never_writes_links_that_leave_the_image") {
+        return;
+    }
+    // `.wants` links are copied with their text; one that points outside the
+    // image (absolute, or climbing above its root) must not be written, and
+    // the image fails, as apply fails it.
+    for target in ["/etc/shadow", "../../../../../../../etc/shadow"] {
+        let t = TestRoot::new();
+        let manifest = json!({"kind": "image-manifest-v0", "value": {"units": [
+            "/lib/systemd/system/x.service", "/lib/systemd/system/multi-user.target.wants"]}})
+        .to_string();
+        let entry = "lib/systemd/system/multi-user.target.wants/x.service";
+        py_tar(
+            &t.path("var/lib/torcx/store/x:1.torcx.tgz"),
+            Fmt::Tgz,
+            &[
+                e_file(".torcx/manifest.json", manifest.as_bytes()),
+                e_file("lib/systemd/system/x.service", X_SERVICE.as_bytes()),
+                e_symlink(entry, target),
+            ],
+        );
+        t.vendor_profile(&[("x", "1")]);
+        let out = Out::new();
+        let mut ns = Ns::new(&t);
+        ns.generator(&out.args(&t));
+        ns.apply();
+        let steps = ns.run();
+        let (g, a) = (&steps[0], &steps[1]);
+        assert_eq!(a.code, 1, "{}", a.describe());
+        assert_contains(&a.stderr, &format!("entry \"{entry}\""), a);
+        let leaks: Vec<(String, String)> = listing(&out.normal)
+            .into_iter()
+            .filter(|(k, v)| k != APPLY_LINK && v.starts_with("link -> ") && v.contains("etc/shadow"))
+            .collect();
+        assert!(leaks.is_empty(), "target {target}: the generator wrote {leaks:?}\n{}", g.describe());
+        assert_eq!(g.code, 1, "target {target}: {}", g.describe());
+        assert_contains(&g.log, "image x:1", g);
+        assert_apply_link(&out);
+    }
+}

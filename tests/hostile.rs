@@ -1,0 +1,367 @@
+//! Hostile archives: each must fail its image with the entry named, leave no
+//! mount and no file of the image behind, and write nothing outside the
+//! image tree (a canary directory sits next to the root, and the root is
+//! compared before and after).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+const ARCHIVE: &str = "/var/lib/torcx/store/evil:1.torcx.tgz";
+const ARCHIVE_ZST: &str = "/var/lib/torcx/store/evil:1.torcx.tar.zst";
+
+/// Ordinary entries first, so the extractor has written part of the tree
+/// (and the manifest would place a binary and a unit) before the hostile
+/// entries come.
+fn prelude() -> Vec<Value> {
+    vec![
+        e_dir(".torcx"),
+        e_file(
+            ".torcx/manifest.json",
+            json!({"kind": "image-manifest-v0", "value": {
+                "bin": ["/bin/tool"], "units": ["/lib/systemd/system/evil.service"]}})
+            .to_string()
+            .as_bytes(),
+        ),
+        e_dir("bin"),
+        e_file_mode("bin/tool", b"#!/bin/sh\necho tool\n", 0o755),
+        e_dir("lib"),
+        e_dir("lib/systemd"),
+        e_dir("lib/systemd/system"),
+        e_file("lib/systemd/system/evil.service", b"[Service]\nExecStart=/run/torcx/bin/tool\n"),
+    ]
+}
+
+/// A root whose vendor profile lists `evil:1`, stored as `fmt` with the
+/// prelude and then `hostile`.
+fn hostile_root(fmt: Fmt, hostile: &[Value]) -> TestRoot {
+    let t = TestRoot::new();
+    let mut entries = prelude();
+    entries.extend_from_slice(hostile);
+    let archive = if fmt == Fmt::Tgz { ARCHIVE } else { ARCHIVE_ZST };
+    py_tar(&t.path(archive), fmt, &entries);
+    t.vendor_profile(&[("evil", "1")]);
+    t
+}
+
+/// What apply may add to a root where the only image failed.
+const RUN_SKELETON: [&str; 7] = [
+    "run",
+    "run/torcx",
+    "run/torcx/.lock",
+    "run/torcx/attached",
+    "run/torcx/bin",
+    "run/torcx/status.json",
+    "run/torcx/unpack",
+];
+
+/// The image failed with `entry "ENTRY": ...CAUSE...` and left nothing.
+#[track_caller]
+fn assert_refused(t: &TestRoot, before: &BTreeMap<String, String>, s: &Step, archive: &str, entry: &str, cause: &str) {
+    assert_eq!(s.code, 1, "{}", s.describe());
+    let prefix = format!("torcx: error: image evil:1 ({archive}): entry \"{entry}\": ");
+    let line = s
+        .stderr
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?}\n{}", s.describe()));
+    assert!(line.contains(cause), "expected {cause:?} in {line:?}");
+
+    // No mount, no tree, no record, nothing placed, no seal.
+    assert!(s.mounts_under(&t.root).is_empty(), "still mounted: {:?}", s.mounts_under(&t.root));
+    assert!(s.unpack.is_empty(), "files left in the unpack dir: {:?}", s.unpack);
+    let after = listing(&t.root);
+    let new: BTreeSet<&str> = after.keys().filter(|k| !before.contains_key(*k)).map(String::as_str).collect();
+    assert_eq!(new, RUN_SKELETON.into_iter().collect(), "unexpected files under the root");
+    for d in ["run/torcx/attached", "run/torcx/bin", "run/torcx/unpack"] {
+        assert_eq!(std::fs::read_dir(t.path(d)).unwrap().count(), 0, "{d} is not empty");
+    }
+    for (k, v) in before {
+        assert_eq!(after.get(k), Some(v), "{k} changed");
+    }
+
+    // The status says so too.
+    let st = read_json(&t.path("run/torcx/status.json"));
+    assert_eq!(status_states(&st), pairs(&[("evil:1", "failed")]));
+    assert_eq!(st["value"]["sealed"], false);
+    let err = status_error(&st, "evil:1");
+    assert!(err.contains(&format!("entry \"{entry}\"")) && err.contains(cause), "{err}");
+
+    // Nothing next to the root either.
+    t.assert_canary();
+    let top: BTreeSet<String> = std::fs::read_dir(&t.base)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("ns-out-"))
+        .collect();
+    let allowed: BTreeSet<String> = ["root", "canary", "stage", "gen-bin"].iter().map(|s| s.to_string()).collect();
+    assert!(top.is_subset(&allowed), "written next to the root: {top:?}");
+}
+
+/// Builds the hostile root, applies it once and checks the refusal.
+fn refuse(fmt: Fmt, hostile: &[Value], env: &[(&str, &str)], entry: &str, cause: &str) {
+    let t = hostile_root(fmt, hostile);
+    check(&t, fmt, env, entry, cause);
+}
+
+fn check(t: &TestRoot, fmt: Fmt, env: &[(&str, &str)], entry: &str, cause: &str) {
+    let before = listing(&t.root);
+    let s = apply_once(t, env);
+    let archive = if fmt == Fmt::Tgz { ARCHIVE } else { ARCHIVE_ZST };
+    assert_refused(t, &before, &s, archive, entry, cause);
+}
+
+/// `../../../../../canary` from `ROOT/run/torcx/unpack/evil` is the canary.
+const UP_TO_CANARY: &str = "../../../../../canary";
+
+#[test]
+fn dotdot_entries_are_refused() {
+    if !require_root("dotdot_entries_are_refused") {
+        return;
+    }
+    let file = format!("{UP_TO_CANARY}/pwned");
+    refuse(Fmt::Tgz, &[e_file(&file, b"x")], &[], &file, "path traversal ('..') refused");
+    let nested = "bin/../../../../../../canary/pwned".to_string();
+    refuse(Fmt::Zst, &[e_file(&nested, b"x")], &[], &nested, "path traversal ('..') refused");
+    let dir = format!("{UP_TO_CANARY}/newdir");
+    refuse(Fmt::Tgz, &[e_dir(&dir)], &[], &format!("{dir}/"), "path traversal ('..') refused");
+}
+
+#[test]
+fn absolute_entries_are_refused() {
+    if !require_root("absolute_entries_are_refused") {
+        return;
+    }
+    // The name is the canary's own path: harmless if it were ever followed.
+    let t = hostile_root(Fmt::Tgz, &[]);
+    let file = t.canary.join("pwned-abs").display().to_string();
+    let mut entries = prelude();
+    entries.push(e_file(&file, b"x"));
+    py_tar(&t.path(ARCHIVE), Fmt::Tgz, &entries);
+    check(&t, Fmt::Tgz, &[], &file, "absolute path refused");
+}
+
+#[test]
+fn absolute_symlink_and_a_file_through_it_are_refused() {
+    if !require_root("absolute_symlink_and_a_file_through_it_are_refused") {
+        return;
+    }
+    // The link points at the canary (not at this machine's /etc, which a
+    // broken extractor would then write into): the same attack, harmless.
+    let t = hostile_root(Fmt::Tgz, &[]);
+    let target = t.canary.display().to_string();
+    let mut entries = prelude();
+    entries.push(e_symlink("link", &target));
+    entries.push(e_file("link/pwned", b"x"));
+    py_tar(&t.path(ARCHIVE), Fmt::Tgz, &entries);
+    check(&t, Fmt::Tgz, &[], "link", &format!("symlink to absolute path \"{target}\" points outside the image"));
+}
+
+#[test]
+fn relative_symlink_escapes_are_refused() {
+    if !require_root("relative_symlink_escapes_are_refused") {
+        return;
+    }
+    refuse(
+        Fmt::Tgz,
+        &[e_symlink("up", UP_TO_CANARY), e_file("up/pwned", b"x")],
+        &[],
+        "up",
+        &format!("symlink to \"{UP_TO_CANARY}\" points outside the image"),
+    );
+    // One level too many from a subdirectory.
+    refuse(
+        Fmt::Zst,
+        &[e_symlink("bin/up", "../../canary")],
+        &[],
+        "bin/up",
+        "symlink to \"../../canary\" points outside the image",
+    );
+    refuse(Fmt::Tgz, &[e_symlink("up", "../../..")], &[], "up", "points outside the image");
+}
+
+/// `x/y -> .` makes `x/y/y/...` stay in `x`, so `x/y/y/y/y/y/../../../../../..`
+/// passes a lexical count of components yet climbs five levels above the tree.
+fn chain() -> Vec<Value> {
+    vec![e_dir("x"), e_symlink("x/y", "."), e_symlink("esc", "x/y/y/y/y/y/../../../../../../canary")]
+}
+
+#[test]
+fn symlink_chain_escape_is_refused() {
+    if !require_root("symlink_chain_escape_is_refused") {
+        return;
+    }
+    // Alone: the kernel-checked resolution after unpacking catches it.
+    refuse(Fmt::Tgz, &chain(), &[], "esc", "symlink resolves outside the image");
+    // With a file written through it: refused at that entry.
+    let mut h = chain();
+    h.push(e_file("esc/pwned", b"x"));
+    refuse(Fmt::Tgz, &h, &[], "esc/pwned", "writing through it is refused");
+    // With a hard link taken through it.
+    let mut h = chain();
+    h.push(e_hardlink("stolen", &format!("esc/{CANARY_FILE}")));
+    refuse(Fmt::Zst, &h, &[], "stolen", "writing through it is refused");
+}
+
+#[test]
+fn writing_through_or_over_an_inner_symlink_is_refused() {
+    if !require_root("writing_through_or_over_an_inner_symlink_is_refused") {
+        return;
+    }
+    refuse(
+        Fmt::Tgz,
+        &[e_symlink("lnk", "bin"), e_file("lnk/other", b"x")],
+        &[],
+        "lnk/other",
+        "writing through it is refused",
+    );
+    refuse(
+        Fmt::Tgz,
+        &[e_symlink("lnk", "bin/tool"), e_file("lnk", b"replaced")],
+        &[],
+        "lnk",
+        "a file over an existing directory or symlink is refused",
+    );
+    refuse(
+        Fmt::Tgz,
+        &[e_symlink("lnk", "bin"), e_dir("lnk")],
+        &[],
+        "lnk/",
+        "a directory over an existing symlink or file is refused",
+    );
+}
+
+#[test]
+fn hardlinks_out_of_the_image_are_refused() {
+    if !require_root("hardlinks_out_of_the_image_are_refused") {
+        return;
+    }
+    refuse(
+        Fmt::Tgz,
+        &[e_hardlink("hl", "/etc/passwd")],
+        &[],
+        "hl",
+        "hard link to \"/etc/passwd\" points outside the image",
+    );
+    let up = format!("{UP_TO_CANARY}/{CANARY_FILE}");
+    refuse(
+        Fmt::Zst,
+        &[e_hardlink("bin/hl", &up)],
+        &[],
+        "bin/hl",
+        &format!("hard link to \"{up}\" points outside the image"),
+    );
+}
+
+#[test]
+fn hardlink_to_a_symlink_is_refused() {
+    if !require_root("hardlink_to_a_symlink_is_refused") {
+        return;
+    }
+    refuse(
+        Fmt::Tgz,
+        &[e_symlink("s", "bin/tool"), e_hardlink("hl", "s")],
+        &[],
+        "hl",
+        "hard link to \"s\", which is not a regular file already in the image",
+    );
+    // Nor to a directory, nor to something that is not there.
+    refuse(Fmt::Tgz, &[e_hardlink("hl", "bin")], &[], "hl", "not a regular file already in the image");
+    refuse(Fmt::Tgz, &[e_hardlink("hl", "bin/later")], &[], "hl", "not a regular file already in the image");
+}
+
+#[test]
+fn device_nodes_and_fifos_are_refused() {
+    if !require_root("device_nodes_and_fifos_are_refused") {
+        return;
+    }
+    refuse(Fmt::Tgz, &[e_dir("dev"), e_char("dev/null")], &[], "dev/null", "device node refused");
+    refuse(Fmt::Zst, &[e_block("loop0")], &[], "loop0", "device node refused");
+    refuse(Fmt::Tgz, &[e_fifo("bin/pipe")], &[], "bin/pipe", "FIFO refused");
+}
+
+#[test]
+fn decompression_bomb_stops_at_the_limit() {
+    if !require_root("decompression_bomb_stops_at_the_limit") {
+        return;
+    }
+    for fmt in [Fmt::Tgz, Fmt::Zst] {
+        let t = TestRoot::new();
+        let img = Image::new(&t, "evil", "1");
+        img.manifest(json!({"bin": ["/bin/tool"]})).exec("bin/tool", "#!/bin/sh\n").file("zeros", "");
+        // 64 MiB of zeros (sparse here; tar stores every byte, gzip/zstd squash them).
+        std::fs::OpenOptions::new().write(true).open(img.dir.join("zeros")).unwrap().set_len(64 << 20).unwrap();
+        let archive = img.pack(&t, USER_STORE, fmt);
+        assert!(std::fs::metadata(&archive).unwrap().len() < 1 << 20, "not a bomb");
+        t.vendor_profile(&[("evil", "1")]);
+        check(&t, fmt, &[("TORCX_UNPACK_LIMIT", "4M")], "./zeros", "unpacked size exceeds the limit");
+    }
+}
+
+#[test]
+fn setuid_and_setgid_bits_are_dropped() {
+    if !require_root("setuid_and_setgid_bits_are_dropped") {
+        return;
+    }
+    let mut h = vec![
+        e_file_mode("bin/su-ish", b"#!/bin/sh\nid\n", 0o4755),
+        e_file_mode("bin/sg-ish", b"#!/bin/sh\nid\n", 0o2711),
+        e_file_mode("bin/both", b"#!/bin/sh\n", 0o6755),
+    ];
+    h.push(json!({"type": "dir", "name": "shared", "mode": 0o3777}));
+    h.push(e_file_mode("shared/file", b"x", 0o1644));
+    let t = hostile_root(Fmt::Tgz, &h);
+    let s = apply_once(&t, &[]);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    let tree = s.tree("evil");
+    for (p, perm) in [
+        ("bin/su-ish", 0o755),
+        ("bin/sg-ish", 0o711),
+        ("bin/both", 0o755),
+        ("shared", 0o777),
+        ("shared/file", 0o644),
+        ("bin/tool", 0o755),
+    ] {
+        let e = tree.get(p).unwrap_or_else(|| panic!("{p} missing: {tree:?}"));
+        assert_eq!(e.mode & 0o7000, 0, "{p} kept a special bit: {:o}", e.mode);
+        assert_eq!(e.mode & 0o777, perm, "{p}: {:o}", e.mode);
+    }
+    let m = s.mount_at(&t.path("run/torcx/unpack/evil")).expect("not mounted");
+    assert!(m.options.iter().any(|o| o == "nosuid"), "{m:?}");
+    t.assert_canary();
+}
+
+#[test]
+fn long_names_are_checked_too() {
+    if !require_root("long_names_are_checked_too") {
+        return;
+    }
+    // Names and link targets over 100 bytes live in extension records
+    // (GNU `././@LongLink`, PAX `path`/`linkpath`), not in the header.
+    let long = "d".repeat(120);
+    let file = format!("{UP_TO_CANARY}/{long}");
+    let target = format!("{UP_TO_CANARY}/{long}");
+    for format in ["GNU", "PAX"] {
+        for (h, entry, cause) in [
+            (e_file(&file, b"x"), file.clone(), "path traversal ('..') refused".to_string()),
+            (
+                e_symlink(&format!("bin/{long}"), &target),
+                format!("bin/{long}"),
+                format!("symlink to \"{target}\" points outside the image"),
+            ),
+            (
+                e_hardlink("hl", &target),
+                "hl".to_string(),
+                format!("hard link to \"{target}\" points outside the image"),
+            ),
+        ] {
+            let t = hostile_root(Fmt::Tgz, &[]);
+            let mut entries = prelude();
+            entries.push(h);
+            py_tar_format(&t.path(ARCHIVE), Fmt::Tgz, &entries, format);
+            check(&t, Fmt::Tgz, &[], &entry, &cause);
+        }
+    }
+}
