@@ -488,7 +488,7 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
     rec.state = "attaching".into();
     rec.files = files;
     rec.write(cfg)?;
-    crash::point("recorded");
+    crash::point("recorded")?;
     let content: HashMap<&Path, &Action> = plan.iter().map(|p| (p.dest.as_path(), &p.action)).collect();
     for f in &rec.files {
         let host = cfg.host(&f.path);
@@ -498,7 +498,7 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
             _ => std::fs::create_dir(&host),
         };
         res.with_context(|| format!("placing {}", f.path.display()))?;
-        crash::point("placed");
+        crash::point("placed")?;
     }
     rec.state = "attached".into();
     rec.write(cfg)
@@ -626,7 +626,7 @@ fn prepare(
         portable: opts.portable,
     };
     let plan = plan(cfg, &o, &src, &m, false)?;
-    crash::point("planned");
+    crash::point("planned")?;
     Ok((unpacked, plan))
 }
 
@@ -688,7 +688,7 @@ pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, 
     std::fs::create_dir_all(cfg.host(&cfg.attached_dir()))
         .with_context(|| format!("creating {}", cfg.attached_dir().display()))?;
     rec.write(cfg)?;
-    crash::point("intent");
+    crash::point("intent")?;
     let res = (|| -> Result<unpack::Unpacked> {
         let (unpacked, plan) = prepare(cfg, img, &tree, &tree, opts)?;
         rec.digest = unpacked.digest.clone();
@@ -847,11 +847,11 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
     };
     let res = (|| -> Result<()> {
         remove_files(cfg, &old)?;
-        crash::point("old-removed");
+        crash::point("old-removed")?;
         std::fs::create_dir_all(cfg.host(&prev))?;
         mount::move_mount(&cfg.host(&tree), &cfg.host(&prev))?;
         mount::move_mount(&cfg.host(&next), &cfg.host(&tree))?;
-        crash::point("switched");
+        crash::point("switched")?;
         place(cfg, &mut new, &plan)
     })();
     if let Err(e) = res {

@@ -1,19 +1,30 @@
-//! Crash injection for the tests that kill `torcx attach` at every step:
-//! with `TORCX_TEST_CRASH_AT=N`, the Nth step kills the process with SIGKILL,
-//! exactly as an operator's `kill -9` or a power cut would.
+//! Fault injection for the tests that interrupt `torcx attach` and `reattach`
+//! at every step. Steps are counted from 1. With `TORCX_TEST_CRASH_AT=N` the
+//! Nth step kills the process with SIGKILL, as an operator's `kill -9` or a
+//! power cut would; with `TORCX_TEST_FAIL_AT=N` it returns an error, as a
+//! full disk would. Unset (always, outside tests), a step costs one load.
 
+use anyhow::{Result, bail};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-static TARGET: OnceLock<Option<u32>> = OnceLock::new();
+static TARGET: OnceLock<(Option<u32>, Option<u32>)> = OnceLock::new();
 static COUNT: AtomicU32 = AtomicU32::new(0);
 
-pub fn point(_what: &str) {
-    let target = TARGET.get_or_init(|| std::env::var("TORCX_TEST_CRASH_AT").ok().and_then(|v| v.parse().ok()));
-    if let Some(t) = target {
-        let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == *t {
-            let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
-        }
+pub fn point(what: &str) -> Result<()> {
+    let (crash, fail) = TARGET.get_or_init(|| {
+        let n = |v: &str| std::env::var(v).ok().and_then(|v| v.parse().ok());
+        (n("TORCX_TEST_CRASH_AT"), n("TORCX_TEST_FAIL_AT"))
+    });
+    if crash.is_none() && fail.is_none() {
+        return Ok(());
     }
+    let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    if *crash == Some(n) {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+    if *fail == Some(n) {
+        bail!("injected failure at step {n} ({what})");
+    }
+    Ok(())
 }

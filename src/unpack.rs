@@ -22,13 +22,13 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     mount::mount_tmpfs(&host, cfg.unpack_limit)?;
-    crash::point("mounted");
+    crash::point("mounted")?;
     let mut stream = archive::open_tar(a, true)?;
     let stats = extract::extract(&mut stream, &host, Limits { max_bytes: cfg.unpack_limit, max_entries: 1_000_000 })?;
     let digest = stream.finish()?;
-    crash::point("unpacked");
+    crash::point("unpacked")?;
     mount::remount_ro(&host)?;
-    crash::point("read-only");
+    crash::point("read-only")?;
     Ok(Unpacked { bytes: stats.bytes, digest })
 }
 
@@ -37,6 +37,6 @@ pub fn bind_dir(cfg: &Config, dir: &Path, tree: &Path) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     mount::bind_ro(dir, &host)?;
-    crash::point("mounted");
+    crash::point("mounted")?;
     Ok(Unpacked::default())
 }
