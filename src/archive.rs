@@ -5,19 +5,16 @@ use crate::store::{Archive, Format};
 use anyhow::{Context, Result, bail};
 use std::io::{BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
 
 const CHUNK: usize = 256 * 1024;
 const QUEUE: usize = 4;
 
 /// The decompressed tar stream of an archive. Decompression runs on its own
 /// thread, so inflating and writing the tree overlap on two cores; buffers
-/// go back and forth, so memory stays at a few chunks. With `digest`, the
-/// thread also hashes the archive file as it reads it.
-pub fn open_tar(a: &Archive, digest: bool) -> Result<Pipe> {
+/// go back and forth, so memory stays at a few chunks.
+pub fn open_tar(a: &Archive) -> Result<Pipe> {
     let file = std::fs::File::open(&a.host).with_context(|| format!("opening archive {}", a.path.display()))?;
-    let state = Arc::new(Mutex::new(HashState { file, hasher: digest.then(sha2::Sha256::default) }));
-    let buffered = BufReader::with_capacity(128 * 1024, Hashing(state.clone()));
+    let buffered = BufReader::with_capacity(128 * 1024, file);
     let dec: Box<dyn Read + Send> = match a.format {
         Format::Tgz => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
         Format::TarZst => {
@@ -28,45 +25,28 @@ pub fn open_tar(a: &Archive, digest: bool) -> Result<Pipe> {
         }
         Format::Squashfs => bail!("squashfs archives are not supported yet"),
     };
-    Ok(Pipe::spawn(dec, state))
+    Ok(Pipe::spawn(dec))
 }
 
-/// The archive file and, when a digest is wanted, its running hash. Shared
-/// so the thread can hash what follows the compressed stream at the end.
-struct HashState {
-    file: std::fs::File,
-    hasher: Option<sha2::Sha256>,
-}
-
-impl HashState {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read(buf)?;
-        if let Some(h) = &mut self.hasher {
-            sha2::Digest::update(h, &buf[..n]);
-        }
-        Ok(n)
-    }
-
-    /// Hashes the rest of the file and returns `sha256:HEX`.
-    fn finish(&mut self) -> Option<String> {
-        self.hasher.as_ref()?;
-        let mut buf = vec![0; 64 * 1024];
-        while let Ok(n) = self.read(&mut buf) {
-            if n == 0 {
-                break;
+/// `sha256:HEX` of a file, read on a thread of its own: while unpacking, the
+/// thread writing the tree waits on inflation most of the time, so this
+/// costs the boot almost nothing.
+pub fn digest_in_background(path: &std::path::Path) -> std::thread::JoinHandle<Option<String>> {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        use sha2::Digest;
+        let mut f = std::fs::File::open(path).ok()?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0; 256 * 1024];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => h.update(&buf[..n]),
+                Err(_) => return None,
             }
         }
-        let d = sha2::Digest::finalize(self.hasher.take()?);
-        Some(format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>()))
-    }
-}
-
-struct Hashing(Arc<Mutex<HashState>>);
-
-impl Read for Hashing {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().read(buf)
-    }
+        Some(format!("sha256:{}", h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    })
 }
 
 pub struct Pipe {
@@ -74,14 +54,11 @@ pub struct Pipe {
     empty: SyncSender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
-    digest: Arc<Mutex<Option<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pipe {
-    fn spawn(mut src: Box<dyn Read + Send>, state: Arc<Mutex<HashState>>) -> Pipe {
-        let digest = Arc::new(Mutex::new(None));
-        let digest_out = digest.clone();
+    fn spawn(mut src: Box<dyn Read + Send>) -> Pipe {
         let (full_tx, full) = sync_channel::<std::io::Result<Vec<u8>>>(QUEUE);
         let (empty, empty_rx) = sync_channel::<Vec<u8>>(QUEUE + 2);
         for _ in 0..QUEUE {
@@ -113,25 +90,22 @@ impl Pipe {
                     Err(e) => Err(e),
                 };
                 let failed = msg.is_err();
-                if done {
-                    *digest_out.lock().unwrap() = state.lock().unwrap().finish();
-                }
                 if full_tx.send(msg).is_err() || done || failed {
                     return;
                 }
             }
         });
-        Pipe { full, empty, cur: vec![], pos: 0, digest, thread: Some(thread) }
+        Pipe { full, empty, cur: vec![], pos: 0, thread: Some(thread) }
     }
 
-    /// Reads the stream to its end (tar stops before the padding) and returns
-    /// the archive's `sha256:` digest, if one was asked for.
-    pub fn finish(mut self) -> Result<Option<String>> {
+    /// Reads the stream to its end (tar stops before the padding), so a
+    /// corrupt tail is an error too, and waits for the thread.
+    pub fn finish(mut self) -> Result<()> {
         std::io::copy(&mut self, &mut std::io::sink()).context("reading archive")?;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        Ok(self.digest.lock().unwrap().take())
+        Ok(())
     }
 }
 

@@ -23,7 +23,9 @@ pub fn run(root: Option<PathBuf>, normal: &Path) -> i32 {
     // After a sealed boot the units live in /run/systemd/system: nothing to do,
     // and this path is on every daemon-reload, so it must stay cheap.
     if root_dir.join(SEAL_PATH.trim_start_matches('/')).exists() {
-        log::info("this boot is already applied (sealed); nothing to generate");
+        // Quietly: this runs at every daemon-reload, and a kernel-log line
+        // can cost milliseconds on a serial console.
+        log::debug("this boot is already applied (sealed); nothing to generate");
         return 0;
     }
     let mut failed = false;

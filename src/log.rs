@@ -61,3 +61,6 @@ pub fn warn(msg: &str) {
 pub fn info(msg: &str) {
     log(Level::Info, msg)
 }
+pub fn debug(msg: &str) {
+    log(Level::Debug, msg)
+}

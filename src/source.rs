@@ -183,7 +183,7 @@ impl Mem {
     /// manifest is known, anything under a `systemd` directory) and every
     /// symlink, and stops as soon as everything the manifest lists is in.
     pub fn from_archive(a: &Archive) -> Result<Mem> {
-        let stream = archive::open_tar(a, false)?;
+        let stream = archive::open_tar(a)?;
         let mut ar = tar::Archive::new(stream);
         let mut m = Mem::default();
         let mut wanted: Option<Vec<PathBuf>> = None;

@@ -23,9 +23,11 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     mount::mount_tmpfs(&host, cfg.unpack_limit)?;
     crash::point("mounted")?;
-    let mut stream = archive::open_tar(a, true)?;
+    let digest = archive::digest_in_background(&a.host);
+    let mut stream = archive::open_tar(a)?;
     let stats = extract::extract(&mut stream, &host, Limits { max_bytes: cfg.unpack_limit, max_entries: 1_000_000 })?;
-    let digest = stream.finish()?;
+    stream.finish()?;
+    let digest = digest.join().ok().flatten();
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
