@@ -742,7 +742,7 @@ impl Record {
     pub fn binaries(&self) -> Vec<String> {
         self.files
             .iter()
-            .filter(|f| f.class == Class::Bin)
+            .filter(|f| f.class == Class::Bin && f.kind == "symlink")
             .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
             .collect()
     }
@@ -846,11 +846,18 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
         files: vec![],
     };
     let res = (|| -> Result<()> {
+        let (t, p, n) = (cfg.host(&tree), cfg.host(&prev), cfg.host(&next));
         remove_files(cfg, &old)?;
         crash::point("old-removed")?;
-        std::fs::create_dir_all(cfg.host(&prev))?;
-        mount::move_mount(&cfg.host(&tree), &cfg.host(&prev))?;
-        mount::move_mount(&cfg.host(&next), &cfg.host(&tree))?;
+        // The trees trade places by binding, not by moving: /run is a shared
+        // mount on systemd hosts, and the kernel refuses to move a mount out
+        // of a shared parent (EINVAL).
+        std::fs::create_dir_all(&p)?;
+        mount::bind_ro(&t, &p)?;
+        mount::unmount_lazy(&t)?;
+        crash::point("old-aside")?;
+        mount::bind_ro(&n, &t)?;
+        mount::unmount_lazy(&n)?;
         crash::point("switched")?;
         place(cfg, &mut new, &plan)
     })();
@@ -858,12 +865,13 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
         log::warn(&format!("image {id}: reattach failed, putting {} back: {e:#}", old.id()));
         let restore = (|| -> Result<()> {
             remove_files(cfg, &new)?;
-            let (t, p, n) = (cfg.host(&tree), cfg.host(&prev), cfg.host(&next));
+            let (t, p) = (cfg.host(&tree), cfg.host(&prev));
             if mount::mounted_at(&p).is_some() {
                 if mount::mounted_at(&t).is_some() {
-                    mount::move_mount(&t, &n)?;
+                    mount::unmount_lazy(&t)?;
                 }
-                mount::move_mount(&p, &t)?;
+                mount::bind_ro(&p, &t)?;
+                mount::unmount_lazy(&p)?;
             }
             // Re-place the old files from the old tree: the plan is a function of it.
             let src = Tree::open(&t)?;

@@ -29,12 +29,6 @@ pub fn bind_ro(src: &Path, dir: &Path) -> Result<()> {
     .with_context(|| format!("remounting {} read-only", dir.display()))
 }
 
-/// Moves a mount (the reattach switch).
-pub fn move_mount(from: &Path, to: &Path) -> Result<()> {
-    rustix::mount::mount_move(from, to)
-        .with_context(|| format!("moving the mount {} to {}", from.display(), to.display()))
-}
-
 /// Unmounts; a busy tree (a service still runs from it) is detached lazily.
 pub fn unmount_lazy(dir: &Path) -> Result<bool> {
     match rustix::mount::unmount(dir, UnmountFlags::NOFOLLOW) {

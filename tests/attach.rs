@@ -218,7 +218,10 @@ fn reattach_switches_or_leaves_the_old_attachment_exactly_as_it_was() {
     let two_a = t.scratch("archives").join("demo:2.torcx.tgz");
     two.pack_to(&two_a, Fmt::Tgz);
     let snaps = t.scratch("snaps");
+    std::fs::create_dir_all(t.path("run")).unwrap();
     let mut ns = Ns::new(&t);
+    // As on a systemd host, /run is a shared mount: its children cannot be moved.
+    ns.sh("mount --bind \"$ROOT/run\" \"$ROOT/run\" && mount --make-shared \"$ROOT/run\"");
     ns.torcx(&["attach", one.to_str().unwrap()]);
     snapshot(&mut ns, &snaps, "one");
     // Fail at every step of the reattach in turn: the old attachment must
@@ -399,4 +402,39 @@ fn portable_attach_checks_the_image_and_roots_the_service_in_it() {
     let dropin = read(&t.path("run/systemd/system/port.service.d/10-torcx.conf"));
     assert!(dropin.contains("RootDirectory=/run/torcx/unpack/port\n"), "{dropin}");
     assert!(dropin.contains("PrivateNetwork=yes\n") && dropin.contains("CapabilityBoundingSet=\n"), "{dropin}");
+}
+
+#[test]
+fn a_second_command_waits_for_the_lock_and_status_reports() {
+    if !require_root("a_second_command_waits_for_the_lock_and_status_reports") {
+        return;
+    }
+    let t = TestRoot::new();
+    let a = image(&t, "demo", "1");
+    std::fs::create_dir_all(t.path("run/torcx")).unwrap();
+    let mut ns = Ns::new(&t);
+    // Another torcx command holds the lock for a moment.
+    ns.sh("flock \"$ROOT/run/torcx/.lock\" sleep 1 & sleep 0.2");
+    let att = ns.torcx(&["attach", a.to_str().unwrap()]);
+    let st = ns.torcx(&["status", "--json"]);
+    let one = ns.torcx(&["status", "demo", "--json"]);
+    let none = ns.torcx(&["status", "nothere"]);
+    let steps = ns.run();
+    let s = &steps[att];
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert!(s.stderr.contains("waiting for another torcx command to release /"), "{}", s.describe());
+    let v = steps[st].json();
+    assert_eq!(v["kind"], "torcx-status-v0");
+    let att = &v["value"]["attachments"][0];
+    assert_eq!(
+        (att["name"].as_str(), att["reference"].as_str(), att["origin"].as_str()),
+        (Some("demo"), Some("1"), Some("runtime"))
+    );
+    assert_eq!(att["units"][0]["name"], "demo.service");
+    assert_eq!(att["binaries"][0], "demo");
+    assert!(att["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(v["value"]["last_apply"], serde_json::Value::Null);
+    assert_eq!(steps[one].json()["value"]["attachments"].as_array().unwrap().len(), 1);
+    assert_eq!(steps[none].code, 1);
+    assert!(steps[none].stderr.contains("image nothere is not attached"), "{}", steps[none].describe());
 }
