@@ -23,7 +23,7 @@ pub fn open_tar(a: &Archive) -> Result<Pipe> {
             d.window_log_max(31).context("configuring zstd")?;
             Box::new(d)
         }
-        Format::Squashfs => bail!("squashfs archives are not supported yet"),
+        Format::Squashfs | Format::Erofs | Format::Oci => bail!("{} archives are not tar streams", a.format.name()),
     };
     Ok(Pipe::spawn(dec))
 }

@@ -325,6 +325,10 @@ pub struct Record {
     pub copy: CopyMode,
     #[serde(default)]
     pub portable: Option<Sandbox>,
+    /// The loop device a squashfs or erofs image is mounted from (it frees
+    /// itself when the tree is unmounted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_device: Option<PathBuf>,
     /// The image tree and whether torcx mounted it.
     pub tree: PathBuf,
     pub mounted: bool,
@@ -607,6 +611,8 @@ fn prepare(
     opts: &Options,
 ) -> Result<(unpack::Unpacked, Vec<Placement>)> {
     let unpacked = match img {
+        ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree)?,
+        ImageFrom::Archive(a) if a.format == crate::store::Format::Oci => unpack::unpack_oci(cfg, a, tree)?,
         ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree)?,
         ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
     };
@@ -677,6 +683,7 @@ pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, 
         archive: img.path().to_path_buf(),
         format: img.format().into(),
         digest: None,
+        loop_device: None,
         copy: opts.copy,
         portable: opts.portable,
         tree: tree.clone(),
@@ -692,6 +699,7 @@ pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, 
     let res = (|| -> Result<unpack::Unpacked> {
         let (unpacked, plan) = prepare(cfg, img, &tree, &tree, opts)?;
         rec.digest = unpacked.digest.clone();
+        rec.loop_device = unpacked.loop_device.clone();
         check_conflicts(cfg, &id, &plan)?;
         if opts.check_host_units && !opts.force {
             check_host_units(cfg, &id, &plan, &[])?;
@@ -837,6 +845,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
         archive: img.path().to_path_buf(),
         format: img.format().into(),
         digest: unpacked.digest,
+        loop_device: unpacked.loop_device,
         copy: old.copy,
         portable: old.portable,
         tree: tree.clone(),

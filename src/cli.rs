@@ -93,6 +93,17 @@ pub enum Command {
     IsAttached { name: String },
     /// Attachments, their units and binaries, and the last boot apply
     Status { name: Option<String> },
+    /// Build and look into images
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Build an archive from a directory, writing its manifest when it has none
+    Pack(crate::pack::PackArgs),
+    /// Format, size, digest, manifest, what would be placed where, and lint findings
+    Inspect(crate::inspect::InspectArgs),
 }
 
 pub fn run(cli: &Cli, json: bool) -> Result<i32> {
@@ -196,6 +207,8 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
             Ok(if state.starts_with("attached") || state == "running" { 0 } else { 1 })
         }
         Command::Status { name } => cmd_status(&cfg, &sd, name.as_deref(), json),
+        Command::Image(ImageCmd::Pack(args)) => crate::pack::run(&cfg, args, json),
+        Command::Image(ImageCmd::Inspect(args)) => crate::inspect::run(&cfg, args, json),
     }
 }
 

@@ -66,7 +66,7 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
             let Some(a) = archives.iter().find(|a| &a.id == id) else { bail!("no archive in any store") };
             let mem = match cache::load(&cfg, a) {
                 Some(m) => m,
-                None => Mem::from_archive(a).with_context(|| format!("reading {}", a.path.display()))?,
+                None => Mem::read(a).with_context(|| format!("reading {}", a.path.display()))?,
             };
             let Some(m) = source::read_manifest(&mem)? else {
                 return Ok(0);

@@ -18,6 +18,12 @@ pub fn remount_ro(dir: &Path) -> Result<()> {
         .with_context(|| format!("remounting {} read-only", dir.display()))
 }
 
+/// Mounts a read-only file system image (a block device, or an erofs file).
+pub fn mount_ro(source: &Path, dir: &Path, fstype: &str) -> Result<()> {
+    rustix::mount::mount(source, dir, fstype, MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID, None)
+        .with_context(|| format!("mounting {} ({fstype}) on {}", source.display(), dir.display()))
+}
+
 /// Binds `src` at `dir`, then makes the bind read-only, `nodev,nosuid`.
 pub fn bind_ro(src: &Path, dir: &Path) -> Result<()> {
     rustix::mount::mount_bind(src, dir).with_context(|| format!("binding {} at {}", src.display(), dir.display()))?;

@@ -5,7 +5,7 @@
 use crate::archive;
 use crate::fsutil;
 use crate::manifest::{self, ImageManifest};
-use crate::store::Archive;
+use crate::store::{Archive, Format};
 use anyhow::{Context, Result, anyhow, bail};
 use rustix::fs::OFlags;
 use std::collections::{BTreeMap, BTreeSet};
@@ -146,6 +146,40 @@ fn looks_like_unit_path(p: &Path) -> bool {
 }
 
 impl Mem {
+    /// Reads what the generator needs from an archive of any format, without
+    /// mounting or unpacking it.
+    pub fn read(a: &Archive) -> Result<Mem> {
+        match a.format {
+            Format::Tgz | Format::TarZst => Mem::from_archive(a),
+            Format::Squashfs => crate::fsimage::squashfs(&a.host),
+            Format::Erofs => crate::fsimage::erofs(&a.host),
+            Format::Oci => crate::oci::read_units(&a.host, &a.id.reference),
+        }
+    }
+
+    /// Adds a regular file (for readers of other formats).
+    pub fn insert_file(&mut self, rel: PathBuf, data: Vec<u8>) {
+        self.files.insert(rel, data);
+    }
+    pub fn insert_link(&mut self, rel: PathBuf, target: PathBuf) {
+        self.links.insert(rel, target);
+    }
+    pub fn insert_dir(&mut self, rel: PathBuf) {
+        self.dirs.insert(rel);
+    }
+    /// Removes a path and everything below it (an OCI whiteout).
+    pub fn remove(&mut self, rel: &Path) {
+        self.files.retain(|p, _| !p.starts_with(rel));
+        self.links.retain(|p, _| !p.starts_with(rel));
+        self.dirs.retain(|p| !p.starts_with(rel));
+    }
+    /// Removes everything below a directory, keeping it (an opaque whiteout).
+    pub fn clear_dir(&mut self, rel: &Path) {
+        self.files.retain(|p, _| !p.starts_with(rel) || p == rel);
+        self.links.retain(|p, _| !p.starts_with(rel) || p == rel);
+        self.dirs.retain(|p| !p.starts_with(rel) || p == rel);
+    }
+
     /// What the generator needs of an unpacked image: its manifest and the
     /// unit files and links it lists, as `from_archive` would read them.
     pub fn from_tree(tree: &dyn ImageSource, m: &ImageManifest) -> Result<Mem> {
@@ -257,6 +291,11 @@ impl Mem {
             }
         }
         Ok(m)
+    }
+
+    /// Resolves every symlink in `rel`, never above the image root.
+    pub fn resolve_path(&self, rel: &Path) -> Result<PathBuf> {
+        self.resolve(rel, true)
     }
 
     /// Resolves symlinks in `rel` (all of them, or all but the last

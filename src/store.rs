@@ -13,16 +13,22 @@ pub enum Format {
     #[serde(rename = "tar.zst")]
     TarZst,
     Squashfs,
+    Erofs,
+    /// A gzip tar of an OCI image layout (seed 001): `NAME.torcx.oci.tgz`,
+    /// one image `NAME:TAG` per tag.
+    Oci,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [Format::Tgz, Format::TarZst, Format::Squashfs];
+    pub const ALL: [Format; 5] = [Format::Tgz, Format::TarZst, Format::Squashfs, Format::Erofs, Format::Oci];
 
     pub fn suffix(self) -> &'static str {
         match self {
             Format::Tgz => ".torcx.tgz",
             Format::TarZst => ".torcx.tar.zst",
             Format::Squashfs => ".torcx.squashfs",
+            Format::Erofs => ".torcx.erofs",
+            Format::Oci => ".torcx.oci.tgz",
         }
     }
 
@@ -31,13 +37,15 @@ impl Format {
             Format::Tgz => "tgz",
             Format::TarZst => "tar.zst",
             Format::Squashfs => "squashfs",
+            Format::Erofs => "erofs",
+            Format::Oci => "oci",
         }
     }
 
     /// Mounted formats cost no unpacking, so they beat tar formats of the
     /// same image wherever they are (as upstream did for squashfs).
-    fn mounted(self) -> bool {
-        matches!(self, Format::Squashfs)
+    pub fn mounted(self) -> bool {
+        matches!(self, Format::Squashfs | Format::Erofs)
     }
 }
 
@@ -117,23 +125,38 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
             if !std::fs::metadata(&host).is_ok_and(|m| m.is_file()) {
                 continue;
             }
-            let a = Archive { id, format, path: dir.logical.join(&file), host };
-            match found.iter_mut().find(|x| x.id == a.id) {
-                None => found.push(a),
-                Some(prev) if a.format.mounted() && !prev.format.mounted() => {
-                    log::info(&format!("{} replaces {} for {}", a.path.display(), prev.path.display(), a.id));
-                    *prev = a;
+            // A bundle offers one image per tag.
+            let ids = if format == Format::Oci {
+                match crate::oci::list_tags(&host) {
+                    Ok(tags) => tags.iter().filter_map(|t| ImageId::new(&id.name, t).ok()).collect(),
+                    Err(e) => {
+                        log::warn(&format!("ignoring bundle {}: {e:#}", dir.logical.join(&file).display()));
+                        continue;
+                    }
                 }
-                Some(prev) => log::info(&format!(
-                    "ignoring {}: {} already found at {}",
-                    a.path.display(),
-                    a.id,
-                    prev.path.display()
-                )),
+            } else {
+                vec![id]
+            };
+            for id in ids {
+                add(&mut found, Archive { id, format, path: dir.logical.join(&file), host: host.clone() });
             }
         }
     }
     found
+}
+
+/// Adds `a` unless its image is already found, with the one exception.
+fn add(found: &mut Vec<Archive>, a: Archive) {
+    match found.iter_mut().find(|x| x.id == a.id) {
+        None => found.push(a),
+        Some(prev) if a.format.mounted() && !prev.format.mounted() => {
+            log::info(&format!("{} replaces {} for {}", a.path.display(), prev.path.display(), a.id));
+            *prev = a;
+        }
+        Some(prev) => {
+            log::info(&format!("ignoring {}: {} already found at {}", a.path.display(), a.id, prev.path.display()))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@ use crate::archive;
 use crate::config::Config;
 use crate::crash;
 use crate::extract::{self, Limits};
+use crate::loopdev;
 use crate::mount;
-use crate::store::Archive;
+use crate::store::{Archive, Format};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -14,6 +15,8 @@ use std::path::Path;
 pub struct Unpacked {
     pub bytes: u64,
     pub digest: Option<String>,
+    /// The loop device a squashfs or erofs image is mounted from.
+    pub loop_device: Option<std::path::PathBuf>,
 }
 
 /// Mounts a fresh tmpfs at `tree` (logical), unpacks `a` into it with the
@@ -31,7 +34,25 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
-    Ok(Unpacked { bytes: stats.bytes, digest })
+    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None })
+}
+
+/// Mounts a squashfs or erofs image read-only, `nodev,nosuid`, at `tree`:
+/// erofs straight from the file where the kernel can (Linux ≥ 6.12), else
+/// both through a loop device that frees itself on unmount.
+pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
+    let host = cfg.host(tree);
+    std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
+    let fstype = a.format.name();
+    if a.format == Format::Erofs && mount::mount_ro(&a.host, &host, fstype).is_ok() {
+        crash::point("mounted")?;
+        return Ok(Unpacked::default());
+    }
+    let (dev, _keep_until_mounted) = loopdev::attach(&a.host)?;
+    mount::mount_ro(&dev, &host, fstype)
+        .with_context(|| format!("mounting {} ({})", a.path.display(), dev.display()))?;
+    crash::point("mounted")?;
+    Ok(Unpacked { bytes: 0, digest: None, loop_device: Some(dev) })
 }
 
 /// Binds an unpacked image directory read-only (and `nodev,nosuid`) at `tree`.
@@ -41,4 +62,25 @@ pub fn bind_dir(cfg: &Config, dir: &Path, tree: &Path) -> Result<Unpacked> {
     mount::bind_ro(dir, &host)?;
     crash::point("mounted")?;
     Ok(Unpacked::default())
+}
+
+/// Mounts a fresh tmpfs at `tree` and applies the layers of the OCI bundle's
+/// tag `a.id.reference` into it, then makes it read-only.
+pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
+    let host = cfg.host(tree);
+    std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
+    mount::mount_tmpfs(&host, cfg.unpack_limit)?;
+    crash::point("mounted")?;
+    let digest = archive::digest_in_background(&a.host);
+    let stats = crate::oci::unpack(
+        &a.host,
+        &a.id.reference,
+        &host,
+        Limits { max_bytes: cfg.unpack_limit, max_entries: 1_000_000 },
+    )?;
+    let digest = digest.join().ok().flatten();
+    crash::point("unpacked")?;
+    mount::remount_ro(&host)?;
+    crash::point("read-only")?;
+    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None })
 }
