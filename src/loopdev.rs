@@ -67,34 +67,44 @@ fn info(file: &Path) -> ld::loop_info64 {
     i
 }
 
+/// Opens a device node, making it first when a container's /dev lacks it.
+fn open_or_make(
+    path: impl AsRef<Path>,
+    kind: rustix::fs::FileType,
+    (major, minor): (u32, u32),
+    flags: OFlags,
+) -> Result<OwnedFd> {
+    let path = path.as_ref();
+    match rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(d) => Ok(d),
+        Err(Errno::NOENT) => {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                path,
+                kind,
+                Mode::from_raw_mode(0o660),
+                rustix::fs::makedev(major, minor),
+            )
+            .with_context(|| format!("creating {}", path.display()))?;
+            rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty())
+                .with_context(|| format!("opening {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+    }
+}
+
 /// A loop device set up read-only over `file`. Keep the returned fd open until
 /// the device is mounted: autoclear then frees it on unmount.
 pub fn attach(file: &Path) -> Result<(PathBuf, OwnedFd)> {
     let backing = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening {}", file.display()))?;
-    let ctl = rustix::fs::open("/dev/loop-control", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-        .context("opening /dev/loop-control")?;
+    let ctl = open_or_make("/dev/loop-control", rustix::fs::FileType::CharacterDevice, (10, 237), OFlags::RDWR)?;
     for _ in 0..64 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let n = unsafe { rustix::ioctl::ioctl(&ctl, Raw::<()> { op: ld::LOOP_CTL_GET_FREE, arg: None }) }
             .context("LOOP_CTL_GET_FREE")?;
         let path = PathBuf::from(format!("/dev/loop{n}"));
-        let dev = match rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
-            Ok(d) => d,
-            // The node may not exist yet in a container's /dev: make it.
-            Err(Errno::NOENT) => {
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &path,
-                    rustix::fs::FileType::BlockDevice,
-                    Mode::from_raw_mode(0o660),
-                    rustix::fs::makedev(7, n as u32),
-                )
-                .with_context(|| format!("creating {}", path.display()))?;
-                rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?
-            }
-            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
-        };
+        let dev = open_or_make(&path, rustix::fs::FileType::BlockDevice, (7, n as u32), OFlags::RDONLY)?;
         // SAFETY: loop_config is plain data; zeroes are its defaults.
         let mut cfg: ld::loop_config = unsafe { std::mem::zeroed() };
         cfg.fd = backing.as_raw_fd() as u32;

@@ -44,3 +44,15 @@ fn boot_trixie_tgz() {
 fn boot_trixie_zst() {
     boot("trixie", "zst");
 }
+
+/// The generator reads a squashfs image's units without mounting it (systemd
+/// 257 sandboxes generators), and torcx-apply.service mounts it.
+#[test]
+fn boot_trixie_squashfs() {
+    boot("trixie", "squashfs");
+}
+
+#[test]
+fn boot_bookworm_erofs() {
+    boot("bookworm", "erofs");
+}

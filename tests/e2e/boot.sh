@@ -13,7 +13,8 @@
 # env (all optional):
 #   HARNESS          harness script   (default REPO/../shared/harness/systemd-harness.sh)
 #   HARNESS_WORKDIR  its WORKDIR      (default /var/tmp/torcx-harness; rootfs caches live there)
-#   ARCHIVE_FORMAT   tgz | zst        which archive of the example goes into the store (default tgz)
+#   ARCHIVE_FORMAT   tgz | zst | squashfs | erofs   which archive of the example goes into the store
+#                    (default tgz; squashfs and erofs are made from the tgz's tree)
 #   UNITS_DIR        where torcx-apply.service and torcx.target come from (default REPO/units)
 #   MODE, BOOT_TIMEOUT, KEEP          passed on to the harness
 set -euo pipefail
@@ -47,7 +48,9 @@ UNITS_DIR=$(cd "$UNITS_DIR" && pwd)
 case "$ARCHIVE_FORMAT" in
     tgz) ARCHIVE_EXT=torcx.tgz ;;
     zst) ARCHIVE_EXT=torcx.tar.zst ;;
-    *) die "ARCHIVE_FORMAT must be tgz or zst" ;;
+    squashfs) ARCHIVE_EXT=torcx.squashfs ;;
+    erofs) ARCHIVE_EXT=torcx.erofs ;;
+    *) die "ARCHIVE_FORMAT must be tgz, zst, squashfs or erofs" ;;
 esac
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/torcx-e2e.XXXXXX")
@@ -81,7 +84,18 @@ done
 # ---- store: the example image hello-addon:1.0, one archive only
 mkdir -p "$TMP/build" "$TMP/store" "$TMP/profiles" "$TMP/gen"
 "$REPO/examples/build-example.sh" "$TMP/build" 1.0 >/dev/null
-cp "$TMP/build/hello-addon:1.0.$ARCHIVE_EXT" "$TMP/store/"
+case "$ARCHIVE_FORMAT" in
+    squashfs | erofs)
+        mkdir -p "$TMP/tree"
+        tar -xzf "$TMP/build/hello-addon:1.0.torcx.tgz" -C "$TMP/tree"
+        if [ "$ARCHIVE_FORMAT" = squashfs ]; then
+            mksquashfs "$TMP/tree" "$TMP/store/hello-addon:1.0.$ARCHIVE_EXT" -all-root -noappend -quiet -no-progress
+        else
+            mkfs.erofs --all-root -T0 --quiet "$TMP/store/hello-addon:1.0.$ARCHIVE_EXT" "$TMP/tree"
+        fi
+        ;;
+    *) cp "$TMP/build/hello-addon:1.0.$ARCHIVE_EXT" "$TMP/store/" ;;
+esac
 
 # ---- vendor profile
 printf '%s\n' '{"kind":"profile-manifest-v1","value":{"images":[{"name":"hello-addon","reference":"1.0"}]}}' \
@@ -96,6 +110,12 @@ BINDS="$TORCX_BINARY:/usr/bin/torcx"
 BINDS+=" $UNITS_DIR/torcx-apply.service:/etc/systemd/system/torcx-apply.service"
 BINDS+=" $UNITS_DIR/torcx.target:/etc/systemd/system/torcx.target"
 BINDS+=" $TMP/profiles/vendor.json:/usr/share/torcx/profiles/vendor.json"
+if [ "$ARCHIVE_FORMAT" = squashfs ]; then
+    # squashfs needs a loop device. nspawn's device policy hides them, so boot
+    # with the harness's unshare mode, whose /dev allows device nodes: torcx
+    # makes /dev/loop-control and the /dev/loopN it is handed when missing.
+    export MODE=${MODE:-unshare}
+fi
 
 # runs inside the guest with /bin/sh; expanded there, not here
 # shellcheck disable=SC2016

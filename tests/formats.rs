@@ -1,0 +1,222 @@
+//! squashfs and erofs images: mounted read-only, `nodev,nosuid`, from a loop
+//! device set up with LOOP_CONFIGURE (erofs straight from the file where the
+//! kernel can), released on detach; every squashfs compressor; squashfs
+//! winning over a tar of the same image; and the generator reading their
+//! units from a read-only root, without a mount.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The tree of image `demo`: a binary, a unit enabled by a `.wants` link, a
+/// hard link, an internal symlink.
+fn demo_tree(t: &TestRoot, reference: &str) -> Image {
+    let img = Image::new(t, "demo", reference);
+    img.exec("bin/demo", format!("#!/bin/sh\necho demo {reference}\n"))
+        .file("lib/systemd/system/demo.service", "[Service]\nExecStart=/run/torcx/bin/demo\n")
+        .symlink("lib/systemd/system/multi-user.target.wants/demo.service", "../demo.service")
+        .file("share/data", "data\n")
+        .hardlink("share/data-again", "share/data")
+        .symlink("share/link", "data")
+        .manifest(json!({"bin": ["/bin/demo"], "units": ["/lib/systemd/system/demo.service", "/lib/systemd/system/multi-user.target.wants"]}));
+    img
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn squashfs(dir: &Path, dest: &Path, comp: &str) {
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    run(Command::new("mksquashfs").arg(dir).arg(dest).args([
+        "-comp",
+        comp,
+        "-noappend",
+        "-all-root",
+        "-quiet",
+        "-no-progress",
+    ]));
+}
+
+fn erofs(dir: &Path, dest: &Path, compress: bool) {
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let mut c = Command::new("mkfs.erofs");
+    if compress {
+        c.arg("-zlz4hc");
+    }
+    run(c.args(["--all-root", "-T0", "--quiet"]).arg(dest).arg(dir));
+}
+
+fn store_file(t: &TestRoot, name: &str) -> PathBuf {
+    t.path(USER_STORE).join(name)
+}
+
+/// Applies, checks the mount and the tree, then detaches and checks the
+/// mount and the loop device are gone.
+fn apply_and_detach(t: &TestRoot, archive: &Path, fstype: &str) {
+    t.vendor_profile(&[("demo", "1")]);
+    let mut ns = Ns::new(t);
+    let ap = ns.apply();
+    // What only exists while the namespace does, checked inside it.
+    ns.sh("test \"$(\"$ROOT/run/torcx/unpack/demo/bin/demo\")\" = 'demo 1'");
+    ns.sh("test \"$(readlink \"$ROOT/run/torcx/bin/demo\")\" = /run/torcx/unpack/demo/bin/demo");
+    ns.sh("test -f \"$ROOT/run/systemd/system/demo.service.d/10-torcx.conf\" && test -f \"$ROOT/run/metadata/torcx\"");
+    ns.sh(&format!("grep -q '\"format\": \"{fstype}\"' \"$ROOT/run/torcx/attached/demo.json\""));
+    ns.sh(&format!("losetup -j '{}' | grep -q . || [ {fstype} = erofs ]", archive.display()));
+    let det = ns.torcx(&["detach", "demo"]);
+    let steps = ns.run();
+    let s = &steps[ap];
+    assert_eq!(s.code, 0, "{}", s.describe());
+    let m = s.mount_at(&t.path("run/torcx/unpack/demo")).unwrap_or_else(|| panic!("no mount: {}", s.describe()));
+    assert_eq!(m.fstype, fstype);
+    for o in ["ro", "nodev", "nosuid"] {
+        assert!(m.options.contains(&o.to_string()), "{o} missing from {:?}", m.options);
+    }
+    let tree = s.tree("demo");
+    assert_eq!(tree["share/link"].target, "data");
+    assert_eq!(tree["share/data"].ino, tree["share/data-again"].ino, "the hard link became two files");
+    let s = &steps[det];
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert!(s.mount_at(&t.path("run/torcx/unpack/demo")).is_none());
+    assert!(!t.exists("run/torcx/bin/demo") && !t.exists("run/systemd/system/demo.service"));
+}
+
+#[test]
+fn squashfs_with_every_compressor_mounts_read_only_and_detaches() {
+    if !require_root("squashfs_with_every_compressor_mounts_read_only_and_detaches") {
+        return;
+    }
+    for comp in ["gzip", "xz", "lz4", "zstd"] {
+        let t = TestRoot::new();
+        let img = demo_tree(&t, "1");
+        let a = store_file(&t, "demo:1.torcx.squashfs");
+        squashfs(&img.dir, &a, comp);
+        apply_and_detach(&t, &a, "squashfs");
+        loop_released(&a);
+    }
+}
+
+#[test]
+fn erofs_plain_and_compressed_mount_read_only_and_detach() {
+    if !require_root("erofs_plain_and_compressed_mount_read_only_and_detach") {
+        return;
+    }
+    for compress in [false, true] {
+        let t = TestRoot::new();
+        let img = demo_tree(&t, "1");
+        let a = store_file(&t, "demo:1.torcx.erofs");
+        erofs(&img.dir, &a, compress);
+        apply_and_detach(&t, &a, "erofs");
+        loop_released(&a);
+    }
+}
+
+/// No loop device is left over the archive.
+fn loop_released(archive: &Path) {
+    let out = Command::new("losetup").arg("-j").arg(archive).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "a loop device is still attached to {}", archive.display());
+}
+
+#[test]
+fn squashfs_wins_over_a_tar_of_the_same_image() {
+    if !require_root("squashfs_wins_over_a_tar_of_the_same_image") {
+        return;
+    }
+    let t = TestRoot::new();
+    let tar_img = demo_tree(&t, "1");
+    tar_img.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    let t2 = TestRoot::new();
+    let sq = demo_tree(&t2, "1");
+    sq.file("share/data", "from squashfs\n");
+    squashfs(&sq.dir, &store_file(&t, "demo:1.torcx.squashfs"), "gzip");
+    t.vendor_profile(&[("demo", "1")]);
+    let s = apply_once(&t, &[]);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    let m = s.mount_at(&t.path("run/torcx/unpack/demo")).unwrap();
+    assert_eq!(m.fstype, "squashfs");
+    let rec = read_json(&t.path("run/torcx/attached/demo.json"));
+    assert_eq!(rec["value"]["archive"], "/var/lib/torcx/store/demo:1.torcx.squashfs");
+}
+
+#[test]
+fn device_nodes_in_a_squashfs_stay_unusable() {
+    if !require_root("device_nodes_in_a_squashfs_stay_unusable") {
+        return;
+    }
+    let t = TestRoot::new();
+    let img = demo_tree(&t, "1");
+    // /dev/null's numbers: harmless, and openable only where devices are allowed.
+    run(Command::new("mknod").arg(img.dir.join("share/null")).args(["c", "1", "3"]));
+    let a = store_file(&t, "demo:1.torcx.squashfs");
+    squashfs(&img.dir, &a, "gzip");
+    std::fs::remove_file(img.dir.join("share/null")).unwrap();
+    t.vendor_profile(&[("demo", "1")]);
+    let mut ns = Ns::new(&t);
+    let ap = ns.apply();
+    ns.sh("if cat \"$ROOT/run/torcx/unpack/demo/share/null\" 2>/dev/null; then echo 'device opened' >&2; exit 1; fi");
+    ns.sh("test -c \"$ROOT/run/torcx/unpack/demo/share/null\"");
+    let steps = ns.run();
+    assert_eq!(steps[ap].code, 0, "{}", steps[ap].describe());
+    let m = steps[ap].mount_at(&t.path("run/torcx/unpack/demo")).unwrap();
+    assert!(m.options.contains(&"nodev".to_string()));
+}
+
+#[test]
+fn generator_reads_squashfs_and_erofs_units_from_a_read_only_root() {
+    if !require_root("generator_reads_squashfs_and_erofs_units_from_a_read_only_root") {
+        return;
+    }
+    for fmt in ["squashfs", "erofs"] {
+        let t = TestRoot::new();
+        let img = demo_tree(&t, "1");
+        let a = store_file(&t, &format!("demo:1.torcx.{fmt}"));
+        if fmt == "squashfs" {
+            squashfs(&img.dir, &a, "zstd");
+        } else {
+            erofs(&img.dir, &a, true);
+        }
+        t.vendor_profile(&[("demo", "1")]);
+        let out = t.scratch("gen-out");
+        let mut ns = Ns::new(&t);
+        ns.sh("mount --bind \"$ROOT\" \"$ROOT\" && mount -o remount,bind,ro \"$ROOT\"");
+        ns.generator(&["--root", t.root.to_str().unwrap(), out.to_str().unwrap()]);
+        let s = ns.run().pop().unwrap();
+        assert_eq!(s.code, 0, "{fmt}: {}", s.describe());
+        assert_eq!(s.mounts_before, s.mounts_after, "{fmt}: the generator mounted something");
+        assert_eq!(read(&out.join("demo.service")), "[Service]\nExecStart=/run/torcx/bin/demo\n");
+        assert!(
+            read(&out.join("demo.service.d/10-torcx.conf"))
+                .contains(&format!("(/var/lib/torcx/store/demo:1.torcx.{fmt})"))
+        );
+        assert_eq!(
+            std::fs::read_link(out.join("multi-user.target.wants/demo.service")).unwrap(),
+            Path::new("../demo.service")
+        );
+        assert!(std::fs::symlink_metadata(out.join("sysinit.target.wants/torcx-apply.service")).is_ok());
+    }
+}
+
+#[test]
+fn runtime_attach_of_a_squashfs_by_path_and_detach_releases_the_loop() {
+    if !require_root("runtime_attach_of_a_squashfs_by_path_and_detach_releases_the_loop") {
+        return;
+    }
+    let t = TestRoot::new();
+    let img = demo_tree(&t, "1");
+    let a = t.scratch("archives").join("demo:1.torcx.squashfs");
+    squashfs(&img.dir, &a, "gzip");
+    let mut ns = Ns::new(&t);
+    let att = ns.torcx(&["attach", a.to_str().unwrap()]);
+    let det = ns.torcx(&["detach", "demo"]);
+    let steps = ns.run();
+    let s = &steps[att];
+    assert_eq!(s.code, 0, "{}", s.describe());
+    let rec = &s.json()["value"]["attachment"];
+    assert!(rec["loop_device"].as_str().unwrap().starts_with("/dev/loop"), "{rec}");
+    assert_eq!(steps[det].code, 0, "{}", steps[det].describe());
+    loop_released(&a);
+}
