@@ -5,6 +5,7 @@ use crate::apply;
 use crate::attach::{self, CopyMode, ImageFrom, Options, Record};
 use crate::config::{Config, Overrides};
 use crate::fsutil::Lock;
+use crate::images;
 use crate::log;
 use crate::names::{self, ImageId};
 use crate::portable::Sandbox;
@@ -93,13 +94,84 @@ pub enum Command {
     IsAttached { name: String },
     /// Attachments, their units and binaries, and the last boot apply
     Status { name: Option<String> },
-    /// Build and look into images
+    /// Build, list and look into images
     #[command(subcommand)]
     Image(ImageCmd),
+    /// List, check and edit profiles
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ProfileCmd {
+    /// The booted lower and upper profiles, the run profile, the next profile, all profiles
+    List,
+    /// Check a profile as a boot would, without changing anything
+    Check {
+        /// A user profile (default: the next profile, merged as at boot)
+        #[arg(long, conflicts_with = "file")]
+        name: Option<String>,
+        /// A profile file
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Create a profile, empty or as a copy
+    New {
+        /// Create /etc/torcx/profiles/NAME.json
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        name: Option<String>,
+        /// Create this file (must end in .json)
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Copy this profile
+        #[arg(long, conflicts_with = "from_next")]
+        from: Option<String>,
+        /// Copy the next profile
+        #[arg(long)]
+        from_next: bool,
+    },
+    /// Select the profile the next boot applies
+    SetNext { name: String },
+    /// Pin an image reference in a profile (default: the next profile)
+    UseImage {
+        /// NAME:REF
+        image: String,
+        #[arg(long, conflicts_with = "file")]
+        name: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// `missing`: name an image that is in no store yet
+        #[arg(long, value_parser = ["missing"])]
+        allow: Option<String>,
+    },
+    /// Remove an image from a profile (default: the next profile)
+    RemoveImage {
+        /// NAME
+        image: String,
+        #[arg(long, conflicts_with = "file")]
+        name: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum ImageCmd {
+    /// Archives in the stores: name, reference, store, path, format, size
+    List {
+        /// Only this image
+        name: Option<String>,
+        /// List the stores of this OS version (VERSION_ID) instead of this one's
+        #[arg(short = 'n', long = "os-release", value_name = "VERSION_ID")]
+        os_release: Option<String>,
+    },
+    /// Remove versioned user stores other than the kept versions (or only NAME's archives in them)
+    ClearVersioned {
+        /// A version to keep (repeatable, at least one)
+        #[arg(short = 'k', long = "keep-version", value_name = "VERSION_ID", required = true)]
+        keep: Vec<String>,
+        name: Option<String>,
+    },
     /// Build an archive from a directory, writing its manifest when it has none
     Pack(crate::pack::PackArgs),
     /// Format, size, digest, manifest, what would be placed where, and lint findings
@@ -208,6 +280,43 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
         }
         Command::Status { name } => cmd_status(&cfg, &sd, name.as_deref(), json),
         Command::Image(ImageCmd::Pack(args)) => crate::pack::run(&cfg, args, json),
+        Command::Image(ImageCmd::List { name, os_release }) => {
+            let rows = images::list(&cfg, name.as_deref(), os_release.as_deref())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"kind": "torcx-image-list-v0", "value": rows})).unwrap()
+                );
+            } else if rows.is_empty() {
+                println!("no images");
+            } else {
+                println!("{:<24} {:<16} {:<9} {:>12}  PATH", "NAME", "REFERENCE", "FORMAT", "SIZE");
+                for r in &rows {
+                    println!(
+                        "{:<24} {:<16} {:<9} {:>12}  {}",
+                        r.name,
+                        r.reference,
+                        r.format,
+                        r.size,
+                        r.filepath.display()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Image(ImageCmd::ClearVersioned { keep, name }) => {
+            let _lock = lock(&cfg)?;
+            let removed = images::clear_versioned(&cfg, keep, name.as_deref())?;
+            output(json, "torcx-image-clear-versioned-v0", json!({"removed": removed}), || {
+                if removed.is_empty() {
+                    "nothing to remove".into()
+                } else {
+                    removed.iter().map(|p| format!("removed {}", p.display())).collect::<Vec<_>>().join("\n")
+                }
+            });
+            Ok(0)
+        }
+        Command::Profile(p) => cmd_profile(&cfg, p, json),
         Command::Image(ImageCmd::Inspect(args)) => crate::inspect::run(&cfg, args, json),
     }
 }
@@ -409,4 +518,101 @@ fn cmd_status(cfg: &Config, sd: &Systemd, name: Option<&str>, json: bool) -> Res
         }
     }
     Ok(0)
+}
+
+fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i32> {
+    use crate::profiles::{self, Target};
+    match p {
+        ProfileCmd::List => {
+            let l = profiles::list(cfg)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"kind": "torcx-profile-list-v0", "value": l})).unwrap()
+                );
+            } else {
+                let none = || "-".to_string();
+                println!(
+                    "booted lower profiles: {}",
+                    if l.lower_profile_names.is_empty() { none() } else { l.lower_profile_names.join(" ") }
+                );
+                println!("booted upper profile:  {}", l.user_profile_name.clone().unwrap_or_else(none));
+                println!(
+                    "run profile:           {}",
+                    l.current_profile_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(none)
+                );
+                println!("next profile:          {}", l.next_profile_name.clone().unwrap_or_else(none));
+                println!(
+                    "profiles:              {}",
+                    if l.profiles.is_empty() { none() } else { l.profiles.join(" ") }
+                );
+            }
+            Ok(0)
+        }
+        ProfileCmd::Check { name, file } => {
+            let c = profiles::check(cfg, Target::from_args(name.as_deref(), file.as_deref())?)?;
+            output(json, "torcx-profile-check-v0", json!(c), || {
+                let mut s = format!(
+                    "profile {}: {} image{}",
+                    c.profile.as_deref().unwrap_or("(lower profiles only)"),
+                    c.images.len(),
+                    if c.images.len() == 1 { "" } else { "s" }
+                );
+                if c.problems.is_empty() {
+                    s += ", all present and readable, no conflicts";
+                }
+                s
+            });
+            for pr in &c.problems {
+                log::error(&format!("image {}: {}", pr.image, pr.error));
+            }
+            Ok(if c.problems.is_empty() { 0 } else { 1 })
+        }
+        ProfileCmd::New { name, file, from, from_next } => {
+            let _lock = lock(cfg)?;
+            let t =
+                Target::from_args(name.as_deref(), file.as_deref())?.ok_or_else(|| anyhow!("give --name or --file"))?;
+            let path = profiles::new(cfg, &t, from.as_deref(), *from_next)?;
+            output(json, "torcx-profile-new-v0", json!({"path": path}), || format!("created {}", path.display()));
+            Ok(0)
+        }
+        ProfileCmd::SetNext { name } => {
+            let _lock = lock(cfg)?;
+            profiles::set_next(cfg, name)?;
+            output(json, "torcx-profile-set-next-v0", json!({"next_profile_name": name}), || {
+                format!("the next boot applies profile {name}")
+            });
+            Ok(0)
+        }
+        ProfileCmd::UseImage { image, name, file, allow } => {
+            let _lock = lock(cfg)?;
+            let t = Target::from_args(name.as_deref(), file.as_deref())?;
+            let path = profiles::use_image(cfg, t, image, allow.is_some())?;
+            output(json, "torcx-profile-use-image-v0", json!({"path": path, "image": image}), || {
+                format!("{} now uses {image}", path.display())
+            });
+            Ok(0)
+        }
+        ProfileCmd::RemoveImage { image, name, file } => {
+            let _lock = lock(cfg)?;
+            let t = Target::from_args(name.as_deref(), file.as_deref())?;
+            let (path, masked) = profiles::remove_image(cfg, t, image)?;
+            output(
+                json,
+                "torcx-profile-remove-image-v0",
+                json!({"path": path, "image": image, "masked_lower": masked}),
+                || {
+                    if masked {
+                        format!(
+                            "removed {image} from {} (a lower profile names it: an empty reference there removes it from the boot)",
+                            path.display()
+                        )
+                    } else {
+                        format!("removed {image} from {}", path.display())
+                    }
+                },
+            );
+            Ok(0)
+        }
+    }
 }

@@ -35,6 +35,9 @@ pub struct Config {
     pub extra_stores: Vec<PathBuf>,
     /// `VERSION_ID` of `USR/lib/os-release`, for the versioned stores.
     pub version_id: Option<String>,
+    /// Whether the unversioned vendor store is searched (not when listing
+    /// for another OS version, whose /usr is not this one).
+    pub vendor_store: bool,
     /// Upper bound of one image's unpacked size, in bytes.
     pub unpack_limit: u64,
     /// Where the configuration came from, for messages.
@@ -81,6 +84,7 @@ impl Config {
             config_stores: vec![],
             extra_stores: vec![],
             version_id: None,
+            vendor_store: true,
             unpack_limit: default_unpack_limit(),
             config_file: None,
         };
@@ -206,6 +210,10 @@ impl Config {
     }
     pub fn next_profile_path(&self) -> PathBuf {
         self.conf_dir.join("next-profile")
+    }
+    /// Where user profiles live (`/etc/torcx/profiles`).
+    pub fn user_profile_dir_path(&self) -> PathBuf {
+        self.conf_dir.join("profiles")
     }
     pub fn vendor_dir(&self) -> PathBuf {
         self.usr_dir.join("share/torcx")

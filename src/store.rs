@@ -69,7 +69,10 @@ pub struct Archive {
 
 /// Every store, in search order.
 pub fn store_dirs(cfg: &Config) -> Vec<StoreDir> {
-    let mut logical = vec![cfg.vendor_dir().join("store")];
+    let mut logical = vec![];
+    if cfg.vendor_store {
+        logical.push(cfg.vendor_dir().join("store"));
+    }
     let oem = Path::new(OEM_DIR).join("store");
     if let Some(v) = &cfg.version_id {
         logical.push(oem.join(v));
