@@ -18,7 +18,20 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "torcx", version, about = "Boot-time addon manager for immutable Linux systems")]
+#[command(
+    name = "torcx",
+    version,
+    about = "Boot-time addon manager for immutable Linux systems",
+    long_about = "Boot-time addon manager for immutable Linux systems.\n\n\
+An image (an archive in a store) is unpacked or mounted into its own read-only tree under \
+/run/torcx/unpack/NAME and attached: its binaries are linked into /run/torcx/bin, its systemd units \
+are placed in /run/systemd/system with a drop-in tying them to the image, and its networkd, sysusers, \
+tmpfiles and udev files go to their runtime directories. Every placed file is recorded in \
+/run/torcx/attached/NAME.json, and detach removes exactly those. At boot, torcx-generator(8) and \
+torcx-apply.service apply the profile (torcx-profile(5)) and seal the system.\n\n\
+Output is a table or a line on a terminal and JSON when piped or with --json. Exit status: 0 success, \
+1 failure (one line on standard error naming the image, the file and the cause), 2 usage error."
+)]
 pub struct Cli {
     /// Work under DIR instead of / (every path, including the seal); systemd is not driven
     #[arg(long, global = true, value_name = "DIR")]
@@ -42,12 +55,24 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Apply the next profile now: unpack and attach its images, then seal
+    #[command(long_about = "Apply the next profile now: unpack and attach its images, then seal.\n\n\
+This is what torcx-apply.service runs at boot. Images are attached one by one; one failing does not \
+stop the others. /run/torcx/status.json records every image's outcome. Only when every image is \
+attached are /run/torcx/profile.json and the seal /run/metadata/torcx written. Run again after \
+success it changes nothing and says so; after a failure it retries the failed images.")]
     Apply {
         /// Apply again even though this boot is already sealed
         #[arg(long)]
         force: bool,
     },
     /// Attach an image on the running system: NAME, NAME:REF, or the path of an archive or directory
+    #[command(long_about = "Attach an image on the running system.\n\n\
+IMAGE is NAME:REF, NAME (the reference the active profile names, else the only one in the stores), \
+or the path of an archive or of an unpacked image directory. Refused before anything changes: the \
+image already attached (use reattach), a unit of the same name anywhere in systemd's unit search \
+path (--force overrides this check only), a binary or file already placed, a manifest path outside \
+the image. The record is written first, so an interrupted attach is cleaned up by detach or by the \
+next attach. Then systemctl daemon-reload runs, unless --no-reload or --root.")]
     Attach {
         image: String,
         /// Start the units the image enables, and wait for them
@@ -67,6 +92,10 @@ pub enum Command {
         portable: Option<Sandbox>,
     },
     /// Detach an image: remove exactly what attach placed
+    #[command(long_about = "Detach an image: remove exactly what attach placed.\n\n\
+Refused while one of the image's units is active, unless --now (stop them first) or --force. Only \
+files that are still as torcx placed them are removed; a file changed since is kept and named, and \
+the exit status is 1. Then the image tree is unmounted, the record removed, and systemd reloaded.")]
     Detach {
         name: String,
         /// Stop the image's units first
@@ -80,6 +109,10 @@ pub enum Command {
         force: bool,
     },
     /// Switch an attached image to another reference, all or nothing
+    #[command(long_about = "Switch an attached image to another reference, all or nothing.\n\n\
+The new archive is unpacked or mounted beside the old tree and checked first. Then the old files are \
+removed, the trees trade places and the new files are placed; any failure puts the old attachment \
+back exactly as it was. Services still running from the old tree keep it until they stop.")]
     Reattach {
         /// NAME:REF, or the path of an archive
         image: String,
@@ -100,6 +133,9 @@ pub enum Command {
     /// List, check and edit profiles
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Write the man pages and shell completions into DIR/man and DIR/completions
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +353,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
             Ok(0)
         }
         Command::Profile(p) => cmd_profile(&cfg, p, json),
+        Command::GenerateDocs { dir } => crate::docs::generate(dir).map(|_| 0),
         Command::Image(ImageCmd::Inspect(args)) => crate::inspect::run(&cfg, args, json),
     }
 }
