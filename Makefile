@@ -1,0 +1,46 @@
+# Build, install and package torcx.
+#   make                          build the release binary
+#   make install DESTDIR=/stage   install into a staging root (PREFIX=/usr)
+#   make deb                      build target/debian/torcx_VERSION_ARCH.deb
+# TORCX_BIN=path installs an already built binary instead of building one.
+
+PREFIX  ?= /usr
+DESTDIR ?=
+CARGO   ?= cargo
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+ARCH    := $(shell dpkg --print-architecture 2>/dev/null || uname -m)
+TORCX_BIN ?= target/release/torcx
+# dpkg-deb's compressor (xz for releases; the tests use a faster one)
+DEB_COMPRESS ?= xz
+
+.PHONY: all build install deb clean-deb
+
+all: build
+
+build:
+	@if [ "$(TORCX_BIN)" = target/release/torcx ]; then $(CARGO) build --release --locked; fi
+
+install: build
+	install -D -m 0755 $(TORCX_BIN) $(DESTDIR)$(PREFIX)/bin/torcx
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system-generators
+	ln -sfn ../../../bin/torcx $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/torcx-generator
+	install -D -m 0644 units/torcx-apply.service $(DESTDIR)$(PREFIX)/lib/systemd/system/torcx-apply.service
+	install -D -m 0644 units/torcx.target $(DESTDIR)$(PREFIX)/lib/systemd/system/torcx.target
+	install -d $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
+	for p in man/*.5; do gzip -9n -c $$p > $(DESTDIR)$(PREFIX)/share/man/man5/$$(basename $$p).gz; done
+	for p in man/*.8; do gzip -9n -c $$p > $(DESTDIR)$(PREFIX)/share/man/man8/$$(basename $$p).gz; done
+	install -D -m 0644 completions/torcx.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/torcx
+	install -D -m 0644 completions/_torcx $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_torcx
+	install -D -m 0644 completions/torcx.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/torcx.fish
+	install -d $(DESTDIR)$(PREFIX)/share/torcx/store $(DESTDIR)$(PREFIX)/share/torcx/profiles
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/torcx/README.md
+
+DEBROOT := target/debian/root
+
+deb:
+	rm -rf $(DEBROOT)
+	$(MAKE) install DESTDIR=$(CURDIR)/$(DEBROOT) PREFIX=/usr TORCX_BIN=$(TORCX_BIN)
+	install -d $(DEBROOT)/DEBIAN $(DEBROOT)/etc/torcx/profiles $(DEBROOT)/var/lib/torcx/store
+	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' \
+	    -e "s/@SIZE@/$$(du -sk $(DEBROOT) | cut -f1)/" packaging/debian/control > $(DEBROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group -Z$(DEB_COMPRESS) --build $(DEBROOT) target/debian/torcx_$(VERSION)_$(ARCH).deb
