@@ -620,10 +620,14 @@ fn prepare(
     if opts.portable.is_some() {
         portable::check_image(&src)?;
     }
-    let m = source::read_manifest(&src)?.unwrap_or_else(|| {
-        log::warn(&format!("image {}: no {}; nothing to propagate", img.id(), source::MANIFEST_PATH));
-        Default::default()
-    });
+    let (m, scanned) = source::manifest_or_scan(&src)?;
+    if scanned {
+        log::info(&format!(
+            "image {}: no {}; propagating what a scan of its standard directories found",
+            img.id(),
+            source::MANIFEST_PATH
+        ));
+    }
     let o = Origin {
         id: img.id(),
         archive: img.path(),
@@ -884,7 +888,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
             }
             // Re-place the old files from the old tree: the plan is a function of it.
             let src = Tree::open(&t)?;
-            let m = source::read_manifest(&src)?.unwrap_or_default();
+            let (m, _) = source::manifest_or_scan(&src)?;
             let o = Origin {
                 id: &old.id(),
                 archive: &old.archive,

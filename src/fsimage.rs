@@ -28,11 +28,17 @@ fn build<F>(nodes: BTreeMap<PathBuf, Node<F>>, mut read: impl FnMut(&F) -> Resul
             Node::File(_) => {}
         }
     }
-    let Some(Node::File(mf)) = nodes.get(Path::new(MANIFEST_PATH)) else { return Ok(mem) };
-    let text = read(mf)?;
-    let m = manifest::parse_image_manifest(&String::from_utf8_lossy(&text)).context(MANIFEST_PATH)?;
-    mem.insert_file(PathBuf::from(MANIFEST_PATH), text);
-    for u in &m.units {
+    let units: Vec<String> = match nodes.get(Path::new(MANIFEST_PATH)) {
+        Some(Node::File(mf)) => {
+            let text = read(mf)?;
+            let m = manifest::parse_image_manifest(&String::from_utf8_lossy(&text)).context(MANIFEST_PATH)?;
+            mem.insert_file(PathBuf::from(MANIFEST_PATH), text);
+            m.units
+        }
+        // No manifest: the scan will look at the standard unit directories.
+        _ => crate::scan::UNIT_DIRS.iter().map(|d| format!("/{d}")).collect(),
+    };
+    for u in &units {
         let Ok(rel) = fsutil::relative_inside(u) else { continue };
         let real = mem.resolve_path(&rel)?;
         for (p, n) in nodes.range(real.clone()..) {

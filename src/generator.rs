@@ -68,9 +68,7 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
                 Some(m) => m,
                 None => Mem::read(a).with_context(|| format!("reading {}", a.path.display()))?,
             };
-            let Some(m) = source::read_manifest(&mem)? else {
-                return Ok(0);
-            };
+            let (m, _) = source::manifest_or_scan(&mem)?;
             let o = Origin {
                 id,
                 archive: &a.path,

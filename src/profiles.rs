@@ -280,7 +280,7 @@ pub fn check(cfg: &Config, t: Option<Target>) -> Result<Checked> {
         let res = (|| -> Result<()> {
             let a = archives.iter().find(|a| &a.id == id).ok_or_else(|| anyhow!("no archive in any store"))?;
             let mem = Mem::read(a).with_context(|| format!("reading {}", a.path.display()))?;
-            let Some(m) = source::read_manifest(&mem)? else { return Ok(()) };
+            let (m, _) = source::manifest_or_scan(&mem)?;
             let o = Origin {
                 id,
                 archive: &a.path,

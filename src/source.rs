@@ -33,6 +33,15 @@ pub trait ImageSource {
     fn list(&self, rel: &Path) -> Result<Vec<(String, Kind)>>;
 }
 
+/// The image manifest, or for an image without one the manifest a scan of
+/// the standard directories gives (seeds 000 and 001); the flag says which.
+pub fn manifest_or_scan(src: &dyn ImageSource) -> Result<(ImageManifest, bool)> {
+    Ok(match read_manifest(src)? {
+        Some(m) => (m, false),
+        None => (crate::scan::default_manifest(src)?, true),
+    })
+}
+
 /// Reads the image manifest; `None` when the image has none.
 pub fn read_manifest(src: &dyn ImageSource) -> Result<Option<ImageManifest>> {
     match src.stat(Path::new(MANIFEST_PATH))? {
