@@ -29,6 +29,7 @@ WORK=$(mktemp -d /var/tmp/torcx-pkg.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 # One package build at a time: the tests for both rootfs run in parallel.
 mkdir -p "$REPO/target"
+# shellcheck disable=SC2016  # expanded by the inner shell
 flock "$REPO/target/.deb.lock" sh -c '
     make -s -C "$1" deb TORCX_BIN="$2" DEB_COMPRESS=gzip >/dev/null && cp "$1"/target/debian/torcx_*.deb "$3/"
 ' package "$REPO" "$BIN" "$WORK"
@@ -57,6 +58,7 @@ echo "CHECK: all good"
 '
 # The harness binds a generator at /etc/systemd/system-generators/torcx-generator,
 # which shadows the packaged one of the same name: give it the packaged binary.
+export ROOTFS
 GENERATOR="$WORK/rootfs-$ROOTFS/usr/bin/torcx" STORE="$WORK/store" \
     BINDS="$WORK/vendor.json:/usr/share/torcx/profiles/vendor.json" BINDS_RW="" \
-    CHECK="$CHECK" CHECK_HOST="" ROOTFS="$ROOTFS" "$HARNESS" "$WORK"
+    CHECK="$CHECK" CHECK_HOST="" "$HARNESS" "$WORK"

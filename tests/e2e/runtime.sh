@@ -323,45 +323,6 @@ echo "CHECK: all good"
 '
 
 echo "runtime.sh: ROOTFS=$ROOTFS torcx=$TORCX_BINARY store=$TMP/store ($ARCHIVE_FORMAT) portable=$PORTABLE_SANDBOX" >&2
-GENERATOR="$TMP/gen/torcx-generator" STORE="$TMP/store" BINDS="$BINDS" BINDS_RW="" \
-    CHECK="$CHECK" CHECK_HOST="" ROOTFS="$ROOTFS" \
-    "$HARNESS" "$WORKDIR" &
-HPID=$!
-rc=0
-wait "$HPID" || rc=$?
-# a trapped signal interrupts wait; wait again for the harness's own exit code
-while kill -0 "$HPID" 2>/dev/null; do rc=0; wait "$HPID" || rc=$?; done
-if [ "$INTERRUPTED" = 1 ] && [ "$rc" = 0 ]; then rc=2; fi
-
-# the harness names its run directory after its PID
-RUNDIR=$WORKDIR/runs/torcx-h-$HPID
-strip_colors() { sed -E 's/\x1b\[[0-9;:]*m//g' "$@"; }
-
-# ordering cycles of the first transaction only reach the console (see the header)
-if [ -f "$RUNDIR/console.log" ] && strip_colors "$RUNDIR/console.log" | grep -qi 'ordering cycle'; then
-    echo "runtime.sh: FAIL: ordering cycle on the console:" >&2
-    strip_colors "$RUNDIR/console.log" | grep -i 'ordering cycle' | sed 's/^/[console] /' >&2
-    [ "$rc" = 0 ] && rc=1
-fi
-
-if [ "$rc" != 0 ]; then
-    echo "runtime.sh: harness exit code $rc; run directory $RUNDIR" >&2
-    if [ -f "$RUNDIR/check.out" ]; then
-        sed 's/^/[check] /' "$RUNDIR/check.out" >&2
-    fi
-    if [ -f "$RUNDIR/console.log" ]; then
-        echo "runtime.sh: console lines about torcx:" >&2
-        strip_colors "$RUNDIR/console.log" | grep -iE 'torcx|hello-addon|portable-demo|generator|cycle' |
-            grep -vE 'Unmounting|Unmounted|Hostname set|Attempted to remove disk' |
-            sed 's/^/[console] /' >&2 || true
-    fi
-    if [ -f "$RUNDIR/journal.txt" ]; then
-        echo "runtime.sh: journal lines about torcx:" >&2
-        # drop the guest's hostname (torcx-harness), which would match every line
-        sed -E 's/^(\[[^]]*\]) torcx-harness /\1 /' "$RUNDIR/journal.txt" |
-            grep -iE 'torcx|hello-addon|portable-demo|cycle' | sed 's/^/[journal] /' >&2 || true
-    else
-        echo "runtime.sh: no journal was saved ($RUNDIR/journal.txt missing)" >&2
-    fi
-fi
-exit "$rc"
+# shellcheck source=tests/e2e/lib.sh
+. "$REPO/tests/e2e/lib.sh"
+run_harness runtime.sh 'torcx|hello-addon|portable-demo|generator|cycle'
