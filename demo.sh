@@ -20,6 +20,7 @@ install -D -m 0644 profiles/vendor.json "$ROOT/usr/share/torcx/profiles/vendor.j
 mkdir -p "$ROOT/run/systemd/generator"
 ln -sf "$PWD/target/release/torcx" "$ROOT/torcx-generator"
 
+# shellcheck disable=SC2016  # expanded by the inner shell
 unshare --mount --propagation private -- bash -euo pipefail -c '
 ROOT=$1
 run() { echo; echo "\$ $*"; "$@"; }

@@ -394,7 +394,7 @@ fn output(json: bool, kind: &str, value: serde_json::Value, human: impl FnOnce()
 }
 
 /// `NAME`, `NAME:REF`, or a path (anything with a `/`, or an existing file).
-fn resolve(cfg: &Config, arg: &str, allow_bare_name: bool) -> Result<ImageFrom> {
+pub(crate) fn resolve(cfg: &Config, arg: &str, allow_bare_name: bool) -> Result<ImageFrom> {
     let p = Path::new(arg);
     if arg.contains('/') || p.exists() {
         let abs = std::path::absolute(p)?;

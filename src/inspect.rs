@@ -1,14 +1,537 @@
 //! `torcx image inspect`: what an archive is and what attaching it would do.
+//!
+//! The image is unpacked into a private temporary directory (never mounted):
+//! tar formats with the confined extractor, squashfs and erofs read in
+//! process (backhand, erofs-rs) and fed to the same extractor. Then the
+//! attach plan is made as `attach` would make it, and the image is linted.
 
+use crate::attach::{self, Action, CopyMode, ImageFrom, Origin, Placement};
 use crate::config::Config;
-use anyhow::{Result, bail};
+use crate::extract::{self, Limits};
+use crate::fsutil;
+use crate::lint::{self, Finding, Severity};
+use crate::manifest::ImageManifest;
+use crate::names::ImageId;
+use crate::scan;
+use crate::source::{self, ImageSource, MANIFEST_PATH, Tree};
+use crate::store::{self, Archive, Format};
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Lint findings (error or warning, one line each naming the file): ELF files \
+whose libraries are found neither in the image (through RPATH/RUNPATH, \
+$ORIGIN being the file's directory in the image) nor on the host; absolute \
+RPATH/RUNPATH entries; ELF files for another architecture; manifest paths \
+missing from the image; units whose Exec*= program exists neither in the \
+image (as /run/torcx/bin/NAME or /run/torcx/unpack/IMAGE/...) nor on the \
+host; units clashing with a host unit of the same name (under --root). \
+Exit status: 0 without error findings, 1 with any.")]
 pub struct InspectArgs {
-    /// NAME[:REF] from the stores, or the path of an archive
+    /// NAME[:REF] from the stores, or the path of an archive (or of an image directory)
     pub image: String,
 }
 
-pub fn run(_cfg: &Config, _args: &InspectArgs, _json: bool) -> Result<i32> {
-    bail!("image inspect is not implemented yet")
+/// An image's tree, looked at: its manifest, the attach plan, the findings.
+pub struct Examined {
+    pub manifest: ImageManifest,
+    /// `image` (its own), `generated` (pack wrote it), `default` (scanned: the image has none).
+    pub manifest_source: &'static str,
+    pub placements: Vec<Placement>,
+    pub findings: Vec<Finding>,
+}
+
+/// Plans and lints the image tree at `root`. `manifest` is the one to use
+/// (and whether it was generated), or `None` to read the tree's own.
+pub fn examine(
+    cfg: &Config,
+    root: &Path,
+    manifest: Option<(ImageManifest, bool)>,
+    id: &ImageId,
+    id_known: bool,
+    archive: &Path,
+) -> Result<Examined> {
+    let src = Tree::open(root)?;
+    let mut findings = vec![];
+    let (m, manifest_source) = match manifest {
+        Some((m, generated)) => (m, if generated { "generated" } else { "image" }),
+        None => match source::read_manifest(&src) {
+            Ok(Some(m)) => (m, "image"),
+            Ok(None) => {
+                findings.push(Finding {
+                    severity: Severity::Warning,
+                    path: format!("/{MANIFEST_PATH}"),
+                    message: format!(
+                        "/{MANIFEST_PATH}: missing: the default manifest scanned from the standard paths is used"
+                    ),
+                });
+                (scan::default_manifest(&src)?, "default")
+            }
+            Err(e) => {
+                findings.push(Finding {
+                    severity: Severity::Error,
+                    path: format!("/{MANIFEST_PATH}"),
+                    message: format!("/{MANIFEST_PATH}: {e:#}"),
+                });
+                (ImageManifest::default(), "invalid")
+            }
+        },
+    };
+    // Plan with what exists (lint names what does not), so a missing path
+    // is reported once, and everything else is still planned.
+    let exists = |p: &String| {
+        fsutil::relative_inside(p).is_ok_and(|r| !r.as_os_str().is_empty() && matches!(src.stat(&r), Ok(Some(_))))
+    };
+    let keep = |v: &Vec<String>| v.iter().filter(|p| exists(p)).cloned().collect::<Vec<_>>();
+    let present = ImageManifest {
+        bin: keep(&m.bin),
+        network: keep(&m.network),
+        units: keep(&m.units),
+        sysusers: keep(&m.sysusers),
+        tmpfiles: keep(&m.tmpfiles),
+        udev_rules: keep(&m.udev_rules),
+    };
+    let o = Origin { id, archive, tree: cfg.unpack_dir().join(&id.name), copy: CopyMode::Auto, portable: None };
+    let placements = match attach::plan(cfg, &o, &src, &present, false) {
+        Ok(p) => p,
+        Err(e) => {
+            findings.push(Finding { severity: Severity::Error, path: String::new(), message: format!("{e:#}") });
+            vec![]
+        }
+    };
+    let bins: Vec<&Placement> = placements.iter().filter(|p| p.class == attach::Class::Bin).collect();
+    let binaries: Vec<String> =
+        bins.iter().filter_map(|p| p.dest.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    let bin_sources: Vec<PathBuf> = bins.iter().filter_map(|p| p.source.as_ref()).map(PathBuf::from).collect();
+    let img = lint::Image {
+        root,
+        src: &src,
+        manifest: &m,
+        name: id_known.then_some(id.name.as_str()),
+        binaries: &binaries,
+        bin_sources: &bin_sources,
+    };
+    findings.extend(lint::lint(cfg, &img));
+    Ok(Examined { manifest: m, manifest_source, placements, findings })
+}
+
+/// A private temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        for i in 0..100u32 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let p = base.join(format!("torcx-inspect-{}-{nanos}-{i}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+                Ok(()) => return Ok(TempDir(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
+            }
+        }
+        bail!("cannot create a temporary directory in {}", base.display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        fn writable(p: &Path) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        writable(&e.path());
+                    }
+                }
+            }
+        }
+        writable(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the argument names.
+enum Subject {
+    Archive { a: Archive, id_known: bool },
+    Dir { path: PathBuf, id: ImageId, id_known: bool },
+}
+
+fn placeholder() -> ImageId {
+    ImageId { name: "IMAGE".into(), reference: "local".into() }
+}
+
+/// The format of a file, from its name or else its first bytes.
+fn sniff(path: &Path) -> Result<Format> {
+    let mut head = vec![0u8; 1028];
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    head.truncate(n);
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Format::Tgz)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Format::TarZst)
+    } else if head.starts_with(b"hsqs") {
+        Ok(Format::Squashfs)
+    } else if head.len() >= 1028 && head[1024..1028] == [0xe2, 0xe1, 0xf5, 0xe0] {
+        Ok(Format::Erofs)
+    } else {
+        bail!("{}: not a torcx archive (gzip or zstd tar, squashfs, erofs)", path.display())
+    }
+}
+
+fn subject(cfg: &Config, arg: &str) -> Result<Subject> {
+    let p = Path::new(arg);
+    if arg.contains('/') || p.exists() {
+        let abs = std::path::absolute(p)?;
+        let meta = std::fs::metadata(&abs).map_err(|e| anyhow!("{}: {e}", abs.display()))?;
+        let file = abs.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        if meta.is_dir() {
+            let parsed = file.split_once(':').and_then(|(n, r)| ImageId::new(n, r).ok());
+            return Ok(Subject::Dir { path: abs, id_known: parsed.is_some(), id: parsed.unwrap_or_else(placeholder) });
+        }
+        let (format, id) = match store::parse_archive_name(&file) {
+            Some((f, id)) => (f, id.ok()),
+            None => (sniff(&abs)?, None),
+        };
+        let id_known = id.is_some();
+        let a = Archive { id: id.unwrap_or_else(placeholder), format, path: abs.clone(), host: abs };
+        return Ok(Subject::Archive { a, id_known });
+    }
+    match crate::cli::resolve(cfg, arg, true)? {
+        ImageFrom::Archive(a) => Ok(Subject::Archive { a, id_known: true }),
+        ImageFrom::Dir { path, id } => Ok(Subject::Dir { path, id, id_known: true }),
+    }
+}
+
+fn limits(cfg: &Config) -> Limits {
+    Limits { max_bytes: cfg.unpack_limit, max_entries: 1_000_000 }
+}
+
+/// Unpacks a tar archive into `dest`; refusals become error findings.
+fn unpack_tar(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
+    let mut stream = crate::archive::open_tar(a)?;
+    match extract::extract(&mut stream, dest, limits(cfg)).and_then(|_| stream.finish()) {
+        Ok(()) => Ok(vec![]),
+        Err(e) => Ok(vec![Finding {
+            severity: Severity::Error,
+            path: a.path.display().to_string(),
+            message: format!("{}: the confined unpack refuses it: {e:#}", a.path.display()),
+        }]),
+    }
+}
+
+/// One node of a squashfs or erofs image.
+enum FsNode<'a> {
+    Dir,
+    File(u64, Box<dyn Read + 'a>),
+    Link(PathBuf),
+    Special(&'static str),
+}
+
+/// Feeds the nodes of a mounted-format image, as a tar stream, to the
+/// confined extractor writing `dest`. Symlinks the extractor refuses (which
+/// a mount keeps, but torcx never follows) are created afterwards, beneath
+/// `dest`; device nodes, FIFOs and sockets (unusable: the mount is `nodev`)
+/// are left out. Both are reported.
+fn unpack_nodes<'a>(
+    cfg: &Config,
+    dest: &Path,
+    nodes: &mut dyn Iterator<Item = Result<(PathBuf, u32, FsNode<'a>)>>,
+) -> Result<Vec<Finding>> {
+    let (reader, writer) = std::io::pipe()?;
+    let d = dest.to_path_buf();
+    let lim = limits(cfg);
+    let th = std::thread::spawn(move || {
+        let mut r = reader;
+        let res = extract::extract(&mut r, &d, lim);
+        // Drain, so the writer never blocks on a reader that stopped.
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+        res
+    });
+    let mut findings = vec![];
+    let mut later: Vec<(PathBuf, PathBuf)> = vec![];
+    let produce = (|| -> Result<()> {
+        let mut b = tar::Builder::new(std::io::BufWriter::new(writer));
+        for n in nodes {
+            let (rel, mode, node) = n?;
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            let shown = format!("/{}", rel.display());
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(mode & 0o7777);
+            h.set_mtime(0);
+            match node {
+                FsNode::Dir => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    b.append_data(&mut h, &rel, std::io::empty())?;
+                }
+                FsNode::File(size, r) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(size);
+                    b.append_data(&mut h, &rel, r.take(size))?;
+                }
+                FsNode::Link(t) => {
+                    let depth = rel.components().count().saturating_sub(1);
+                    if extract::check_symlink(rel.as_os_str().as_bytes(), depth, t.as_os_str().as_bytes()).is_err() {
+                        findings.push(Finding {
+                            severity: Severity::Warning,
+                            path: shown.clone(),
+                            message: format!(
+                                "{shown}: symlink to {} points outside the image: torcx does not follow it",
+                                t.display()
+                            ),
+                        });
+                        later.push((rel, t));
+                        continue;
+                    }
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, &rel, &t)?;
+                }
+                FsNode::Special(what) => findings.push(Finding {
+                    severity: Severity::Warning,
+                    path: shown.clone(),
+                    message: format!("{shown}: {what}: unusable, the image is mounted nodev"),
+                }),
+            }
+        }
+        b.into_inner()?.flush()?;
+        Ok(())
+    })();
+    let extracted = th.join().map_err(|_| anyhow!("the extractor thread panicked"))?;
+    if let Err(e) = extracted {
+        findings.push(Finding {
+            severity: Severity::Error,
+            path: String::new(),
+            message: format!("the image cannot be read as torcx reads it: {e:#}"),
+        });
+        return Ok(findings);
+    }
+    produce?;
+    let root = fsutil::open_dir(dest)?;
+    for (rel, t) in later {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else { continue };
+        let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY;
+        if let Ok(Some(dir)) = fsutil::open_beneath(&root, parent, flags) {
+            let _ = rustix::fs::symlinkat(t.as_os_str(), &dir, name);
+        }
+    }
+    Ok(findings)
+}
+
+fn rel_of(p: &Path) -> PathBuf {
+    p.strip_prefix("/").unwrap_or(p).to_path_buf()
+}
+
+fn unpack_squashfs(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
+    let f =
+        std::io::BufReader::new(std::fs::File::open(&a.host).with_context(|| format!("opening {}", a.path.display()))?);
+    let fs = backhand::FilesystemReader::from_reader(f)
+        .map_err(|e| anyhow!("{}: not a squashfs image: {e}", a.path.display()))?;
+    let mut it = fs.files().map(|n| {
+        let node = match &n.inner {
+            backhand::InnerNode::File(r) => FsNode::File(r.file_len() as u64, Box::new(fs.file(r).reader())),
+            backhand::InnerNode::Dir(_) => FsNode::Dir,
+            backhand::InnerNode::Symlink(l) => FsNode::Link(l.link.clone()),
+            backhand::InnerNode::CharacterDevice(_) | backhand::InnerNode::BlockDevice(_) => {
+                FsNode::Special("device node")
+            }
+            backhand::InnerNode::NamedPipe => FsNode::Special("FIFO"),
+            backhand::InnerNode::Socket => FsNode::Special("socket"),
+        };
+        Ok((rel_of(&n.fullpath), n.header.permissions as u32, node))
+    });
+    unpack_nodes(cfg, dest, &mut it)
+}
+
+fn unpack_erofs(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: as in fsimage: archives are replaced by rename, not modified in place.
+    let image = unsafe { erofs_rs::backend::MmapImage::new_from_path(&a.host) }
+        .with_context(|| format!("opening {}", a.path.display()))?;
+    let fs = erofs_rs::EroFS::new(image).map_err(|e| anyhow!("{}: not an erofs image: {e}", a.path.display()))?;
+    let walk = fs.walk_dir("/").map_err(|e| anyhow!("reading erofs directory: {e}"))?;
+    let fs = &fs;
+    let mut it = walk.map(|e| {
+        let e = e.map_err(|e| anyhow!("reading erofs directory: {e}"))?;
+        let p = rel_of(Path::new(&e.dir_entry.path().to_string_lossy().into_owned()));
+        let mode = e.inode.permissions().mode();
+        let node = if e.inode.is_dir() {
+            FsNode::Dir
+        } else if e.inode.is_symlink() {
+            let t = fs.read_link_inode(e.inode).map_err(|e| anyhow!("reading erofs link: {e}"))?;
+            FsNode::Link(PathBuf::from(t.to_string_lossy().into_owned()))
+        } else if e.inode.is_file() {
+            let f = fs.open_inode_file(e.inode).map_err(|e| anyhow!("opening erofs file: {e}"))?;
+            FsNode::File(e.inode.data_size(), Box::new(f))
+        } else if e.inode.device().is_some() {
+            FsNode::Special("device node")
+        } else {
+            FsNode::Special("FIFO or socket")
+        };
+        Ok((p, mode, node))
+    });
+    unpack_nodes(cfg, dest, &mut it)
+}
+
+fn placement_json(p: &Placement) -> serde_json::Value {
+    let (kind, target, size) = match &p.action {
+        Action::Symlink(t) => ("symlink", Some(t.display().to_string()), None),
+        Action::File(b) => ("file", None, Some(b.len())),
+        Action::Dir => ("dir", None, None),
+    };
+    json!({
+        "class": p.class,
+        "path": p.dest,
+        "type": kind,
+        "target": target,
+        "size": size,
+        "source": p.source.as_ref().map(|s| format!("/{s}")),
+    })
+}
+
+fn placement_line(p: &Placement) -> String {
+    let class = serde_json::to_value(p.class).unwrap().as_str().unwrap_or("").to_string();
+    let what = match &p.action {
+        Action::Symlink(t) => format!("{} -> {}", p.dest.display(), t.display()),
+        Action::File(b) => format!("{} ({} bytes)", p.dest.display(), b.len()),
+        Action::Dir => format!("{}/", p.dest.display()),
+    };
+    let from = match (&p.action, &p.source) {
+        (Action::File(_), Some(s)) if p.class != attach::Class::DropIn => format!(", from /{s}"),
+        _ => String::new(),
+    };
+    format!("  {class:<10} {what}{from}")
+}
+
+fn manifest_lines(m: &ImageManifest) -> String {
+    let mut s = String::new();
+    for (k, v) in [
+        ("bin", &m.bin),
+        ("units", &m.units),
+        ("network", &m.network),
+        ("sysusers", &m.sysusers),
+        ("tmpfiles", &m.tmpfiles),
+        ("udev_rules", &m.udev_rules),
+    ] {
+        for (i, p) in v.iter().enumerate() {
+            s += &format!("  {:<10} {p}\n", if i == 0 { k } else { "" });
+        }
+    }
+    s
+}
+
+pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
+    let subj = subject(cfg, &args.image)?;
+    let tmp;
+    let mut findings = vec![];
+    let (root, id, id_known, shown, format, size, digest) = match &subj {
+        Subject::Dir { path, id, id_known } => {
+            // What pack would refuse, the unpack would refuse too.
+            if let Err(e) = crate::pack::walk(path) {
+                findings.push(Finding { severity: Severity::Error, path: String::new(), message: format!("{e:#}") });
+            }
+            (path.clone(), id.clone(), *id_known, path.clone(), "directory", None, None)
+        }
+        Subject::Archive { a, id_known } => {
+            let digest = crate::archive::digest_in_background(&a.host);
+            let size = std::fs::metadata(&a.host).with_context(|| format!("{}", a.path.display()))?.len();
+            tmp = TempDir::new()?;
+            let dest = tmp.0.join("tree");
+            std::fs::create_dir(&dest)?;
+            findings.extend(match a.format {
+                Format::Tgz | Format::TarZst => unpack_tar(cfg, a, &dest)?,
+                Format::Squashfs => unpack_squashfs(cfg, a, &dest)?,
+                Format::Erofs => unpack_erofs(cfg, a, &dest)?,
+                Format::Oci => {
+                    crate::oci::unpack(&a.host, &a.id.reference, &dest, limits(cfg))?;
+                    vec![]
+                }
+            });
+            let digest = digest.join().ok().flatten();
+            (dest, a.id.clone(), *id_known, a.path.clone(), a.format.name(), Some(size), digest)
+        }
+    };
+    let unpack_failed = findings.iter().any(|f| f.severity == Severity::Error && !matches!(subj, Subject::Dir { .. }));
+    let ex = if unpack_failed {
+        Examined {
+            manifest: ImageManifest::default(),
+            manifest_source: "unreadable",
+            placements: vec![],
+            findings: vec![],
+        }
+    } else {
+        examine(cfg, &root, None, &id, id_known, &shown)?
+    };
+    findings.extend(ex.findings);
+    let errors = lint::count(&findings, Severity::Error);
+    let warnings = lint::count(&findings, Severity::Warning);
+    let image = id_known.then(|| id.to_string());
+    if json {
+        let v = json!({
+            "image": image,
+            "path": shown,
+            "format": format,
+            "size": size,
+            "digest": digest,
+            "manifest": ex.manifest,
+            "manifest_source": ex.manifest_source,
+            "placements": ex.placements.iter().map(placement_json).collect::<Vec<_>>(),
+            "findings": findings,
+            "errors": errors,
+            "warnings": warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&json!({"kind": "torcx-image-inspect-v0", "value": v}))?);
+    } else {
+        let mut s = String::new();
+        s += &format!("{:<12} {}\n", "image", image.as_deref().unwrap_or("-"));
+        s += &format!("{:<12} {}\n", "path", shown.display());
+        s += &format!("{:<12} {format}\n", "format");
+        if let Some(n) = size {
+            s += &format!("{:<12} {n} bytes\n", "size");
+        }
+        if let Some(d) = &digest {
+            s += &format!("{:<12} {d}\n", "digest");
+        }
+        let src = match ex.manifest_source {
+            "image" => format!("/{MANIFEST_PATH}"),
+            "default" => format!("none in the image: scanned default (no /{MANIFEST_PATH})"),
+            other => other.to_string(),
+        };
+        s += &format!("{:<12} {src}\n", "manifest");
+        s += &manifest_lines(&ex.manifest);
+        s += &format!("{:<12} {}\n", "placements", if ex.placements.is_empty() { "none" } else { "" });
+        for p in &ex.placements {
+            s += &placement_line(p);
+            s.push('\n');
+        }
+        if findings.is_empty() {
+            s += &format!("{:<12} none\n", "lint");
+        } else {
+            s += &format!("{:<12} {errors} error(s), {warnings} warning(s)\n", "lint");
+            for l in lint::render(&findings).lines() {
+                s += &format!("  {l}\n");
+            }
+        }
+        print!("{}", s.trim_end_matches(' '));
+    }
+    Ok(if errors > 0 { 1 } else { 0 })
 }

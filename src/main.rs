@@ -15,6 +15,7 @@ mod fsutil;
 mod generator;
 mod images;
 mod inspect;
+mod lint;
 mod log;
 mod loopdev;
 mod manifest;

@@ -1,25 +1,1064 @@
-//! OCI bundles (seed 001): a gzip tar of an OCI image layout whose index is
-//! annotated `"com.coreos.torcx.bundle.v0": "yes"`; its tags are references.
+//! OCI bundles (seed 001): a gzip tar of an OCI image layout (`oci-layout`,
+//! `index.json`, `blobs/sha256/HEX`) annotated
+//! `"com.coreos.torcx.bundle.v0": "yes"`; its tags are references.
+//!
+//! Blobs come in the bundle in any order and the bundle is a gzip stream, so
+//! reading one is done in passes: the small JSON documents first (index,
+//! manifests, buffered as they go by), then the blobs a tag needs, each
+//! checked against its descriptor (size and sha256) before it is used.
+//! `unpack` stages the layer blobs inside the tree being unpacked, then
+//! applies them in order with the confined extractor; `read_units` (for the
+//! read-only generator) decompresses the layers on the fly and merges just
+//! the entries the generator needs.
 
-use crate::extract::{Limits, Stats};
-use crate::source::Mem;
-use anyhow::{Result, bail};
-use std::path::Path;
+use crate::extract::{self, LayerPass, Limits, Stats, Whiteout};
+use crate::fsutil;
+use crate::names::ImageId;
+use crate::source::{self, ImageSource, MANIFEST_PATH, Mem};
+use crate::store::{Archive, Format};
+use anyhow::{Context, Result, anyhow, bail};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use serde::Deserialize;
+use sha2::Digest;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
-/// The tags (references) a bundle offers.
-pub fn list_tags(path: &Path) -> Result<Vec<String>> {
-    let _ = path;
-    bail!("OCI bundles are not supported yet")
+pub const ANNOTATION: &str = "com.coreos.torcx.bundle.v0";
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Where `unpack` stages layer blobs, inside the tree, until they are applied.
+pub const STAGING: &str = ".torcx-oci-staging";
+
+/// Largest `index.json` or manifest read (the OCI distribution limit).
+const MAX_JSON: u64 = 4 << 20;
+/// JSON-looking blobs buffered on the way to `index.json`, in all.
+const MAX_SPECULATIVE: u64 = 16 << 20;
+const MAX_LAYERS: usize = 256;
+/// `read_units`: largest regular file kept, and all kept files together.
+const MAX_MEM_FILE: u64 = 1 << 20;
+const MAX_MEM_TOTAL: u64 = 16 << 20;
+const MAX_MEM_ENTRIES: u64 = 1_000_000;
+
+// ---------------------------------------------------------------------------
+// The documents of an image layout.
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    platform: Option<Platform>,
 }
+
+#[derive(Deserialize, Clone, Debug)]
+struct Platform {
+    architecture: String,
+    os: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Index {
+    schema_version: u32,
+    #[serde(default)]
+    media_type: Option<String>,
+    manifests: Vec<Descriptor>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    schema_version: u32,
+    #[serde(default)]
+    media_type: Option<String>,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Layout {
+    image_layout_version: String,
+}
+
+fn annotated(a: &BTreeMap<String, String>) -> bool {
+    a.get(ANNOTATION).is_some_and(|v| v == "yes")
+}
+
+fn lacks_annotation() -> anyhow::Error {
+    anyhow!(
+        "bundle lacks the \"{ANNOTATION}\": \"yes\" annotation (on index.json, a manifest descriptor or a manifest)"
+    )
+}
+
+fn tag_of(d: &Descriptor) -> Option<&str> {
+    d.annotations.get(REF_NAME).map(String::as_str)
+}
+
+/// The hex part of a `sha256:HEX` digest; other algorithms are refused.
+fn digest_hex(digest: &str) -> Result<&str> {
+    let Some(hex) = digest.strip_prefix("sha256:") else {
+        bail!("blob {digest}: unsupported digest algorithm (only sha256 is)")
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        bail!("blob {digest}: malformed digest");
+    }
+    Ok(hex)
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a blob read whole against its descriptor.
+fn verify_bytes(d: &Descriptor, data: &[u8]) -> Result<()> {
+    if data.len() as u64 != d.size {
+        bail!(
+            "blob {}: size mismatch (the descriptor says {} bytes, the bundle holds {})",
+            d.digest,
+            d.size,
+            data.len()
+        );
+    }
+    let got = to_hex(&sha2::Sha256::digest(data));
+    if Some(got.as_str()) != d.digest.strip_prefix("sha256:") {
+        bail!("blob {}: digest mismatch (got sha256:{got})", d.digest);
+    }
+    Ok(())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, data: &[u8]) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| anyhow!("{what}: invalid: {e}"))
+}
+
+fn parse_index(what: &str, data: &[u8]) -> Result<Index> {
+    let i: Index = parse_json(what, data)?;
+    if i.schema_version != 2 {
+        bail!("{what}: schemaVersion {} is not supported (2 is)", i.schema_version);
+    }
+    if let Some(mt) = &i.media_type
+        && mt != MT_INDEX
+    {
+        bail!("{what}: media type {mt:?} is not an image index");
+    }
+    Ok(i)
+}
+
+fn parse_manifest(what: &str, data: &[u8]) -> Result<Manifest> {
+    let m: Manifest = parse_json(what, data)?;
+    if m.schema_version != 2 {
+        bail!("{what}: schemaVersion {} is not supported (2 is)", m.schema_version);
+    }
+    if let Some(mt) = &m.media_type
+        && mt != MT_MANIFEST
+    {
+        bail!("{what}: media type {mt:?} is not an image manifest");
+    }
+    Ok(m)
+}
+
+/// This machine's architecture as OCI (GOARCH) names it.
+fn goarch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "loongarch64" => "loong64",
+        a => a,
+    }
+}
+
+/// One of several descriptors: the only one, else the one for this machine.
+fn pick<'a>(what: &str, ds: &[&'a Descriptor]) -> Result<&'a Descriptor> {
+    match ds {
+        [] => bail!("{what}: no manifest"),
+        [d] => Ok(d),
+        _ => {
+            let arch = goarch();
+            ds.iter()
+                .find(|d| d.platform.as_ref().is_some_and(|p| p.architecture == arch && p.os == "linux"))
+                .or_else(|| ds.iter().find(|d| d.platform.is_none()))
+                .copied()
+                .ok_or_else(|| anyhow!("{what}: none of its {} manifests is for linux/{arch}", ds.len()))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading the bundle.
+
+/// What a bundle entry is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Item {
+    Layout,
+    Index,
+    /// `blobs/sha256/HEX`
+    Blob(String),
+}
+
+fn classify(raw: &[u8]) -> Option<Item> {
+    let comps: Vec<&[u8]> = raw.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
+    match comps.as_slice() {
+        [b"oci-layout"] => Some(Item::Layout),
+        [b"index.json"] => Some(Item::Index),
+        [b"blobs", b"sha256", h] => {
+            let h = std::str::from_utf8(h).ok()?;
+            digest_hex(&format!("sha256:{h}")).ok()?;
+            Some(Item::Blob(h.to_string()))
+        }
+        _ => None,
+    }
+}
+
+fn describe(i: &Item) -> String {
+    match i {
+        Item::Layout => "the bundle has no oci-layout file".into(),
+        Item::Index => "the bundle has no index.json".into(),
+        Item::Blob(h) => format!("blob sha256:{h}: missing from the bundle"),
+    }
+}
+
+/// The bundle's tar stream, inflated on a thread of its own.
+fn open_bundle(path: &Path) -> Result<crate::archive::Pipe> {
+    let a = Archive {
+        id: ImageId { name: "bundle".into(), reference: "oci".into() },
+        format: Format::Tgz,
+        path: path.to_path_buf(),
+        host: path.to_path_buf(),
+    };
+    crate::archive::open_tar(&a)
+}
+
+/// Calls `f` with every regular-file entry of the bundle that is one of its
+/// layout files or blobs, until `f` says stop.
+fn walk(path: &Path, mut f: impl FnMut(Item, &mut tar::Entry<'_, crate::archive::Pipe>) -> Result<bool>) -> Result<()> {
+    let mut ar = tar::Archive::new(open_bundle(path)?);
+    for e in ar.entries().context("reading bundle")? {
+        let mut e = e.context("reading bundle")?;
+        if !matches!(e.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
+            continue;
+        }
+        let Some(item) = classify(&e.path_bytes()) else { continue };
+        if !f(item, &mut e)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The small documents read so far.
+#[derive(Default)]
+struct Small {
+    layout: Option<Vec<u8>>,
+    index: Option<Vec<u8>>,
+    blobs: HashMap<String, Vec<u8>>,
+    speculative: u64,
+    /// A whole pass over the bundle was made.
+    complete: bool,
+}
+
+impl Small {
+    fn has(&self, i: &Item) -> bool {
+        match i {
+            Item::Layout => self.layout.is_some(),
+            Item::Index => self.index.is_some(),
+            Item::Blob(h) => self.blobs.contains_key(h),
+        }
+    }
+
+    /// The JSON blob `d` points at, checked against it; `None` when not read yet.
+    fn blob(&self, d: &Descriptor) -> Result<Option<&[u8]>> {
+        let hex = digest_hex(&d.digest)?;
+        match self.blobs.get(hex) {
+            None => Ok(None),
+            Some(b) => {
+                verify_bytes(d, b)?;
+                Ok(Some(b))
+            }
+        }
+    }
+}
+
+enum Step<T> {
+    Done(T),
+    Need(Vec<Item>),
+}
+
+fn read_entry(e: &mut impl Read, size: u64, max: u64, what: &str) -> Result<Vec<u8>> {
+    if size > max {
+        bail!("{what}: {size} bytes is too large for a JSON document (at most {max})");
+    }
+    let mut v = Vec::with_capacity(size as usize);
+    e.read_to_end(&mut v).with_context(|| format!("reading {what}"))?;
+    Ok(v)
+}
+
+/// Reads the bundle until `resolve` is satisfied with the small documents
+/// read so far. On the way, every blob that looks like JSON is kept (within
+/// a bound), since a manifest often comes before `index.json`: most bundles
+/// take one pass, stopping as soon as they can. What was read is kept for
+/// the process, so the store scan's `list_tags` spares `unpack` or
+/// `read_units` a pass.
+fn fetch<T>(path: &Path, resolve: impl FnMut(&Small) -> Result<Step<T>>) -> Result<T> {
+    let key = file_key(path);
+    let mut s = CACHE
+        .lock()
+        .ok()
+        .and_then(|mut c| {
+            let i = c.iter().position(|(p, k, _)| p == path && Some(k) == key.as_ref())?;
+            Some(c.swap_remove(i).2)
+        })
+        .unwrap_or_default();
+    let res = fetch_into(&mut s, path, resolve);
+    if let (Some(key), Ok(mut c)) = (key, CACHE.lock()) {
+        c.retain(|(p, _, _)| p != path);
+        if c.len() >= 16 {
+            c.remove(0);
+        }
+        c.push((path.to_path_buf(), key, s));
+    }
+    res
+}
+
+type FileKey = (u64, u64, u64, i64, i64);
+
+static CACHE: std::sync::Mutex<Vec<(PathBuf, FileKey, Small)>> = std::sync::Mutex::new(Vec::new());
+
+fn file_key(path: &Path) -> Option<FileKey> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+fn fetch_into<T>(s: &mut Small, path: &Path, mut resolve: impl FnMut(&Small) -> Result<Step<T>>) -> Result<T> {
+    let mut need = match resolve(s)? {
+        Step::Done(t) => return Ok(t),
+        Step::Need(n) => n,
+    };
+    // A nested index costs at most one more pass.
+    for _ in 0..4 {
+        let at_start = need.clone();
+        let mut done = None;
+        walk(path, |item, e| {
+            if s.has(&item) {
+                return Ok(true);
+            }
+            let size = e.header().entry_size()?;
+            match &item {
+                Item::Layout => s.layout = Some(read_entry(e, size, 64 << 10, "oci-layout")?),
+                Item::Index => s.index = Some(read_entry(e, size, MAX_JSON, "index.json")?),
+                Item::Blob(h) if need.contains(&item) => {
+                    let v = read_entry(e, size, MAX_JSON, &format!("blob sha256:{h}"))?;
+                    s.blobs.insert(h.clone(), v);
+                }
+                Item::Blob(h) => {
+                    if size > MAX_JSON || s.speculative + size > MAX_SPECULATIVE {
+                        return Ok(true);
+                    }
+                    // Peek: layers start with a compression magic or a tar name.
+                    let mut head = vec![];
+                    e.take(512).read_to_end(&mut head).context("reading bundle")?;
+                    if head.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                        return Ok(true);
+                    }
+                    e.read_to_end(&mut head).context("reading bundle")?;
+                    s.speculative += size;
+                    s.blobs.insert(h.clone(), head);
+                }
+            }
+            match resolve(s)? {
+                Step::Done(t) => {
+                    done = Some(t);
+                    Ok(false)
+                }
+                Step::Need(n) => {
+                    need = n;
+                    Ok(true)
+                }
+            }
+        })?;
+        if let Some(t) = done {
+            return Ok(t);
+        }
+        // Every entry has gone by once: what is still missing is not there.
+        s.complete = true;
+        match resolve(s)? {
+            Step::Done(t) => return Ok(t),
+            Step::Need(n) => need = n,
+        }
+        if let Some(missing) = need.iter().find(|i| at_start.contains(i)) {
+            bail!("{}", describe(missing));
+        }
+    }
+    bail!("too many nested indexes")
+}
+
+/// The layer compressions supported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comp {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    digest: String,
+    hex: String,
+    size: u64,
+    comp: Comp,
+}
+
+/// A tag resolved to its manifest, checked.
+#[derive(Debug)]
+struct Resolved {
+    config: Descriptor,
+    layers: Vec<Layer>,
+}
+
+fn layer_of(d: &Descriptor) -> Result<Layer> {
+    let comp = match d.media_type.strip_prefix(MT_LAYER) {
+        Some("") => Comp::Tar,
+        Some("+gzip") => Comp::Gzip,
+        Some("+zstd") => Comp::Zstd,
+        _ => bail!(
+            "layer {}: media type {:?} is not supported (tar, tar+gzip or tar+zstd layers are)",
+            d.digest,
+            d.media_type
+        ),
+    };
+    Ok(Layer { digest: d.digest.clone(), hex: digest_hex(&d.digest)?.to_string(), size: d.size, comp })
+}
+
+/// Follows the manifest descriptor `d` of `tag` (through one nested index)
+/// to its manifest; says whether anything on the way carries the annotation.
+fn follow(s: &Small, tag: &str, d: &Descriptor) -> Result<Step<(bool, Manifest)>> {
+    let mut marked = annotated(&d.annotations);
+    let md = match d.media_type.as_str() {
+        MT_MANIFEST => d.clone(),
+        MT_INDEX => {
+            let Some(b) = s.blob(d)? else { return Ok(Step::Need(vec![Item::Blob(digest_hex(&d.digest)?.into())])) };
+            let nested = parse_index(&format!("index {} of tag {tag:?}", d.digest), b)?;
+            marked |= annotated(&nested.annotations);
+            let ms: Vec<&Descriptor> = nested.manifests.iter().filter(|m| m.media_type == MT_MANIFEST).collect();
+            let m = pick(&format!("index {} of tag {tag:?}", d.digest), &ms)?;
+            marked |= annotated(&m.annotations);
+            m.clone()
+        }
+        other => bail!("tag {tag:?}: manifest {}: media type {other:?} is not supported", d.digest),
+    };
+    let Some(b) = s.blob(&md)? else { return Ok(Step::Need(vec![Item::Blob(digest_hex(&md.digest)?.into())])) };
+    let m = parse_manifest(&format!("manifest {} of tag {tag:?}", md.digest), b)?;
+    marked |= annotated(&m.annotations);
+    Ok(Step::Done((marked, m)))
+}
+
+fn tags_of(index: &Index) -> Vec<&str> {
+    let mut v: Vec<&str> = vec![];
+    for t in index.manifests.iter().filter_map(tag_of) {
+        if !v.contains(&t) {
+            v.push(t);
+        }
+    }
+    v
+}
+
+fn resolve_tag(s: &Small, tag: &str) -> Result<Step<Resolved>> {
+    let (Some(layout), Some(index)) = (&s.layout, &s.index) else {
+        let need = [Item::Layout, Item::Index].into_iter().filter(|i| !s.has(i)).collect();
+        return Ok(Step::Need(need));
+    };
+    let layout: Layout = parse_json("oci-layout", layout)?;
+    if !layout.image_layout_version.starts_with("1.") {
+        bail!("oci-layout: imageLayoutVersion {:?} is not supported (1.x is)", layout.image_layout_version);
+    }
+    let index = parse_index("index.json", index)?;
+    let ds: Vec<&Descriptor> = index.manifests.iter().filter(|d| tag_of(d) == Some(tag)).collect();
+    if ds.is_empty() {
+        let tags = tags_of(&index);
+        let tags = if tags.is_empty() { "none".to_string() } else { tags.join(", ") };
+        bail!("tag {tag:?} not found (tags: {tags})");
+    }
+    let d = pick(&format!("tag {tag:?}"), &ds)?;
+    let (marked, m) = match follow(s, tag, d)? {
+        Step::Done(x) => x,
+        Step::Need(n) => return Ok(Step::Need(n)),
+    };
+    if !(marked || annotated(&index.annotations)) {
+        return Err(lacks_annotation());
+    }
+    digest_hex(&m.config.digest)?;
+    if m.layers.len() > MAX_LAYERS {
+        bail!("tag {tag:?}: {} layers (at most {MAX_LAYERS})", m.layers.len());
+    }
+    let layers = m.layers.iter().map(layer_of).collect::<Result<Vec<_>>>()?;
+    Ok(Step::Done(Resolved { config: m.config, layers }))
+}
+
+/// The tags (references) a bundle offers: those annotated as torcx bundles.
+pub fn list_tags(path: &Path) -> Result<Vec<String>> {
+    fetch(path, |s| {
+        // `oci-layout` is not needed here, but usually comes next to
+        // `index.json`: reading it now spares `unpack` a pass.
+        let Some(index) = &s.index else {
+            let mut need = vec![Item::Index];
+            if s.layout.is_none() && !s.complete {
+                need.push(Item::Layout);
+            }
+            return Ok(Step::Need(need));
+        };
+        if s.layout.is_none() && !s.complete {
+            return Ok(Step::Need(vec![Item::Layout]));
+        }
+        let index = parse_index("index.json", index)?;
+        if tags_of(&index).is_empty() {
+            bail!("index.json names no image: no manifest has a {REF_NAME:?} annotation");
+        }
+        let all = annotated(&index.annotations);
+        let mut tags = vec![];
+        let mut need = vec![];
+        for t in tags_of(&index) {
+            let ds: Vec<&Descriptor> = index.manifests.iter().filter(|d| tag_of(d) == Some(t)).collect();
+            if all || ds.iter().any(|d| annotated(&d.annotations)) {
+                tags.push(t.to_string());
+                continue;
+            }
+            // Only the manifests can tell.
+            match follow(s, t, pick(&format!("tag {t:?}"), &ds)?)? {
+                Step::Done((true, _)) => tags.push(t.to_string()),
+                Step::Done((false, _)) => {}
+                Step::Need(n) => need.extend(n),
+            }
+        }
+        if !need.is_empty() {
+            return Ok(Step::Need(need));
+        }
+        if tags.is_empty() {
+            return Err(lacks_annotation());
+        }
+        Ok(Step::Done(tags))
+    })
+}
+
+fn decoder<'a>(comp: Comp, r: impl BufRead + 'a) -> Result<Box<dyn Read + 'a>> {
+    Ok(match comp {
+        Comp::Tar => Box::new(r),
+        Comp::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Comp::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(r).context("starting zstd")?;
+            d.window_log_max(31).context("configuring zstd")?;
+            Box::new(d)
+        }
+    })
+}
+
+/// Hashes and counts what is read through it.
+struct HashRead<R> {
+    inner: R,
+    h: sha2::Sha256,
+    n: u64,
+}
+
+impl<R: Read> Read for HashRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.h.update(&buf[..k]);
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+impl<R: Read> HashRead<R> {
+    fn new(inner: R) -> Self {
+        HashRead { inner, h: sha2::Sha256::new(), n: 0 }
+    }
+
+    /// Reads to the end and checks size and digest against `digest`/`size`.
+    fn finish(mut self, digest: &str, size: u64) -> Result<()> {
+        std::io::copy(&mut self, &mut std::io::sink()).with_context(|| format!("blob {digest}: reading"))?;
+        if self.n != size {
+            bail!("blob {digest}: size mismatch (the descriptor says {size} bytes, the bundle holds {})", self.n);
+        }
+        let got = to_hex(&self.h.finalize());
+        if Some(got.as_str()) != digest.strip_prefix("sha256:") {
+            bail!("blob {digest}: digest mismatch (got sha256:{got})");
+        }
+        Ok(())
+    }
+}
+
+/// The blobs a tag needs, by hex digest, with the descriptor size and whether
+/// it is a layer (else only the config, checked and dropped).
+fn wanted(r: &Resolved) -> HashMap<String, (String, u64, bool)> {
+    let mut w = HashMap::new();
+    w.insert(digest_hex(&r.config.digest).unwrap().to_string(), (r.config.digest.clone(), r.config.size, false));
+    for l in &r.layers {
+        w.insert(l.hex.clone(), (l.digest.clone(), l.size, true));
+    }
+    w
+}
+
+fn check_entry_size(digest: &str, want: u64, e: &tar::Entry<'_, crate::archive::Pipe>) -> Result<()> {
+    let have = e.header().entry_size()?;
+    if have != want {
+        bail!("blob {digest}: size mismatch (the descriptor says {want} bytes, the bundle holds {have})");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// unpack
 
 /// Applies the layers of `tag` in order into the empty directory `dest`.
 pub fn unpack(path: &Path, tag: &str, dest: &Path, limits: Limits) -> Result<Stats> {
-    let _ = (path, tag, dest, limits);
-    bail!("OCI bundles are not supported yet")
+    let r = fetch(path, |s| resolve_tag(s, tag))?;
+    let root = fsutil::open_dir(dest)?;
+    let (staged, mut live) = stage(path, &r, &root, limits)?;
+    let mut stats = Stats::default();
+    for (i, l) in r.layers.iter().enumerate() {
+        let (file, charged) = &staged[&l.hex];
+        // The first layer has nothing below it for whiteouts to remove.
+        let passes: &[LayerPass] =
+            if i == 0 { &[LayerPass::Entries] } else { &[LayerPass::Whiteouts, LayerPass::Entries] };
+        for pass in passes {
+            let mut f = file.try_clone().context("staged blob")?;
+            f.rewind().context("staged blob")?;
+            let lim = Limits { max_bytes: limits.max_bytes.saturating_sub(live), max_entries: limits.max_entries };
+            let res = decoder(l.comp, BufReader::with_capacity(128 << 10, f))
+                .and_then(|d| extract::extract_layer(d, dest, lim, &mut stats, *pass));
+            res.with_context(|| format!("layer {} ({})", i + 1, l.digest))?;
+        }
+        if !r.layers[i + 1..].iter().any(|x| x.hex == l.hex) {
+            // Its space goes back to the tree (the descriptor closes with `staged`).
+            live -= charged;
+        }
+    }
+    drop(staged);
+    extract::check_symlinks(dest)?;
+    Ok(stats)
 }
 
-/// What the generator needs (manifest, unit files, links) of `tag`, without unpacking.
+/// Copies the layer blobs of `r` into `dest/.torcx-oci-staging`, checking
+/// each against its descriptor (and the config blob too), and returns them
+/// open. Each staged file is unlinked as soon as it is created, so nothing a
+/// layer writes can reach it and nothing is left if unpacking stops; the
+/// directory goes once staging is done. The space used is charged against
+/// `limits.max_bytes`; also returned, as it stays used until applied.
+fn stage(
+    path: &Path,
+    r: &Resolved,
+    root: &OwnedFd,
+    limits: Limits,
+) -> Result<(HashMap<String, (std::fs::File, u64)>, u64)> {
+    rustix::fs::mkdirat(root, STAGING, Mode::from_raw_mode(0o700))
+        .with_context(|| format!("creating {STAGING} in the image tree"))?;
+    let res = (|| -> Result<(HashMap<String, (std::fs::File, u64)>, u64)> {
+        let dir = rustix::fs::openat(
+            root,
+            STAGING,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut want = wanted(r);
+        let mut staged = HashMap::new();
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 256 << 10];
+        walk(path, |item, e| {
+            let Item::Blob(h) = item else { return Ok(true) };
+            let Some((digest, size, layer)) = want.remove(&h) else { return Ok(true) };
+            check_entry_size(&digest, size, e)?;
+            let mut hr = HashRead::new(e);
+            if layer {
+                let charge = size.div_ceil(4096) * 4096 + 4096;
+                total += charge;
+                if total > limits.max_bytes {
+                    bail!(
+                        "blob {digest}: staging the layers exceeds the unpack limit of {} bytes (TORCX_UNPACK_LIMIT or unpack_limit in the config)",
+                        limits.max_bytes
+                    );
+                }
+                let fd = rustix::fs::openat(
+                    &dir,
+                    h.as_str(),
+                    OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .with_context(|| format!("blob {digest}: staging"))?;
+                let _ = rustix::fs::unlinkat(&dir, h.as_str(), AtFlags::empty());
+                let mut f = std::fs::File::from(fd);
+                loop {
+                    let n = hr.read(&mut buf).with_context(|| format!("blob {digest}: reading"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    f.write_all(&buf[..n]).with_context(|| format!("blob {digest}: staging"))?;
+                }
+                hr.finish(&digest, size)?;
+                staged.insert(h, (f, charge));
+            } else {
+                hr.finish(&digest, size)?;
+            }
+            Ok(!want.is_empty())
+        })?;
+        if let Some((digest, _, _)) = want.values().next() {
+            bail!("blob {digest}: missing from the bundle");
+        }
+        Ok((staged, total))
+    })();
+    let rm = rustix::fs::unlinkat(root, STAGING, AtFlags::REMOVEDIR);
+    let out = res?;
+    rm.with_context(|| format!("removing {STAGING}"))?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// read_units
+
+/// A path of the merged image, as far as the generator needs it.
+#[derive(Debug, Clone)]
+enum Node {
+    Dir,
+    Link(PathBuf),
+    File(Vec<u8>),
+}
+
+type Tree = BTreeMap<PathBuf, Node>;
+
+/// What one layer does to the ones below it.
+#[derive(Default, Debug)]
+struct Rec {
+    /// `(path, opaque)`: remove `path`, or empty it when opaque.
+    whiteouts: Vec<(PathBuf, bool)>,
+    ops: Vec<Op>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Dir(PathBuf),
+    Link(PathBuf, PathBuf),
+    File(PathBuf, Vec<u8>),
+    Hardlink(PathBuf, PathBuf),
+    /// A file not kept: it still replaces what was at its path.
+    Gone(PathBuf),
+}
+
+/// Removes `p` (or only what is below it) and everything below it.
+fn remove_below(t: &mut Tree, p: &Path, keep_self: bool) {
+    let doomed: Vec<PathBuf> = t
+        .range::<Path, _>((std::ops::Bound::Included(p), std::ops::Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(p))
+        .filter(|(k, _)| !(keep_self && k.as_path() == p))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in doomed {
+        t.remove(&k);
+    }
+}
+
+fn has_at_or_below(t: &Tree, p: &Path) -> bool {
+    t.range::<Path, _>((std::ops::Bound::Included(p), std::ops::Bound::Unbounded))
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(p))
+}
+
+fn merge(t: &mut Tree, rec: &Rec) {
+    for (p, opaque) in &rec.whiteouts {
+        remove_below(t, p, *opaque);
+    }
+    for op in &rec.ops {
+        match op {
+            Op::Dir(p) => {
+                if !matches!(t.get(p), Some(Node::Dir)) {
+                    remove_below(t, p, false);
+                    t.insert(p.clone(), Node::Dir);
+                }
+            }
+            Op::Link(p, target) => {
+                remove_below(t, p, false);
+                t.insert(p.clone(), Node::Link(target.clone()));
+            }
+            Op::File(p, data) => {
+                remove_below(t, p, false);
+                t.insert(p.clone(), Node::File(data.clone()));
+            }
+            Op::Hardlink(p, target) => {
+                let data = match t.get(target) {
+                    Some(Node::File(d)) => Some(d.clone()),
+                    _ => None,
+                };
+                remove_below(t, p, false);
+                if let Some(d) = data {
+                    t.insert(p.clone(), Node::File(d));
+                }
+            }
+            Op::Gone(p) => remove_below(t, p, false),
+        }
+    }
+}
+
+fn looks_like_unit_path(p: &Path) -> bool {
+    p.components().any(|c| c.as_os_str() == "systemd")
+}
+
+/// Whether `read_units` keeps the contents of the regular file `p`.
+fn keep(p: &Path, extra: &[PathBuf]) -> bool {
+    p == Path::new(MANIFEST_PATH) || looks_like_unit_path(p) || extra.iter().any(|x| p.starts_with(x))
+}
+
+#[derive(Default)]
+struct Budget {
+    entries: u64,
+    bytes: u64,
+}
+
+fn entry_err(raw: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("entry {:?}: {msg}", String::from_utf8_lossy(raw))
+}
+
+/// Reads one layer (decompressing on the fly) into what it does to the
+/// layers below, with the extractor's path rules. With `lower` (the merged
+/// layers below, when this layer is merged next), files not kept are only
+/// recorded when they replace something recorded below.
+fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf], budget: &mut Budget) -> Result<Rec> {
+    let mut hr = HashRead::new(src);
+    let parsed = (|| -> Result<Rec> {
+        let dec = decoder(l.comp, BufReader::with_capacity(64 << 10, &mut hr))?;
+        let mut ar = tar::Archive::new(dec);
+        let mut rec = Rec::default();
+        let mut here: HashSet<PathBuf> = HashSet::new();
+        for e in ar.entries().context("reading layer")? {
+            let mut e = e.context("reading layer")?;
+            let kind = e.header().entry_type();
+            if kind == tar::EntryType::XGlobalHeader {
+                continue;
+            }
+            let raw = e.path_bytes().into_owned();
+            let comps = extract::components(&raw)?;
+            let Some((name, parent)) = comps.split_last() else { continue };
+            budget.entries += 1;
+            if budget.entries > MAX_MEM_ENTRIES {
+                return Err(entry_err(
+                    &raw,
+                    format!("more than {MAX_MEM_ENTRIES} entries: refused as an archive bomb"),
+                ));
+            }
+            let dir: PathBuf = parent.iter().collect();
+            match extract::whiteout_kind(&raw, name)? {
+                Whiteout::Remove(n) => {
+                    rec.whiteouts.push((dir.join(n), false));
+                    continue;
+                }
+                Whiteout::Opaque => {
+                    rec.whiteouts.push((dir, true));
+                    continue;
+                }
+                Whiteout::Ignored => continue,
+                Whiteout::No => {}
+            }
+            let rel = dir.join(name);
+            let replaces = |rel: &Path, here: &HashSet<PathBuf>| {
+                here.contains(rel) || lower.is_none_or(|t| has_at_or_below(t, rel))
+            };
+            match kind {
+                tar::EntryType::Directory => {
+                    here.insert(rel.clone());
+                    rec.ops.push(Op::Dir(rel));
+                }
+                tar::EntryType::Symlink => {
+                    let t = e.link_name_bytes().ok_or_else(|| entry_err(&raw, "symlink without a target"))?;
+                    extract::check_symlink(&raw, parent.len(), &t)?;
+                    let t = PathBuf::from(OsStr::from_bytes(&t));
+                    here.insert(rel.clone());
+                    rec.ops.push(Op::Link(rel, t));
+                }
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let size = e.header().entry_size()?;
+                    if keep(&rel, extra) && size <= MAX_MEM_FILE {
+                        budget.bytes += size;
+                        if budget.bytes > MAX_MEM_TOTAL {
+                            bail!("unit files larger than {MAX_MEM_TOTAL} bytes in all");
+                        }
+                        let mut v = Vec::with_capacity(size as usize);
+                        e.read_to_end(&mut v).context("reading layer")?;
+                        here.insert(rel.clone());
+                        rec.ops.push(Op::File(rel, v));
+                    } else if replaces(&rel, &here) {
+                        rec.ops.push(Op::Gone(rel));
+                    }
+                }
+                tar::EntryType::Link => {
+                    let t = e.link_name_bytes().ok_or_else(|| entry_err(&raw, "hard link without a target"))?;
+                    let tc = extract::components(&t).map_err(|_| {
+                        entry_err(
+                            &raw,
+                            format!("hard link to {:?} points outside the image", String::from_utf8_lossy(&t)),
+                        )
+                    })?;
+                    if keep(&rel, extra) {
+                        here.insert(rel.clone());
+                        rec.ops.push(Op::Hardlink(rel, tc.iter().collect()));
+                    } else if replaces(&rel, &here) {
+                        rec.ops.push(Op::Gone(rel));
+                    }
+                }
+                tar::EntryType::Char | tar::EntryType::Block => return Err(entry_err(&raw, "device node refused")),
+                tar::EntryType::Fifo => return Err(entry_err(&raw, "FIFO refused")),
+                other => return Err(entry_err(&raw, format!("unsupported entry type {other:?}"))),
+            }
+        }
+        Ok(rec)
+    })();
+    // A corrupt blob is reported as such, rather than by what it made the
+    // decompressor or the tar reader say.
+    hr.finish(&l.digest, l.size)?;
+    parsed.with_context(|| format!("layer {}", l.digest))
+}
+
+/// Streams the bundle once, reading every layer of `r` and merging them in
+/// manifest order.
+fn collect(path: &Path, r: &Resolved, extra: &[PathBuf]) -> Result<Tree> {
+    let mut want = wanted(r);
+    let mut tree = Tree::new();
+    let mut next = 0;
+    let mut recs: HashMap<String, Rec> = HashMap::new();
+    let mut budget = Budget::default();
+    walk(path, |item, e| {
+        let Item::Blob(h) = item else { return Ok(true) };
+        let Some((digest, size, layer)) = want.remove(&h) else { return Ok(true) };
+        check_entry_size(&digest, size, e)?;
+        if !layer {
+            HashRead::new(e).finish(&digest, size)?;
+            return Ok(!want.is_empty());
+        }
+        let l = r.layers.iter().find(|l| l.hex == h).unwrap();
+        // Merged right away, and used once: what it does not keep can be
+        // dropped unless it replaces something below.
+        let now = r.layers.get(next).is_some_and(|l| l.hex == h) && r.layers.iter().filter(|l| l.hex == h).count() == 1;
+        let rec = read_layer(e, l, now.then_some(&tree), extra, &mut budget)?;
+        recs.insert(h, rec);
+        while next < r.layers.len()
+            && let Some(rec) = recs.get(&r.layers[next].hex)
+        {
+            merge(&mut tree, rec);
+            let h = &r.layers[next].hex;
+            if !r.layers[next + 1..].iter().any(|l| &l.hex == h) {
+                recs.remove(&h.clone());
+            }
+            next += 1;
+        }
+        Ok(!want.is_empty())
+    })?;
+    if let Some((digest, _, _)) = want.values().next() {
+        bail!("blob {digest}: missing from the bundle");
+    }
+    Ok(tree)
+}
+
+fn to_mem(t: &Tree) -> Mem {
+    let mut m = Mem::default();
+    for (p, n) in t {
+        match n {
+            Node::Dir => m.insert_dir(p.clone()),
+            Node::Link(target) => m.insert_link(p.clone(), target.clone()),
+            Node::File(d) => m.insert_file(p.clone(), d.clone()),
+        }
+    }
+    m
+}
+
+/// Paths the generator needs that `keep` did not keep: the manifest behind a
+/// symlinked directory, units listed outside a `systemd` directory.
+fn missed(m: &Mem, extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let Ok(mp) = m.resolve_path(Path::new(MANIFEST_PATH)) else { return out };
+    if !keep(&mp, extra) {
+        out.push(mp);
+        return out;
+    }
+    let Ok(Some(man)) = source::read_manifest(m) else { return out };
+    for u in &man.units {
+        let Ok(rel) = fsutil::relative_inside(u) else { continue };
+        let Ok(p) = m.resolve_path(&rel) else { continue };
+        if !keep(&p, extra) && !matches!(m.lstat(&p), Ok(Some(source::Kind::File))) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// What the generator needs (manifest, unit files, links) of `tag`, without
+/// unpacking: read-only, in memory, every blob used checked.
 pub fn read_units(path: &Path, tag: &str) -> Result<Mem> {
-    let _ = (path, tag);
-    bail!("OCI bundles are not supported yet")
+    let r = fetch(path, |s| resolve_tag(s, tag))?;
+    let mut extra: Vec<PathBuf> = vec![];
+    loop {
+        let mem = to_mem(&collect(path, &r, &extra)?);
+        let more: Vec<PathBuf> = missed(&mem, &extra).into_iter().filter(|p| !extra.contains(p)).collect();
+        if more.is_empty() || !extra.is_empty() {
+            return Ok(mem);
+        }
+        extra.extend(more);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let h = "a".repeat(64);
+        assert_eq!(classify(b"./index.json"), Some(Item::Index));
+        assert_eq!(classify(b"oci-layout"), Some(Item::Layout));
+        assert_eq!(classify(format!("blobs/sha256/{h}").as_bytes()), Some(Item::Blob(h.clone())));
+        assert_eq!(classify(b"blobs/sha256/../../x"), None);
+        assert_eq!(classify(b"blobs/sha512/abc"), None);
+        assert!(digest_hex("sha512:00").is_err());
+        assert!(digest_hex(&format!("sha256:{}", "A".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn merging() {
+        let mut t = Tree::new();
+        let p = |s: &str| PathBuf::from(s);
+        merge(
+            &mut t,
+            &Rec {
+                whiteouts: vec![],
+                ops: vec![
+                    Op::Dir(p("a")),
+                    Op::File(p("a/x"), b"x".to_vec()),
+                    Op::File(p("a/y"), b"y".to_vec()),
+                    Op::Dir(p("b")),
+                    Op::File(p("b/z"), b"z".to_vec()),
+                    Op::Link(p("c"), p("a")),
+                ],
+            },
+        );
+        merge(
+            &mut t,
+            &Rec {
+                whiteouts: vec![(p("a/x"), false), (p("b"), true), (p("c"), false)],
+                ops: vec![Op::File(p("b/new"), b"n".to_vec()), Op::Hardlink(p("a/h"), p("a/y")), Op::Gone(p("a/y"))],
+            },
+        );
+        let keys: Vec<String> = t.keys().map(|k| k.display().to_string()).collect();
+        assert_eq!(keys, ["a", "a/h", "b", "b/new"]);
+        assert!(matches!(&t[&p("a/h")], Node::File(d) if d == b"y"));
+    }
 }

@@ -66,12 +66,15 @@ fn existing_dirs<'a>(src: &dyn ImageSource, list: &[&'a str]) -> Vec<&'a str> {
         // A symlink in the path (`/bin`, or `/lib` of `/lib/systemd/system`)
         // may make it another entry of the list.
         let resolved = resolve_lexically(src, Path::new(d));
+        let real = |x: &str, r: &Path| r == Path::new(x);
+        let pos = |x: &str| list.iter().position(|y| *y == x);
+        // Of two names of one directory, keep the real one, else the first.
         let dup = list.iter().any(|o| {
-            o != d && is_dir(o) && resolve_lexically(src, Path::new(o)) == resolved && {
-                // Keep the first of two names of one directory.
-                let (i, j) = (list.iter().position(|x| x == d), list.iter().position(|x| x == o));
-                j < i
+            if o == d || !is_dir(o) {
+                return false;
             }
+            let ro = resolve_lexically(src, Path::new(o));
+            ro == resolved && (real(o, &ro), pos(d)) > (real(d, &resolved), pos(o))
         });
         if !dup {
             out.push(*d);
