@@ -18,12 +18,13 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, **kw)
 
 
-def ns(script):
+def ns(script, setup="true"):
     """Runs `script` in a private mount namespace with a fresh tmpfs /run and
     prints its wall time in ns, measured inside: setting up and tearing down
     the namespace (which unmounts everything, and frees loop devices) is not
     the boot's cost."""
-    full = ("mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/x && s=$(date +%s%N) && ( " + script +
+    full = ("mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/x && ( " + setup + " ) >/dev/null && "
+            "s=$(date +%s%N) && ( " + script +
             " ) >/dev/null && e=$(date +%s%N) && echo $((e - s))")
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", full]
 
@@ -98,6 +99,20 @@ def main():
                                  capture_output=True, text=True).stderr.strip().splitlines()[-1]
             r["peak RSS of apply (KiB)"] = int(out)
             rows.append((kind, fmt, r))
+    # Runtime attach and detach (no daemon-reload: systemd does not run in the
+    # namespace), against the unpack alone.
+    for kind in ("large", "many"):
+        store = os.path.join(c, "store", "tgz-" + kind)
+        imgs = sorted(os.path.join(store, x) for x in os.listdir(store))
+        names_ = [os.path.basename(p).split(":")[0] for p in imgs]
+        e = f"export TORCX_BASEDIR={work}/base-rt TORCX_RUNDIR=/run/torcx TORCX_USR_MOUNTPOINT={work}/usr TORCX_CONFDIR={work}/conf-rt; "
+        att = " && ".join(f"{a.torcx} attach {p} --no-reload" for p in imgs)
+        det = " && ".join(f"{a.torcx} detach {n} --no-reload" for n in names_)
+        r = {}
+        r["torcx attach (each)"] = timed(ns(e + att), a.runs)
+        r["torcx detach (each)"] = timed(ns(e + det, setup=e + att), a.runs)
+        r["tar -xzf into tmpfs"] = timed(ns(" && ".join(f"mkdir /run/x/{i} && tar -xzf {p} -C /run/x/{i}" for i, p in enumerate(imgs))), a.runs)
+        rows.append((kind + ", runtime", "tgz", r))
     # squashfs: torcx against the fastest possible loop setup and mount, and
     # against util-linux's mount -o loop, in the same run.
     for kind in ("large", "many"):
