@@ -628,10 +628,10 @@ fn check_entry_size(digest: &str, want: u64, e: &tar::Entry<'_, crate::archive::
 pub fn unpack(path: &Path, tag: &str, dest: &Path, limits: Limits) -> Result<Stats> {
     let r = fetch(path, |s| resolve_tag(s, tag))?;
     let root = fsutil::open_dir(dest)?;
-    let (staged, mut live) = stage(path, &r, &root, limits)?;
+    let (mut staged, mut live) = stage(path, &r, &root, limits)?;
     let mut stats = Stats::default();
     for (i, l) in r.layers.iter().enumerate() {
-        let (file, charged) = &staged[&l.hex];
+        let file = &staged[&l.hex].0;
         // The first layer has nothing below it for whiteouts to remove.
         let passes: &[LayerPass] =
             if i == 0 { &[LayerPass::Entries] } else { &[LayerPass::Whiteouts, LayerPass::Entries] };
@@ -643,15 +643,20 @@ pub fn unpack(path: &Path, tag: &str, dest: &Path, limits: Limits) -> Result<Sta
                 .and_then(|d| extract::extract_layer(d, dest, lim, &mut stats, *pass));
             res.with_context(|| format!("layer {} ({})", i + 1, l.digest))?;
         }
-        if !r.layers[i + 1..].iter().any(|x| x.hex == l.hex) {
-            // Its space goes back to the tree (the descriptor closes with `staged`).
+        if !r.layers[i + 1..].iter().any(|x| x.hex == l.hex)
+            && let Some((file, charged)) = staged.remove(&l.hex)
+        {
+            // Closing the unlinked file frees its space for the tree.
+            drop(file);
             live -= charged;
         }
     }
-    drop(staged);
     extract::check_symlinks(dest)?;
     Ok(stats)
 }
+
+/// Staged layer blobs by hex digest: the open (unlinked) file and the space charged.
+type Staged = HashMap<String, (std::fs::File, u64)>;
 
 /// Copies the layer blobs of `r` into `dest/.torcx-oci-staging`, checking
 /// each against its descriptor (and the config blob too), and returns them
@@ -659,15 +664,10 @@ pub fn unpack(path: &Path, tag: &str, dest: &Path, limits: Limits) -> Result<Sta
 /// layer writes can reach it and nothing is left if unpacking stops; the
 /// directory goes once staging is done. The space used is charged against
 /// `limits.max_bytes`; also returned, as it stays used until applied.
-fn stage(
-    path: &Path,
-    r: &Resolved,
-    root: &OwnedFd,
-    limits: Limits,
-) -> Result<(HashMap<String, (std::fs::File, u64)>, u64)> {
+fn stage(path: &Path, r: &Resolved, root: &OwnedFd, limits: Limits) -> Result<(Staged, u64)> {
     rustix::fs::mkdirat(root, STAGING, Mode::from_raw_mode(0o700))
         .with_context(|| format!("creating {STAGING} in the image tree"))?;
-    let res = (|| -> Result<(HashMap<String, (std::fs::File, u64)>, u64)> {
+    let res = (|| -> Result<(Staged, u64)> {
         let dir = rustix::fs::openat(
             root,
             STAGING,
@@ -1060,5 +1060,136 @@ mod tests {
         let keys: Vec<String> = t.keys().map(|k| k.display().to_string()).collect();
         assert_eq!(keys, ["a", "a/h", "b", "b/new"]);
         assert!(matches!(&t[&p("a/h")], Node::File(d) if d == b"y"));
+    }
+
+    enum E<'a> {
+        Dir(&'a str),
+        File(&'a str, &'a [u8]),
+        Link(&'a str, &'a str),
+    }
+
+    fn tar_of(es: &[E]) -> Vec<u8> {
+        let mut b = tar::Builder::new(vec![]);
+        for e in es {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(0);
+            match e {
+                E::Dir(p) => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    b.append_data(&mut h, p, &[][..]).unwrap();
+                }
+                E::File(p, d) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(0o644);
+                    h.set_size(d.len() as u64);
+                    b.append_data(&mut h, p, *d).unwrap();
+                }
+                E::Link(p, t) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_mode(0o777);
+                    h.set_size(0);
+                    b.append_link(&mut h, p, t).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gz(d: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(vec![], flate2::Compression::fast());
+        e.write_all(d).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn desc(mt: &str, d: &[u8]) -> serde_json::Value {
+        serde_json::json!({"mediaType": mt, "digest": format!("sha256:{}", to_hex(&sha2::Sha256::digest(d))), "size": d.len()})
+    }
+
+    /// A bundle of gzip layers, tagged `1`, annotated on the index; `tamper`
+    /// changes one byte of the last layer after its digest is taken.
+    fn bundle(layers: &[Vec<u8>], tamper: bool) -> Vec<u8> {
+        let mut blobs: Vec<Vec<u8>> = layers.iter().map(|l| gz(l)).collect();
+        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+        let ls: Vec<_> = blobs.iter().map(|b| desc(&format!("{MT_LAYER}+gzip"), b)).collect();
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": MT_MANIFEST,
+            "config": desc("application/vnd.oci.image.config.v1+json", &config), "layers": ls});
+        let manifest = manifest.to_string().into_bytes();
+        let mut md = desc(MT_MANIFEST, &manifest);
+        md["annotations"] = serde_json::json!({REF_NAME: "1"});
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [md], "annotations": {ANNOTATION: "yes"}});
+        if tamper {
+            let last = blobs.last_mut().unwrap();
+            let n = last.len() / 2;
+            last[n] ^= 0xff;
+        }
+        let hexes: Vec<String> = layers
+            .iter()
+            .map(|l| to_hex(&sha2::Sha256::digest(gz(l))))
+            .chain([&config, &manifest].iter().map(|b| to_hex(&sha2::Sha256::digest(b))))
+            .collect();
+        blobs.push(config);
+        blobs.push(manifest);
+        let mut b = tar::Builder::new(vec![]);
+        let mut add = |name: &str, d: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(d.len() as u64);
+            b.append_data(&mut h, name, d).unwrap();
+        };
+        for (h, d) in hexes.iter().zip(&blobs).rev() {
+            add(&format!("blobs/sha256/{h}"), d);
+        }
+        add("index.json", index.to_string().as_bytes());
+        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        gz(&b.into_inner().unwrap())
+    }
+
+    fn layers() -> Vec<Vec<u8>> {
+        let man = br#"{"kind":"image-manifest-v0","value":{"units":["/lib/systemd/system/u.service"]}}"#;
+        vec![
+            tar_of(&[
+                E::Dir(".torcx"),
+                E::File(".torcx/manifest.json", man),
+                E::Dir("a"),
+                E::File("a/x", b"1"),
+                E::File("a/y", b"y"),
+                E::Link("l", "a"),
+                E::Dir("lib/systemd/system"),
+                E::File("lib/systemd/system/u.service", b"v1"),
+            ]),
+            tar_of(&[E::File("a/.wh.y", b""), E::File("a/x", b"2"), E::File("lib/systemd/system/u.service", b"v2")]),
+        ]
+    }
+
+    #[test]
+    fn unpack_and_read_units() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("b.torcx.oci.tgz");
+        std::fs::write(&path, bundle(&layers(), false)).unwrap();
+        assert_eq!(list_tags(&path).unwrap(), ["1"]);
+        let dest = t.path().join("tree");
+        std::fs::create_dir(&dest).unwrap();
+        let lim = Limits { max_bytes: 1 << 30, max_entries: 1000 };
+        unpack(&path, "1", &dest, lim).unwrap();
+        assert_eq!(std::fs::read(dest.join("a/x")).unwrap(), b"2");
+        assert!(!dest.join("a/y").exists());
+        assert_eq!(std::fs::read_link(dest.join("l")).unwrap(), Path::new("a"));
+        assert!(!dest.join(STAGING).exists());
+        let mem = read_units(&path, "1").unwrap();
+        assert_eq!(mem.read(Path::new("lib/systemd/system/u.service")).unwrap(), b"v2");
+        assert_eq!(mem.lstat(Path::new("a/y")).unwrap(), None);
+        let err = format!("{:#}", unpack(&path, "2", &dest, lim).unwrap_err());
+        assert_eq!(err, "tag \"2\" not found (tags: 1)");
+
+        std::fs::write(&path, bundle(&layers(), true)).unwrap();
+        let dest = t.path().join("tree2");
+        std::fs::create_dir(&dest).unwrap();
+        let err = format!("{:#}", unpack(&path, "1", &dest, lim).unwrap_err());
+        assert!(err.contains("digest mismatch"), "{err}");
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0, "staging left behind");
+        let err = format!("{:#}", read_units(&path, "1").map(|_| ()).unwrap_err());
+        assert!(err.contains("digest mismatch"), "{err}");
     }
 }

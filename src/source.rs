@@ -176,18 +176,6 @@ impl Mem {
     pub fn insert_dir(&mut self, rel: PathBuf) {
         self.dirs.insert(rel);
     }
-    /// Removes a path and everything below it (an OCI whiteout).
-    pub fn remove(&mut self, rel: &Path) {
-        self.files.retain(|p, _| !p.starts_with(rel));
-        self.links.retain(|p, _| !p.starts_with(rel));
-        self.dirs.retain(|p| !p.starts_with(rel));
-    }
-    /// Removes everything below a directory, keeping it (an opaque whiteout).
-    pub fn clear_dir(&mut self, rel: &Path) {
-        self.files.retain(|p, _| !p.starts_with(rel) || p == rel);
-        self.links.retain(|p, _| !p.starts_with(rel) || p == rel);
-        self.dirs.retain(|p| !p.starts_with(rel) || p == rel);
-    }
 
     /// What the generator needs of an unpacked image: its manifest and the
     /// unit files and links it lists, as `from_archive` would read them.
