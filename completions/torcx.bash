@@ -302,7 +302,7 @@ _torcx() {
             return 0
             ;;
         torcx__subcmd__image__subcmd__pack)
-            opts="-o -v -q -h --output --root --json --verbose --quiet --store --help"
+            opts="-o -v -q -h --output --format --name --reference --root --json --verbose --quiet --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -313,6 +313,18 @@ _torcx() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "tgz zst squashfs erofs oci" -- "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reference)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

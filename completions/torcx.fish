@@ -116,13 +116,20 @@ complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subco
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from clear-versioned" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from clear-versioned" -s q -l quiet -d 'Only errors'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from clear-versioned" -s h -l help -d 'Print help'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -s o -l output -d 'The archive to write' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -s o -l output -d 'The archive to write (a file, or a directory with --name)' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -l format -d 'Archive format (default: from the output\'s suffix)' -r -f -a "tgz\t'gzip tar (.torcx.tgz)'
+zst\t'zstd tar (.torcx.tar.zst)'
+squashfs\t'squashfs, mounted (.torcx.squashfs)'
+erofs\t'erofs, mounted (.torcx.erofs)'
+oci\t'OCI bundle (not yet)'"
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -l name -d 'Image name: names the archive in an output directory, or checks the output\'s name' -r
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -l reference -d 'Image reference, with --name (default com.coreos.cl)' -r
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -l json -d 'Print JSON (the default when stdout is not a terminal)'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -s q -l quiet -d 'Only errors'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -s h -l help -d 'Print help'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pack" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from inspect" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from inspect" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from inspect" -l json -d 'Print JSON (the default when stdout is not a terminal)'
