@@ -209,8 +209,26 @@ fn subject(cfg: &Config, arg: &str) -> Result<Subject> {
             Some((f, id)) => (f, id.ok()),
             None => (sniff(&abs)?, None),
         };
-        let id_known = id.is_some();
-        let a = Archive { id: id.unwrap_or_else(placeholder), format, path: abs.clone(), host: abs };
+        let mut id_known = id.is_some();
+        let mut id = id.unwrap_or_else(placeholder);
+        if format == Format::Oci {
+            // A bundle offers one image per tag: the one its name says, else its only one.
+            let tags = crate::oci::list_tags(&abs)?;
+            if !tags.contains(&id.reference) {
+                match tags.as_slice() {
+                    [only] => {
+                        id = ImageId::new(&id.name, only)?;
+                        id_known = true;
+                    }
+                    _ => bail!(
+                        "{}: a bundle of several references ({}): inspect one as NAME:REF from a store",
+                        abs.display(),
+                        tags.join(", ")
+                    ),
+                }
+            }
+        }
+        let a = Archive { id, format, path: abs.clone(), host: abs };
         return Ok(Subject::Archive { a, id_known });
     }
     match crate::cli::resolve(cfg, arg, true)? {
@@ -309,7 +327,11 @@ fn unpack_nodes<'a>(
                 FsNode::Special(what) => findings.push(Finding {
                     severity: Severity::Warning,
                     path: shown.clone(),
-                    message: format!("{shown}: {what}: unusable, the image is mounted nodev"),
+                    message: if what == "device node" {
+                        format!("{shown}: {what}: unusable, the image is mounted nodev")
+                    } else {
+                        format!("{shown}: {what}: pack and the unpack of tar formats refuse it")
+                    },
                 }),
             }
         }
@@ -317,6 +339,8 @@ fn unpack_nodes<'a>(
         Ok(())
     })();
     let extracted = th.join().map_err(|_| anyhow!("the extractor thread panicked"))?;
+    // A failure to read the image comes first: the extractor then only saw a truncated stream.
+    produce?;
     if let Err(e) = extracted {
         findings.push(Finding {
             severity: Severity::Error,
@@ -325,7 +349,6 @@ fn unpack_nodes<'a>(
         });
         return Ok(findings);
     }
-    produce?;
     let root = fsutil::open_dir(dest)?;
     for (rel, t) in later {
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else { continue };
@@ -518,7 +541,7 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
         };
         s += &format!("{:<12} {src}\n", "manifest");
         s += &manifest_lines(&ex.manifest);
-        s += &format!("{:<12} {}\n", "placements", if ex.placements.is_empty() { "none" } else { "" });
+        s += if ex.placements.is_empty() { "placements   none\n" } else { "placements\n" };
         for p in &ex.placements {
             s += &placement_line(p);
             s.push('\n');
@@ -531,7 +554,7 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
                 s += &format!("  {l}\n");
             }
         }
-        print!("{}", s.trim_end_matches(' '));
+        print!("{s}");
     }
     Ok(if errors > 0 { 1 } else { 0 })
 }

@@ -13,7 +13,7 @@ use crate::systemd;
 use object::elf;
 use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
@@ -59,7 +59,7 @@ pub struct Image<'a> {
 
 /// Every finding, errors and warnings, in a stable order.
 pub fn lint(cfg: &Config, img: &Image) -> Vec<Finding> {
-    let mut l = Linter { cfg, img, out: vec![] };
+    let mut l = Linter { cfg, img, out: vec![], seen: BTreeSet::new() };
     l.manifest_paths();
     l.elves();
     l.units();
@@ -79,6 +79,7 @@ struct Linter<'a> {
     cfg: &'a Config,
     img: &'a Image<'a>,
     out: Vec<Finding>,
+    seen: BTreeSet<(String, String)>,
 }
 
 fn slash(rel: &Path) -> String {
@@ -87,9 +88,8 @@ fn slash(rel: &Path) -> String {
 
 impl Linter<'_> {
     fn push(&mut self, severity: Severity, path: &str, message: String) {
-        let f = Finding { severity, path: path.to_string(), message };
-        if !self.out.contains(&f) {
-            self.out.push(f);
+        if self.seen.insert((path.to_string(), message.clone())) {
+            self.out.push(Finding { severity, path: path.to_string(), message });
         }
     }
 
@@ -596,11 +596,8 @@ fn normalize(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
+            Component::ParentDir if !out.pop() => return None,
+            Component::ParentDir => {}
             Component::Normal(n) => out.push(n),
             _ => {}
         }
@@ -881,16 +878,6 @@ fn multiarch() -> String {
     };
     let abi = if std::env::consts::ARCH == "arm" { "gnueabihf" } else { "gnu" };
     format!("{arch}-linux-{abi}")
-}
-
-/// Groups findings by path, for callers that want them so.
-#[allow(dead_code)]
-pub fn by_path(findings: &[Finding]) -> BTreeMap<&str, Vec<&Finding>> {
-    let mut m: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
-    for f in findings {
-        m.entry(f.path.as_str()).or_default().push(f);
-    }
-    m
 }
 
 #[cfg(test)]
