@@ -179,9 +179,7 @@ fn apply_image(cfg: &Config, id: &ImageId, archives: &[store::Archive]) -> Image
     // complete; otherwise clear it so the image is attached afresh.
     match Record::load(cfg, &id.name) {
         Ok(Some(r))
-            if r.id() == *id
-                && r.state == "attached"
-                && (!r.mounted || mount::mounted_at(&cfg.host(&r.tree)).is_some()) =>
+            if r.id() == *id && r.state == "attached" && (!r.mounted || mount::is_mountpoint(&cfg.host(&r.tree))) =>
         {
             st.archive = Some(r.archive.clone());
             st.format = Some(r.format.clone());
@@ -211,7 +209,8 @@ fn apply_image(cfg: &Config, id: &ImageId, archives: &[store::Archive]) -> Image
     let opts = attach::Options { origin: "boot".into(), copy: attach::CopyMode::Copy, ..Default::default() };
     match attach::attach(cfg, &attach::ImageFrom::Archive(a.clone()), &opts) {
         Ok((rec, unpacked)) => {
-            if cache::load(cfg, a).is_none() {
+            // squashfs and erofs are read through their index: nothing to gain.
+            if !a.format.mounted() && cache::load(cfg, a).is_none() {
                 cache_units(cfg, a, &rec);
             }
             st.state = "attached".into();

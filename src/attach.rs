@@ -422,7 +422,6 @@ fn owners(cfg: &Config) -> Result<BTreeMap<PathBuf, String>> {
 /// Refuses any placement whose destination exists (a directory where a
 /// directory goes is shared, not a conflict). Nothing is changed.
 pub fn check_conflicts(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result<()> {
-    let owners = owners(cfg)?;
     for p in plan {
         let host = cfg.host(&p.dest);
         let Ok(meta) = std::fs::symlink_metadata(&host) else {
@@ -431,7 +430,8 @@ pub fn check_conflicts(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result
         if p.action == Action::Dir && meta.is_dir() {
             continue;
         }
-        let owner = owners.get(&p.dest).cloned().unwrap_or_else(|| "a file torcx did not place".into());
+        // Only now read every record: naming the owner is for the error.
+        let owner = owners(cfg)?.get(&p.dest).cloned().unwrap_or_else(|| "a file torcx did not place".into());
         bail!(
             "image {id}: {} (from /{}) conflicts with {owner}, already at {}",
             p.dest.display(),
@@ -541,7 +541,7 @@ fn still_ours(cfg: &Config, f: &RecordedFile) -> bool {
 pub fn remove(cfg: &Config, rec: &Record) -> Result<Vec<PathBuf>> {
     let kept = remove_files(cfg, rec)?;
     let tree = cfg.host(&rec.tree);
-    if rec.mounted && mount::mounted_at(&tree).is_some() && mount::unmount_lazy(&tree)? {
+    if rec.mounted && mount::is_mountpoint(&tree) && mount::unmount_lazy(&tree)? {
         log::warn(&format!("{} is still in use: detached lazily, it goes when its last user does", rec.tree.display()));
     }
     if rec.mounted {
@@ -678,7 +678,7 @@ pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, 
         remove(cfg, &r)?;
     }
     let tree = cfg.unpack_dir().join(&id.name);
-    if mount::mounted_at(&cfg.host(&tree)).is_some() {
+    if mount::is_mountpoint(&cfg.host(&tree)) {
         bail!("image {id}: {} is already mounted, but no record says by which image", tree.display());
     }
     let mut rec = Record {
@@ -809,7 +809,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
     let prev = cfg.unpack_dir().join(format!(".{}.prev", id.name));
     for stale in [&next, &prev] {
         let h = cfg.host(stale);
-        if mount::mounted_at(&h).is_some() {
+        if mount::is_mountpoint(&h) {
             mount::unmount_lazy(&h)?;
         }
         let _ = std::fs::remove_dir(&h);
@@ -823,7 +823,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
     };
     let undo_next = || {
         let h = cfg.host(&next);
-        if mount::mounted_at(&h).is_some() {
+        if mount::is_mountpoint(&h) {
             let _ = mount::unmount_lazy(&h);
         }
         let _ = std::fs::remove_dir(&h);
@@ -879,8 +879,8 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
         let restore = (|| -> Result<()> {
             remove_files(cfg, &new)?;
             let (t, p) = (cfg.host(&tree), cfg.host(&prev));
-            if mount::mounted_at(&p).is_some() {
-                if mount::mounted_at(&t).is_some() {
+            if mount::is_mountpoint(&p) {
+                if mount::is_mountpoint(&t) {
                     mount::unmount_lazy(&t)?;
                 }
                 mount::bind_ro(&p, &t)?;

@@ -90,6 +90,25 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
         .collect()
 }
 
+/// Whether something is mounted at `dir`: one statx (the kernel's
+/// mount-root attribute, Linux ≥ 5.8), instead of reading the whole mount
+/// table, which costs more with every image mounted.
+pub fn is_mountpoint(dir: &Path) -> bool {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
+    match rustix::fs::statx(
+        rustix::fs::CWD,
+        dir,
+        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::empty(),
+    ) {
+        Ok(st) if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        Ok(_) => mounted_at(dir).is_some(),
+        Err(_) => false,
+    }
+}
+
 /// The topmost mount at exactly `dir`, if any.
 pub fn mounted_at(dir: &Path) -> Option<MountInfo> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
