@@ -51,10 +51,38 @@ pub fn components(raw: &[u8]) -> Result<Vec<&OsStr>> {
     Ok(out)
 }
 
+/// Open directories kept by path: tar entries of one directory come
+/// together, but several directories interleave (a/, b/, a/ again).
+const DIR_CACHE: usize = 256;
+
+/// Opens (creating when `create`) directory `c` in `parent`, never
+/// following a symlink. Returns whether it was created.
+fn open_dir_step(parent: &OwnedFd, raw: &[u8], c: &OsStr, create: bool) -> Result<(OwnedFd, bool)> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(parent, c, flags, Mode::empty()) {
+        Ok(fd) => Ok((fd, false)),
+        Err(Errno::NOENT) if create => {
+            let created = match rustix::fs::mkdirat(parent, c, Mode::from_raw_mode(0o755)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(entry_err(raw, format!("creating directory {c:?}: {e}"))),
+            };
+            let fd = rustix::fs::openat(parent, c, flags, Mode::empty())
+                .map_err(|e| entry_err(raw, format!("opening directory {c:?}: {e}")))?;
+            Ok((fd, created))
+        }
+        Err(Errno::NOENT) => Err(entry_err(raw, format!("{c:?} does not exist"))),
+        Err(Errno::NOTDIR | Errno::LOOP) => {
+            Err(entry_err(raw, format!("{c:?} is a symlink or a file, not a directory: writing through it is refused")))
+        }
+        Err(e) => Err(entry_err(raw, format!("opening directory {c:?}: {e}"))),
+    }
+}
+
 struct Extractor {
     root: OwnedFd,
-    /// The last parent directory used, as tar entries come grouped by directory.
-    cache: Option<(Vec<OsString>, OwnedFd)>,
+    /// Parent directories already open, by path (see [`DIR_CACHE`]).
+    cache: std::collections::HashMap<Vec<OsString>, OwnedFd>,
     limits: Limits,
     stats: Stats,
     entries: u64,
@@ -66,41 +94,25 @@ impl Extractor {
     /// Opens (creating when `create`) the directory made of `comps`, one
     /// component at a time, never following a symlink.
     fn dir(&mut self, raw: &[u8], comps: &[&OsStr], create: bool) -> Result<&OwnedFd> {
-        let hit =
-            matches!(&self.cache, Some((c, _)) if c.len() == comps.len() && c.iter().zip(comps).all(|(a, b)| a == b));
-        if !hit {
-            let mut cur =
-                rustix::fs::openat(&self.root, ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-            for c in comps {
-                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                cur = match rustix::fs::openat(&cur, *c, flags, Mode::empty()) {
-                    Ok(fd) => fd,
-                    Err(Errno::NOENT) if create => {
-                        match rustix::fs::mkdirat(&cur, *c, Mode::from_raw_mode(0o755)) {
-                            Ok(()) => self.stats.dirs += 1,
-                            Err(Errno::EXIST) => {}
-                            Err(e) => {
-                                return Err(entry_err(raw, format!("creating directory {c:?}: {e}")));
-                            }
-                        }
-                        rustix::fs::openat(&cur, *c, flags, Mode::empty())
-                            .map_err(|e| entry_err(raw, format!("opening directory {c:?}: {e}")))?
-                    }
-                    Err(Errno::NOENT) => {
-                        return Err(entry_err(raw, format!("{c:?} does not exist")));
-                    }
-                    Err(Errno::NOTDIR | Errno::LOOP) => {
-                        return Err(entry_err(
-                            raw,
-                            format!("{c:?} is a symlink or a file, not a directory: writing through it is refused"),
-                        ));
-                    }
-                    Err(e) => return Err(entry_err(raw, format!("opening directory {c:?}: {e}"))),
-                };
-            }
-            self.cache = Some((comps.iter().map(|c| c.to_os_string()).collect(), cur));
+        if comps.is_empty() {
+            return Ok(&self.root);
         }
-        Ok(&self.cache.as_ref().unwrap().1)
+        let key = |n: usize| -> Vec<OsString> { comps[..n].iter().map(|c| c.to_os_string()).collect() };
+        if !self.cache.contains_key(&key(comps.len())) {
+            if self.cache.len() >= DIR_CACHE {
+                self.cache.clear();
+            }
+            // Walk on from the deepest directory already open.
+            let mut have = (1..comps.len()).rev().find(|&n| self.cache.contains_key(&key(n))).unwrap_or(0);
+            while have < comps.len() {
+                let parent = if have == 0 { &self.root } else { &self.cache[&key(have)] };
+                let (fd, created) = open_dir_step(parent, raw, comps[have], create)?;
+                self.stats.dirs += u64::from(created);
+                self.cache.insert(key(have + 1), fd);
+                have += 1;
+            }
+        }
+        Ok(&self.cache[&key(comps.len())])
     }
 
     fn count_entry(&mut self, raw: &[u8]) -> Result<()> {
@@ -280,7 +292,7 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
     let root = crate::fsutil::open_dir(dest)?;
     let mut x = Extractor {
         root,
-        cache: None,
+        cache: Default::default(),
         limits,
         stats: Stats::default(),
         entries: 0,
@@ -304,7 +316,7 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
     res?;
     // The lexical check above cannot see chains (`a -> b/..` where `b` is
     // itself a link): let the kernel resolve every symlink beneath the root.
-    x.cache = None;
+    x.cache.clear();
     for l in &x.symlinks {
         match crate::fsutil::open_beneath(&x.root, l, OFlags::PATH) {
             Ok(_) => {}
@@ -479,8 +491,8 @@ impl Extractor {
         let Some(dir) = self.existing_dir(raw, parent)? else {
             return Ok(());
         };
-        // What is removed may be the directory cached for the next entry.
-        self.cache = None;
+        // What is removed may be a cached directory, or hold some.
+        self.cache.clear();
         match w {
             Whiteout::Remove(name) => {
                 remove_all_at(&dir, name).map_err(|e| entry_err(raw, format!("applying the whiteout: {e}")))
@@ -513,9 +525,10 @@ impl Extractor {
                     Ok(st) => {
                         let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
                         if !(is_dir && kind.is_dir()) {
-                            // Removing `name` leaves its parent, the cached directory, valid.
                             remove_all_at(dir, name)
                                 .map_err(|err| entry_err(&raw, format!("replacing the entry below: {err}")))?;
+                            // `name` may have been a cached directory, or held some.
+                            self.cache.clear();
                         }
                     }
                 }
@@ -539,7 +552,7 @@ pub fn extract_layer(src: impl Read, dest: &Path, limits: Limits, stats: &mut St
     let root = crate::fsutil::open_dir(dest)?;
     let mut x = Extractor {
         root,
-        cache: None,
+        cache: Default::default(),
         limits,
         stats: *stats,
         entries: stats.files + stats.dirs + stats.symlinks + stats.hardlinks,
