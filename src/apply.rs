@@ -138,11 +138,10 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
         std::fs::create_dir_all(cfg.host(&d)).with_context(|| format!("creating {}", d.display()))?;
     }
     let archives = store::scan(cfg);
-    for id in &resolved.images {
-        let st = apply_image(cfg, id, &archives);
+    for st in apply_images(cfg, &resolved.images, &archives) {
         // Failures are reported once, by the caller, from the status.
         if st.error.is_none() {
-            log::info(&format!("image {id}: {}", st.state));
+            log::info(&format!("image {}:{}: {}", st.name, st.reference, st.state));
         }
         status.images.push(st);
     }
@@ -164,7 +163,19 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     Ok(Outcome { status, already: false })
 }
 
-fn apply_image(cfg: &Config, id: &ImageId, archives: &[store::Archive]) -> ImageStatus {
+/// Where an image stands after the first, parallel half of the apply.
+enum Half {
+    Done(ImageStatus),
+    Ready(ImageStatus, store::Archive, Box<attach::Prepared>),
+}
+
+fn boot_options() -> attach::Options {
+    attach::Options { origin: "boot".into(), copy: attach::CopyMode::Copy, ..Default::default() }
+}
+
+/// The first half of one image: keep it when an earlier apply attached it,
+/// else find its archive, unpack or mount it, and plan. Nothing is placed.
+fn begin_image(cfg: &Config, id: &ImageId, archives: &[store::Archive], tar_slots: &Slots) -> Half {
     let mut st = ImageStatus {
         name: id.name.clone(),
         reference: id.reference.clone(),
@@ -185,45 +196,116 @@ fn apply_image(cfg: &Config, id: &ImageId, archives: &[store::Archive]) -> Image
             st.format = Some(r.format.clone());
             st.state = "unchanged".into();
             st.files = r.files.len();
-            return st;
+            return Half::Done(st);
         }
         Ok(Some(r)) => {
             if let Err(e) = attach::remove(cfg, &r) {
                 st.error = Some(format!("image {id}: clearing the earlier attachment: {e:#}"));
-                return st;
+                return Half::Done(st);
             }
         }
         Ok(None) => {}
         Err(e) => {
             st.error = Some(format!("image {id}: {e:#}"));
-            return st;
+            return Half::Done(st);
         }
     }
     let Some(a) = archives.iter().find(|a| &a.id == id) else {
         let dirs: Vec<String> = store::store_dirs(cfg).iter().map(|d| d.logical.display().to_string()).collect();
         st.error = Some(format!("image {id}: no archive in any store (searched {})", dirs.join(", ")));
-        return st;
+        return Half::Done(st);
     };
     st.archive = Some(a.path.clone());
     st.format = Some(a.format.name().into());
-    let opts = attach::Options { origin: "boot".into(), copy: attach::CopyMode::Copy, ..Default::default() };
-    match attach::attach(cfg, &attach::ImageFrom::Archive(a.clone()), &opts) {
+    // Unpacking keeps two threads busy: at most two at once, so memory stays
+    // bounded too. Mounting mostly waits on the kernel: those run freely.
+    let _slot = (!a.format.mounted()).then(|| tar_slots.take());
+    match attach::begin(cfg, &attach::ImageFrom::Archive(a.clone()), &boot_options()) {
+        Ok(p) => Half::Ready(st, a.clone(), Box::new(p)),
+        Err(e) => {
+            fail(&mut st, id, a, e);
+            Half::Done(st)
+        }
+    }
+}
+
+fn fail(st: &mut ImageStatus, id: &ImageId, a: &store::Archive, e: anyhow::Error) {
+    let msg = format!("{e:#}");
+    let msg = msg.strip_prefix(&format!("image {id}: ")).unwrap_or(&msg).to_string();
+    st.error = Some(format!("image {id} ({}): {msg}", a.path.display()));
+}
+
+/// The second half, in profile order: conflicts are refused against what
+/// the images before it placed, then its files are placed.
+fn finish_image(cfg: &Config, half: Half) -> ImageStatus {
+    let (mut st, a, p) = match half {
+        Half::Done(st) => return st,
+        Half::Ready(st, a, p) => (st, a, p),
+    };
+    let id = a.id.clone();
+    match attach::finish(cfg, *p, &boot_options()) {
         Ok((rec, unpacked)) => {
             // squashfs and erofs are read through their index: nothing to gain.
-            if !a.format.mounted() && cache::load(cfg, a).is_none() {
-                cache_units(cfg, a, &rec);
+            if !a.format.mounted() && cache::load(cfg, &a).is_none() {
+                cache_units(cfg, &a, &rec);
             }
             st.state = "attached".into();
             st.unpacked_bytes = unpacked.bytes;
             st.files = rec.files.len();
         }
-        Err(e) => {
-            let msg = format!("{e:#}");
-            let msg = msg.strip_prefix(&format!("image {id}: ")).unwrap_or(&msg).to_string();
-            st.error = Some(format!("image {id} ({}): {msg}", a.path.display()));
-        }
+        Err(e) => fail(&mut st, &id, &a, e),
     }
     st
+}
+
+/// A counting semaphore (two tar unpacks at a time).
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    cv: std::sync::Condvar,
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots { free: std::sync::Mutex::new(n), cv: std::sync::Condvar::new() }
+    }
+    fn take(&self) -> Slot<'_> {
+        let mut f = self.free.lock().unwrap();
+        while *f == 0 {
+            f = self.cv.wait(f).unwrap();
+        }
+        *f -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap() += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// Runs the first half of every image on a few threads, then the second
+/// half of each in profile order.
+fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[store::Archive]) -> Vec<ImageStatus> {
+    const WORKERS: usize = 4;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let halves: Vec<std::sync::Mutex<Option<Half>>> = ids.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let tar_slots = Slots::new(2);
+    std::thread::scope(|sc| {
+        for _ in 0..WORKERS.min(ids.len()) {
+            sc.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(id) = ids.get(i) else { break };
+                    *halves[i].lock().unwrap() = Some(begin_image(cfg, id, archives, &tar_slots));
+                }
+            });
+        }
+    });
+    halves.into_iter().map(|h| finish_image(cfg, h.into_inner().unwrap().expect("every image was begun"))).collect()
 }
 
 /// The images of this boot's run profile, once sealed.

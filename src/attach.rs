@@ -659,10 +659,25 @@ fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement], ignore: &[Pa
     Ok(())
 }
 
+/// An image unpacked (or mounted) and planned, its record written as an
+/// intent, nothing placed yet: the first half of an attach, which `apply`
+/// runs for several images at once.
+pub struct Prepared {
+    rec: Record,
+    unpacked: unpack::Unpacked,
+    plan: Vec<Placement>,
+}
+
 /// Attaches one image, all or nothing: on any error everything done for it
 /// is undone. The record is written first, so a crash at any point leaves
 /// something `detach` or the next `attach` cleans up.
 pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, unpack::Unpacked)> {
+    finish(cfg, begin(cfg, img, opts)?, opts)
+}
+
+/// The first half of [`attach`]: refuse an attached image, record the
+/// intent, unpack or mount, read the manifest, plan.
+pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> {
     let id = img.id().clone();
     if let Some(r) = Record::load(cfg, &id.name)? {
         if r.state == "attached" {
@@ -700,26 +715,39 @@ pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, 
         .with_context(|| format!("creating {}", cfg.attached_dir().display()))?;
     rec.write(cfg)?;
     crash::point("intent")?;
-    let res = (|| -> Result<unpack::Unpacked> {
-        let (unpacked, plan) = prepare(cfg, img, &tree, &tree, opts)?;
-        rec.digest = unpacked.digest.clone();
-        rec.loop_device = unpacked.loop_device.clone();
+    match prepare(cfg, img, &tree, &tree, opts) {
+        Ok((unpacked, plan)) => {
+            rec.digest = unpacked.digest.clone();
+            rec.loop_device = unpacked.loop_device.clone();
+            Ok(Prepared { rec, unpacked, plan })
+        }
+        Err(e) => Err(undo(cfg, &rec, e)),
+    }
+}
+
+/// The second half of [`attach`]: refuse conflicts, then place and record.
+pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpack::Unpacked)> {
+    let Prepared { mut rec, unpacked, plan } = p;
+    let id = rec.id();
+    let res = (|| -> Result<()> {
         check_conflicts(cfg, &id, &plan)?;
         if opts.check_host_units && !opts.force {
             check_host_units(cfg, &id, &plan, &[])?;
         }
-        place(cfg, &mut rec, &plan)?;
-        Ok(unpacked)
+        place(cfg, &mut rec, &plan)
     })();
     match res {
-        Ok(u) => Ok((rec, u)),
-        Err(e) => {
-            if let Err(e2) = remove(cfg, &rec) {
-                log::warn(&format!("image {id}: cleaning up after the failure: {e2:#}"));
-            }
-            Err(e)
-        }
+        Ok(()) => Ok((rec, unpacked)),
+        Err(e) => Err(undo(cfg, &rec, e)),
     }
+}
+
+/// Undoes a failed attach; the error stays the one that made it fail.
+fn undo(cfg: &Config, rec: &Record, e: anyhow::Error) -> anyhow::Error {
+    if let Err(e2) = remove(cfg, rec) {
+        log::warn(&format!("image {}: cleaning up after the failure: {e2:#}", rec.id()));
+    }
+    e
 }
 
 impl Record {

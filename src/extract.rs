@@ -63,7 +63,11 @@ fn open_dir_step(parent: &OwnedFd, raw: &[u8], c: &OsStr, create: bool) -> Resul
         Ok(fd) => Ok((fd, false)),
         Err(Errno::NOENT) if create => {
             let created = match rustix::fs::mkdirat(parent, c, Mode::from_raw_mode(0o755)) {
-                Ok(()) => true,
+                Ok(()) => {
+                    rustix::fs::chmodat(parent, c, Mode::from_raw_mode(0o755), AtFlags::empty())
+                        .map_err(|e| entry_err(raw, format!("creating directory {c:?}: {e}")))?;
+                    true
+                }
                 Err(Errno::EXIST) => false,
                 Err(e) => return Err(entry_err(raw, format!("creating directory {c:?}: {e}"))),
             };
@@ -157,7 +161,11 @@ impl Extractor {
                 let mode = mode | 0o700;
                 let dir = self.dir(&raw, parent, true)?;
                 match rustix::fs::mkdirat(dir, &name, Mode::from_raw_mode(mode)) {
-                    Ok(()) => self.stats.dirs += 1,
+                    Ok(()) => {
+                        // The mode is the archive's, whatever the umask.
+                        rustix::fs::chmodat(dir, &name, Mode::from_raw_mode(mode), AtFlags::empty())?;
+                        self.stats.dirs += 1
+                    }
                     Err(Errno::EXIST) => {
                         let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
                         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
@@ -200,6 +208,10 @@ impl Extractor {
                 })();
                 self.buf = buf;
                 res.map_err(|err| entry_err(&raw, format!("writing: {err}")))?;
+                // The mode is the archive's, whatever the umask (which is
+                // process-wide, so it cannot be changed while images unpack
+                // side by side).
+                rustix::fs::fchmod(&f, Mode::from_raw_mode(mode)).map_err(|err| entry_err(&raw, err))?;
                 let t = Timespec { tv_sec: mtime as i64, tv_nsec: 0 };
                 let _ = rustix::fs::futimens(&f, &Timestamps { last_access: t, last_modification: t });
                 self.stats.files += 1;
@@ -299,8 +311,6 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
         symlinks: vec![],
         buf: vec![0; 256 * 1024],
     };
-    // Modes come from the archive, not from our umask.
-    let old = rustix::process::umask(Mode::empty());
     let res = (|| -> Result<()> {
         let mut ar = tar::Archive::new(src);
         for e in ar.entries().context("reading archive")? {
@@ -312,7 +322,6 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
         }
         Ok(())
     })();
-    rustix::process::umask(old);
     res?;
     // The lexical check above cannot see chains (`a -> b/..` where `b` is
     // itself a link): let the kernel resolve every symlink beneath the root.
@@ -559,7 +568,6 @@ pub fn extract_layer(src: impl Read, dest: &Path, limits: Limits, stats: &mut St
         symlinks: vec![],
         buf: vec![0; 256 * 1024],
     };
-    let old = rustix::process::umask(Mode::empty());
     let res = (|| -> Result<()> {
         let mut ar = tar::Archive::new(src);
         for e in ar.entries().context("reading layer")? {
@@ -571,7 +579,6 @@ pub fn extract_layer(src: impl Read, dest: &Path, limits: Limits, stats: &mut St
         }
         Ok(())
     })();
-    rustix::process::umask(old);
     *stats = x.stats;
     res
 }
