@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use std::io::{BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 128 * 1024;
 const QUEUE: usize = 4;
 
 /// The decompressed tar stream of an archive. Decompression runs on its own
@@ -14,7 +14,7 @@ const QUEUE: usize = 4;
 /// go back and forth, so memory stays at a few chunks.
 pub fn open_tar(a: &Archive) -> Result<Pipe> {
     let file = std::fs::File::open(&a.host).with_context(|| format!("opening archive {}", a.path.display()))?;
-    let buffered = BufReader::with_capacity(128 * 1024, file);
+    let buffered = BufReader::with_capacity(64 * 1024, file);
     let dec: Box<dyn Read + Send> = match a.format {
         Format::Tgz => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
         Format::TarZst => {
@@ -37,7 +37,7 @@ pub fn digest_in_background(path: &std::path::Path) -> std::thread::JoinHandle<O
         use sha2::Digest;
         let mut f = std::fs::File::open(path).ok()?;
         let mut h = sha2::Sha256::new();
-        let mut buf = vec![0; 256 * 1024];
+        let mut buf = vec![0; 64 * 1024];
         loop {
             match f.read(&mut buf) {
                 Ok(0) => break,

@@ -309,7 +309,7 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
         stats: Stats::default(),
         entries: 0,
         symlinks: vec![],
-        buf: vec![0; 256 * 1024],
+        buf: vec![0; 128 * 1024],
     };
     let res = (|| -> Result<()> {
         let mut ar = tar::Archive::new(src);
@@ -566,7 +566,7 @@ pub fn extract_layer(src: impl Read, dest: &Path, limits: Limits, stats: &mut St
         stats: *stats,
         entries: stats.files + stats.dirs + stats.symlinks + stats.hardlinks,
         symlinks: vec![],
-        buf: vec![0; 256 * 1024],
+        buf: vec![0; 128 * 1024],
     };
     let res = (|| -> Result<()> {
         let mut ar = tar::Archive::new(src);
