@@ -414,7 +414,9 @@ fn a_second_command_waits_for_the_lock_and_status_reports() {
     std::fs::create_dir_all(t.path("run/torcx")).unwrap();
     let mut ns = Ns::new(&t);
     // Another torcx command holds the lock for a moment.
-    ns.sh("flock \"$ROOT/run/torcx/.lock\" sleep 1 & sleep 0.2");
+    ns.sh("flock \"$ROOT/run/torcx/.lock\" sleep 1 &");
+    // Until the lock is really held (a non-blocking take fails).
+    ns.sh("while flock -n \"$ROOT/run/torcx/.lock\" true; do sleep 0.01; done");
     let att = ns.torcx(&["attach", a.to_str().unwrap()]);
     let st = ns.torcx(&["status", "--json"]);
     let one = ns.torcx(&["status", "demo", "--json"]);
