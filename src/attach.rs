@@ -640,6 +640,22 @@ fn prepare(
     Ok((unpacked, plan))
 }
 
+/// The manifest (or scan) and the unit placements of an archive, from what
+/// the generator reads of it: the planning the generator and `profile check`
+/// share.
+pub fn plan_archive_units(cfg: &Config, a: &Archive, mem: &source::Mem) -> Result<(ImageManifest, Vec<Placement>)> {
+    let (m, _) = source::manifest_or_scan(mem)?;
+    let o = Origin {
+        id: &a.id,
+        archive: &a.path,
+        tree: cfg.unpack_dir().join(&a.id.name),
+        copy: CopyMode::Copy,
+        portable: None,
+    };
+    let plan = plan(cfg, &o, mem, &m, true)?;
+    Ok((m, plan))
+}
+
 /// Refuses units that systemd already knows from elsewhere on the host.
 fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement], ignore: &[PathBuf]) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);

@@ -86,6 +86,19 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
+/// Gives every directory from `p` down owner rwx (a tree unpacked with
+/// read-only directories), so it can be removed.
+pub fn make_writable(p: &Path) {
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(data);

@@ -4,12 +4,12 @@
 //! and drop-ins into its output directory, plus the link that pulls in
 //! `torcx-apply.service`, which does the unpacking.
 
-use crate::attach::{self, Action, Origin};
+use crate::attach::{self, Action};
 use crate::cache;
 use crate::config::{self, Config, Overrides, SEAL_PATH};
 use crate::log;
 use crate::profile;
-use crate::source::{self, Mem};
+use crate::source::Mem;
 use crate::store;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -68,15 +68,7 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
                 Some(m) => m,
                 None => Mem::read(a).with_context(|| format!("reading {}", a.path.display()))?,
             };
-            let (m, _) = source::manifest_or_scan(&mem)?;
-            let o = Origin {
-                id,
-                archive: &a.path,
-                tree: cfg.unpack_dir().join(&id.name),
-                copy: attach::CopyMode::Copy,
-                portable: None,
-            };
-            let plan = attach::plan(&cfg, &o, &mem, &m, true)?;
+            let (_, plan) = attach::plan_archive_units(&cfg, a, &mem)?;
             write_units(normal, &plan)?;
             Ok(plan.len())
         })();

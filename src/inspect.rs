@@ -144,18 +144,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        fn writable(p: &Path) {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        writable(&e.path());
-                    }
-                }
-            }
-        }
-        writable(&self.0);
+        crate::fsutil::make_writable(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -447,14 +436,7 @@ fn placement_line(p: &Placement) -> String {
 
 fn manifest_lines(m: &ImageManifest) -> String {
     let mut s = String::new();
-    for (k, v) in [
-        ("bin", &m.bin),
-        ("units", &m.units),
-        ("network", &m.network),
-        ("sysusers", &m.sysusers),
-        ("tmpfiles", &m.tmpfiles),
-        ("udev_rules", &m.udev_rules),
-    ] {
+    for (k, v) in m.classes() {
         for (i, p) in v.iter().enumerate() {
             s += &format!("  {:<10} {p}\n", if i == 0 { k } else { "" });
         }

@@ -97,14 +97,7 @@ impl Linter<'_> {
 
     fn manifest_paths(&mut self) {
         let m = self.img.manifest;
-        let lists: [(&str, &Vec<String>); 6] = [
-            ("bin", &m.bin),
-            ("units", &m.units),
-            ("network", &m.network),
-            ("sysusers", &m.sysusers),
-            ("tmpfiles", &m.tmpfiles),
-            ("udev_rules", &m.udev_rules),
-        ];
+        let lists = m.classes();
         for (class, list) in lists {
             for p in list {
                 match fsutil::relative_inside(p) {

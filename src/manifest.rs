@@ -73,6 +73,20 @@ pub struct ImageManifest {
     pub udev_rules: Vec<String>,
 }
 
+impl ImageManifest {
+    /// Every list, by its field name, in the manifest's order.
+    pub fn classes(&self) -> [(&'static str, &Vec<String>); 6] {
+        [
+            ("bin", &self.bin),
+            ("units", &self.units),
+            ("network", &self.network),
+            ("sysusers", &self.sysusers),
+            ("tmpfiles", &self.tmpfiles),
+            ("udev_rules", &self.udev_rules),
+        ]
+    }
+}
+
 pub fn parse_image_manifest(text: &str) -> Result<ImageManifest> {
     let (_, value) = parse_envelope(text, &[IMAGE_MANIFEST_V0])?;
     if value.is_null() {

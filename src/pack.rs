@@ -281,14 +281,7 @@ pub fn manifest_of(dir: &Path, entries: &[Entry]) -> Result<(ImageManifest, Opti
 /// `{"kind": "image-manifest-v0", "value": {...}}`, non-empty lists only.
 pub fn manifest_json(m: &ImageManifest) -> Vec<u8> {
     let mut value = serde_json::Map::new();
-    for (k, v) in [
-        ("bin", &m.bin),
-        ("units", &m.units),
-        ("network", &m.network),
-        ("sysusers", &m.sysusers),
-        ("tmpfiles", &m.tmpfiles),
-        ("udev_rules", &m.udev_rules),
-    ] {
+    for (k, v) in m.classes() {
         if !v.is_empty() {
             value.insert(k.into(), json!(v));
         }
@@ -465,25 +458,13 @@ impl Drop for Temp {
         }
         match std::fs::symlink_metadata(&self.path) {
             Ok(m) if m.is_dir() => {
-                make_writable(&self.path);
+                fsutil::make_writable(&self.path);
                 let _ = std::fs::remove_dir_all(&self.path);
             }
             Ok(_) => {
                 let _ = std::fs::remove_file(&self.path);
             }
             Err(_) => {}
-        }
-    }
-}
-
-/// Gives every directory below `p` owner rwx, so it can be removed.
-fn make_writable(p: &Path) {
-    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                make_writable(&e.path());
-            }
         }
     }
 }

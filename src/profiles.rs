@@ -2,13 +2,13 @@
 //! is atomic (a reader sees the old file or the new one) and every name is
 //! validated before a path is built from it.
 
-use crate::attach::{self, Action, Origin};
+use crate::attach::{self, Action};
 use crate::config::{Config, SEAL_PATH};
 use crate::fsutil::{self, atomic_write};
 use crate::manifest::{self, PROFILE_V0, PROFILE_V1, ProfileEntry};
 use crate::names::{self, ImageId};
 use crate::profile;
-use crate::source::{self, ImageSource, Kind, Mem};
+use crate::source::{ImageSource, Kind, Mem};
 use crate::store;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
@@ -280,19 +280,9 @@ pub fn check(cfg: &Config, t: Option<Target>) -> Result<Checked> {
         let res = (|| -> Result<()> {
             let a = archives.iter().find(|a| &a.id == id).ok_or_else(|| anyhow!("no archive in any store"))?;
             let mem = Mem::read(a).with_context(|| format!("reading {}", a.path.display()))?;
-            let (m, _) = source::manifest_or_scan(&mem)?;
-            let o = Origin {
-                id,
-                archive: &a.path,
-                tree: cfg.unpack_dir().join(&id.name),
-                copy: attach::CopyMode::Copy,
-                portable: None,
-            };
-            let mut dests: Vec<PathBuf> = attach::plan(cfg, &o, &mem, &m, true)?
-                .into_iter()
-                .filter(|p| p.action != Action::Dir)
-                .map(|p| p.dest)
-                .collect();
+            let (m, plan) = attach::plan_archive_units(cfg, a, &mem)?;
+            let mut dests: Vec<PathBuf> =
+                plan.into_iter().filter(|p| p.action != Action::Dir).map(|p| p.dest).collect();
             // Binaries named as files (directories are only known once unpacked).
             for b in &m.bin {
                 if let Ok(rel) = fsutil::relative_inside(b)
