@@ -11,28 +11,6 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn torcx_in(dir: Option<&Path>, args: &[&str]) -> (i32, String, String) {
-    let mut c = Command::new(TORCX);
-    if let Some(d) = dir {
-        c.current_dir(d);
-    }
-    let out = c
-        .args(args)
-        .env_remove("TORCX_BASEDIR")
-        .env_remove("TORCX_RUNDIR")
-        .env_remove("TORCX_CONFDIR")
-        .env_remove("TORCX_STOREPATH")
-        .env_remove("TORCX_USR_MOUNTPOINT")
-        .env_remove("TORCX_UNPACK_LIMIT")
-        .output()
-        .expect("running torcx");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn torcx(args: &[&str]) -> (i32, String, String) {
     torcx_in(None, args)
 }

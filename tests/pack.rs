@@ -17,21 +17,7 @@ const SERVICE: &str =
 
 /// `torcx ARGS...` outside any namespace; returns (exit code, stdout, stderr).
 fn torcx(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(TORCX)
-        .args(args)
-        .env_remove("TORCX_BASEDIR")
-        .env_remove("TORCX_RUNDIR")
-        .env_remove("TORCX_CONFDIR")
-        .env_remove("TORCX_STOREPATH")
-        .env_remove("TORCX_USR_MOUNTPOINT")
-        .env_remove("TORCX_UNPACK_LIMIT")
-        .output()
-        .expect("running torcx");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    torcx_in(None, args)
 }
 
 /// `torcx image pack DIR -o OUT [EXTRA...]`, which must succeed; its JSON.

@@ -16,6 +16,35 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const TORCX: &str = env!("CARGO_BIN_EXE_torcx");
 
+/// Nothing from the caller's environment may point torcx elsewhere.
+pub fn clean_env(c: &mut Command) -> &mut Command {
+    for v in [
+        "TORCX_BASEDIR",
+        "TORCX_RUNDIR",
+        "TORCX_CONFDIR",
+        "TORCX_STOREPATH",
+        "TORCX_USR_MOUNTPOINT",
+        "TORCX_UNPACK_LIMIT",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// `torcx ARGS...` outside any namespace, in `dir` when given: (exit code, stdout, stderr).
+pub fn torcx_in(dir: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(TORCX);
+    if let Some(d) = dir {
+        c.current_dir(d);
+    }
+    let out = clean_env(&mut c).args(args).output().expect("running torcx");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// True when the test may run. Mounting needs root: in CI (`CI=true`) a
 /// non-root run is a failure, elsewhere the test is skipped with a note.
 pub fn require_root(test: &str) -> bool {
@@ -525,20 +554,15 @@ impl<'a> Ns<'a> {
     }
 
     pub fn run(&self) -> Vec<Step> {
-        let out = Command::new("unshare")
+        let mut cmd = Command::new("unshare");
+        clean_env(&mut cmd);
+        let out = cmd
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg(&self.script)
             .env("ROOT", &self.t.root)
             .env("OUT", &self.out)
             .env("TORCX", TORCX)
             .env("GEN", &self.gen_link)
-            // Nothing from the caller's environment may point torcx elsewhere.
-            .env_remove("TORCX_BASEDIR")
-            .env_remove("TORCX_RUNDIR")
-            .env_remove("TORCX_CONFDIR")
-            .env_remove("TORCX_STOREPATH")
-            .env_remove("TORCX_USR_MOUNTPOINT")
-            .env_remove("TORCX_UNPACK_LIMIT")
             .stdin(Stdio::null())
             .output()
             .expect("running unshare");
