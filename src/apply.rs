@@ -245,8 +245,7 @@ fn finish_image(cfg: &Config, half: Half) -> ImageStatus {
     let id = a.id.clone();
     match attach::finish(cfg, *p, &boot_options()) {
         Ok((rec, unpacked)) => {
-            // squashfs and erofs are read through their index: nothing to gain.
-            if !a.format.mounted() && cache::load(cfg, &a).is_none() {
+            if cache::load(cfg, &a).is_none() {
                 cache_units(cfg, &a, &rec);
             }
             st.state = "attached".into();

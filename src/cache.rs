@@ -4,10 +4,11 @@
 //! after a successful attach, `torcx apply` keeps what the generator needs
 //! (the manifest, the unit files and links) in `BASEDIR/cache/generator/`,
 //! keyed by the archive's identity (device, inode, size, mtime). A later
-//! boot with the same archive reads a few KiB instead of the archive.
+//! boot with the same archive reads a few KiB instead of the archive (and,
+//! for squashfs, erofs and OCI bundles, instead of their whole index).
 
 use crate::config::Config;
-use crate::fsutil::atomic_write;
+use crate::fsutil::atomic_write_unsynced;
 use crate::log;
 use crate::source::Mem;
 use crate::store::Archive;
@@ -63,7 +64,7 @@ pub fn store(cfg: &Config, a: &Archive, mem: Mem) {
     let Some(key) = key(a) else { return };
     let res = (|| -> Result<()> {
         let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem })?;
-        atomic_write(&path(cfg, a), &b, 0o644)
+        atomic_write_unsynced(&path(cfg, a), &b, 0o644)
     })();
     if let Err(e) = res {
         log::info(&format!("image {}: not caching its units for the generator: {e:#}", a.id));

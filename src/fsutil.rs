@@ -11,6 +11,16 @@ use std::path::{Component, Path, PathBuf};
 /// Writes `data` to `path` so a reader sees the old file or the new one,
 /// never a part: a temporary file in the same directory, synced, renamed.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_replacing(path, data, mode, true)
+}
+
+/// Like [`atomic_write`], without waiting for the disk: for what can be
+/// rebuilt (a cache), where a lost or torn write only costs time.
+pub fn atomic_write_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_replacing(path, data, mode, false)
+}
+
+fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path.parent().context("no parent directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().context("no file name")?.to_string_lossy().into_owned();
@@ -19,7 +29,9 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(data)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if res.is_err() {
