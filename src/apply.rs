@@ -102,6 +102,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     let run = cfg.host(&cfg.run_dir);
     std::fs::create_dir_all(&run).with_context(|| format!("creating {}", cfg.run_dir.display()))?;
     let _lock = Lock::take(&cfg.host(&cfg.lock_path()))?;
+    attach::sweep(cfg);
     let sealed = cfg.host(Path::new(SEAL_PATH)).exists();
     if sealed && !force {
         if let Some(status) = read_status(cfg).filter(|s| s.sealed) {

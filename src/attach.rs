@@ -960,6 +960,35 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
     Ok((old, new))
 }
 
+/// What a killed command left that no record describes, cleaned up by the
+/// next one (which holds the lock, so none of it is in use): temporary
+/// record files, and the staging trees of an interrupted reattach
+/// (`/run/torcx/unpack/.NAME.next`, `.NAME.prev`).
+pub fn sweep(cfg: &Config) {
+    if let Ok(rd) = std::fs::read_dir(cfg.host(&cfg.attached_dir())) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(cfg.host(&cfg.unpack_dir())) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with('.') && (n.ends_with(".next") || n.ends_with(".prev")) {
+                log::warn(&format!(
+                    "removing {}, left by an interrupted reattach",
+                    cfg.unpack_dir().join(&n).display()
+                ));
+                if mount::is_mountpoint(&e.path()) {
+                    let _ = mount::unmount_lazy(&e.path());
+                }
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
 /// Removes the files of a record that are still as placed (not the tree,
 /// not the record); returns those kept because they changed since.
 fn remove_files(cfg: &Config, rec: &Record) -> Result<Vec<PathBuf>> {

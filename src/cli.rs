@@ -360,14 +360,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
 
 fn lock(cfg: &Config) -> Result<Lock> {
     let l = Lock::take(&cfg.host(&cfg.lock_path()))?;
-    // Temporary files of a writer that was killed: we hold the lock, so stale.
-    if let Ok(rd) = std::fs::read_dir(cfg.host(&cfg.attached_dir())) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with('.') {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    attach::sweep(cfg);
     Ok(l)
 }
 

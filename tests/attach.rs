@@ -440,3 +440,43 @@ fn a_second_command_waits_for_the_lock_and_status_reports() {
     assert_eq!(steps[none].code, 1);
     assert!(steps[none].stderr.contains("image nothere is not attached"), "{}", steps[none].describe());
 }
+
+#[test]
+fn kill_at_every_step_of_reattach_is_cleaned_up_by_detach() {
+    if !require_root("kill_at_every_step_of_reattach_is_cleaned_up_by_detach") {
+        return;
+    }
+    let t = TestRoot::new();
+    let one = image(&t, "demo", "1");
+    let two = image(&t, "demo", "2");
+    let snaps = t.scratch("snaps");
+    std::fs::create_dir_all(t.path("run")).unwrap();
+    let mut ns = Ns::new(&t);
+    ns.sh("mount --bind \"$ROOT/run\" \"$ROOT/run\" && mount --make-shared \"$ROOT/run\"");
+    snapshot(&mut ns, &snaps, "before");
+    let mut runs = vec![];
+    for n in 1..=24 {
+        ns.torcx(&["attach", one.to_str().unwrap()]);
+        let killed = ns.torcx_env(&[("TORCX_TEST_CRASH_AT", &n.to_string())], &["reattach", two.to_str().unwrap()]);
+        // Whatever state the kill left, detach takes the image away entirely.
+        let det = ns.torcx(&["detach", "demo"]);
+        snapshot(&mut ns, &snaps, &format!("clean-{n}"));
+        runs.push((n, killed, det));
+    }
+    let steps = ns.run();
+    let before = without_state(&snap(&snaps, "before"));
+    let mut killed_runs = 0;
+    for (n, killed, det) in runs {
+        if steps[killed].code == 137 {
+            killed_runs += 1;
+        }
+        assert_eq!(steps[det].code, 0, "detach after a kill at step {n}: {}", steps[det].describe());
+        assert_eq!(
+            without_state(&snap(&snaps, &format!("clean-{n}"))),
+            before,
+            "kill at step {n} of reattach left something behind"
+        );
+    }
+    assert!(killed_runs >= 10, "only {killed_runs} kill points");
+    t.assert_canary();
+}
