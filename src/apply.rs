@@ -171,7 +171,13 @@ enum Half {
 }
 
 fn boot_options() -> attach::Options {
-    attach::Options { origin: "boot".into(), copy: attach::CopyMode::Copy, ..Default::default() }
+    // A unit already on the host fails the image at boot too (design.md).
+    attach::Options {
+        origin: "boot".into(),
+        copy: attach::CopyMode::Copy,
+        check_host_units: true,
+        ..Default::default()
+    }
 }
 
 /// The first half of one image: keep it when an earlier apply attached it,

@@ -161,6 +161,27 @@ pub fn plan(
             }
         }
     }
+    // A drop-in directory may only change units the image ships itself: an
+    // image must not reconfigure the host's services.
+    let units_dir = Path::new(config::UNITS_DIR);
+    let shipped: Vec<String> = out
+        .iter()
+        .filter(|p| p.class == Class::Unit && p.action != Action::Dir && p.dest.parent() == Some(units_dir))
+        .map(|p| p.dest.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for p in
+        out.iter().filter(|p| p.class == Class::Unit && p.action == Action::Dir && p.dest.parent() == Some(units_dir))
+    {
+        let name = p.dest.file_name().unwrap().to_string_lossy();
+        if let Some(unit) = name.strip_suffix(".d")
+            && !shipped.iter().any(|u| u == unit)
+        {
+            bail!(
+                "manifest units entry /{}: drop-in directory {name} changes {unit}, which the image does not ship",
+                p.source.as_deref().unwrap_or("?")
+            );
+        }
+    }
     // Two assets of one image at one place: name both.
     let mut seen: HashMap<&Path, &Placement> = HashMap::new();
     for p in &out {
@@ -656,15 +677,17 @@ pub fn plan_archive_units(cfg: &Config, a: &Archive, mem: &source::Mem) -> Resul
     Ok((m, plan))
 }
 
-/// Refuses units that systemd already knows from elsewhere on the host.
-fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement], ignore: &[PathBuf]) -> Result<()> {
+/// Refuses units that systemd already knows from elsewhere on the host
+/// (`skip`: unit directories not to look in, such as the generator's, which
+/// holds this very image's units during a boot).
+pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement], skip: &[&str]) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);
     for p in plan.iter().filter(|p| p.class == Class::Unit && p.dest.parent() == Some(units)) {
         let name = p.dest.file_name().unwrap().to_string_lossy();
         if !is_unit_name(&name) {
             continue;
         }
-        if let Some(found) = systemd::find_unit(cfg, &name, &[]).filter(|f| !ignore.contains(f)) {
+        if let Some(found) = systemd::find_unit(cfg, &name, skip) {
             bail!(
                 "image {id}: unit {name} (from /{}) conflicts with {} on the host; use --force to attach anyway",
                 p.source.as_deref().unwrap_or("?"),
@@ -674,6 +697,10 @@ fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement], ignore: &[Pa
     }
     Ok(())
 }
+
+/// The unit directories a boot's own planning writes: not the host's.
+pub const GENERATOR_DIRS: [&str; 3] =
+    ["/run/systemd/generator", "/run/systemd/generator.early", "/run/systemd/generator.late"];
 
 /// An image unpacked (or mounted) and planned, its record written as an
 /// intent, nothing placed yet: the first half of an attach, which `apply`
@@ -748,7 +775,9 @@ pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpa
     let res = (|| -> Result<()> {
         check_conflicts(cfg, &id, &plan)?;
         if opts.check_host_units && !opts.force {
-            check_host_units(cfg, &id, &plan, &[])?;
+            // At boot the generator's copies of this image's units are there.
+            let skip: &[&str] = if opts.origin == "boot" { &GENERATOR_DIRS } else { &[] };
+            check_host_units(cfg, &id, &plan, skip)?;
         }
         place(cfg, &mut rec, &plan)
     })();

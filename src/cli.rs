@@ -68,7 +68,8 @@ success it changes nothing and says so; after a failure it retries the failed im
     /// Attach an image on the running system: NAME, NAME:REF, or the path of an archive or directory
     #[command(long_about = "Attach an image on the running system.\n\n\
 IMAGE is NAME:REF, NAME (the reference the active profile names, else the only one in the stores), \
-or the path of an archive or of an unpacked image directory. Refused before anything changes: the \
+or the path of an archive or of an unpacked image directory (a path has a '/', as in ./dir, or is an \
+archive's file name; a bare word is always looked up in the stores). Refused before anything changes: the \
 image already attached (use reattach), a unit of the same name anywhere in systemd's unit search \
 path (--force overrides this check only), a binary or file already placed, a manifest path outside \
 the image. The record is written first, so an interrupted attach is cleaned up by detach or by the \
@@ -389,7 +390,9 @@ fn output(json: bool, kind: &str, value: serde_json::Value, human: impl FnOnce()
 /// `NAME`, `NAME:REF`, or a path (anything with a `/`, or an existing file).
 pub(crate) fn resolve(cfg: &Config, arg: &str, allow_bare_name: bool) -> Result<ImageFrom> {
     let p = Path::new(arg);
-    if arg.contains('/') || p.exists() {
+    // A path has a slash, or is an archive's file name: a bare word is always
+    // a name in the stores, whatever the current directory holds.
+    if arg.contains('/') || store::parse_archive_name(arg).is_some() {
         let abs = std::path::absolute(p)?;
         let meta = std::fs::metadata(&abs).map_err(|e| anyhow!("{}: {e}", abs.display()))?;
         let file = abs.file_name().ok_or_else(|| anyhow!("{arg}: not an image path"))?.to_string_lossy().into_owned();

@@ -177,24 +177,27 @@ impl Extractor {
                 }
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = e.header().entry_size()?;
+                let size = e.size();
                 self.charge(&raw, size)?;
                 let mtime = e.header().mtime().unwrap_or(0);
                 let dir = self.dir(&raw, parent, true)?;
                 let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                // A path twice in one archive is refused, not "the later
+                // wins" as tar does: the generator, which stops reading once
+                // it has the units, would otherwise plan the earlier copy.
+                // (OCI layers replace lower layers' files before this.)
                 let fd = match rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(mode)) {
+                    Ok(fd) => fd,
                     Err(Errno::EXIST) => {
-                        // A later entry of the same regular file replaces it, as tar does.
                         let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
-                        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-                            return Err(entry_err(&raw, "a file over an existing directory or symlink is refused"));
-                        }
-                        rustix::fs::unlinkat(dir, &name, AtFlags::empty())?;
-                        rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(mode))
+                        return Err(if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+                            entry_err(&raw, "duplicate entry: the path is already in the archive")
+                        } else {
+                            entry_err(&raw, "a file over an existing directory or symlink is refused")
+                        });
                     }
-                    r => r,
-                }
-                .map_err(|err| entry_err(&raw, format!("creating: {err}")))?;
+                    Err(err) => return Err(entry_err(&raw, format!("creating: {err}"))),
+                };
                 let mut f = std::fs::File::from(fd);
                 let mut buf = std::mem::take(&mut self.buf);
                 let res = (|| -> std::io::Result<()> {
@@ -327,20 +330,33 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
     // itself a link): let the kernel resolve every symlink beneath the root.
     x.cache.clear();
     for l in &x.symlinks {
-        match crate::fsutil::open_beneath(&x.root, l, OFlags::PATH) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc_exdev()) => {
-                bail!("entry {:?}: symlink resolves outside the image", l.display().to_string())
-            }
-            // Dangling or looping links stay dangling: the tree is read-only.
-            Err(_) => {}
-        }
+        check_link(&x.root, l)?;
     }
     Ok(x.stats)
 }
 
-fn libc_exdev() -> i32 {
-    Errno::XDEV.raw_os_error()
+/// Lets the kernel resolve the symlink `rel` beneath `root`. Only a link
+/// that ends nowhere inside the tree (ENOENT, ENOTDIR) may stay: the tree is
+/// read-only, so it stays dangling. Anything else is refused: EXDEV is an
+/// escape, and ELOOP or EAGAIN mean the kernel could not finish a scoped
+/// lookup (a long chain through `..` is counted twice), which an escape can
+/// hide behind.
+fn check_link(root: &OwnedFd, rel: &Path) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match crate::fsutil::open_beneath(root, rel, OFlags::PATH) {
+            Ok(_) => return Ok(()),
+            Err(e) => match e.raw_os_error().map(Errno::from_raw_os_error) {
+                Some(Errno::NOTDIR) => return Ok(()),
+                // A rename elsewhere on the machine: try again, a little.
+                Some(Errno::AGAIN) if tries < 10 => tries += 1,
+                Some(Errno::XDEV) => {
+                    bail!("entry {:?}: symlink resolves outside the image", rel.display().to_string())
+                }
+                _ => bail!("entry {:?}: symlink cannot be resolved inside the image ({e})", rel.display().to_string()),
+            },
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -610,12 +626,7 @@ pub fn check_symlinks(dest: &Path) -> Result<()> {
             let child = rel.join(name);
             match ft {
                 FileType::Directory => todo.push(child),
-                FileType::Symlink => match crate::fsutil::open_beneath(&root, &child, OFlags::PATH) {
-                    Err(e) if e.raw_os_error() == Some(libc_exdev()) => {
-                        bail!("entry {:?}: symlink resolves outside the image", child.display().to_string())
-                    }
-                    _ => {}
-                },
+                FileType::Symlink => check_link(&root, &child)?,
                 _ => {}
             }
         }

@@ -69,6 +69,10 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
                 None => Mem::read(a).with_context(|| format!("reading {}", a.path.display()))?,
             };
             let (_, plan) = attach::plan_archive_units(&cfg, a, &mem)?;
+            // Apply will refuse this image; its units must not shadow the host's meanwhile.
+            // (/run/systemd/system holds what an earlier, failed apply placed.)
+            let skip = [attach::GENERATOR_DIRS.as_slice(), &[crate::config::UNITS_DIR]].concat();
+            attach::check_host_units(&cfg, id, &plan, &skip)?;
             write_units(normal, &plan)?;
             Ok(plan.len())
         })();

@@ -358,7 +358,7 @@ fn fetch_into<T>(s: &mut Small, path: &Path, mut resolve: impl FnMut(&Small) -> 
             if s.has(&item) {
                 return Ok(true);
             }
-            let size = e.header().entry_size()?;
+            let size = e.size();
             match &item {
                 Item::Layout => s.layout = Some(read_entry(e, size, 64 << 10, "oci-layout")?),
                 Item::Index => s.index = Some(read_entry(e, size, MAX_JSON, "index.json")?),
@@ -614,7 +614,7 @@ fn wanted(r: &Resolved) -> HashMap<String, (String, u64, bool)> {
 }
 
 fn check_entry_size(digest: &str, want: u64, e: &tar::Entry<'_, crate::archive::Pipe>) -> Result<()> {
-    let have = e.header().entry_size()?;
+    let have = e.size();
     if have != want {
         bail!("blob {digest}: size mismatch (the descriptor says {want} bytes, the bundle holds {have})");
     }
@@ -887,7 +887,7 @@ fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf]
                     rec.ops.push(Op::Link(rel, t));
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let size = e.header().entry_size()?;
+                    let size = e.size();
                     if keep(&rel, extra) && size <= MAX_MEM_FILE {
                         budget.bytes += size;
                         if budget.bytes > MAX_MEM_TOTAL {

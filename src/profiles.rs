@@ -131,6 +131,9 @@ pub fn new(cfg: &Config, target: &Target, from: Option<&str>, from_next: bool) -
     {
         bail!("profile {n} already exists ({})", p.display());
     }
+    if std::fs::symlink_metadata(&host).is_ok() {
+        bail!("{shown} already exists");
+    }
     let source = match (from, from_next) {
         (Some(_), true) => bail!("give --from or --from-next, not both"),
         (Some(n), false) => Some(profile::find(cfg, n)?.ok_or_else(|| anyhow!("profile {n} not found"))?),

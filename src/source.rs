@@ -246,13 +246,32 @@ impl Mem {
                     break;
                 }
             }
-            let keep = match &wanted {
-                Some(w) => w.iter().any(|p| rel.starts_with(p)),
-                None => looks_like_unit_path(&rel),
-            };
-            match e.header().entry_type() {
+            // Unit-looking paths are kept even once the manifest is known: a
+            // listed path may reach them through a symlink (`lib -> usr/lib`).
+            let keep =
+                looks_like_unit_path(&rel) || wanted.as_ref().is_some_and(|w| w.iter().any(|p| rel.starts_with(p)));
+            let kind = e.header().entry_type();
+            if !kind.is_dir() && (m.files.contains_key(&rel) || m.links.contains_key(&rel)) {
+                // As the extractor: apply would refuse this archive.
+                bail!("entry {:?}: duplicate entry: the path is already in the archive", rel.display().to_string());
+            }
+            match kind {
                 tar::EntryType::Directory => {
                     m.dirs.insert(rel);
+                }
+                // A hard link to a unit already read is that unit under another name.
+                tar::EntryType::Link => {
+                    let t = e.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                    let target: PathBuf = crate::extract::components(&t)?.iter().collect();
+                    if let Some(v) = m.files.get(&target).cloned() {
+                        total += v.len();
+                        if total > MAX_MEM_TOTAL {
+                            bail!("unit files larger than {MAX_MEM_TOTAL} bytes in all");
+                        }
+                        m.files.insert(rel, v);
+                    } else {
+                        m.dirs.extend(rel.ancestors().skip(1).map(Path::to_path_buf));
+                    }
                 }
                 tar::EntryType::Symlink => {
                     let t = e.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
@@ -261,7 +280,7 @@ impl Mem {
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let is_manifest = rel == Path::new(MANIFEST_PATH);
-                    if (keep || is_manifest) && e.header().entry_size()? <= MAX_MEM_FILE {
+                    if (keep || is_manifest) && e.size() <= MAX_MEM_FILE {
                         let mut v = vec![];
                         std::io::Read::read_to_end(&mut e, &mut v).context("reading archive")?;
                         total += v.len();
@@ -273,8 +292,6 @@ impl Mem {
                                 manifest::parse_image_manifest(&String::from_utf8_lossy(&v)).context(MANIFEST_PATH)?;
                             let w: Vec<PathBuf> =
                                 man.units.iter().filter_map(|u| fsutil::relative_inside(u).ok()).collect();
-                            // Units seen before the manifest that it does not list are dropped.
-                            m.files.retain(|p, _| w.iter().any(|x| p.starts_with(x)));
                             wanted = Some(w);
                         }
                         m.files.insert(rel, v);

@@ -44,14 +44,18 @@ pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let fstype = a.format.name();
+    // Nothing is unpacked, so nothing was checked on the way in: a symlink
+    // out of the tree is refused as in a tar archive.
     if a.format == Format::Erofs && mount::mount_ro(&a.host, &host, fstype).is_ok() {
         crash::point("mounted")?;
+        extract::check_symlinks(&host)?;
         return Ok(Unpacked::default());
     }
     let (dev, _keep_until_mounted) = loopdev::attach(&a.host)?;
     mount::mount_ro(&dev, &host, fstype)
         .with_context(|| format!("mounting {} ({})", a.path.display(), dev.display()))?;
     crash::point("mounted")?;
+    extract::check_symlinks(&host)?;
     Ok(Unpacked { bytes: 0, digest: None, loop_device: Some(dev) })
 }
 
@@ -61,6 +65,7 @@ pub fn bind_dir(cfg: &Config, dir: &Path, tree: &Path) -> Result<Unpacked> {
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     mount::bind_ro(dir, &host)?;
     crash::point("mounted")?;
+    extract::check_symlinks(&host)?;
     Ok(Unpacked::default())
 }
 

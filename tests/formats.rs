@@ -220,3 +220,21 @@ fn runtime_attach_of_a_squashfs_by_path_and_detach_releases_the_loop() {
     assert_eq!(steps[det].code, 0, "{}", steps[det].describe());
     loop_released(&a);
 }
+
+#[test]
+fn a_squashfs_with_a_symlink_out_of_the_tree_is_refused() {
+    if !require_root("a_squashfs_with_a_symlink_out_of_the_tree_is_refused") {
+        return;
+    }
+    let t = TestRoot::new();
+    let img = demo_tree(&t, "1");
+    img.symlink("share/hostetc", "../../../../../../etc");
+    let a = store_file(&t, "demo:1.torcx.squashfs");
+    squashfs(&img.dir, &a, "gzip");
+    t.vendor_profile(&[("demo", "1")]);
+    let s = apply_once(&t, &[]);
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert!(s.stderr.contains("entry \"share/hostetc\": symlink resolves outside the image"), "{}", s.describe());
+    assert!(s.mount_at(&t.path("run/torcx/unpack/demo")).is_none());
+    loop_released(&a);
+}

@@ -365,3 +365,34 @@ fn long_names_are_checked_too() {
         }
     }
 }
+
+#[test]
+fn a_long_symlink_chain_out_of_the_tree_is_refused() {
+    if !require_root("a_long_symlink_chain_out_of_the_tree_is_refused") {
+        return;
+    }
+    // `d/s -> ..` is the root itself; twenty of them, then ten `..`, pass
+    // the lexical check (depth 30), but leave the tree. The kernel's scoped
+    // lookup counts such a chain twice and answers ELOOP, not EXDEV: that
+    // must be refused too, not taken for a dangling link.
+    let target = format!("{}{}etc", "d/s/".repeat(20), "../".repeat(10));
+    refuse(Fmt::Tgz, &[e_dir("d"), e_symlink("d/s", ".."), e_symlink("hostetc", &target)], &[], "hostetc", "symlink");
+}
+
+#[test]
+fn a_duplicate_entry_is_refused() {
+    if !require_root("a_duplicate_entry_is_refused") {
+        return;
+    }
+    // The generator would plan the first copy; tar would unpack the second.
+    refuse(
+        Fmt::Tgz,
+        &[
+            e_file("lib/systemd/system/x.service", b"[Service]\nExecStart=/a\n"),
+            e_file("lib/systemd/system/x.service", b"[Service]\nExecStart=/b\n"),
+        ],
+        &[],
+        "lib/systemd/system/x.service",
+        "duplicate entry",
+    );
+}
