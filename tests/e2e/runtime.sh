@@ -23,34 +23,10 @@
 #                     for strict, the others exist to diagnose a failure
 #   MODE, BOOT_TIMEOUT, KEEP          passed on to the harness
 set -euo pipefail
-
-usage() { echo "usage: $0 TORCX_BINARY ROOTFS   (ROOTFS: bookworm | trixie)" >&2; exit 2; }
-die() { echo "runtime.sh: $*" >&2; exit 2; }
-[ $# -eq 2 ] || usage
-[ "$(id -u)" = 0 ] || die "must run as root (the harness boots a container)"
-
-TORCX_BINARY=$1
-ROOTFS=$2
-case "$ROOTFS" in
-    bookworm | trixie) ;;
-    # with ROOTFS=host the guest's /usr is the host's, read-only: /usr/bin/torcx and the
-    # vendor profile cannot be bound there
-    *) die "ROOTFS must be bookworm or trixie, not '$ROOTFS'" ;;
-esac
-if [ ! -f "$TORCX_BINARY" ] || [ ! -x "$TORCX_BINARY" ]; then die "$TORCX_BINARY: not an executable file"; fi
-TORCX_BINARY=$(readlink -f "$TORCX_BINARY")
-
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-HARNESS=${HARNESS:-$REPO/../shared/harness/systemd-harness.sh}
-WORKDIR=${HARNESS_WORKDIR:-/var/tmp/torcx-harness}
-UNITS_DIR=${UNITS_DIR:-$REPO/units}
-ARCHIVE_FORMAT=${ARCHIVE_FORMAT:-tgz}
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_init runtime.sh "$@"
 PORTABLE_SANDBOX=${PORTABLE_SANDBOX:-strict}
-[ -x "$HARNESS" ] || die "harness $HARNESS not found (set HARNESS=)"
-for u in torcx-apply.service torcx.target; do
-    [ -f "$UNITS_DIR/$u" ] || die "$UNITS_DIR/$u not found"
-done
-UNITS_DIR=$(cd "$UNITS_DIR" && pwd)
 case "$ARCHIVE_FORMAT" in
     tgz) ARCHIVE_EXT=torcx.tgz ;;
     zst) ARCHIVE_EXT=torcx.tar.zst ;;
@@ -64,36 +40,9 @@ for tool in gcc tar gzip; do
     command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found"
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/torcx-e2e-rt.XXXXXX")
-HPID=""
-# shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() {
-    if [ "${KEEP:-0}" = 1 ]; then
-        echo "runtime.sh: KEEP=1, leaving $TMP (bound into the guest)" >&2
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-# The harness runs in the background, so that we can wait for it and still react to
-# signals; without job control it would ignore SIGINT, so pass signals on as SIGTERM
-# (it then tears the guest down and exits 2). Before it runs, a signal just ends us.
-INTERRUPTED=0
-# shellcheck disable=SC2317  # called by the INT/TERM traps
-on_signal() {
-    INTERRUPTED=1
-    if [ -z "$HPID" ]; then exit 2; fi
-    kill -TERM "$HPID" 2>/dev/null || true
-}
-trap on_signal INT TERM
-
-# The harness splits BINDS at spaces and at the first ':' of each pair.
-for p in "$TMP" "$TORCX_BINARY" "$UNITS_DIR"; do
-    case "$p" in *[[:space:]:]*) die "path '$p' contains a space or ':', which BINDS cannot carry" ;; esac
-done
+e2e_workspace
 
 # ---- store: the example image at two references
-mkdir -p "$TMP/build" "$TMP/store" "$TMP/profiles" "$TMP/gen"
 for ref in 1.0 2.0; do
     "$REPO/examples/build-example.sh" "$TMP/build" "$ref" >/dev/null
     cp "$TMP/build/hello-addon:$ref.$ARCHIVE_EXT" "$TMP/store/"
@@ -136,15 +85,6 @@ tar -C "$P/tree" --sort=name --owner=0 --group=0 --numeric-owner -czf "$TMP/stor
 # ---- vendor profile: no images, so the boot seals with nothing attached
 printf '%s\n' '{"kind":"profile-manifest-v1","value":{"images":[]}}' >"$TMP/profiles/vendor.json"
 
-# ---- generator: the same binary under the name torcx-generator. (The harness resolves
-# the symlink and binds the binary to /etc/systemd/system-generators/torcx-generator, so
-# inside the guest it runs under that name either way.)
-ln -s "$TORCX_BINARY" "$TMP/gen/torcx-generator"
-
-BINDS="$TORCX_BINARY:/usr/bin/torcx"
-BINDS+=" $UNITS_DIR/torcx-apply.service:/etc/systemd/system/torcx-apply.service"
-BINDS+=" $UNITS_DIR/torcx.target:/etc/systemd/system/torcx.target"
-BINDS+=" $TMP/profiles/vendor.json:/usr/share/torcx/profiles/vendor.json"
 
 # Runs inside the guest with /bin/sh (dash); expanded there, not here. Stops at the first
 # wrong step. torcx prints JSON when stdout is not a terminal, as here, so outputs are
@@ -323,6 +263,4 @@ echo "CHECK: all good"
 '
 
 echo "runtime.sh: ROOTFS=$ROOTFS torcx=$TORCX_BINARY store=$TMP/store ($ARCHIVE_FORMAT) portable=$PORTABLE_SANDBOX" >&2
-# shellcheck source=tests/e2e/lib.sh
-. "$REPO/tests/e2e/lib.sh"
 run_harness runtime.sh 'torcx|hello-addon|portable-demo|generator|cycle'
