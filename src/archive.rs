@@ -45,7 +45,7 @@ pub fn digest_in_background(path: &std::path::Path) -> std::thread::JoinHandle<O
                 Err(_) => return None,
             }
         }
-        Some(format!("sha256:{}", h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()))
+        Some(format!("sha256:{}", crate::fsutil::hex(&h.finalize())))
     })
 }
 

@@ -120,10 +120,6 @@ fn digest_hex(digest: &str) -> Result<&str> {
     Ok(hex)
 }
 
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Checks a blob read whole against its descriptor.
 fn verify_bytes(d: &Descriptor, data: &[u8]) -> Result<()> {
     if data.len() as u64 != d.size {
@@ -134,7 +130,7 @@ fn verify_bytes(d: &Descriptor, data: &[u8]) -> Result<()> {
             data.len()
         );
     }
-    let got = to_hex(&sha2::Sha256::digest(data));
+    let got = crate::fsutil::hex(&sha2::Sha256::digest(data));
     if Some(got.as_str()) != d.digest.strip_prefix("sha256:") {
         bail!("blob {}: digest mismatch (got sha256:{got})", d.digest);
     }
@@ -594,7 +590,7 @@ impl<R: Read> HashRead<R> {
         if self.n != size {
             bail!("blob {digest}: size mismatch (the descriptor says {size} bytes, the bundle holds {})", self.n);
         }
-        let got = to_hex(&self.h.finalize());
+        let got = crate::fsutil::hex(&self.h.finalize());
         if Some(got.as_str()) != digest.strip_prefix("sha256:") {
             bail!("blob {digest}: digest mismatch (got sha256:{got})");
         }
@@ -1104,7 +1100,7 @@ mod tests {
     }
 
     fn desc(mt: &str, d: &[u8]) -> serde_json::Value {
-        serde_json::json!({"mediaType": mt, "digest": format!("sha256:{}", to_hex(&sha2::Sha256::digest(d))), "size": d.len()})
+        serde_json::json!({"mediaType": mt, "digest": format!("sha256:{}", crate::fsutil::hex(&sha2::Sha256::digest(d))), "size": d.len()})
     }
 
     /// A bundle of gzip layers, tagged `1`, annotated on the index; `tamper`
@@ -1126,8 +1122,8 @@ mod tests {
         }
         let hexes: Vec<String> = layers
             .iter()
-            .map(|l| to_hex(&sha2::Sha256::digest(gz(l))))
-            .chain([&config, &manifest].iter().map(|b| to_hex(&sha2::Sha256::digest(b))))
+            .map(|l| crate::fsutil::hex(&sha2::Sha256::digest(gz(l))))
+            .chain([&config, &manifest].iter().map(|b| crate::fsutil::hex(&sha2::Sha256::digest(b))))
             .collect();
         blobs.push(config);
         blobs.push(manifest);

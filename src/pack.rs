@@ -762,7 +762,7 @@ impl<W: Write> Write for Hashed<W> {
 }
 
 fn hex(h: sha2::Sha256) -> String {
-    sha2::Digest::finalize(h).iter().map(|b| format!("{b:02x}")).collect()
+    fsutil::hex(&sha2::Digest::finalize(h))
 }
 
 /// Writes a torcx OCI bundle (seed 001): a gzip tar of an OCI image layout
