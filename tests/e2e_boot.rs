@@ -3,26 +3,10 @@
 //! image's service, whose binary needs a library shipped only in the image,
 //! becomes active. Run on systemd 252 (bookworm) and 257 (trixie).
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
 fn boot(rootfs: &str, format: &str) {
-    if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "the boot tests must run in CI: run them as root");
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("bash")
-        .arg(repo.join("tests/e2e/boot.sh"))
-        .arg(env!("CARGO_BIN_EXE_torcx"))
-        .arg(rootfs)
-        .env("ARCHIVE_FORMAT", format)
-        .output()
-        .expect("running tests/e2e/boot.sh");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "boot on {rootfs} with a {format} image failed:\n{text}");
-    assert!(text.contains("PASS"), "{text}");
+    common::run_e2e(&format!("boot_{rootfs}_{format}"), "boot.sh", rootfs, &[("ARCHIVE_FORMAT", format)]);
 }
 
 #[test]

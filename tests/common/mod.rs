@@ -45,6 +45,25 @@ pub fn torcx_in(dir: Option<&Path>, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs an end-to-end script of `tests/e2e/` (it boots a real systemd
+/// through ../shared/harness) with the torcx binary and `rootfs`, and
+/// asserts it printed PASS and succeeded.
+pub fn run_e2e(test: &str, script: &str, rootfs: &str, env: &[(&str, &str)]) {
+    if !require_root(test) {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(repo.join("tests/e2e").join(script))
+        .arg(TORCX)
+        .arg(rootfs)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("running tests/e2e/{script}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("PASS"), "{script} on {rootfs} {env:?} failed:\n{text}");
+}
+
 /// True when the test may run. Mounting needs root: in CI (`CI=true`) a
 /// non-root run is a failure, elsewhere the test is skipped with a note.
 pub fn require_root(test: &str) -> bool {
