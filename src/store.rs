@@ -1,8 +1,8 @@
 //! Stores: directories of archives, searched in upstream's order.
 
-use crate::config::{Config, DEFAULT_REFERENCE, OEM_DIR};
-use crate::log;
-use crate::names::{self, ImageId};
+use crate::model::config::{Config, DEFAULT_REFERENCE, OEM_DIR};
+use crate::model::names::{self, ImageId};
+use crate::sys::log;
 use std::path::{Path, PathBuf};
 
 /// What an archive holds and how it is opened.
@@ -130,7 +130,7 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
             }
             // A bundle offers one image per tag.
             let ids = if format == Format::Oci {
-                match crate::oci::list_tags(&host) {
+                match crate::archive::oci::list_tags(&host) {
                     Ok(tags) => tags.iter().filter_map(|t| ImageId::new(&id.name, t).ok()).collect(),
                     Err(e) => {
                         log::warn(&format!("ignoring bundle {}: {e:#}", dir.logical.join(&file).display()));
@@ -195,7 +195,8 @@ mod tests {
         std::fs::write(root.join("usr/lib/os-release"), "VERSION_ID=999.9\n").unwrap();
         let env = |k: &str| (k == "TORCX_STOREPATH").then(|| "/extra".to_string());
         let cfg =
-            Config::load_with_env(&crate::config::Overrides { root: Some(root.into()), stores: vec![] }, &env).unwrap();
+            Config::load_with_env(&crate::model::config::Overrides { root: Some(root.into()), stores: vec![] }, &env)
+                .unwrap();
         let dirs: Vec<_> = store_dirs(&cfg).into_iter().map(|d| d.logical.display().to_string()).collect();
         assert_eq!(
             dirs,

@@ -2,10 +2,10 @@
 //! (`torcx apply`) or the few files the generator read out of the archive.
 //! Paths are relative to the image root; resolving one never leaves it.
 
-use crate::archive;
-use crate::fsutil;
-use crate::manifest::{self, ImageManifest};
+use crate::archive::stream;
+use crate::model::manifest::{self, ImageManifest};
 use crate::store::{Archive, Format};
+use crate::sys::fsutil;
 use anyhow::{Context, Result, anyhow, bail};
 use rustix::fs::OFlags;
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,7 +38,7 @@ pub trait ImageSource {
 pub fn manifest_or_scan(src: &dyn ImageSource) -> Result<(ImageManifest, bool)> {
     Ok(match read_manifest(src)? {
         Some(m) => (m, false),
-        None => (crate::scan::default_manifest(src)?, true),
+        None => (crate::tree::scan::default_manifest(src)?, true),
     })
 }
 
@@ -160,9 +160,9 @@ impl Mem {
     pub fn read(a: &Archive) -> Result<Mem> {
         match a.format {
             Format::Tgz | Format::TarZst => Mem::from_archive(a),
-            Format::Squashfs => crate::fsimage::squashfs(&a.host),
-            Format::Erofs => crate::fsimage::erofs(&a.host),
-            Format::Oci => crate::oci::read_units(&a.host, &a.id.reference),
+            Format::Squashfs => crate::archive::fsimage::squashfs(&a.host),
+            Format::Erofs => crate::archive::fsimage::erofs(&a.host),
+            Format::Oci => crate::archive::oci::read_units(&a.host, &a.id.reference),
         }
     }
 
@@ -214,7 +214,7 @@ impl Mem {
     /// manifest is known, anything under a `systemd` directory) and every
     /// symlink, and stops as soon as everything the manifest lists is in.
     pub fn from_archive(a: &Archive) -> Result<Mem> {
-        let stream = archive::open_tar(a)?;
+        let stream = stream::open_tar(a)?;
         let mut ar = tar::Archive::new(stream);
         let mut m = Mem::default();
         let mut wanted: Option<Vec<PathBuf>> = None;
@@ -227,7 +227,7 @@ impl Mem {
             let raw = e.path_bytes().into_owned();
             // The same path and symlink rules as the extractor: what apply
             // would refuse, the generator refuses too.
-            let comps = crate::extract::components(&raw)?;
+            let comps = crate::tree::extract::components(&raw)?;
             let rel: PathBuf = comps.iter().collect();
             if let Some(w) = &wanted {
                 // Tar writers put a directory's subtree together: once we
@@ -262,7 +262,7 @@ impl Mem {
                 // A hard link to a unit already read is that unit under another name.
                 tar::EntryType::Link => {
                     let t = e.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-                    let target: PathBuf = crate::extract::components(&t)?.iter().collect();
+                    let target: PathBuf = crate::tree::extract::components(&t)?.iter().collect();
                     if let Some(v) = m.files.get(&target).cloned() {
                         total += v.len();
                         if total > MAX_MEM_TOTAL {
@@ -275,7 +275,7 @@ impl Mem {
                 }
                 tar::EntryType::Symlink => {
                     let t = e.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-                    crate::extract::check_symlink(&raw, comps.len().saturating_sub(1), &t)?;
+                    crate::tree::extract::check_symlink(&raw, comps.len().saturating_sub(1), &t)?;
                     m.links.insert(rel, PathBuf::from(String::from_utf8_lossy(&t).into_owned()));
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {

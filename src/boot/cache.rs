@@ -7,11 +7,11 @@
 //! boot with the same archive reads a few KiB instead of the archive (and,
 //! for squashfs, erofs and OCI bundles, instead of their whole index).
 
-use crate::config::Config;
-use crate::fsutil::atomic_write_unsynced;
-use crate::log;
-use crate::source::Mem;
+use crate::model::config::Config;
 use crate::store::Archive;
+use crate::sys::fsutil::atomic_write_unsynced;
+use crate::sys::log;
+use crate::tree::source::Mem;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::MetadataExt;

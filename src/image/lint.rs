@@ -5,11 +5,11 @@
 //! and the manifest must name paths the image has.
 
 use crate::attach::is_unit_name;
-use crate::config::Config;
-use crate::fsutil;
-use crate::manifest::ImageManifest;
-use crate::source::{ImageSource, Kind};
-use crate::systemd;
+use crate::model::config::Config;
+use crate::model::manifest::ImageManifest;
+use crate::sys::fsutil;
+use crate::sys::systemd;
+use crate::tree::source::{ImageSource, Kind};
 use object::elf;
 use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use serde::Serialize;

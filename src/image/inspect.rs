@@ -6,15 +6,15 @@
 //! attach plan is made as `attach` would make it, and the image is linted.
 
 use crate::attach::{self, Action, CopyMode, ImageFrom, Origin, Placement};
-use crate::config::Config;
-use crate::extract::{self, Limits};
-use crate::fsutil;
-use crate::lint::{self, Finding, Severity};
-use crate::manifest::ImageManifest;
-use crate::names::ImageId;
-use crate::scan;
-use crate::source::{self, ImageSource, MANIFEST_PATH, Tree};
+use crate::image::lint::{self, Finding, Severity};
+use crate::model::config::Config;
+use crate::model::manifest::ImageManifest;
+use crate::model::names::ImageId;
 use crate::store::{self, Archive, Format};
+use crate::sys::fsutil;
+use crate::tree::extract::{self, Limits};
+use crate::tree::scan;
+use crate::tree::source::{self, ImageSource, MANIFEST_PATH, Tree};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use std::io::{Read, Write};
@@ -144,7 +144,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        crate::fsutil::make_writable(&self.0);
+        crate::sys::fsutil::make_writable(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -202,7 +202,7 @@ fn subject(cfg: &Config, arg: &str) -> Result<Subject> {
         let mut id = id.unwrap_or_else(placeholder);
         if format == Format::Oci {
             // A bundle offers one image per tag: the one its name says, else its only one.
-            let tags = crate::oci::list_tags(&abs)?;
+            let tags = crate::archive::oci::list_tags(&abs)?;
             if !tags.contains(&id.reference) {
                 match tags.as_slice() {
                     [only] => {
@@ -232,7 +232,7 @@ fn limits(cfg: &Config) -> Limits {
 
 /// Unpacks a tar archive into `dest`; refusals become error findings.
 fn unpack_tar(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
-    let mut stream = crate::archive::open_tar(a)?;
+    let mut stream = crate::archive::stream::open_tar(a)?;
     match extract::extract(&mut stream, dest, limits(cfg)).and_then(|_| stream.finish()) {
         Ok(()) => Ok(vec![]),
         Err(e) => Ok(vec![Finding {
@@ -451,13 +451,13 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
     let (root, id, id_known, shown, format, size, digest) = match &subj {
         Subject::Dir { path, id, id_known } => {
             // What pack would refuse, the unpack would refuse too.
-            if let Err(e) = crate::pack::walk(path) {
+            if let Err(e) = crate::image::pack::walk(path) {
                 findings.push(Finding { severity: Severity::Error, path: String::new(), message: format!("{e:#}") });
             }
             (path.clone(), id.clone(), *id_known, path.clone(), "directory", None, None)
         }
         Subject::Archive { a, id_known } => {
-            let digest = crate::archive::digest_in_background(&a.host);
+            let digest = crate::archive::stream::digest_in_background(&a.host);
             let size = std::fs::metadata(&a.host).with_context(|| format!("{}", a.path.display()))?.len();
             tmp = TempDir::new()?;
             let dest = tmp.0.join("tree");
@@ -467,7 +467,7 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
                 Format::Squashfs => unpack_squashfs(cfg, a, &dest)?,
                 Format::Erofs => unpack_erofs(cfg, a, &dest)?,
                 Format::Oci => {
-                    crate::oci::unpack(&a.host, &a.id.reference, &dest, limits(cfg))?;
+                    crate::archive::oci::unpack(&a.host, &a.id.reference, &dest, limits(cfg))?;
                     vec![]
                 }
             });

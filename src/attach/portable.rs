@@ -1,7 +1,7 @@
 //! `--portable`: run an attached image's services inside the image tree, as
 //! systemd portable services do, with one of their sandbox profiles.
 
-use crate::source::{ImageSource, Kind};
+use crate::tree::source::{ImageSource, Kind};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

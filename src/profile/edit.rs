@@ -3,13 +3,13 @@
 //! validated before a path is built from it.
 
 use crate::attach::{self, Action};
-use crate::config::{Config, SEAL_PATH};
-use crate::fsutil::{self, atomic_write};
-use crate::manifest::{self, PROFILE_V0, PROFILE_V1, ProfileEntry};
-use crate::names::{self, ImageId};
+use crate::model::config::{Config, SEAL_PATH};
+use crate::model::manifest::{self, PROFILE_V0, PROFILE_V1, ProfileEntry};
+use crate::model::names::{self, ImageId};
 use crate::profile;
-use crate::source::{ImageSource, Kind, Mem};
 use crate::store;
+use crate::sys::fsutil::{self, atomic_write};
+use crate::tree::source::{ImageSource, Kind, Mem};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -11,11 +11,11 @@
 //! read-only generator) decompresses the layers on the fly and merges just
 //! the entries the generator needs.
 
-use crate::extract::{self, LayerPass, Limits, Stats, Whiteout};
-use crate::fsutil;
-use crate::names::ImageId;
-use crate::source::{self, ImageSource, MANIFEST_PATH, Mem};
+use crate::model::names::ImageId;
 use crate::store::{Archive, Format};
+use crate::sys::fsutil;
+use crate::tree::extract::{self, LayerPass, Limits, Stats, Whiteout};
+use crate::tree::source::{self, ImageSource, MANIFEST_PATH, Mem};
 use anyhow::{Context, Result, anyhow, bail};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Deserialize;
@@ -130,7 +130,7 @@ fn verify_bytes(d: &Descriptor, data: &[u8]) -> Result<()> {
             data.len()
         );
     }
-    let got = crate::fsutil::hex(&sha2::Sha256::digest(data));
+    let got = crate::sys::fsutil::hex(&sha2::Sha256::digest(data));
     if Some(got.as_str()) != d.digest.strip_prefix("sha256:") {
         bail!("blob {}: digest mismatch (got sha256:{got})", d.digest);
     }
@@ -230,19 +230,22 @@ fn describe(i: &Item) -> String {
 }
 
 /// The bundle's tar stream, inflated on a thread of its own.
-fn open_bundle(path: &Path) -> Result<crate::archive::Pipe> {
+fn open_bundle(path: &Path) -> Result<crate::archive::stream::Pipe> {
     let a = Archive {
         id: ImageId { name: "bundle".into(), reference: "oci".into() },
         format: Format::Tgz,
         path: path.to_path_buf(),
         host: path.to_path_buf(),
     };
-    crate::archive::open_tar(&a)
+    crate::archive::stream::open_tar(&a)
 }
 
 /// Calls `f` with every regular-file entry of the bundle that is one of its
 /// layout files or blobs, until `f` says stop.
-fn walk(path: &Path, mut f: impl FnMut(Item, &mut tar::Entry<'_, crate::archive::Pipe>) -> Result<bool>) -> Result<()> {
+fn walk(
+    path: &Path,
+    mut f: impl FnMut(Item, &mut tar::Entry<'_, crate::archive::stream::Pipe>) -> Result<bool>,
+) -> Result<()> {
     let mut ar = tar::Archive::new(open_bundle(path)?);
     for e in ar.entries().context("reading bundle")? {
         let mut e = e.context("reading bundle")?;
@@ -590,7 +593,7 @@ impl<R: Read> HashRead<R> {
         if self.n != size {
             bail!("blob {digest}: size mismatch (the descriptor says {size} bytes, the bundle holds {})", self.n);
         }
-        let got = crate::fsutil::hex(&self.h.finalize());
+        let got = crate::sys::fsutil::hex(&self.h.finalize());
         if Some(got.as_str()) != digest.strip_prefix("sha256:") {
             bail!("blob {digest}: digest mismatch (got sha256:{got})");
         }
@@ -609,7 +612,7 @@ fn wanted(r: &Resolved) -> HashMap<String, (String, u64, bool)> {
     w
 }
 
-fn check_entry_size(digest: &str, want: u64, e: &tar::Entry<'_, crate::archive::Pipe>) -> Result<()> {
+fn check_entry_size(digest: &str, want: u64, e: &tar::Entry<'_, crate::archive::stream::Pipe>) -> Result<()> {
     let have = e.size();
     if have != want {
         bail!("blob {digest}: size mismatch (the descriptor says {want} bytes, the bundle holds {have})");
@@ -1100,7 +1103,7 @@ mod tests {
     }
 
     fn desc(mt: &str, d: &[u8]) -> serde_json::Value {
-        serde_json::json!({"mediaType": mt, "digest": format!("sha256:{}", crate::fsutil::hex(&sha2::Sha256::digest(d))), "size": d.len()})
+        serde_json::json!({"mediaType": mt, "digest": format!("sha256:{}", crate::sys::fsutil::hex(&sha2::Sha256::digest(d))), "size": d.len()})
     }
 
     /// A bundle of gzip layers, tagged `1`, annotated on the index; `tamper`
@@ -1122,8 +1125,8 @@ mod tests {
         }
         let hexes: Vec<String> = layers
             .iter()
-            .map(|l| crate::fsutil::hex(&sha2::Sha256::digest(gz(l))))
-            .chain([&config, &manifest].iter().map(|b| crate::fsutil::hex(&sha2::Sha256::digest(b))))
+            .map(|l| crate::sys::fsutil::hex(&sha2::Sha256::digest(gz(l))))
+            .chain([&config, &manifest].iter().map(|b| crate::sys::fsutil::hex(&sha2::Sha256::digest(b))))
             .collect();
         blobs.push(config);
         blobs.push(manifest);

@@ -45,7 +45,7 @@ pub fn digest_in_background(path: &std::path::Path) -> std::thread::JoinHandle<O
                 Err(_) => return None,
             }
         }
-        Some(format!("sha256:{}", crate::fsutil::hex(&h.finalize())))
+        Some(format!("sha256:{}", crate::sys::fsutil::hex(&h.finalize())))
     })
 }
 

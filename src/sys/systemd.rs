@@ -1,8 +1,8 @@
 //! Talking to systemd: the unit search path, and `systemctl` for reloads,
 //! starts and stops. systemctl is run as a program: no D-Bus stack needed.
 
-use crate::config::Config;
-use crate::log;
+use crate::model::config::Config;
+use crate::sys::log;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;

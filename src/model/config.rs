@@ -148,7 +148,7 @@ impl Config {
             Err(e) => return Err(e).with_context(|| format!("config {}", logical.display())),
         };
         let ctx = || format!("config {}", logical.display());
-        let v: ConfigValue = crate::manifest::parse_envelope(&text, &["torcx-config-v0"])
+        let v: ConfigValue = crate::model::manifest::parse_envelope(&text, &["torcx-config-v0"])
             .and_then(|(_, v)| serde_json::from_value(v).map_err(anyhow::Error::from))
             .with_context(ctx)?;
         let abs = |field: &str, s: &str| -> Result<PathBuf> {

@@ -2,15 +2,15 @@
 //! does not stop the others), record the outcome, seal when all succeeded.
 
 use crate::attach::{self, Record};
-use crate::cache;
-use crate::config::{Config, SEAL_PATH};
-use crate::fsutil::{Lock, atomic_write};
-use crate::log;
-use crate::mount;
-use crate::names::ImageId;
+use crate::boot::cache;
+use crate::model::config::{Config, SEAL_PATH};
+use crate::model::names::ImageId;
 use crate::profile;
-use crate::source::{self, Mem, Tree};
 use crate::store;
+use crate::sys::fsutil::{Lock, atomic_write};
+use crate::sys::log;
+use crate::sys::mount;
+use crate::tree::source::{self, Mem, Tree};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -149,7 +149,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     let ok = status.images.iter().all(|i| i.error.is_none());
     if ok {
         let profile = serde_json::json!({
-            "kind": crate::manifest::PROFILE_V0,
+            "kind": crate::model::manifest::PROFILE_V0,
             "value": {"images": resolved.images.iter().map(|i| serde_json::json!({"name": i.name, "reference": i.reference})).collect::<Vec<_>>()}
         });
         let mut b = serde_json::to_vec_pretty(&profile)?;
@@ -317,7 +317,7 @@ fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[store::Archive]) -> V
 /// The images of this boot's run profile, once sealed.
 pub fn run_profile(cfg: &Config) -> Option<Vec<ImageId>> {
     let text = std::fs::read_to_string(cfg.host(&cfg.run_profile_path())).ok()?;
-    let entries = crate::manifest::parse_profile(&text).ok()?;
+    let entries = crate::model::manifest::parse_profile(&text).ok()?;
     Some(entries.into_iter().map(|e| ImageId { name: e.name, reference: e.reference }).collect())
 }
 

@@ -2,19 +2,21 @@
 //! touching anything, record the intent, place the files, record the result.
 //! Detaching reads the record and removes only what is still as placed.
 
-use crate::config::{self, Config};
-use crate::crash;
-use crate::fsutil::{self, atomic_write, sha256_hex};
-use crate::log;
-use crate::manifest::ImageManifest;
-use crate::mount;
-use crate::names::ImageId;
-use crate::portable::{self, Sandbox};
-use crate::source::{self, ImageSource, Kind, Tree};
+pub mod portable;
+pub mod unpack;
+
+use crate::model::config::{self, Config};
+use crate::model::manifest::ImageManifest;
+use crate::model::names::ImageId;
 use crate::store::Archive;
-use crate::systemd;
-use crate::unpack;
+use crate::sys::crash;
+use crate::sys::fsutil::{self, atomic_write, sha256_hex};
+use crate::sys::log;
+use crate::sys::mount;
+use crate::sys::systemd;
+use crate::tree::source::{self, ImageSource, Kind, Tree};
 use anyhow::{Context, Result, anyhow, bail};
+use portable::Sandbox;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
@@ -835,7 +837,7 @@ impl Record {
 
 /// Detaches an image; returns the files kept because they changed since.
 pub fn detach(cfg: &Config, sd: &systemd::Systemd, name: &str, now: bool, force: bool) -> Result<Vec<PathBuf>> {
-    crate::names::validate_name(name)?;
+    crate::model::names::validate_name(name)?;
     let Some(rec) = Record::load(cfg, name)? else {
         bail!("image {name} is not attached (no {})", Record::path(cfg, name).display());
     };

@@ -1,12 +1,12 @@
 //! Turning an archive (or a directory) into the image's own read-only tree.
 
-use crate::archive;
-use crate::config::Config;
-use crate::crash;
-use crate::extract::{self, Limits};
-use crate::loopdev;
-use crate::mount;
+use crate::archive::stream;
+use crate::model::config::Config;
 use crate::store::{Archive, Format};
+use crate::sys::crash;
+use crate::sys::loopdev;
+use crate::sys::mount;
+use crate::tree::extract::{self, Limits};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -26,8 +26,8 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     mount::mount_tmpfs(&host, cfg.unpack_limit)?;
     crash::point("mounted")?;
-    let digest = archive::digest_in_background(&a.host);
-    let mut stream = archive::open_tar(a)?;
+    let digest = stream::digest_in_background(&a.host);
+    let mut stream = stream::open_tar(a)?;
     let stats = extract::extract(&mut stream, &host, Limits { max_bytes: cfg.unpack_limit, max_entries: 1_000_000 })?;
     stream.finish()?;
     let digest = digest.join().ok().flatten();
@@ -76,8 +76,8 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     mount::mount_tmpfs(&host, cfg.unpack_limit)?;
     crash::point("mounted")?;
-    let digest = archive::digest_in_background(&a.host);
-    let stats = crate::oci::unpack(
+    let digest = stream::digest_in_background(&a.host);
+    let stats = crate::archive::oci::unpack(
         &a.host,
         &a.id.reference,
         &host,

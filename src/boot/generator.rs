@@ -5,12 +5,12 @@
 //! `torcx-apply.service`, which does the unpacking.
 
 use crate::attach::{self, Action};
-use crate::cache;
-use crate::config::{self, Config, Overrides, SEAL_PATH};
-use crate::log;
+use crate::boot::cache;
+use crate::model::config::{self, Config, Overrides, SEAL_PATH};
 use crate::profile;
-use crate::source::Mem;
 use crate::store;
+use crate::sys::log;
+use crate::tree::source::Mem;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -71,7 +71,7 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
             let (_, plan) = attach::plan_archive_units(&cfg, a, &mem)?;
             // Apply will refuse this image; its units must not shadow the host's meanwhile.
             // (/run/systemd/system holds what an earlier, failed apply placed.)
-            let skip = [attach::GENERATOR_DIRS.as_slice(), &[crate::config::UNITS_DIR]].concat();
+            let skip = [attach::GENERATOR_DIRS.as_slice(), &[crate::model::config::UNITS_DIR]].concat();
             attach::check_host_units(&cfg, id, &plan, &skip)?;
             write_units(normal, &plan)?;
             Ok(plan.len())
@@ -108,4 +108,26 @@ fn write_units(normal: &Path, plan: &[attach::Placement]) -> Result<()> {
         r.with_context(|| format!("writing {}", d.display()))?;
     }
     Ok(())
+}
+
+/// `torcx-generator [--root DIR] NORMAL [EARLY LATE]`, as systemd calls it;
+/// returns the exit status.
+pub fn main() -> i32 {
+    log::to_kmsg("torcx-generator");
+    log::set_level(log::Level::Info);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--version") {
+        println!("torcx-generator {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let mut root = None;
+    if args.first().is_some_and(|a| a == "--root") && args.len() >= 2 {
+        root = Some(std::path::PathBuf::from(args.remove(1)));
+        args.remove(0);
+    }
+    if args.len() != 1 && args.len() != 3 {
+        log::error("usage: torcx-generator [--root DIR] NORMAL_DIR [EARLY_DIR LATE_DIR]");
+        return 2;
+    }
+    run(root, std::path::Path::new(&args[0]))
 }

@@ -8,17 +8,17 @@
 //! What the confined unpack would refuse (device nodes, FIFOs, sockets,
 //! symlinks that leave the tree) is refused here, naming the path.
 
-use crate::config::{Config, DEFAULT_REFERENCE};
-use crate::extract;
-use crate::fsutil;
-use crate::inspect;
-use crate::lint;
-use crate::log;
-use crate::manifest::{self, ImageManifest};
-use crate::names::ImageId;
-use crate::scan;
-use crate::source::{MANIFEST_PATH, Tree};
+use crate::image::inspect;
+use crate::image::lint;
+use crate::model::config::{Config, DEFAULT_REFERENCE};
+use crate::model::manifest::{self, ImageManifest};
+use crate::model::names::ImageId;
 use crate::store::{self, Format};
+use crate::sys::fsutil;
+use crate::sys::log;
+use crate::tree::extract;
+use crate::tree::scan;
+use crate::tree::source::{MANIFEST_PATH, Tree};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use std::collections::HashMap;
@@ -628,7 +628,7 @@ pub fn run(cfg: &Config, args: &PackArgs, json: bool) -> Result<i32> {
     let (m, generated) = manifest_of(&dir, &entries)?;
     let count = write_archive(&dir, &entries, &m, generated.as_deref(), t.format, t.id.as_ref(), &t.output)?;
     let size = std::fs::metadata(&t.output)?.len();
-    let digest = crate::archive::digest_in_background(&t.output).join().ok().flatten();
+    let digest = crate::archive::stream::digest_in_background(&t.output).join().ok().flatten();
 
     let placeholder = ImageId { name: "IMAGE".into(), reference: "local".into() };
     let id = t.id.clone().unwrap_or(placeholder);

@@ -3,9 +3,9 @@
 //! manifest, and the unit files and links it lists. Both formats index their
 //! metadata, so this reads kilobytes, not the image.
 
-use crate::fsutil;
-use crate::manifest;
-use crate::source::{MANIFEST_PATH, Mem};
+use crate::model::manifest;
+use crate::sys::fsutil;
+use crate::tree::source::{MANIFEST_PATH, Mem};
 use anyhow::{Context, Result, anyhow};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -36,7 +36,7 @@ fn build<F>(nodes: BTreeMap<PathBuf, Node<F>>, mut read: impl FnMut(&F) -> Resul
             m.units
         }
         // No manifest: the scan will look at the standard unit directories.
-        _ => crate::scan::UNIT_DIRS.iter().map(|d| format!("/{d}")).collect(),
+        _ => crate::tree::scan::UNIT_DIRS.iter().map(|d| format!("/{d}")).collect(),
     };
     for u in &units {
         let Ok(rel) = fsutil::relative_inside(u) else { continue };

@@ -1,9 +1,9 @@
 //! `torcx image list` and `torcx image clear-versioned`.
 
-use crate::config::Config;
-use crate::log;
-use crate::names;
+use crate::model::config::Config;
+use crate::model::names;
 use crate::store::{self, Archive};
+use crate::sys::log;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -1,17 +1,19 @@
 //! The command line: clap definitions, one handler per command, and output
 //! for people (tables) and for programs (JSON, the default when piped).
 
-use crate::apply;
+pub mod docs;
+
+use crate::attach::portable::Sandbox;
 use crate::attach::{self, CopyMode, ImageFrom, Options, Record};
-use crate::config::{Config, Overrides};
-use crate::fsutil::Lock;
-use crate::images;
-use crate::log;
-use crate::names::{self, ImageId};
-use crate::portable::Sandbox;
+use crate::boot::apply;
+use crate::image::list;
+use crate::model::config::{Config, Overrides};
+use crate::model::names::{self, ImageId};
 use crate::profile;
 use crate::store;
-use crate::systemd::Systemd;
+use crate::sys::fsutil::Lock;
+use crate::sys::log;
+use crate::sys::systemd::Systemd;
 use anyhow::{Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -210,9 +212,9 @@ pub enum ImageCmd {
         name: Option<String>,
     },
     /// Build an archive from a directory, writing its manifest when it has none
-    Pack(crate::pack::PackArgs),
+    Pack(crate::image::pack::PackArgs),
     /// Format, size, digest, manifest, what would be placed where, and lint findings
-    Inspect(crate::inspect::InspectArgs),
+    Inspect(crate::image::inspect::InspectArgs),
 }
 
 pub fn run(cli: &Cli, json: bool) -> Result<i32> {
@@ -316,9 +318,9 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
             Ok(if state.starts_with("attached") || state == "running" { 0 } else { 1 })
         }
         Command::Status { name } => cmd_status(&cfg, &sd, name.as_deref(), json),
-        Command::Image(ImageCmd::Pack(args)) => crate::pack::run(&cfg, args, json),
+        Command::Image(ImageCmd::Pack(args)) => crate::image::pack::run(&cfg, args, json),
         Command::Image(ImageCmd::List { name, os_release }) => {
-            let rows = images::list(&cfg, name.as_deref(), os_release.as_deref())?;
+            let rows = list::list(&cfg, name.as_deref(), os_release.as_deref())?;
             if json {
                 println!(
                     "{}",
@@ -343,7 +345,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
         }
         Command::Image(ImageCmd::ClearVersioned { keep, name }) => {
             let _lock = lock(&cfg)?;
-            let removed = images::clear_versioned(&cfg, keep, name.as_deref())?;
+            let removed = list::clear_versioned(&cfg, keep, name.as_deref())?;
             output(json, "torcx-image-clear-versioned-v0", json!({"removed": removed}), || {
                 if removed.is_empty() {
                     "nothing to remove".into()
@@ -354,8 +356,8 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
             Ok(0)
         }
         Command::Profile(p) => cmd_profile(&cfg, p, json),
-        Command::GenerateDocs { dir } => crate::docs::generate(dir).map(|_| 0),
-        Command::Image(ImageCmd::Inspect(args)) => crate::inspect::run(&cfg, args, json),
+        Command::GenerateDocs { dir } => crate::cli::docs::generate(dir).map(|_| 0),
+        Command::Image(ImageCmd::Inspect(args)) => crate::image::inspect::run(&cfg, args, json),
     }
 }
 
@@ -496,7 +498,7 @@ fn cmd_status(cfg: &Config, sd: &Systemd, name: Option<&str>, json: bool) -> Res
         }
     }
     let last = apply::read_status(cfg);
-    let sealed = cfg.host(Path::new(crate::config::SEAL_PATH)).exists();
+    let sealed = cfg.host(Path::new(crate::model::config::SEAL_PATH)).exists();
     let atts: Vec<serde_json::Value> = recs
         .iter()
         .map(|r| {
@@ -554,10 +556,10 @@ fn cmd_status(cfg: &Config, sd: &Systemd, name: Option<&str>, json: bool) -> Res
 }
 
 fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i32> {
-    use crate::profiles::{self, Target};
+    use crate::profile::edit::{self, Target};
     match p {
         ProfileCmd::List => {
-            let l = profiles::list(cfg)?;
+            let l = edit::list(cfg)?;
             if json {
                 println!(
                     "{}",
@@ -583,7 +585,7 @@ fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i32> {
             Ok(0)
         }
         ProfileCmd::Check { name, file } => {
-            let c = profiles::check(cfg, Target::from_args(name.as_deref(), file.as_deref())?)?;
+            let c = edit::check(cfg, Target::from_args(name.as_deref(), file.as_deref())?)?;
             output(json, "torcx-profile-check-v0", json!(c), || {
                 let mut s = format!(
                     "profile {}: {} image{}",
@@ -605,13 +607,13 @@ fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i32> {
             let _lock = lock(cfg)?;
             let t =
                 Target::from_args(name.as_deref(), file.as_deref())?.ok_or_else(|| anyhow!("give --name or --file"))?;
-            let path = profiles::new(cfg, &t, from.as_deref(), *from_next)?;
+            let path = edit::new(cfg, &t, from.as_deref(), *from_next)?;
             output(json, "torcx-profile-new-v0", json!({"path": path}), || format!("created {}", path.display()));
             Ok(0)
         }
         ProfileCmd::SetNext { name } => {
             let _lock = lock(cfg)?;
-            profiles::set_next(cfg, name)?;
+            edit::set_next(cfg, name)?;
             output(json, "torcx-profile-set-next-v0", json!({"next_profile_name": name}), || {
                 format!("the next boot applies profile {name}")
             });
@@ -620,7 +622,7 @@ fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i32> {
         ProfileCmd::UseImage { image, name, file, allow } => {
             let _lock = lock(cfg)?;
             let t = Target::from_args(name.as_deref(), file.as_deref())?;
-            let path = profiles::use_image(cfg, t, image, allow.is_some())?;
+            let path = edit::use_image(cfg, t, image, allow.is_some())?;
             output(json, "torcx-profile-use-image-v0", json!({"path": path, "image": image}), || {
                 format!("{} now uses {image}", path.display())
             });
@@ -629,7 +631,7 @@ fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i32> {
         ProfileCmd::RemoveImage { image, name, file } => {
             let _lock = lock(cfg)?;
             let t = Target::from_args(name.as_deref(), file.as_deref())?;
-            let (path, masked) = profiles::remove_image(cfg, t, image)?;
+            let (path, masked) = edit::remove_image(cfg, t, image)?;
             output(
                 json,
                 "torcx-profile-remove-image-v0",
@@ -646,6 +648,30 @@ fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i32> {
                 },
             );
             Ok(0)
+        }
+    }
+}
+
+/// `torcx ARGS...`: parses, runs, and returns the exit status (0 success,
+/// 1 failure, 2 usage error, which clap exits with itself).
+pub fn main() -> i32 {
+    use std::io::IsTerminal;
+    let cli = Cli::parse();
+    log::set_level(if cli.quiet {
+        log::Level::Error
+    } else {
+        match cli.verbose {
+            0 => log::Level::Warn,
+            1 => log::Level::Info,
+            _ => log::Level::Debug,
+        }
+    });
+    let json = cli.json || !std::io::stdout().is_terminal();
+    match run(&cli, json) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error(&format!("{e:#}"));
+            1
         }
     }
 }

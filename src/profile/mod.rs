@@ -1,9 +1,11 @@
 //! Profiles: finding them, reading them, and merging the lower (vendor, oem)
 //! profiles with the upper one named by `/etc/torcx/next-profile`.
 
-use crate::config::Config;
-use crate::manifest::{self, ProfileEntry};
-use crate::names::{self, ImageId};
+pub mod edit;
+
+use crate::model::config::Config;
+use crate::model::manifest::{self, ProfileEntry};
+use crate::model::names::{self, ImageId};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -153,9 +155,11 @@ mod tests {
             "etc/torcx/profiles/mine.json",
             r#"{"kind":"profile-manifest-v1","value":{"images":[{"name":"docker","reference":""},{"name":"socat","reference":"1.7","remote":"r"}]}}"#,
         );
-        let cfg =
-            Config::load_with_env(&crate::config::Overrides { root: Some(root.into()), stores: vec![] }, &|_| None)
-                .unwrap();
+        let cfg = Config::load_with_env(
+            &crate::model::config::Overrides { root: Some(root.into()), stores: vec![] },
+            &|_| None,
+        )
+        .unwrap();
         let r = resolve(&cfg).unwrap();
         assert_eq!(r.lower_profiles, ["vendor"]);
         assert_eq!(ids(&r.images), ["docker:com.coreos.cl"]);

@@ -304,7 +304,7 @@ pub fn check_symlink(raw: &[u8], depth: usize, target: &[u8]) -> Result<()> {
 
 /// Unpacks the tar stream `src` into the empty directory `dest`.
 pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
-    let root = crate::fsutil::open_dir(dest)?;
+    let root = crate::sys::fsutil::open_dir(dest)?;
     let mut x = Extractor {
         root,
         cache: Default::default(),
@@ -344,7 +344,7 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
 fn check_link(root: &OwnedFd, rel: &Path) -> Result<()> {
     let mut tries = 0;
     loop {
-        match crate::fsutil::open_beneath(root, rel, OFlags::PATH) {
+        match crate::sys::fsutil::open_beneath(root, rel, OFlags::PATH) {
             Ok(_) => return Ok(()),
             Err(e) => match e.raw_os_error().map(Errno::from_raw_os_error) {
                 Some(Errno::NOTDIR) => return Ok(()),
@@ -574,7 +574,7 @@ impl Extractor {
 /// checked lexically here; once every layer is in, [`check_symlinks`]
 /// resolves them.
 pub fn extract_layer(src: impl Read, dest: &Path, limits: Limits, stats: &mut Stats, pass: LayerPass) -> Result<()> {
-    let root = crate::fsutil::open_dir(dest)?;
+    let root = crate::sys::fsutil::open_dir(dest)?;
     let mut x = Extractor {
         root,
         cache: Default::default(),
@@ -604,10 +604,10 @@ pub fn extract_layer(src: impl Read, dest: &Path, limits: Limits, stats: &mut St
 /// harmless alone, may leave the tree, and with layers the links of a chain
 /// can come from different layers.
 pub fn check_symlinks(dest: &Path) -> Result<()> {
-    let root = crate::fsutil::open_dir(dest)?;
+    let root = crate::sys::fsutil::open_dir(dest)?;
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
-        let fd = crate::fsutil::open_beneath(&root, &rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW)
+        let fd = crate::sys::fsutil::open_beneath(&root, &rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW)
             .with_context(|| format!("reading /{}", rel.display()))?
             .ok_or_else(|| anyhow!("/{} vanished", rel.display()))?;
         for e in rustix::fs::Dir::read_from(&fd)? {

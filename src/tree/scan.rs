@@ -3,8 +3,8 @@
 //! directories, units in the standard unit directories.
 
 use crate::attach::is_unit_name;
-use crate::manifest::ImageManifest;
-use crate::source::{ImageSource, Kind};
+use crate::model::manifest::ImageManifest;
+use crate::tree::source::{ImageSource, Kind};
 use anyhow::Result;
 use std::path::{Component, Path, PathBuf};
 
@@ -113,7 +113,7 @@ fn resolve_lexically(src: &dyn ImageSource, rel: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{Mem, Tree};
+    use crate::tree::source::{Mem, Tree};
 
     #[test]
     fn scans_bins_and_units() {
