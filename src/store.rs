@@ -1,69 +1,15 @@
 //! Stores: directories of archives, searched in upstream's order.
 
-use crate::model::config::{Config, DEFAULT_REFERENCE, OEM_DIR};
-use crate::model::names::{self, ImageId};
+use crate::archive::{Archive, Format, parse_archive_name};
+use crate::model::config::{Config, OEM_DIR};
+use crate::model::names::ImageId;
 use crate::sys::log;
 use std::path::{Path, PathBuf};
-
-/// What an archive holds and how it is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Tgz,
-    #[serde(rename = "tar.zst")]
-    TarZst,
-    Squashfs,
-    Erofs,
-    /// A gzip tar of an OCI image layout (seed 001): `NAME.torcx.oci.tgz`,
-    /// one image `NAME:TAG` per tag.
-    Oci,
-}
-
-impl Format {
-    pub const ALL: [Format; 5] = [Format::Tgz, Format::TarZst, Format::Squashfs, Format::Erofs, Format::Oci];
-
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Format::Tgz => ".torcx.tgz",
-            Format::TarZst => ".torcx.tar.zst",
-            Format::Squashfs => ".torcx.squashfs",
-            Format::Erofs => ".torcx.erofs",
-            Format::Oci => ".torcx.oci.tgz",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Tgz => "tgz",
-            Format::TarZst => "tar.zst",
-            Format::Squashfs => "squashfs",
-            Format::Erofs => "erofs",
-            Format::Oci => "oci",
-        }
-    }
-
-    /// Mounted formats cost no unpacking, so they beat tar formats of the
-    /// same image wherever they are (as upstream did for squashfs).
-    pub fn mounted(self) -> bool {
-        matches!(self, Format::Squashfs | Format::Erofs)
-    }
-}
 
 /// One store directory: where it is on the booted system, and where to read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDir {
     pub logical: PathBuf,
-    pub host: PathBuf,
-}
-
-/// An archive found in a store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Archive {
-    pub id: ImageId,
-    pub format: Format,
-    /// The path as the booted system sees it (the symlink, when it is one).
-    pub path: PathBuf,
-    /// The path to open.
     pub host: PathBuf,
 }
 
@@ -89,17 +35,6 @@ pub fn store_dirs(cfg: &Config) -> Vec<StoreDir> {
         dirs.push(StoreDir { logical: s.clone(), host: cfg.host(s) });
     }
     dirs
-}
-
-/// Splits `NAME:REF.torcx.FMT`; `None` for files that are not archives.
-pub fn parse_archive_name(file: &str) -> Option<(Format, Result<ImageId, anyhow::Error>)> {
-    let format = Format::ALL.into_iter().find(|f| file.ends_with(f.suffix()))?;
-    let base = &file[..file.len() - format.suffix().len()];
-    let id = match base.rsplit_once(':') {
-        Some((n, r)) => ImageId::new(n, r),
-        None => names::validate_name(base).map(|_| ImageId { name: base.into(), reference: DEFAULT_REFERENCE.into() }),
-    };
-    Some((format, id))
 }
 
 /// All archives, first occurrence of an image winning except that a mounted

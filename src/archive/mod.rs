@@ -5,3 +5,73 @@
 pub mod fsimage;
 pub mod oci;
 pub mod stream;
+
+use crate::model::config::DEFAULT_REFERENCE;
+use crate::model::names::{self, ImageId};
+use std::path::PathBuf;
+
+/// What an archive holds and how it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Tgz,
+    #[serde(rename = "tar.zst")]
+    TarZst,
+    Squashfs,
+    Erofs,
+    /// A gzip tar of an OCI image layout (seed 001): `NAME.torcx.oci.tgz`,
+    /// one image `NAME:TAG` per tag.
+    Oci,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [Format::Tgz, Format::TarZst, Format::Squashfs, Format::Erofs, Format::Oci];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Format::Tgz => ".torcx.tgz",
+            Format::TarZst => ".torcx.tar.zst",
+            Format::Squashfs => ".torcx.squashfs",
+            Format::Erofs => ".torcx.erofs",
+            Format::Oci => ".torcx.oci.tgz",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Tgz => "tgz",
+            Format::TarZst => "tar.zst",
+            Format::Squashfs => "squashfs",
+            Format::Erofs => "erofs",
+            Format::Oci => "oci",
+        }
+    }
+
+    /// Mounted formats cost no unpacking, so they beat tar formats of the
+    /// same image wherever they are (as upstream did for squashfs).
+    pub fn mounted(self) -> bool {
+        matches!(self, Format::Squashfs | Format::Erofs)
+    }
+}
+
+/// An archive found in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    pub id: ImageId,
+    pub format: Format,
+    /// The path as the booted system sees it (the symlink, when it is one).
+    pub path: PathBuf,
+    /// The path to open.
+    pub host: PathBuf,
+}
+
+/// Splits `NAME:REF.torcx.FMT`; `None` for files that are not archives.
+pub fn parse_archive_name(file: &str) -> Option<(Format, Result<ImageId, anyhow::Error>)> {
+    let format = Format::ALL.into_iter().find(|f| file.ends_with(f.suffix()))?;
+    let base = &file[..file.len() - format.suffix().len()];
+    let id = match base.rsplit_once(':') {
+        Some((n, r)) => ImageId::new(n, r),
+        None => names::validate_name(base).map(|_| ImageId { name: base.into(), reference: DEFAULT_REFERENCE.into() }),
+    };
+    Some((format, id))
+}

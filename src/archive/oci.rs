@@ -11,8 +11,8 @@
 //! read-only generator) decompresses the layers on the fly and merges just
 //! the entries the generator needs.
 
+use crate::archive::{Archive, Format};
 use crate::model::names::ImageId;
-use crate::store::{Archive, Format};
 use crate::sys::fsutil;
 use crate::tree::extract::{self, LayerPass, Limits, Stats, Whiteout};
 use crate::tree::source::{self, ImageSource, MANIFEST_PATH, Mem};

@@ -1,7 +1,7 @@
 //! Archive formats behind one interface: a tar stream to unpack, and a
 //! cheap read of just the manifest and unit files for the generator.
 
-use crate::store::{Archive, Format};
+use crate::archive::{Archive, Format};
 use anyhow::{Context, Result, bail};
 use std::io::{BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};

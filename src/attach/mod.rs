@@ -5,10 +5,11 @@
 pub mod portable;
 pub mod unpack;
 
+use crate::archive::Archive;
 use crate::model::config::{self, Config};
 use crate::model::manifest::ImageManifest;
 use crate::model::names::ImageId;
-use crate::store::Archive;
+use crate::model::units::is_unit_name;
 use crate::sys::crash;
 use crate::sys::fsutil::{self, atomic_write, sha256_hex};
 use crate::sys::log;
@@ -23,20 +24,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub const RECORD_KIND: &str = "torcx-attachment-v0";
-const UNIT_SUFFIXES: [&str; 11] = [
-    ".service",
-    ".socket",
-    ".target",
-    ".timer",
-    ".path",
-    ".mount",
-    ".automount",
-    ".swap",
-    ".slice",
-    ".scope",
-    ".device",
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
@@ -86,10 +73,6 @@ pub enum CopyMode {
     Auto,
     Copy,
     Symlink,
-}
-
-pub fn is_unit_name(name: &str) -> bool {
-    UNIT_SUFFIXES.iter().any(|s| name.len() > s.len() && name.ends_with(s))
 }
 
 /// The drop-in tying a unit to its image (design.md, "Drop-in").
@@ -635,7 +618,7 @@ fn prepare(
 ) -> Result<(unpack::Unpacked, Vec<Placement>)> {
     let unpacked = match img {
         ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree)?,
-        ImageFrom::Archive(a) if a.format == crate::store::Format::Oci => unpack::unpack_oci(cfg, a, tree)?,
+        ImageFrom::Archive(a) if a.format == crate::archive::Format::Oci => unpack::unpack_oci(cfg, a, tree)?,
         ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree)?,
         ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
     };

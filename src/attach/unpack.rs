@@ -1,8 +1,8 @@
 //! Turning an archive (or a directory) into the image's own read-only tree.
 
 use crate::archive::stream;
+use crate::archive::{Archive, Format};
 use crate::model::config::Config;
-use crate::store::{Archive, Format};
 use crate::sys::crash;
 use crate::sys::loopdev;
 use crate::sys::mount;

@@ -167,7 +167,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
 /// Where an image stands after the first, parallel half of the apply.
 enum Half {
     Done(ImageStatus),
-    Ready(ImageStatus, store::Archive, Box<attach::Prepared>),
+    Ready(ImageStatus, crate::archive::Archive, Box<attach::Prepared>),
 }
 
 fn boot_options() -> attach::Options {
@@ -182,7 +182,7 @@ fn boot_options() -> attach::Options {
 
 /// The first half of one image: keep it when an earlier apply attached it,
 /// else find its archive, unpack or mount it, and plan. Nothing is placed.
-fn begin_image(cfg: &Config, id: &ImageId, archives: &[store::Archive], tar_slots: &Slots) -> Half {
+fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive], tar_slots: &Slots) -> Half {
     let mut st = ImageStatus {
         name: id.name.clone(),
         reference: id.reference.clone(),
@@ -236,7 +236,7 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[store::Archive], tar_slot
     }
 }
 
-fn fail(st: &mut ImageStatus, id: &ImageId, a: &store::Archive, e: anyhow::Error) {
+fn fail(st: &mut ImageStatus, id: &ImageId, a: &crate::archive::Archive, e: anyhow::Error) {
     let msg = format!("{e:#}");
     let msg = msg.strip_prefix(&format!("image {id}: ")).unwrap_or(&msg).to_string();
     st.error = Some(format!("image {id} ({}): {msg}", a.path.display()));
@@ -295,7 +295,7 @@ impl Drop for Slot<'_> {
 
 /// Runs the first half of every image on a few threads, then the second
 /// half of each in profile order.
-fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[store::Archive]) -> Vec<ImageStatus> {
+fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archive]) -> Vec<ImageStatus> {
     const WORKERS: usize = 4;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let halves: Vec<std::sync::Mutex<Option<Half>>> = ids.iter().map(|_| std::sync::Mutex::new(None)).collect();
@@ -322,7 +322,7 @@ pub fn run_profile(cfg: &Config) -> Option<Vec<ImageId>> {
 }
 
 /// Keeps what the generator needs of this image for the next boots.
-fn cache_units(cfg: &Config, a: &store::Archive, rec: &Record) {
+fn cache_units(cfg: &Config, a: &crate::archive::Archive, rec: &Record) {
     let tree = match Tree::open(&cfg.host(&rec.tree)) {
         Ok(t) => t,
         Err(_) => return,

@@ -7,8 +7,8 @@
 //! boot with the same archive reads a few KiB instead of the archive (and,
 //! for squashfs, erofs and OCI bundles, instead of their whole index).
 
+use crate::archive::Archive;
 use crate::model::config::Config;
-use crate::store::Archive;
 use crate::sys::fsutil::atomic_write_unsynced;
 use crate::sys::log;
 use crate::tree::source::Mem;

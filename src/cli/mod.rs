@@ -394,7 +394,7 @@ pub(crate) fn resolve(cfg: &Config, arg: &str, allow_bare_name: bool) -> Result<
     let p = Path::new(arg);
     // A path has a slash, or is an archive's file name: a bare word is always
     // a name in the stores, whatever the current directory holds.
-    if arg.contains('/') || store::parse_archive_name(arg).is_some() {
+    if arg.contains('/') || crate::archive::parse_archive_name(arg).is_some() {
         let abs = std::path::absolute(p)?;
         let meta = std::fs::metadata(&abs).map_err(|e| anyhow!("{}: {e}", abs.display()))?;
         let file = abs.file_name().ok_or_else(|| anyhow!("{arg}: not an image path"))?.to_string_lossy().into_owned();
@@ -402,10 +402,10 @@ pub(crate) fn resolve(cfg: &Config, arg: &str, allow_bare_name: bool) -> Result<
             let (n, r) = file.split_once(':').unwrap_or((&file, "local"));
             return Ok(ImageFrom::Dir { id: ImageId::new(n, r)?, path: abs });
         }
-        let Some((format, id)) = store::parse_archive_name(&file) else {
+        let Some((format, id)) = crate::archive::parse_archive_name(&file) else {
             bail!("{}: not an archive name (NAME:REF.torcx.tgz or .torcx.tar.zst)", abs.display());
         };
-        return Ok(ImageFrom::Archive(store::Archive { id: id?, format, path: abs.clone(), host: abs }));
+        return Ok(ImageFrom::Archive(crate::archive::Archive { id: id?, format, path: abs.clone(), host: abs }));
     }
     let (name, reference) = match arg.split_once(':') {
         Some((n, r)) => (n, Some(r)),
@@ -425,7 +425,7 @@ pub(crate) fn resolve(cfg: &Config, arg: &str, allow_bare_name: bool) -> Result<
     let profile_ref = apply::run_profile(cfg)
         .or_else(|| profile::resolve(cfg).ok().map(|r| r.images))
         .and_then(|imgs| imgs.into_iter().find(|i| i.name == name).map(|i| i.reference));
-    let candidates: Vec<store::Archive> = all.into_iter().filter(|a| a.id.name == name).collect();
+    let candidates: Vec<crate::archive::Archive> = all.into_iter().filter(|a| a.id.name == name).collect();
     if let Some(r) = profile_ref
         && let Some(a) = candidates.iter().find(|a| a.id.reference == r)
     {

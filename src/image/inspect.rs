@@ -5,12 +5,12 @@
 //! process (backhand, erofs-rs) and fed to the same extractor. Then the
 //! attach plan is made as `attach` would make it, and the image is linted.
 
+use crate::archive::{Archive, Format};
 use crate::attach::{self, Action, CopyMode, ImageFrom, Origin, Placement};
 use crate::image::lint::{self, Finding, Severity};
 use crate::model::config::Config;
 use crate::model::manifest::ImageManifest;
 use crate::model::names::ImageId;
-use crate::store::{self, Archive, Format};
 use crate::sys::fsutil;
 use crate::tree::extract::{self, Limits};
 use crate::tree::scan;
@@ -194,7 +194,7 @@ fn subject(cfg: &Config, arg: &str) -> Result<Subject> {
             let parsed = file.split_once(':').and_then(|(n, r)| ImageId::new(n, r).ok());
             return Ok(Subject::Dir { path: abs, id_known: parsed.is_some(), id: parsed.unwrap_or_else(placeholder) });
         }
-        let (format, id) = match store::parse_archive_name(&file) {
+        let (format, id) = match crate::archive::parse_archive_name(&file) {
             Some((f, id)) => (f, id.ok()),
             None => (sniff(&abs)?, None),
         };

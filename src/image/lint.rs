@@ -4,9 +4,9 @@
 //! on the host, units must name binaries that exist where systemd looks,
 //! and the manifest must name paths the image has.
 
-use crate::attach::is_unit_name;
 use crate::model::config::Config;
 use crate::model::manifest::ImageManifest;
+use crate::model::units::is_unit_name;
 use crate::sys::fsutil;
 use crate::sys::systemd;
 use crate::tree::source::{ImageSource, Kind};

@@ -1,8 +1,9 @@
 //! `torcx image list` and `torcx image clear-versioned`.
 
+use crate::archive::Archive;
 use crate::model::config::Config;
 use crate::model::names;
-use crate::store::{self, Archive};
+use crate::store;
 use crate::sys::log;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -82,7 +83,8 @@ pub fn clear_versioned(cfg: &Config, keep: &[String], name: Option<&str>) -> Res
                 files.sort_by_key(|f| f.file_name());
                 for f in files {
                     let file = f.file_name().to_string_lossy().into_owned();
-                    let ours = store::parse_archive_name(&file).is_some_and(|(_, id)| id.is_ok_and(|id| id.name == n));
+                    let ours = crate::archive::parse_archive_name(&file)
+                        .is_some_and(|(_, id)| id.is_ok_and(|id| id.name == n));
                     if ours && f.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) {
                         std::fs::remove_file(f.path())
                             .with_context(|| format!("removing {}", logical.join(&file).display()))?;

@@ -8,12 +8,12 @@
 //! What the confined unpack would refuse (device nodes, FIFOs, sockets,
 //! symlinks that leave the tree) is refused here, naming the path.
 
+use crate::archive::Format;
 use crate::image::inspect;
 use crate::image::lint;
 use crate::model::config::{Config, DEFAULT_REFERENCE};
 use crate::model::manifest::{self, ImageManifest};
 use crate::model::names::ImageId;
-use crate::store::{self, Format};
 use crate::sys::fsutil;
 use crate::sys::log;
 use crate::tree::extract;
@@ -222,7 +222,7 @@ fn target(args: &PackArgs) -> Result<Target> {
         .ok_or_else(|| anyhow!("{}: not a file name", args.output.display()))?
         .to_string_lossy()
         .into_owned();
-    let by_name = store::parse_archive_name(&file);
+    let by_name = crate::archive::parse_archive_name(&file);
     let format = match (fmt, &by_name) {
         (Some(f), Some((g, _))) if f != *g => {
             bail!("{}: the name says {}, but --format says {}", args.output.display(), g.name(), f.name())

@@ -6,3 +6,4 @@
 pub mod config;
 pub mod manifest;
 pub mod names;
+pub mod units;

@@ -2,8 +2,8 @@
 //! for (reference/torcx-upstream.md, seed 000): binaries in the standard bin
 //! directories, units in the standard unit directories.
 
-use crate::attach::is_unit_name;
 use crate::model::manifest::ImageManifest;
+use crate::model::units::{is_dep_dir, is_unit_name};
 use crate::tree::source::{ImageSource, Kind};
 use anyhow::Result;
 use std::path::{Component, Path, PathBuf};
@@ -47,11 +47,6 @@ pub fn default_manifest(src: &dyn ImageSource) -> Result<ImageManifest> {
         }
     }
     Ok(m)
-}
-
-/// `multi-user.target.wants`, `foo.socket.requires`.
-fn is_dep_dir(name: &str) -> bool {
-    [".wants", ".requires"].iter().any(|s| name.strip_suffix(s).is_some_and(is_unit_name))
 }
 
 /// The directories of `list` that exist in the image (following symlinks

@@ -3,8 +3,8 @@
 //! Paths are relative to the image root; resolving one never leaves it.
 
 use crate::archive::stream;
+use crate::archive::{Archive, Format};
 use crate::model::manifest::{self, ImageManifest};
-use crate::store::{Archive, Format};
 use crate::sys::fsutil;
 use anyhow::{Context, Result, anyhow, bail};
 use rustix::fs::OFlags;
