@@ -1,115 +1,145 @@
-//! Reading squashfs and erofs images without mounting them, for the
-//! generator (which runs read-only, in a sandbox that cannot mount): the
-//! manifest, and the unit files and links it lists. Both formats index their
-//! metadata, so this reads kilobytes, not the image.
+//! The one reader of squashfs and erofs images that does not mount them:
+//! their index lists every node, and a file's data is read only on demand.
+//! The generator (read-only, in a sandbox that cannot mount) reads the
+//! manifest and the units this way; `image inspect` walks every node.
+//! Which nodes are acceptable is decided by `tree::policy`, not here.
 
-use crate::model::manifest;
-use crate::sys::fsutil;
-use crate::tree::source::{MANIFEST_PATH, Mem};
-use anyhow::{Context, Result, anyhow};
-use std::collections::BTreeMap;
+use crate::archive::Format;
+use anyhow::{Context, Result, anyhow, bail};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-enum Node<F> {
-    File(F),
-    Dir,
-    Link(PathBuf),
+/// An opened squashfs or erofs image.
+pub enum FsImage {
+    Squashfs(Box<backhand::FilesystemReader<'static>>),
+    Erofs(Box<erofs_rs::EroFS<erofs_rs::backend::MmapImage>>),
 }
 
-/// Builds the generator's view from a listing of the image, reading only
-/// the manifest and the files under the unit paths it lists.
-fn build<F>(nodes: BTreeMap<PathBuf, Node<F>>, mut read: impl FnMut(&F) -> Result<Vec<u8>>) -> Result<Mem> {
-    let mut mem = Mem::default();
-    for (p, n) in &nodes {
-        match n {
-            Node::Dir => mem.insert_dir(p.clone()),
-            Node::Link(t) => mem.insert_link(p.clone(), t.clone()),
-            Node::File(_) => {}
-        }
-    }
-    let units: Vec<String> = match nodes.get(Path::new(MANIFEST_PATH)) {
-        Some(Node::File(mf)) => {
-            let text = read(mf)?;
-            let m = manifest::parse_image_manifest(&String::from_utf8_lossy(&text)).context(MANIFEST_PATH)?;
-            mem.insert_file(PathBuf::from(MANIFEST_PATH), text);
-            m.units
-        }
-        // No manifest: the scan will look at the standard unit directories.
-        _ => crate::tree::scan::UNIT_DIRS.iter().map(|d| format!("/{d}")).collect(),
-    };
-    for u in &units {
-        let Ok(rel) = fsutil::relative_inside(u) else { continue };
-        let real = mem.resolve_path(&rel)?;
-        for (p, n) in nodes.range(real.clone()..) {
-            if !p.starts_with(&real) {
-                break;
-            }
-            // The entry itself, or its direct children (as propagation reads them).
-            if let Node::File(f) = n
-                && (p == &real || p.parent() == Some(real.as_path()))
-            {
-                mem.insert_file(p.clone(), read(f)?);
-            }
-        }
-    }
-    Ok(mem)
+/// What a node is. Files carry what [`FsImage::reader`] needs to read them.
+pub enum Node<'a> {
+    Dir,
+    File {
+        size: u64,
+        handle: Handle<'a>,
+    },
+    Link(PathBuf),
+    /// A device node, FIFO or socket: named, never read.
+    Special(&'static str),
+}
+
+pub enum Handle<'a> {
+    Squashfs(&'a backhand::SquashfsFileReader),
+    Erofs(erofs_rs::types::Inode),
+}
+
+/// One node of the image, its path relative to the image root.
+pub struct Entry<'a> {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub node: Node<'a>,
 }
 
 fn rel(p: &Path) -> PathBuf {
     p.strip_prefix("/").unwrap_or(p).to_path_buf()
 }
 
-pub fn squashfs(path: &Path) -> Result<Mem> {
-    let f = std::io::BufReader::new(std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?);
-    let fs = backhand::FilesystemReader::from_reader(f).map_err(|e| anyhow!("not a squashfs image: {e}"))?;
-    let mut nodes = BTreeMap::new();
-    for n in fs.files() {
-        let p = rel(&n.fullpath);
-        if p.as_os_str().is_empty() {
-            continue;
+impl FsImage {
+    pub fn open(path: &Path, format: Format) -> Result<FsImage> {
+        match format {
+            Format::Squashfs => {
+                let f = std::io::BufReader::new(
+                    std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+                );
+                let fs =
+                    backhand::FilesystemReader::from_reader(f).map_err(|e| anyhow!("not a squashfs image: {e}"))?;
+                Ok(FsImage::Squashfs(Box::new(fs)))
+            }
+            Format::Erofs => {
+                // SAFETY: store archives are not modified in place (they are
+                // replaced by rename), and a truncation would only make a read fail.
+                let image = unsafe { erofs_rs::backend::MmapImage::new_from_path(path) }
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let fs = erofs_rs::EroFS::new(image).map_err(|e| anyhow!("not an erofs image: {e}"))?;
+                Ok(FsImage::Erofs(Box::new(fs)))
+            }
+            other => bail!("{} archives are not file system images", other.name()),
         }
-        let node = match &n.inner {
-            backhand::InnerNode::File(r) => Node::File(r),
-            backhand::InnerNode::Dir(_) => Node::Dir,
-            backhand::InnerNode::Symlink(l) => Node::Link(l.link.clone()),
-            _ => continue,
-        };
-        nodes.insert(p, node);
     }
-    build(nodes, |r| {
-        let mut v = vec![];
-        fs.file(r).reader().read_to_end(&mut v).context("reading squashfs file")?;
-        Ok(v)
-    })
-}
 
-pub fn erofs(path: &Path) -> Result<Mem> {
-    // SAFETY: store archives are not modified in place (they are replaced by
-    // rename), and a truncation would only make this read fail.
-    let image = unsafe { erofs_rs::backend::MmapImage::new_from_path(path) }
-        .with_context(|| format!("opening {}", path.display()))?;
-    let fs = erofs_rs::EroFS::new(image).map_err(|e| anyhow!("not an erofs image: {e}"))?;
-    let mut nodes = BTreeMap::new();
-    for e in fs.walk_dir("/").map_err(|e| anyhow!("reading erofs directory: {e}"))? {
-        let e = e.map_err(|e| anyhow!("reading erofs directory: {e}"))?;
-        let p = rel(Path::new(&e.dir_entry.path().to_string_lossy().into_owned()));
-        let node = if e.inode.is_dir() {
-            Node::Dir
-        } else if e.inode.is_symlink() {
-            let t = fs.read_link_inode(e.inode.clone()).map_err(|e| anyhow!("reading erofs link: {e}"))?;
-            Node::Link(PathBuf::from(t.to_string_lossy().into_owned()))
-        } else if e.inode.is_file() {
-            Node::File(e.inode.clone())
-        } else {
-            continue;
-        };
-        nodes.insert(p, node);
+    /// Every node but the root, parents before their children.
+    pub fn entries(&self) -> Result<Vec<Entry<'_>>> {
+        let mut out = vec![];
+        match self {
+            FsImage::Squashfs(fs) => {
+                for n in fs.files() {
+                    let path = rel(&n.fullpath);
+                    if path.as_os_str().is_empty() {
+                        continue;
+                    }
+                    let node = match &n.inner {
+                        backhand::InnerNode::File(r) => {
+                            Node::File { size: r.file_len() as u64, handle: Handle::Squashfs(r) }
+                        }
+                        backhand::InnerNode::Dir(_) => Node::Dir,
+                        backhand::InnerNode::Symlink(l) => Node::Link(l.link.clone()),
+                        backhand::InnerNode::CharacterDevice(_) | backhand::InnerNode::BlockDevice(_) => {
+                            Node::Special("device node")
+                        }
+                        backhand::InnerNode::NamedPipe => Node::Special("FIFO"),
+                        backhand::InnerNode::Socket => Node::Special("socket"),
+                    };
+                    out.push(Entry { path, mode: u32::from(n.header.permissions), node });
+                }
+            }
+            FsImage::Erofs(fs) => {
+                use std::os::unix::fs::PermissionsExt;
+                for e in fs.walk_dir("/").map_err(|e| anyhow!("reading erofs directory: {e}"))? {
+                    let e = e.map_err(|e| anyhow!("reading erofs directory: {e}"))?;
+                    let path = rel(Path::new(&e.dir_entry.path().to_string_lossy().into_owned()));
+                    if path.as_os_str().is_empty() {
+                        continue;
+                    }
+                    let mode = e.inode.permissions().mode();
+                    let node = if e.inode.is_dir() {
+                        Node::Dir
+                    } else if e.inode.is_symlink() {
+                        let t = fs.read_link_inode(e.inode.clone()).map_err(|e| anyhow!("reading erofs link: {e}"))?;
+                        Node::Link(PathBuf::from(t.to_string_lossy().into_owned()))
+                    } else if e.inode.is_file() {
+                        Node::File { size: e.inode.data_size(), handle: Handle::Erofs(e.inode.clone()) }
+                    } else if e.inode.device().is_some() {
+                        Node::Special("device node")
+                    } else {
+                        Node::Special("FIFO or socket")
+                    };
+                    out.push(Entry { path, mode, node });
+                }
+            }
+        }
+        Ok(out)
     }
-    build(nodes, |inode| {
-        let mut f = fs.open_inode_file(inode.clone()).map_err(|e| anyhow!("opening erofs file: {e}"))?;
-        let mut v = vec![];
-        f.read_to_end(&mut v).context("reading erofs file")?;
+
+    /// The data of a file node.
+    pub fn reader<'a>(&'a self, h: &Handle<'a>) -> Result<Box<dyn Read + 'a>> {
+        Ok(match (self, h) {
+            (FsImage::Squashfs(fs), Handle::Squashfs(r)) => Box::new(fs.file(r).reader()),
+            (FsImage::Erofs(fs), Handle::Erofs(inode)) => {
+                Box::new(fs.open_inode_file(inode.clone()).map_err(|e| anyhow!("opening erofs file: {e}"))?)
+            }
+            _ => bail!("a file handle of another image"),
+        })
+    }
+
+    /// The whole data of a file node, refused past `max` bytes.
+    pub fn read(&self, h: &Handle<'_>, size: u64, max: u64) -> Result<Vec<u8>> {
+        if size > max {
+            bail!("{size} bytes (at most {max})");
+        }
+        let mut v = Vec::with_capacity(size as usize);
+        self.reader(h)?.take(max + 1).read_to_end(&mut v).context("reading file")?;
+        if v.len() as u64 > max {
+            bail!("more than {max} bytes");
+        }
         Ok(v)
-    })
+    }
 }

@@ -2,6 +2,7 @@
 //! touching anything, record the intent, place the files, record the result.
 //! Detaching reads the record and removes only what is still as placed.
 
+pub mod from;
 pub mod portable;
 pub mod unpack;
 
@@ -17,6 +18,7 @@ use crate::sys::mount;
 use crate::sys::systemd;
 use crate::tree::source::{self, ImageSource, Kind, Tree};
 use anyhow::{Context, Result, anyhow, bail};
+pub use from::ImageFrom;
 use portable::Sandbox;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -561,37 +563,6 @@ pub fn remove(cfg: &Config, rec: &Record) -> Result<Vec<PathBuf>> {
         _ => {}
     }
     Ok(kept)
-}
-
-/// Where an image comes from when attaching.
-pub enum ImageFrom {
-    Archive(Archive),
-    /// An unpacked image directory on this machine.
-    Dir {
-        id: ImageId,
-        path: PathBuf,
-    },
-}
-
-impl ImageFrom {
-    pub fn id(&self) -> &ImageId {
-        match self {
-            ImageFrom::Archive(a) => &a.id,
-            ImageFrom::Dir { id, .. } => id,
-        }
-    }
-    fn path(&self) -> &Path {
-        match self {
-            ImageFrom::Archive(a) => &a.path,
-            ImageFrom::Dir { path, .. } => path,
-        }
-    }
-    fn format(&self) -> &str {
-        match self {
-            ImageFrom::Archive(a) => a.format.name(),
-            ImageFrom::Dir { .. } => "directory",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -77,7 +77,7 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
     mount::mount_tmpfs(&host, cfg.unpack_limit)?;
     crash::point("mounted")?;
     let digest = stream::digest_in_background(&a.host);
-    let stats = crate::archive::oci::unpack(
+    let stats = crate::tree::oci::unpack(
         &a.host,
         &a.id.reference,
         &host,

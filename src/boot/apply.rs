@@ -314,13 +314,6 @@ fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archi
     halves.into_iter().map(|h| finish_image(cfg, h.into_inner().unwrap().expect("every image was begun"))).collect()
 }
 
-/// The images of this boot's run profile, once sealed.
-pub fn run_profile(cfg: &Config) -> Option<Vec<ImageId>> {
-    let text = std::fs::read_to_string(cfg.host(&cfg.run_profile_path())).ok()?;
-    let entries = crate::model::manifest::parse_profile(&text).ok()?;
-    Some(entries.into_iter().map(|e| ImageId { name: e.name, reference: e.reference }).collect())
-}
-
 /// Keeps what the generator needs of this image for the next boots.
 fn cache_units(cfg: &Config, a: &crate::archive::Archive, rec: &Record) {
     let tree = match Tree::open(&cfg.host(&rec.tree)) {

@@ -4,13 +4,17 @@
 //! and drop-ins into its output directory, plus the link that pulls in
 //! `torcx-apply.service`, which does the unpacking.
 
-use crate::attach::{self, Action};
+use crate::archive::Archive;
+use crate::attach::{self, Action, Placement};
 use crate::boot::cache;
 use crate::model::config::{self, Config, Overrides, SEAL_PATH};
+use crate::model::manifest::ImageManifest;
+use crate::model::names::ImageId;
 use crate::profile;
 use crate::store;
 use crate::sys::log;
 use crate::tree::source::Mem;
+
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -54,29 +58,44 @@ fn link_apply(normal: &Path) -> Result<()> {
     }
 }
 
+/// Plans every image of the resolved profile `images`.
+pub fn plan(cfg: &Config, images: &[ImageId]) -> Vec<(ImageId, Result<ImagePlan>)> {
+    let archives = store::scan(cfg);
+    images.iter().map(|id| (id.clone(), plan_image(cfg, &archives, id))).collect()
+}
+
+/// One image planned: its manifest, what was read of it, and the unit
+/// files, links and drop-ins the generator writes for it.
+pub struct ImagePlan {
+    pub manifest: ImageManifest,
+    pub units: Mem,
+    pub placements: Vec<Placement>,
+}
+
+/// The unit placements of one image, as apply would make them, refused as
+/// apply would refuse them.
+pub fn plan_image(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<ImagePlan> {
+    let Some(a) = archives.iter().find(|a| &a.id == id) else { bail!("no archive in any store") };
+    let mem = match cache::load(cfg, a) {
+        Some(m) => m,
+        None => crate::tree::read_units(a).with_context(|| format!("reading {}", a.path.display()))?,
+    };
+    let (manifest, plan) = attach::plan_archive_units(cfg, a, &mem)?;
+    // Apply will refuse this image; its units must not shadow the host's meanwhile.
+    // (/run/systemd/system holds what an earlier, failed apply placed.)
+    let skip = [attach::GENERATOR_DIRS.as_slice(), &[crate::model::config::UNITS_DIR]].concat();
+    attach::check_host_units(cfg, id, &plan, &skip)?;
+    Ok(ImagePlan { manifest, units: mem, placements: plan })
+}
+
 fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<()> {
     let cfg = Config::load(&Overrides { root, stores: vec![] })?;
     let resolved = profile::resolve(&cfg)?;
     for w in &resolved.warnings {
         log::warn(w);
     }
-    let archives = store::scan(&cfg);
-    for id in &resolved.images {
-        let res = (|| -> Result<usize> {
-            let Some(a) = archives.iter().find(|a| &a.id == id) else { bail!("no archive in any store") };
-            let mem = match cache::load(&cfg, a) {
-                Some(m) => m,
-                None => Mem::read(a).with_context(|| format!("reading {}", a.path.display()))?,
-            };
-            let (_, plan) = attach::plan_archive_units(&cfg, a, &mem)?;
-            // Apply will refuse this image; its units must not shadow the host's meanwhile.
-            // (/run/systemd/system holds what an earlier, failed apply placed.)
-            let skip = [attach::GENERATOR_DIRS.as_slice(), &[crate::model::config::UNITS_DIR]].concat();
-            attach::check_host_units(&cfg, id, &plan, &skip)?;
-            write_units(normal, &plan)?;
-            Ok(plan.len())
-        })();
-        match res {
+    for (id, planned) in plan(&cfg, &resolved.images) {
+        match planned.and_then(|p| write_units(normal, &p.placements).map(|()| p.placements.len())) {
             Ok(n) => log::info(&format!("image {id}: {n} unit files planned")),
             Err(e) => {
                 log::error(&format!("image {id}: {e:#}"));
@@ -89,7 +108,7 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
 
 /// Writes the unit placements under the generator's output directory
 /// instead of /run/systemd/system. An existing file is a conflict.
-fn write_units(normal: &Path, plan: &[attach::Placement]) -> Result<()> {
+fn write_units(normal: &Path, plan: &[Placement]) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);
     let dests: Vec<(PathBuf, &Action)> =
         plan.iter().filter_map(|p| p.dest.strip_prefix(units).ok().map(|rel| (normal.join(rel), &p.action))).collect();

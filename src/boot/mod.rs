@@ -3,4 +3,5 @@
 
 pub mod apply;
 pub mod cache;
+pub mod check;
 pub mod generator;

@@ -4,13 +4,11 @@
 pub mod docs;
 
 use crate::attach::portable::Sandbox;
-use crate::attach::{self, CopyMode, ImageFrom, Options, Record};
+use crate::attach::{self, CopyMode, Options, Record};
 use crate::boot::apply;
 use crate::image::list;
 use crate::model::config::{Config, Overrides};
-use crate::model::names::{self, ImageId};
-use crate::profile;
-use crate::store;
+use crate::model::names::{self};
 use crate::sys::fsutil::Lock;
 use crate::sys::log;
 use crate::sys::systemd::Systemd;
@@ -224,7 +222,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
         Command::Apply { force } => cmd_apply(&cfg, *force, json),
         Command::Attach { image, now, no_reload, force, copy, portable } => {
             let _lock = lock(&cfg)?;
-            let img = resolve(&cfg, image, true)?;
+            let img = attach::from::resolve(&cfg, image, true)?;
             let opts = Options {
                 origin: "runtime".into(),
                 copy: *copy,
@@ -267,7 +265,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
         }
         Command::Reattach { image, now, no_reload } => {
             let _lock = lock(&cfg)?;
-            let img = resolve(&cfg, image, false)?;
+            let img = attach::from::resolve(&cfg, image, false)?;
             let running: Vec<String> = match Record::load(&cfg, &img.id().name)? {
                 Some(old) => old.units().into_iter().filter(|u| sd.is_active(u)).collect(),
                 None => vec![],
@@ -386,58 +384,6 @@ fn output(json: bool, kind: &str, value: serde_json::Value, human: impl FnOnce()
         println!("{}", serde_json::to_string_pretty(&json!({"kind": kind, "value": value})).unwrap());
     } else {
         println!("{}", human());
-    }
-}
-
-/// `NAME`, `NAME:REF`, or a path (anything with a `/`, or an existing file).
-pub(crate) fn resolve(cfg: &Config, arg: &str, allow_bare_name: bool) -> Result<ImageFrom> {
-    let p = Path::new(arg);
-    // A path has a slash, or is an archive's file name: a bare word is always
-    // a name in the stores, whatever the current directory holds.
-    if arg.contains('/') || crate::archive::parse_archive_name(arg).is_some() {
-        let abs = std::path::absolute(p)?;
-        let meta = std::fs::metadata(&abs).map_err(|e| anyhow!("{}: {e}", abs.display()))?;
-        let file = abs.file_name().ok_or_else(|| anyhow!("{arg}: not an image path"))?.to_string_lossy().into_owned();
-        if meta.is_dir() {
-            let (n, r) = file.split_once(':').unwrap_or((&file, "local"));
-            return Ok(ImageFrom::Dir { id: ImageId::new(n, r)?, path: abs });
-        }
-        let Some((format, id)) = crate::archive::parse_archive_name(&file) else {
-            bail!("{}: not an archive name (NAME:REF.torcx.tgz or .torcx.tar.zst)", abs.display());
-        };
-        return Ok(ImageFrom::Archive(crate::archive::Archive { id: id?, format, path: abs.clone(), host: abs }));
-    }
-    let (name, reference) = match arg.split_once(':') {
-        Some((n, r)) => (n, Some(r)),
-        None if allow_bare_name => (arg, None),
-        None => bail!("{arg}: name the reference, as NAME:REF"),
-    };
-    names::validate_name(name)?;
-    let all = store::scan(cfg);
-    if let Some(r) = reference {
-        let id = ImageId::new(name, r)?;
-        return all.into_iter().find(|a| a.id == id).map(ImageFrom::Archive).ok_or_else(|| {
-            let dirs: Vec<String> = store::store_dirs(cfg).iter().map(|d| d.logical.display().to_string()).collect();
-            anyhow!("image {id}: no archive in any store (searched {})", dirs.join(", "))
-        });
-    }
-    // The reference the active profile names, else the only one in the stores.
-    let profile_ref = apply::run_profile(cfg)
-        .or_else(|| profile::resolve(cfg).ok().map(|r| r.images))
-        .and_then(|imgs| imgs.into_iter().find(|i| i.name == name).map(|i| i.reference));
-    let candidates: Vec<crate::archive::Archive> = all.into_iter().filter(|a| a.id.name == name).collect();
-    if let Some(r) = profile_ref
-        && let Some(a) = candidates.iter().find(|a| a.id.reference == r)
-    {
-        return Ok(ImageFrom::Archive(a.clone()));
-    }
-    match candidates.len() {
-        0 => bail!("image {name}: no archive in any store"),
-        1 => Ok(ImageFrom::Archive(candidates.into_iter().next().unwrap())),
-        _ => {
-            let refs: Vec<String> = candidates.iter().map(|a| a.id.to_string()).collect();
-            bail!("image {name}: several references in the stores ({}); name one as NAME:REF", refs.join(", "))
-        }
     }
 }
 
@@ -585,7 +531,7 @@ fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i32> {
             Ok(0)
         }
         ProfileCmd::Check { name, file } => {
-            let c = edit::check(cfg, Target::from_args(name.as_deref(), file.as_deref())?)?;
+            let c = crate::boot::check::check(cfg, Target::from_args(name.as_deref(), file.as_deref())?)?;
             output(json, "torcx-profile-check-v0", json!(c), || {
                 let mut s = format!(
                     "profile {}: {} image{}",

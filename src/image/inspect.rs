@@ -5,6 +5,7 @@
 //! process (backhand, erofs-rs) and fed to the same extractor. Then the
 //! attach plan is made as `attach` would make it, and the image is linted.
 
+use crate::archive::fsimage::{Entry, FsImage, Node};
 use crate::archive::{Archive, Format};
 use crate::attach::{self, Action, CopyMode, ImageFrom, Origin, Placement};
 use crate::image::lint::{self, Finding, Severity};
@@ -220,7 +221,7 @@ fn subject(cfg: &Config, arg: &str) -> Result<Subject> {
         let a = Archive { id, format, path: abs.clone(), host: abs };
         return Ok(Subject::Archive { a, id_known });
     }
-    match crate::cli::resolve(cfg, arg, true)? {
+    match crate::attach::from::resolve(cfg, arg, true)? {
         ImageFrom::Archive(a) => Ok(Subject::Archive { a, id_known: true }),
         ImageFrom::Dir { path, id } => Ok(Subject::Dir { path, id, id_known: true }),
     }
@@ -243,24 +244,14 @@ fn unpack_tar(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
     }
 }
 
-/// One node of a squashfs or erofs image.
-enum FsNode<'a> {
-    Dir,
-    File(u64, Box<dyn Read + 'a>),
-    Link(PathBuf),
-    Special(&'static str),
-}
-
 /// Feeds the nodes of a mounted-format image, as a tar stream, to the
 /// confined extractor writing `dest`. Symlinks the extractor refuses (which
 /// a mount keeps, but torcx never follows) are created afterwards, beneath
 /// `dest`; device nodes, FIFOs and sockets (unusable: the mount is `nodev`)
 /// are left out. Both are reported.
-fn unpack_nodes<'a>(
-    cfg: &Config,
-    dest: &Path,
-    nodes: &mut dyn Iterator<Item = Result<(PathBuf, u32, FsNode<'a>)>>,
-) -> Result<Vec<Finding>> {
+fn unpack_fsimage(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
+    let fs = FsImage::open(&a.host, a.format).with_context(|| a.path.display().to_string())?;
+    let nodes = fs.entries()?;
     let (reader, writer) = std::io::pipe()?;
     let d = dest.to_path_buf();
     let lim = limits(cfg);
@@ -275,27 +266,23 @@ fn unpack_nodes<'a>(
     let mut later: Vec<(PathBuf, PathBuf)> = vec![];
     let produce = (|| -> Result<()> {
         let mut b = tar::Builder::new(std::io::BufWriter::new(writer));
-        for n in nodes {
-            let (rel, mode, node) = n?;
-            if rel.as_os_str().is_empty() {
-                continue;
-            }
+        for Entry { path: rel, mode, node } in nodes {
             let shown = format!("/{}", rel.display());
             let mut h = tar::Header::new_gnu();
             h.set_mode(mode & 0o7777);
             h.set_mtime(0);
             match node {
-                FsNode::Dir => {
+                Node::Dir => {
                     h.set_entry_type(tar::EntryType::Directory);
                     h.set_size(0);
                     b.append_data(&mut h, &rel, std::io::empty())?;
                 }
-                FsNode::File(size, r) => {
+                Node::File { size, handle } => {
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_size(size);
-                    b.append_data(&mut h, &rel, r.take(size))?;
+                    b.append_data(&mut h, &rel, fs.reader(&handle)?.take(size))?;
                 }
-                FsNode::Link(t) => {
+                Node::Link(t) => {
                     let depth = rel.components().count().saturating_sub(1);
                     if extract::check_symlink(rel.as_os_str().as_bytes(), depth, t.as_os_str().as_bytes()).is_err() {
                         findings.push(Finding {
@@ -313,7 +300,7 @@ fn unpack_nodes<'a>(
                     h.set_size(0);
                     b.append_link(&mut h, &rel, &t)?;
                 }
-                FsNode::Special(what) => findings.push(Finding {
+                Node::Special(what) => findings.push(Finding {
                     severity: Severity::Warning,
                     path: shown.clone(),
                     message: if what == "device node" {
@@ -347,61 +334,6 @@ fn unpack_nodes<'a>(
         }
     }
     Ok(findings)
-}
-
-fn rel_of(p: &Path) -> PathBuf {
-    p.strip_prefix("/").unwrap_or(p).to_path_buf()
-}
-
-fn unpack_squashfs(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
-    let f =
-        std::io::BufReader::new(std::fs::File::open(&a.host).with_context(|| format!("opening {}", a.path.display()))?);
-    let fs = backhand::FilesystemReader::from_reader(f)
-        .map_err(|e| anyhow!("{}: not a squashfs image: {e}", a.path.display()))?;
-    let mut it = fs.files().map(|n| {
-        let node = match &n.inner {
-            backhand::InnerNode::File(r) => FsNode::File(r.file_len() as u64, Box::new(fs.file(r).reader())),
-            backhand::InnerNode::Dir(_) => FsNode::Dir,
-            backhand::InnerNode::Symlink(l) => FsNode::Link(l.link.clone()),
-            backhand::InnerNode::CharacterDevice(_) | backhand::InnerNode::BlockDevice(_) => {
-                FsNode::Special("device node")
-            }
-            backhand::InnerNode::NamedPipe => FsNode::Special("FIFO"),
-            backhand::InnerNode::Socket => FsNode::Special("socket"),
-        };
-        Ok((rel_of(&n.fullpath), n.header.permissions as u32, node))
-    });
-    unpack_nodes(cfg, dest, &mut it)
-}
-
-fn unpack_erofs(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
-    use std::os::unix::fs::PermissionsExt;
-    // SAFETY: as in fsimage: archives are replaced by rename, not modified in place.
-    let image = unsafe { erofs_rs::backend::MmapImage::new_from_path(&a.host) }
-        .with_context(|| format!("opening {}", a.path.display()))?;
-    let fs = erofs_rs::EroFS::new(image).map_err(|e| anyhow!("{}: not an erofs image: {e}", a.path.display()))?;
-    let walk = fs.walk_dir("/").map_err(|e| anyhow!("reading erofs directory: {e}"))?;
-    let fs = &fs;
-    let mut it = walk.map(|e| {
-        let e = e.map_err(|e| anyhow!("reading erofs directory: {e}"))?;
-        let p = rel_of(Path::new(&e.dir_entry.path().to_string_lossy().into_owned()));
-        let mode = e.inode.permissions().mode();
-        let node = if e.inode.is_dir() {
-            FsNode::Dir
-        } else if e.inode.is_symlink() {
-            let t = fs.read_link_inode(e.inode).map_err(|e| anyhow!("reading erofs link: {e}"))?;
-            FsNode::Link(PathBuf::from(t.to_string_lossy().into_owned()))
-        } else if e.inode.is_file() {
-            let f = fs.open_inode_file(e.inode).map_err(|e| anyhow!("opening erofs file: {e}"))?;
-            FsNode::File(e.inode.data_size(), Box::new(f))
-        } else if e.inode.device().is_some() {
-            FsNode::Special("device node")
-        } else {
-            FsNode::Special("FIFO or socket")
-        };
-        Ok((p, mode, node))
-    });
-    unpack_nodes(cfg, dest, &mut it)
 }
 
 fn placement_json(p: &Placement) -> serde_json::Value {
@@ -464,10 +396,9 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
             std::fs::create_dir(&dest)?;
             findings.extend(match a.format {
                 Format::Tgz | Format::TarZst => unpack_tar(cfg, a, &dest)?,
-                Format::Squashfs => unpack_squashfs(cfg, a, &dest)?,
-                Format::Erofs => unpack_erofs(cfg, a, &dest)?,
+                Format::Squashfs | Format::Erofs => unpack_fsimage(cfg, a, &dest)?,
                 Format::Oci => {
-                    crate::archive::oci::unpack(&a.host, &a.id.reference, &dest, limits(cfg))?;
+                    crate::tree::oci::unpack(&a.host, &a.id.reference, &dest, limits(cfg))?;
                     vec![]
                 }
             });

@@ -2,14 +2,12 @@
 //! is atomic (a reader sees the old file or the new one) and every name is
 //! validated before a path is built from it.
 
-use crate::attach::{self, Action};
 use crate::model::config::{Config, SEAL_PATH};
 use crate::model::manifest::{self, PROFILE_V0, PROFILE_V1, ProfileEntry};
 use crate::model::names::{self, ImageId};
 use crate::profile;
 use crate::store;
-use crate::sys::fsutil::{self, atomic_write};
-use crate::tree::source::{ImageSource, Kind, Mem};
+use crate::sys::fsutil::atomic_write;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -96,7 +94,7 @@ impl Target {
     }
 
     /// The file to write (host path) and how to name it in messages.
-    fn paths(&self, cfg: &Config) -> (PathBuf, String) {
+    pub fn paths(&self, cfg: &Config) -> (PathBuf, String) {
         match self {
             Target::Name(n) => {
                 let l = cfg.user_profile_dir_path().join(format!("{n}.json"));
@@ -236,75 +234,4 @@ pub fn remove_image(cfg: &Config, t: Option<Target>, name: &str) -> Result<(Path
     }
     write_profile(&host, &kind, &entries)?;
     Ok((PathBuf::from(shown), in_lower))
-}
-
-/// One problem `profile check` found.
-#[derive(Serialize, Debug)]
-pub struct Problem {
-    pub image: String,
-    pub error: String,
-}
-
-#[derive(Serialize, Debug)]
-pub struct Checked {
-    pub profile: Option<String>,
-    pub images: Vec<String>,
-    pub problems: Vec<Problem>,
-}
-
-/// The checks a boot would make, without making any change: the profile
-/// merged as at boot (with `t` as the upper profile when given), every image
-/// in a store, every archive readable with a valid manifest, no two images
-/// placing the same unit or binary.
-pub fn check(cfg: &Config, t: Option<Target>) -> Result<Checked> {
-    let (images, shown) = match t {
-        None => {
-            let r = profile::resolve(cfg)?;
-            (r.images, r.upper_profile)
-        }
-        Some(t) => {
-            let (host, shown) = t.paths(cfg);
-            let text = std::fs::read_to_string(&host).with_context(|| format!("profile {shown}"))?;
-            let upper = manifest::parse_profile(&text).with_context(|| format!("profile {shown}"))?;
-            let mut layers = vec![];
-            for l in profile::LOWER_PROFILES {
-                if let Some(p) = profile::find(cfg, l)? {
-                    layers.push(profile::load(cfg, &p)?);
-                }
-            }
-            layers.push(upper);
-            (profile::merge(&layers), Some(shown))
-        }
-    };
-    let archives = store::scan(cfg);
-    let mut problems = vec![];
-    let mut owners: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for id in &images {
-        let res = (|| -> Result<()> {
-            let a = archives.iter().find(|a| &a.id == id).ok_or_else(|| anyhow!("no archive in any store"))?;
-            let mem = Mem::read(a).with_context(|| format!("reading {}", a.path.display()))?;
-            let (m, plan) = attach::plan_archive_units(cfg, a, &mem)?;
-            let mut dests: Vec<PathBuf> =
-                plan.into_iter().filter(|p| p.action != Action::Dir).map(|p| p.dest).collect();
-            // Binaries named as files (directories are only known once unpacked).
-            for b in &m.bin {
-                if let Ok(rel) = fsutil::relative_inside(b)
-                    && mem.stat(&rel)? != Some(Kind::Dir)
-                    && let Some(f) = rel.file_name()
-                {
-                    dests.push(cfg.bin_dir().join(f));
-                }
-            }
-            for d in dests {
-                if let Some(prev) = owners.insert(d.clone(), id.to_string()) {
-                    bail!("{} is provided by image {prev} too", d.display());
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = res {
-            problems.push(Problem { image: id.to_string(), error: format!("{e:#}") });
-        }
-    }
-    Ok(Checked { profile: shown, images: images.iter().map(|i| i.to_string()).collect(), problems })
 }

@@ -118,6 +118,13 @@ pub fn resolve(cfg: &Config) -> Result<Resolved> {
     Ok(Resolved { lower_profiles, upper_profile, images: merge(&layers), warnings })
 }
 
+/// The images of this boot's run profile, once sealed.
+pub fn run_profile(cfg: &Config) -> Option<Vec<ImageId>> {
+    let text = std::fs::read_to_string(cfg.host(&cfg.run_profile_path())).ok()?;
+    let entries = crate::model::manifest::parse_profile(&text).ok()?;
+    Some(entries.into_iter().map(|e| ImageId { name: e.name, reference: e.reference }).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,5 +3,20 @@
 //! or from an archive, and the scan of an image without a manifest.
 
 pub mod extract;
+pub mod oci;
 pub mod scan;
 pub mod source;
+
+use crate::archive::fsimage::FsImage;
+use crate::archive::{Archive, Format};
+use source::Mem;
+
+/// What the generator needs of an archive of any format (its manifest, unit
+/// files and links), read without mounting or unpacking it.
+pub fn read_units(a: &Archive) -> anyhow::Result<Mem> {
+    match a.format {
+        Format::Tgz | Format::TarZst => Mem::from_archive(a),
+        Format::Squashfs | Format::Erofs => Mem::from_fsimage(&FsImage::open(&a.host, a.format)?),
+        Format::Oci => oci::read_units(&a.host, &a.id.reference),
+    }
+}

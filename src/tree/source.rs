@@ -2,8 +2,9 @@
 //! (`torcx apply`) or the few files the generator read out of the archive.
 //! Paths are relative to the image root; resolving one never leaves it.
 
+use crate::archive::Archive;
+use crate::archive::fsimage::{self, FsImage};
 use crate::archive::stream;
-use crate::archive::{Archive, Format};
 use crate::model::manifest::{self, ImageManifest};
 use crate::sys::fsutil;
 use anyhow::{Context, Result, anyhow, bail};
@@ -155,15 +156,56 @@ fn looks_like_unit_path(p: &Path) -> bool {
 }
 
 impl Mem {
-    /// Reads what the generator needs from an archive of any format, without
-    /// mounting or unpacking it.
-    pub fn read(a: &Archive) -> Result<Mem> {
-        match a.format {
-            Format::Tgz | Format::TarZst => Mem::from_archive(a),
-            Format::Squashfs => crate::archive::fsimage::squashfs(&a.host),
-            Format::Erofs => crate::archive::fsimage::erofs(&a.host),
-            Format::Oci => crate::archive::oci::read_units(&a.host, &a.id.reference),
+    /// Reads the manifest, and the files under the unit paths it lists (or,
+    /// without a manifest, under the standard unit directories), from the
+    /// index of a squashfs or erofs image: kilobytes, not the image.
+    pub fn from_fsimage(fs: &FsImage) -> Result<Mem> {
+        let entries = fs.entries()?;
+        let mut mem = Mem::default();
+        let mut files = BTreeMap::new();
+        for e in &entries {
+            match &e.node {
+                fsimage::Node::Dir => mem.insert_dir(e.path.clone()),
+                fsimage::Node::Link(t) => mem.insert_link(e.path.clone(), t.clone()),
+                fsimage::Node::File { size, handle } => {
+                    files.insert(e.path.clone(), (*size, handle));
+                }
+                fsimage::Node::Special(_) => {}
+            }
         }
+        let read = |p: &Path, size: u64, h: &fsimage::Handle<'_>| {
+            fs.read(h, size, MAX_MEM_FILE).with_context(|| format!("/{}", p.display()))
+        };
+        let units: Vec<String> = match files.get(Path::new(MANIFEST_PATH)) {
+            Some((size, h)) => {
+                let text = read(Path::new(MANIFEST_PATH), *size, h)?;
+                let m = manifest::parse_image_manifest(&String::from_utf8_lossy(&text)).context(MANIFEST_PATH)?;
+                mem.insert_file(PathBuf::from(MANIFEST_PATH), text);
+                m.units
+            }
+            // No manifest: the scan will look at the standard unit directories.
+            None => crate::tree::scan::UNIT_DIRS.iter().map(|d| format!("/{d}")).collect(),
+        };
+        let mut total = 0usize;
+        for u in &units {
+            let Ok(rel) = fsutil::relative_inside(u) else { continue };
+            let real = mem.resolve_path(&rel)?;
+            for (p, (size, h)) in files.range(real.clone()..) {
+                if !p.starts_with(&real) {
+                    break;
+                }
+                // The entry itself, or its direct children (as propagation reads them).
+                if p == &real || p.parent() == Some(real.as_path()) {
+                    let data = read(p, *size, h)?;
+                    total += data.len();
+                    if total > MAX_MEM_TOTAL {
+                        bail!("unit files larger than {MAX_MEM_TOTAL} bytes in all");
+                    }
+                    mem.insert_file(p.clone(), data);
+                }
+            }
+        }
+        Ok(mem)
     }
 
     /// Adds a regular file (for readers of other formats).
