@@ -2,16 +2,20 @@
 //! at every step. Steps are counted from 1. With `TORCX_TEST_CRASH_AT=N` the
 //! Nth step kills the process with SIGKILL, as an operator's `kill -9` or a
 //! power cut would; with `TORCX_TEST_FAIL_AT=N` it returns an error, as a
-//! full disk would. Unset (always, outside tests), a step costs one load.
+//! full disk would.
+//!
+//! Only a build with the `fault-injection` feature (which the tests turn on)
+//! reads those variables; in any other build, the shipped one included, a
+//! step is an empty function and the variables mean nothing.
 
-use anyhow::{Result, bail};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use anyhow::Result;
 
-static TARGET: OnceLock<(Option<u32>, Option<u32>)> = OnceLock::new();
-static COUNT: AtomicU32 = AtomicU32::new(0);
-
+#[cfg(feature = "fault-injection")]
 pub fn point(what: &str) -> Result<()> {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TARGET: OnceLock<(Option<u32>, Option<u32>)> = OnceLock::new();
+    static COUNT: AtomicU32 = AtomicU32::new(0);
     let (crash, fail) = TARGET.get_or_init(|| {
         let n = |v: &str| std::env::var(v).ok().and_then(|v| v.parse().ok());
         (n("TORCX_TEST_CRASH_AT"), n("TORCX_TEST_FAIL_AT"))
@@ -24,7 +28,13 @@ pub fn point(what: &str) -> Result<()> {
         let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
     if *fail == Some(n) {
-        bail!("injected failure at step {n} ({what})");
+        anyhow::bail!("injected failure at step {n} ({what})");
     }
+    Ok(())
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn point(_what: &str) -> Result<()> {
     Ok(())
 }
