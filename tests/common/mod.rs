@@ -64,18 +64,20 @@ pub fn run_e2e(test: &str, script: &str, rootfs: &str, env: &[(&str, &str)]) {
     assert!(out.status.success() && text.contains("PASS"), "{script} on {rootfs} {env:?} failed:\n{text}");
 }
 
-/// True when the test may run. Mounting needs root: in CI (`CI=true`) a
-/// non-root run is a failure, elsewhere the test is skipped with a note.
+/// Mounting needs root. A test that cannot run fails, loudly, rather than
+/// passing without having run: a run as another user must never look like a
+/// full pass. Always returns true (it panics otherwise); the tests read
+/// `if !require_root(..) { return; }` from when it skipped.
 pub fn require_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
+    if !rustix::process::geteuid().is_root() {
+        panic!("{test}: {NEEDS_ROOT}");
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: these tests mount file systems and must run as root in CI");
-    }
-    eprintln!("skipped {test}: needs root (mount namespaces, tmpfs)");
-    false
+    true
 }
+
+/// Why a privileged test failed as another user, and what to do instead.
+pub const NEEDS_ROOT: &str = "needs root (mount namespaces, tmpfs, loop devices); run the suite as root, \
+     or `cargo test --lib --test planners --test layout --test docs` for the unprivileged tests";
 
 /// Writes `data` at `path`, creating the parent directories.
 pub fn write(path: &Path, data: impl AsRef<[u8]>) {
