@@ -383,7 +383,7 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
     let (root, id, id_known, shown, format, size, digest) = match &subj {
         Subject::Dir { path, id, id_known } => {
             // What pack would refuse, the unpack would refuse too.
-            if let Err(e) = crate::image::pack::walk(path) {
+            if let Err(e) = crate::image::pack::layout::walk(path) {
                 findings.push(Finding { severity: Severity::Error, path: String::new(), message: format!("{e:#}") });
             }
             (path.clone(), id.clone(), *id_known, path.clone(), "directory", None, None)
