@@ -247,7 +247,11 @@ fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf]
             }
             let raw = e.path_bytes().into_owned();
             let comps = policy::components(&raw)?;
-            let Some((name, parent)) = comps.split_last() else { continue };
+            let Some((name, parent)) = comps.split_last() else {
+                // The root: a directory, or refused as the extractor does.
+                policy::check_tar(&raw, ty, None)?;
+                continue;
+            };
             policy::count_entry(&raw, &mut budget.entries, &budget.limits)?;
             let dir: PathBuf = parent.iter().collect();
             match layer::whiteout_kind(&raw, name)? {

@@ -128,7 +128,11 @@ impl Kind {
             tar::EntryType::Char | tar::EntryType::Block => Kind::Device,
             tar::EntryType::Fifo => Kind::Fifo,
             tar::EntryType::XGlobalHeader => return None,
-            other => Kind::Other(format!("{other:?}")),
+            other => match format!("{other:?}") {
+                // Types the tar crate has no name for: the header's byte.
+                s if s.starts_with("__") => Kind::Other(format!("{:?}", char::from(other.as_byte()))),
+                s => Kind::Other(s),
+            },
         })
     }
 
