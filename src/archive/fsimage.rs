@@ -24,7 +24,17 @@ pub enum Node<'a> {
     },
     Link(PathBuf),
     /// A device node, FIFO or socket: named, never read.
-    Special(&'static str),
+    Special(Special),
+}
+
+/// The nodes a tree is not made of (`tree::policy` decides what they mean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Device,
+    Fifo,
+    Socket,
+    /// erofs tells these two apart only by mode bits it does not expose.
+    FifoOrSocket,
 }
 
 pub enum Handle<'a> {
@@ -83,10 +93,10 @@ impl FsImage {
                         backhand::InnerNode::Dir(_) => Node::Dir,
                         backhand::InnerNode::Symlink(l) => Node::Link(l.link.clone()),
                         backhand::InnerNode::CharacterDevice(_) | backhand::InnerNode::BlockDevice(_) => {
-                            Node::Special("device node")
+                            Node::Special(Special::Device)
                         }
-                        backhand::InnerNode::NamedPipe => Node::Special("FIFO"),
-                        backhand::InnerNode::Socket => Node::Special("socket"),
+                        backhand::InnerNode::NamedPipe => Node::Special(Special::Fifo),
+                        backhand::InnerNode::Socket => Node::Special(Special::Socket),
                     };
                     out.push(Entry { path, mode: u32::from(n.header.permissions), node });
                 }
@@ -108,9 +118,9 @@ impl FsImage {
                     } else if e.inode.is_file() {
                         Node::File { size: e.inode.data_size(), handle: Handle::Erofs(e.inode.clone()) }
                     } else if e.inode.device().is_some() {
-                        Node::Special("device node")
+                        Node::Special(Special::Device)
                     } else {
-                        Node::Special("FIFO or socket")
+                        Node::Special(Special::FifoOrSocket)
                     };
                     out.push(Entry { path, mode, node });
                 }

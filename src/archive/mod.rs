@@ -5,6 +5,8 @@
 pub mod fsimage;
 pub mod oci;
 pub mod stream;
+#[doc(hidden)]
+pub mod testkit;
 
 use crate::model::config::DEFAULT_REFERENCE;
 use crate::model::names::{self, ImageId};

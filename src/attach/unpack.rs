@@ -6,7 +6,8 @@ use crate::model::config::Config;
 use crate::sys::crash;
 use crate::sys::loopdev;
 use crate::sys::mount;
-use crate::tree::extract::{self, Limits};
+use crate::tree::extract;
+use crate::tree::policy::Limits;
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -28,7 +29,7 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked
     crash::point("mounted")?;
     let digest = stream::digest_in_background(&a.host);
     let mut stream = stream::open_tar(a)?;
-    let stats = extract::extract(&mut stream, &host, Limits { max_bytes: cfg.unpack_limit, max_entries: 1_000_000 })?;
+    let stats = extract::extract(&mut stream, &host, Limits::unpack(cfg.unpack_limit))?;
     stream.finish()?;
     let digest = digest.join().ok().flatten();
     crash::point("unpacked")?;
@@ -77,12 +78,7 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
     mount::mount_tmpfs(&host, cfg.unpack_limit)?;
     crash::point("mounted")?;
     let digest = stream::digest_in_background(&a.host);
-    let stats = crate::tree::oci::unpack(
-        &a.host,
-        &a.id.reference,
-        &host,
-        Limits { max_bytes: cfg.unpack_limit, max_entries: 1_000_000 },
-    )?;
+    let stats = crate::tree::oci::unpack(&a.host, &a.id.reference, &host, Limits::unpack(cfg.unpack_limit))?;
     let digest = digest.join().ok().flatten();
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;

@@ -13,7 +13,8 @@ use crate::model::config::Config;
 use crate::model::manifest::ImageManifest;
 use crate::model::names::ImageId;
 use crate::sys::fsutil;
-use crate::tree::extract::{self, Limits};
+use crate::tree::extract;
+use crate::tree::policy::{self, Kind, Limits};
 use crate::tree::scan;
 use crate::tree::source::{self, ImageSource, MANIFEST_PATH, Tree};
 use anyhow::{Context, Result, anyhow, bail};
@@ -228,7 +229,7 @@ fn subject(cfg: &Config, arg: &str) -> Result<Subject> {
 }
 
 fn limits(cfg: &Config) -> Limits {
-    Limits { max_bytes: cfg.unpack_limit, max_entries: 1_000_000 }
+    Limits::unpack(cfg.unpack_limit)
 }
 
 /// Unpacks a tar archive into `dest`; refusals become error findings.
@@ -284,7 +285,7 @@ fn unpack_fsimage(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>
                 }
                 Node::Link(t) => {
                     let depth = rel.components().count().saturating_sub(1);
-                    if extract::check_symlink(rel.as_os_str().as_bytes(), depth, t.as_os_str().as_bytes()).is_err() {
+                    if policy::check_symlink(rel.as_os_str().as_bytes(), depth, t.as_os_str().as_bytes()).is_err() {
                         findings.push(Finding {
                             severity: Severity::Warning,
                             path: shown.clone(),
@@ -300,15 +301,19 @@ fn unpack_fsimage(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>
                     h.set_size(0);
                     b.append_link(&mut h, &rel, &t)?;
                 }
-                Node::Special(what) => findings.push(Finding {
-                    severity: Severity::Warning,
-                    path: shown.clone(),
-                    message: if what == "device node" {
-                        format!("{shown}: {what}: unusable, the image is mounted nodev")
-                    } else {
-                        format!("{shown}: {what}: pack and the unpack of tar formats refuse it")
-                    },
-                }),
+                Node::Special(s) => {
+                    let kind = Kind::of_special(s);
+                    let what = kind.name();
+                    findings.push(Finding {
+                        severity: Severity::Warning,
+                        path: shown.clone(),
+                        message: if kind == Kind::Device {
+                            format!("{shown}: {what}: unusable, the image is mounted nodev")
+                        } else {
+                            format!("{shown}: {what}: pack and the unpack of tar formats refuse it")
+                        },
+                    })
+                }
             }
         }
         b.into_inner()?.flush()?;

@@ -3,7 +3,9 @@
 //! or from an archive, and the scan of an image without a manifest.
 
 pub mod extract;
+pub mod layer;
 pub mod oci;
+pub mod policy;
 pub mod scan;
 pub mod source;
 

@@ -6,9 +6,11 @@
 
 use crate::archive::oci::{self, HashRead, Item, Layer, Resolved, check_entry_size, decoder, walk, wanted};
 use crate::sys::fsutil;
-use crate::tree::extract::{self, LayerPass, Limits, Stats, Whiteout};
+use crate::tree::extract::{self, Stats};
+use crate::tree::layer::{self, LayerPass, Whiteout};
+use crate::tree::policy::{self, Kind, Limits};
 use crate::tree::source::{self, ImageSource, MANIFEST_PATH, Mem};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -19,10 +21,6 @@ use std::path::{Path, PathBuf};
 
 /// Where `unpack` stages layer blobs, inside the tree, until they are applied.
 pub const STAGING: &str = ".torcx-oci-staging";
-/// `read_units`: largest regular file kept, and all kept files together.
-const MAX_MEM_FILE: u64 = 1 << 20;
-const MAX_MEM_TOTAL: u64 = 16 << 20;
-const MAX_MEM_ENTRIES: u64 = 1_000_000;
 
 // ---------------------------------------------------------------------------
 // unpack
@@ -43,7 +41,7 @@ pub fn unpack(path: &Path, tag: &str, dest: &Path, limits: Limits) -> Result<Sta
             f.rewind().context("staged blob")?;
             let lim = Limits { max_bytes: limits.max_bytes.saturating_sub(live), max_entries: limits.max_entries };
             let res = decoder(l.comp, BufReader::with_capacity(128 << 10, f))
-                .and_then(|d| extract::extract_layer(d, dest, lim, &mut stats, *pass));
+                .and_then(|d| layer::extract_layer(d, dest, lim, &mut stats, *pass));
             res.with_context(|| format!("layer {} ({})", i + 1, l.digest))?;
         }
         if !r.layers[i + 1..].iter().any(|x| x.hex == l.hex)
@@ -87,7 +85,7 @@ fn stage(path: &Path, r: &Resolved, root: &OwnedFd, limits: Limits) -> Result<(S
             check_entry_size(&digest, size, e)?;
             let mut hr = HashRead::new(e);
             if layer {
-                let charge = size.div_ceil(4096) * 4096 + 4096;
+                let charge = policy::unpack_cost(size);
                 total += charge;
                 if total > limits.max_bytes {
                     bail!(
@@ -223,14 +221,11 @@ fn keep(p: &Path, extra: &[PathBuf]) -> bool {
     p == Path::new(MANIFEST_PATH) || looks_like_unit_path(p) || extra.iter().any(|x| p.starts_with(x))
 }
 
-#[derive(Default)]
+/// What `read_units` used of its limits, across layers.
 struct Budget {
+    limits: Limits,
     entries: u64,
     bytes: u64,
-}
-
-fn entry_err(raw: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("entry {:?}: {msg}", String::from_utf8_lossy(raw))
 }
 
 /// Reads one layer (decompressing on the fly) into what it does to the
@@ -246,22 +241,20 @@ fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf]
         let mut here: HashSet<PathBuf> = HashSet::new();
         for e in ar.entries().context("reading layer")? {
             let mut e = e.context("reading layer")?;
-            let kind = e.header().entry_type();
-            if kind == tar::EntryType::XGlobalHeader {
+            let ty = e.header().entry_type();
+            if Kind::of_tar(ty).is_none() {
                 continue;
             }
             let raw = e.path_bytes().into_owned();
-            let comps = extract::components(&raw)?;
-            let Some((name, parent)) = comps.split_last() else { continue };
-            budget.entries += 1;
-            if budget.entries > MAX_MEM_ENTRIES {
-                return Err(entry_err(
-                    &raw,
-                    format!("more than {MAX_MEM_ENTRIES} entries: refused as an archive bomb"),
-                ));
-            }
+            let comps = policy::components(&raw)?;
+            let Some((name, parent)) = comps.split_last() else {
+                // The root: a directory, or refused as the extractor does.
+                policy::check_tar(&raw, ty, None)?;
+                continue;
+            };
+            policy::count_entry(&raw, &mut budget.entries, &budget.limits)?;
             let dir: PathBuf = parent.iter().collect();
-            match extract::whiteout_kind(&raw, name)? {
+            match layer::whiteout_kind(&raw, name)? {
                 Whiteout::Remove(n) => {
                     rec.whiteouts.push((dir.join(n), false));
                     continue;
@@ -273,29 +266,27 @@ fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf]
                 Whiteout::Ignored => continue,
                 Whiteout::No => {}
             }
+            let link = e.link_name_bytes().map(|l| l.into_owned());
+            let Some(checked) = policy::check_tar(&raw, ty, link.as_deref())? else { continue };
             let rel = dir.join(name);
             let replaces = |rel: &Path, here: &HashSet<PathBuf>| {
                 here.contains(rel) || lower.is_none_or(|t| has_at_or_below(t, rel))
             };
-            match kind {
-                tar::EntryType::Directory => {
+            match checked.kind {
+                Kind::Dir => {
                     here.insert(rel.clone());
                     rec.ops.push(Op::Dir(rel));
                 }
-                tar::EntryType::Symlink => {
-                    let t = e.link_name_bytes().ok_or_else(|| entry_err(&raw, "symlink without a target"))?;
-                    extract::check_symlink(&raw, parent.len(), &t)?;
-                    let t = PathBuf::from(OsStr::from_bytes(&t));
+                // The policy checked the target.
+                Kind::Symlink => {
+                    let t = PathBuf::from(OsStr::from_bytes(&link.unwrap_or_default()));
                     here.insert(rel.clone());
                     rec.ops.push(Op::Link(rel, t));
                 }
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                Kind::File => {
                     let size = e.size();
-                    if keep(&rel, extra) && size <= MAX_MEM_FILE {
-                        budget.bytes += size;
-                        if budget.bytes > MAX_MEM_TOTAL {
-                            bail!("unit files larger than {MAX_MEM_TOTAL} bytes in all");
-                        }
+                    if keep(&rel, extra) && policy::fits_in_memory(size) {
+                        policy::charge_mem(&mut budget.bytes, size, &budget.limits)?;
                         let mut v = Vec::with_capacity(size as usize);
                         e.read_to_end(&mut v).context("reading layer")?;
                         here.insert(rel.clone());
@@ -304,14 +295,9 @@ fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf]
                         rec.ops.push(Op::Gone(rel));
                     }
                 }
-                tar::EntryType::Link => {
-                    let t = e.link_name_bytes().ok_or_else(|| entry_err(&raw, "hard link without a target"))?;
-                    let tc = extract::components(&t).map_err(|_| {
-                        entry_err(
-                            &raw,
-                            format!("hard link to {:?} points outside the image", String::from_utf8_lossy(&t)),
-                        )
-                    })?;
+                Kind::HardLink => {
+                    let t = link.unwrap_or_default();
+                    let tc = policy::hardlink_target(&raw, &t)?;
                     if keep(&rel, extra) {
                         here.insert(rel.clone());
                         rec.ops.push(Op::Hardlink(rel, tc.iter().collect()));
@@ -319,9 +305,8 @@ fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf]
                         rec.ops.push(Op::Gone(rel));
                     }
                 }
-                tar::EntryType::Char | tar::EntryType::Block => return Err(entry_err(&raw, "device node refused")),
-                tar::EntryType::Fifo => return Err(entry_err(&raw, "FIFO refused")),
-                other => return Err(entry_err(&raw, format!("unsupported entry type {other:?}"))),
+                // Refused by the policy above.
+                other => policy::check_kind(&raw, &other)?,
             }
         }
         Ok(rec)
@@ -334,12 +319,12 @@ fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf]
 
 /// Streams the bundle once, reading every layer of `r` and merging them in
 /// manifest order.
-fn collect(path: &Path, r: &Resolved, extra: &[PathBuf]) -> Result<Tree> {
+fn collect(path: &Path, r: &Resolved, extra: &[PathBuf], limits: &Limits) -> Result<Tree> {
     let mut want = wanted(r);
     let mut tree = Tree::new();
     let mut next = 0;
     let mut recs: HashMap<String, Rec> = HashMap::new();
-    let mut budget = Budget::default();
+    let mut budget = Budget { limits: *limits, entries: 0, bytes: 0 };
     walk(path, |item, e| {
         let Item::Blob(h) = item else { return Ok(true) };
         let Some((digest, size, layer)) = want.remove(&h) else { return Ok(true) };
@@ -407,10 +392,15 @@ fn missed(m: &Mem, extra: &[PathBuf]) -> Vec<PathBuf> {
 /// What the generator needs (manifest, unit files, links) of `tag`, without
 /// unpacking: read-only, in memory, every blob used checked.
 pub fn read_units(path: &Path, tag: &str) -> Result<Mem> {
+    read_units_with(path, tag, &Limits::MEM)
+}
+
+/// [`read_units`] within `limits` (bytes read into memory, entries).
+pub fn read_units_with(path: &Path, tag: &str, limits: &Limits) -> Result<Mem> {
     let r = oci::resolve(path, tag)?;
     let mut extra: Vec<PathBuf> = vec![];
     loop {
-        let mem = to_mem(&collect(path, &r, &extra)?);
+        let mem = to_mem(&collect(path, &r, &extra, limits)?);
         let more: Vec<PathBuf> = missed(&mem, &extra).into_iter().filter(|p| !extra.contains(p)).collect();
         if more.is_empty() || !extra.is_empty() {
             return Ok(mem);
@@ -422,8 +412,7 @@ pub fn read_units(path: &Path, tag: &str) -> Result<Mem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::oci::{ANNOTATION, MT_LAYER, MT_MANIFEST, REF_NAME, list_tags};
-    use sha2::Digest;
+    use crate::archive::oci::list_tags;
 
     #[test]
     fn merging() {
@@ -490,53 +479,8 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    fn gz(d: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(vec![], flate2::Compression::fast());
-        e.write_all(d).unwrap();
-        e.finish().unwrap()
-    }
-
-    fn desc(mt: &str, d: &[u8]) -> serde_json::Value {
-        serde_json::json!({"mediaType": mt, "digest": format!("sha256:{}", crate::sys::fsutil::hex(&sha2::Sha256::digest(d))), "size": d.len()})
-    }
-
-    /// A bundle of gzip layers, tagged `1`, annotated on the index; `tamper`
-    /// changes one byte of the last layer after its digest is taken.
     fn bundle(layers: &[Vec<u8>], tamper: bool) -> Vec<u8> {
-        let mut blobs: Vec<Vec<u8>> = layers.iter().map(|l| gz(l)).collect();
-        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-        let ls: Vec<_> = blobs.iter().map(|b| desc(&format!("{MT_LAYER}+gzip"), b)).collect();
-        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": MT_MANIFEST,
-            "config": desc("application/vnd.oci.image.config.v1+json", &config), "layers": ls});
-        let manifest = manifest.to_string().into_bytes();
-        let mut md = desc(MT_MANIFEST, &manifest);
-        md["annotations"] = serde_json::json!({REF_NAME: "1"});
-        let index = serde_json::json!({"schemaVersion": 2, "manifests": [md], "annotations": {ANNOTATION: "yes"}});
-        if tamper {
-            let last = blobs.last_mut().unwrap();
-            let n = last.len() / 2;
-            last[n] ^= 0xff;
-        }
-        let hexes: Vec<String> = layers
-            .iter()
-            .map(|l| crate::sys::fsutil::hex(&sha2::Sha256::digest(gz(l))))
-            .chain([&config, &manifest].iter().map(|b| crate::sys::fsutil::hex(&sha2::Sha256::digest(b))))
-            .collect();
-        blobs.push(config);
-        blobs.push(manifest);
-        let mut b = tar::Builder::new(vec![]);
-        let mut add = |name: &str, d: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_size(d.len() as u64);
-            b.append_data(&mut h, name, d).unwrap();
-        };
-        for (h, d) in hexes.iter().zip(&blobs).rev() {
-            add(&format!("blobs/sha256/{h}"), d);
-        }
-        add("index.json", index.to_string().as_bytes());
-        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-        gz(&b.into_inner().unwrap())
+        crate::archive::testkit::oci_bundle(layers, tamper)
     }
 
     fn layers() -> Vec<Vec<u8>> {

@@ -7,6 +7,7 @@ use crate::archive::fsimage::{self, FsImage};
 use crate::archive::stream;
 use crate::model::manifest::{self, ImageManifest};
 use crate::sys::fsutil;
+use crate::tree::policy::{self, Kind as EntryKind, Limits};
 use anyhow::{Context, Result, anyhow, bail};
 use rustix::fs::OFlags;
 use std::collections::{BTreeMap, BTreeSet};
@@ -148,9 +149,6 @@ pub struct Mem {
     dirs: BTreeSet<PathBuf>,
 }
 
-const MAX_MEM_FILE: u64 = 1 << 20;
-const MAX_MEM_TOTAL: usize = 8 << 20;
-
 fn looks_like_unit_path(p: &Path) -> bool {
     p.components().any(|c| c.as_os_str() == "systemd")
 }
@@ -170,11 +168,13 @@ impl Mem {
                 fsimage::Node::File { size, handle } => {
                     files.insert(e.path.clone(), (*size, handle));
                 }
+                // A mounted image keeps these (the mount is nodev), and
+                // the generator reads no unit from them.
                 fsimage::Node::Special(_) => {}
             }
         }
         let read = |p: &Path, size: u64, h: &fsimage::Handle<'_>| {
-            fs.read(h, size, MAX_MEM_FILE).with_context(|| format!("/{}", p.display()))
+            fs.read(h, size, policy::MAX_MEM_FILE).with_context(|| format!("/{}", p.display()))
         };
         let units: Vec<String> = match files.get(Path::new(MANIFEST_PATH)) {
             Some((size, h)) => {
@@ -186,7 +186,7 @@ impl Mem {
             // No manifest: the scan will look at the standard unit directories.
             None => crate::tree::scan::UNIT_DIRS.iter().map(|d| format!("/{d}")).collect(),
         };
-        let mut total = 0usize;
+        let mut total = 0u64;
         for u in &units {
             let Ok(rel) = fsutil::relative_inside(u) else { continue };
             let real = mem.resolve_path(&rel)?;
@@ -197,10 +197,7 @@ impl Mem {
                 // The entry itself, or its direct children (as propagation reads them).
                 if p == &real || p.parent() == Some(real.as_path()) {
                     let data = read(p, *size, h)?;
-                    total += data.len();
-                    if total > MAX_MEM_TOTAL {
-                        bail!("unit files larger than {MAX_MEM_TOTAL} bytes in all");
-                    }
+                    policy::charge_mem(&mut total, data.len() as u64, &Limits::MEM)?;
                     mem.insert_file(p.clone(), data);
                 }
             }
@@ -256,6 +253,11 @@ impl Mem {
     /// manifest is known, anything under a `systemd` directory) and every
     /// symlink, and stops as soon as everything the manifest lists is in.
     pub fn from_archive(a: &Archive) -> Result<Mem> {
+        Mem::from_archive_with(a, &Limits::MEM)
+    }
+
+    /// [`Mem::from_archive`] within `limits` (bytes read into memory, entries).
+    pub fn from_archive_with(a: &Archive, limits: &Limits) -> Result<Mem> {
         let stream = stream::open_tar(a)?;
         let mut ar = tar::Archive::new(stream);
         let mut m = Mem::default();
@@ -263,14 +265,18 @@ impl Mem {
         // Listed directories whose subtree we entered and then left.
         let mut left: BTreeSet<PathBuf> = BTreeSet::new();
         let mut inside: Option<PathBuf> = None;
-        let mut total = 0usize;
+        let mut total = 0u64;
+        let mut entries = 0u64;
         for e in ar.entries().context("reading archive")? {
             let mut e = e.context("reading archive")?;
             let raw = e.path_bytes().into_owned();
-            // The same path and symlink rules as the extractor: what apply
-            // would refuse, the generator refuses too.
-            let comps = crate::tree::extract::components(&raw)?;
-            let rel: PathBuf = comps.iter().collect();
+            let link = e.link_name_bytes().map(|l| l.into_owned());
+            // The extractor's policy: what apply would refuse, the generator
+            // refuses too, in the same words.
+            let Some(checked) = policy::check_tar(&raw, e.header().entry_type(), link.as_deref())? else {
+                continue;
+            };
+            let rel: PathBuf = checked.comps.iter().collect();
             if let Some(w) = &wanted {
                 // Tar writers put a directory's subtree together: once we
                 // leave a listed directory, it is complete.
@@ -288,47 +294,43 @@ impl Mem {
                     break;
                 }
             }
+            if !checked.comps.is_empty() {
+                policy::count_entry(&raw, &mut entries, limits)?;
+            }
             // Unit-looking paths are kept even once the manifest is known: a
             // listed path may reach them through a symlink (`lib -> usr/lib`).
             let keep =
                 looks_like_unit_path(&rel) || wanted.as_ref().is_some_and(|w| w.iter().any(|p| rel.starts_with(p)));
-            let kind = e.header().entry_type();
-            if !kind.is_dir() && (m.files.contains_key(&rel) || m.links.contains_key(&rel)) {
+            if checked.kind != EntryKind::Dir && (m.files.contains_key(&rel) || m.links.contains_key(&rel)) {
                 // As the extractor: apply would refuse this archive.
-                bail!("entry {:?}: duplicate entry: the path is already in the archive", rel.display().to_string());
+                return Err(policy::duplicate_err(&raw));
             }
-            match kind {
-                tar::EntryType::Directory => {
+            match checked.kind {
+                EntryKind::Dir => {
                     m.dirs.insert(rel);
                 }
                 // A hard link to a unit already read is that unit under another name.
-                tar::EntryType::Link => {
-                    let t = e.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-                    let target: PathBuf = crate::tree::extract::components(&t)?.iter().collect();
+                EntryKind::HardLink => {
+                    let t = link.unwrap_or_default();
+                    let target: PathBuf = policy::hardlink_target(&raw, &t)?.iter().collect();
                     if let Some(v) = m.files.get(&target).cloned() {
-                        total += v.len();
-                        if total > MAX_MEM_TOTAL {
-                            bail!("unit files larger than {MAX_MEM_TOTAL} bytes in all");
-                        }
+                        policy::charge_mem(&mut total, v.len() as u64, limits)?;
                         m.files.insert(rel, v);
                     } else {
                         m.dirs.extend(rel.ancestors().skip(1).map(Path::to_path_buf));
                     }
                 }
-                tar::EntryType::Symlink => {
-                    let t = e.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-                    crate::tree::extract::check_symlink(&raw, comps.len().saturating_sub(1), &t)?;
+                // The policy checked the target.
+                EntryKind::Symlink => {
+                    let t = link.unwrap_or_default();
                     m.links.insert(rel, PathBuf::from(String::from_utf8_lossy(&t).into_owned()));
                 }
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                EntryKind::File => {
                     let is_manifest = rel == Path::new(MANIFEST_PATH);
-                    if (keep || is_manifest) && e.size() <= MAX_MEM_FILE {
+                    if (keep || is_manifest) && policy::fits_in_memory(e.size()) {
                         let mut v = vec![];
                         std::io::Read::read_to_end(&mut e, &mut v).context("reading archive")?;
-                        total += v.len();
-                        if total > MAX_MEM_TOTAL {
-                            bail!("unit files larger than {MAX_MEM_TOTAL} bytes in all");
-                        }
+                        policy::charge_mem(&mut total, v.len() as u64, limits)?;
                         if is_manifest {
                             let man =
                                 manifest::parse_image_manifest(&String::from_utf8_lossy(&v)).context(MANIFEST_PATH)?;
@@ -343,7 +345,8 @@ impl Mem {
                         m.dirs.extend(rel.ancestors().skip(1).map(Path::to_path_buf));
                     }
                 }
-                _ => {}
+                // Refused by the policy above.
+                other => policy::check_kind(&raw, &other)?,
             }
         }
         Ok(m)

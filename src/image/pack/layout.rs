@@ -4,7 +4,7 @@
 
 use crate::model::manifest::{self, ImageManifest};
 use crate::sys::fsutil;
-use crate::tree::extract;
+use crate::tree::policy::{self, Kind};
 use crate::tree::scan;
 use crate::tree::source::{MANIFEST_PATH, Tree};
 use anyhow::{Context, Result, anyhow, bail};
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// gzip and zstd levels: fixed, so the same tree gives the same bytes
@@ -52,7 +52,7 @@ pub fn walk(dir: &Path) -> Result<Vec<Entry>> {
         let EntryKind::Symlink(t) = &e.kind else { continue };
         let shown = dir.join(&e.rel);
         let depth = e.rel.components().count() - 1;
-        extract::check_symlink(e.rel.as_os_str().as_bytes(), depth, t.as_os_str().as_bytes()).map_err(|_| {
+        policy::check_symlink(e.rel.as_os_str().as_bytes(), depth, t.as_os_str().as_bytes()).map_err(|_| {
             if t.is_absolute() {
                 anyhow!(
                     "{}: symlink to absolute path {}: it would point outside the image (the unpack refuses it)",
@@ -95,7 +95,11 @@ pub fn walk_in(base: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result<()> {
         let m = std::fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
         let ft = m.file_type();
         let mode = m.mode() & 0o7777;
-        let refuse = |what: &str| anyhow!("{}: {what}: the confined unpack refuses it", p.display());
+        let kind = Kind::of_file_type(ft);
+        if !kind.accepted() {
+            // What the policy refuses, named as it names it.
+            bail!("{}: {}: the confined unpack refuses it", p.display(), kind.name());
+        }
         if ft.is_dir() {
             out.push(Entry { rel: r.clone(), kind: EntryKind::Dir, mode });
             walk_in(base, &r, out)?;
@@ -105,17 +109,9 @@ pub fn walk_in(base: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result<()> {
                 kind: EntryKind::File { size: m.len(), id: (m.dev(), m.ino()), nlink: m.nlink() },
                 mode,
             });
-        } else if ft.is_symlink() {
+        } else {
             let t = std::fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
             out.push(Entry { rel: r, kind: EntryKind::Symlink(t), mode: 0o777 });
-        } else if ft.is_fifo() {
-            return Err(refuse("FIFO"));
-        } else if ft.is_socket() {
-            return Err(refuse("socket"));
-        } else if ft.is_char_device() || ft.is_block_device() {
-            return Err(refuse("device node"));
-        } else {
-            return Err(refuse("unknown file type"));
         }
     }
     Ok(())

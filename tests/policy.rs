@@ -1,0 +1,249 @@
+//! One entry policy: every hostile entry of the hostile suite, fed to every
+//! reader of tar entries (the confined extractor, the generator's tar
+//! reader, the OCI layers unpacked and read for the generator), is refused
+//! by each with the same words. No root, no mount: readers run on temporary
+//! directories. Adding a reader is one line of `READERS`.
+
+use std::path::Path;
+use torcx::archive::testkit;
+use torcx::archive::{Archive, Format};
+use torcx::model::names::ImageId;
+use torcx::tree::policy::{Limits, MAX_ENTRIES};
+use torcx::tree::{extract, oci, source::Mem};
+
+/// One reader: the uncompressed tar, a scratch directory, the limits.
+type Reader = fn(&[u8], &Path, Limits) -> anyhow::Result<()>;
+
+fn extractor(tar: &[u8], dir: &Path, lim: Limits) -> anyhow::Result<()> {
+    let dest = dir.join("tree");
+    std::fs::create_dir(&dest)?;
+    extract::extract(tar, &dest, lim).map(|_| ())
+}
+
+fn generator_tar(tar: &[u8], dir: &Path, lim: Limits) -> anyhow::Result<()> {
+    let path = dir.join("evil:1.torcx.tgz");
+    std::fs::write(&path, testkit::gz(tar))?;
+    let a = Archive { id: ImageId::new("evil", "1")?, format: Format::Tgz, path: path.clone(), host: path };
+    Mem::from_archive_with(&a, &lim).map(|_| ())
+}
+
+fn bundle(tar: &[u8], dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("evil.torcx.oci.tgz");
+    std::fs::write(&path, testkit::oci_bundle(&[tar.to_vec()], false))?;
+    Ok(path)
+}
+
+fn oci_unpack(tar: &[u8], dir: &Path, lim: Limits) -> anyhow::Result<()> {
+    let path = bundle(tar, dir)?;
+    let dest = dir.join("tree");
+    std::fs::create_dir(&dest)?;
+    oci::unpack(&path, "1", &dest, lim).map(|_| ())
+}
+
+fn oci_generator(tar: &[u8], dir: &Path, lim: Limits) -> anyhow::Result<()> {
+    oci::read_units_with(&bundle(tar, dir)?, "1", &lim).map(|_| ())
+}
+
+/// `(name, reader, is an OCI layer reader)`.
+const READERS: &[(&str, Reader, bool)] = &[
+    ("extractor", extractor, false),
+    ("generator tar reader", generator_tar, false),
+    ("OCI unpack", oci_unpack, true),
+    ("OCI generator reader", oci_generator, true),
+];
+
+/// A tar entry, written with its name and link bytes as they are (the
+/// `tar` builder would refuse `..` and rewrite absolute names).
+enum E<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+    Other(&'a str, tar::EntryType),
+}
+
+fn tar_of(es: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(vec![]);
+    for e in es {
+        let mut h = tar::Header::new_old();
+        h.set_mtime(0);
+        h.set_mode(0o644);
+        h.set_size(0);
+        let (name, ty, link, data): (&str, _, &str, &[u8]) = match e {
+            E::Dir(n) => (n, tar::EntryType::Directory, "", &[]),
+            E::File(n, d) => (n, tar::EntryType::Regular, "", d),
+            E::Symlink(n, t) => (n, tar::EntryType::Symlink, t, &[]),
+            E::Hardlink(n, t) => (n, tar::EntryType::Link, t, &[]),
+            E::Other(n, ty) => (n, *ty, "", &[]),
+        };
+        h.set_entry_type(ty);
+        h.set_size(data.len() as u64);
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// What comes first, so readers have done some work before the hostile entry.
+fn prelude() -> Vec<E<'static>> {
+    vec![E::Dir("bin"), E::File("bin/tool", b"#!/bin/sh\n"), E::Dir("lib/"), E::Dir("lib/systemd/system/")]
+}
+
+struct Case {
+    what: &'static str,
+    entries: Vec<E<'static>>,
+    /// The refused entry and the cause, as `entry "PATH": CAUSE`.
+    entry: &'static str,
+    cause: String,
+    /// A path twice in one OCI layer: the later entry replaces the earlier,
+    /// as a later layer's does (see `policy::duplicate_err`), so the OCI
+    /// readers accept it.
+    layers_replace: bool,
+}
+
+fn case(what: &'static str, entries: Vec<E<'static>>, entry: &'static str, cause: impl Into<String>) -> Case {
+    Case { what, entries, entry, cause: cause.into(), layers_replace: false }
+}
+
+fn cases() -> Vec<Case> {
+    let unit = "lib/systemd/system/x.service";
+    vec![
+        case("absolute path", vec![E::File("/etc/passwd", b"x")], "/etc/passwd", "absolute path refused"),
+        case(
+            "dot-dot file",
+            vec![E::File("../canary/pwned", b"x")],
+            "../canary/pwned",
+            "path traversal ('..') refused",
+        ),
+        case(
+            "nested dot-dot",
+            vec![E::File("bin/../../canary/pwned", b"x")],
+            "bin/../../canary/pwned",
+            "path traversal ('..') refused",
+        ),
+        case("dot-dot directory", vec![E::Dir("../newdir/")], "../newdir/", "path traversal ('..') refused"),
+        case(
+            "symlink to an absolute path",
+            vec![E::Symlink("link", "/etc"), E::File("link/pwned", b"x")],
+            "link",
+            "symlink to absolute path \"/etc\" points outside the image",
+        ),
+        case(
+            "symlink climbing out",
+            vec![E::Symlink("up", "../../canary")],
+            "up",
+            "symlink to \"../../canary\" points outside the image",
+        ),
+        case(
+            "symlink one level too high",
+            vec![E::Symlink("bin/up", "../../canary")],
+            "bin/up",
+            "symlink to \"../../canary\" points outside the image",
+        ),
+        case("symlink without a target", vec![E::Symlink("l", "")], "l", "symlink without a target"),
+        case(
+            "hard link to an absolute path",
+            vec![E::Hardlink("hl", "/etc/passwd")],
+            "hl",
+            "hard link to \"/etc/passwd\" points outside the image",
+        ),
+        case(
+            "hard link climbing out",
+            vec![E::Hardlink("bin/hl", "../../canary/file")],
+            "bin/hl",
+            "hard link to \"../../canary/file\" points outside the image",
+        ),
+        case("hard link to the root", vec![E::Hardlink("hl", "./")], "hl", "hard link to the image root"),
+        case(
+            "char device",
+            vec![E::Dir("dev"), E::Other("dev/null", tar::EntryType::Char)],
+            "dev/null",
+            "device node refused",
+        ),
+        case("block device", vec![E::Other("loop0", tar::EntryType::Block)], "loop0", "device node refused"),
+        case("FIFO", vec![E::Other("bin/pipe", tar::EntryType::Fifo)], "bin/pipe", "FIFO refused"),
+        case("unsupported type", vec![E::Other("odd", tar::EntryType::new(b'Z'))], "odd", "unsupported entry type 'Z'"),
+        case("a file with an empty path", vec![E::File("./", b"x")], "./", "empty path"),
+        Case {
+            layers_replace: true,
+            ..case(
+                "duplicate entry",
+                vec![E::File(unit, b"[Service]\nExecStart=/a\n"), E::File(unit, b"[Service]\nExecStart=/b\n")],
+                unit,
+                "duplicate entry: the path is already in the archive",
+            )
+        },
+    ]
+}
+
+/// Every reader refuses every hostile entry, with the same words.
+#[test]
+fn every_reader_refuses_every_hostile_entry_alike() {
+    let lim = Limits::unpack(1 << 30);
+    let mut problems = vec![];
+    for c in cases() {
+        let mut entries = prelude();
+        entries.extend(c.entries);
+        let tar = tar_of(&entries);
+        let want = format!("entry {:?}: {}", c.entry, c.cause);
+        for (name, read, oci_layer) in READERS {
+            let dir = tempfile::tempdir().unwrap();
+            let res = read(&tar, dir.path(), lim);
+            match res {
+                Ok(()) if c.layers_replace && *oci_layer => {}
+                Ok(()) => problems.push(format!("{}: the {name} accepted it", c.what)),
+                Err(e) if c.layers_replace && *oci_layer => {
+                    problems.push(format!("{}: the {name} refused what a layer may do: {e:#}", c.what))
+                }
+                Err(e) => {
+                    let got = format!("{e:#}");
+                    if !got.ends_with(&want) {
+                        problems.push(format!("{}: the {name} said {got:?}, not {want:?}", c.what));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "readers disagree:\n{}", problems.join("\n"));
+}
+
+/// Past the entry limit every reader stops at the same entry, same words.
+#[test]
+fn every_reader_stops_an_entry_bomb_alike() {
+    let lim = Limits { max_bytes: 1 << 30, max_entries: 5 };
+    let mut entries = prelude();
+    entries.extend([E::File("bin/a", b""), E::File("bin/b", b""), E::File("bin/c", b"")]);
+    let tar = tar_of(&entries);
+    let want = "entry \"bin/b\": more than 5 entries: refused as an archive bomb";
+    for (name, read, _) in READERS {
+        let dir = tempfile::tempdir().unwrap();
+        let got = format!("{:#}", read(&tar, dir.path(), lim).unwrap_err());
+        assert!(got.ends_with(want), "the {name} said {got:?}, not {want:?}");
+    }
+    // The default is the same for all.
+    assert_eq!(Limits::MEM.max_entries, MAX_ENTRIES);
+    assert_eq!(Limits::unpack(1).max_entries, MAX_ENTRIES);
+}
+
+/// The same archive, harmless, is accepted by every reader: the refusals
+/// above are the entries', not the harness's.
+#[test]
+fn every_reader_accepts_a_harmless_archive() {
+    let mut entries = prelude();
+    entries.extend([
+        E::File("lib/systemd/system/x.service", b"[Service]\nExecStart=/bin/tool\n"),
+        E::Symlink("lib/systemd/system/y.service", "x.service"),
+        E::Hardlink("bin/tool2", "bin/tool"),
+        E::Symlink("bin/up", "../lib"),
+    ]);
+    let tar = tar_of(&entries);
+    for (name, read, _) in READERS {
+        let dir = tempfile::tempdir().unwrap();
+        if let Err(e) = read(&tar, dir.path(), Limits::unpack(1 << 30)) {
+            panic!("the {name} refused a harmless archive: {e:#}");
+        }
+    }
+}
