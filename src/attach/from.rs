@@ -33,10 +33,10 @@ impl ImageFrom {
             ImageFrom::Dir { path, .. } => path,
         }
     }
-    pub fn format(&self) -> &str {
+    pub fn format(&self) -> super::RecordFormat {
         match self {
-            ImageFrom::Archive(a) => a.format.name(),
-            ImageFrom::Dir { .. } => "directory",
+            ImageFrom::Archive(a) => a.format.into(),
+            ImageFrom::Dir { .. } => super::RecordFormat::Directory,
         }
     }
 }

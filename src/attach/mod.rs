@@ -16,7 +16,7 @@ pub use plan::{
     Action, Class, CopyMode, GENERATOR_DIRS, Origin, Placement, check_host_units, dropin, plan, plan_archive_units,
 };
 pub use reattach::reattach;
-pub use record::{RECORD_KIND, Record, RecordedFile};
+pub use record::{FileKind, RECORD_KIND, Record, RecordFormat, RecordOrigin, RecordState, RecordedFile};
 
 use crate::model::config::Config;
 use crate::sys::crash;
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// `boot` (torcx apply) or `runtime`.
-    pub origin: String,
+    pub origin: RecordOrigin,
     pub copy: CopyMode,
     pub portable: Option<Sandbox>,
     /// Refuse a unit that exists anywhere in systemd's search path (runtime
@@ -102,7 +102,7 @@ pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, 
 pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> {
     let id = img.id().clone();
     if let Some(r) = Record::load(cfg, &id.name)? {
-        if r.state == "attached" {
+        if r.state == RecordState::Attached {
             bail!(
                 "image {} is already attached ({} from {}); use `torcx reattach {}:REF` to switch references",
                 id.name,
@@ -122,15 +122,15 @@ pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> 
         name: id.name.clone(),
         reference: id.reference.clone(),
         archive: img.path().to_path_buf(),
-        format: img.format().into(),
+        format: img.format(),
         digest: None,
         loop_device: None,
         copy: opts.copy,
         portable: opts.portable,
         tree: tree.clone(),
         mounted: true,
-        origin: opts.origin.clone(),
-        state: "attaching".into(),
+        origin: opts.origin,
+        state: RecordState::Attaching,
         files: vec![],
     };
     std::fs::create_dir_all(cfg.host(&cfg.attached_dir()))
@@ -155,7 +155,7 @@ pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpa
         check_conflicts(cfg, &id, &plan)?;
         if opts.check_host_units && !opts.force {
             // At boot the generator's copies of this image's units are there.
-            let skip: &[&str] = if opts.origin == "boot" { &GENERATOR_DIRS } else { &[] };
+            let skip: &[&str] = if opts.origin == RecordOrigin::Boot { &GENERATOR_DIRS } else { &[] };
             check_host_units(cfg, &id, &plan, skip)?;
         }
         place(cfg, &mut rec, &plan)

@@ -2,7 +2,7 @@
 //! file recorded before it is created, and only files still as placed removed.
 
 use super::plan::{Action, Class, Placement};
-use super::record::{Record, RecordedFile};
+use super::record::{FileKind, Record, RecordState, RecordedFile};
 use crate::model::config::Config;
 use crate::model::names::ImageId;
 use crate::sys::crash;
@@ -19,7 +19,7 @@ pub(super) fn owners(cfg: &Config) -> Result<BTreeMap<PathBuf, String>> {
     let mut m = BTreeMap::new();
     for r in Record::load_all(cfg)? {
         for f in &r.files {
-            if f.kind != "dir" {
+            if f.kind != FileKind::Dir {
                 m.insert(f.path.clone(), format!("image {}", r.id()));
             }
         }
@@ -56,7 +56,7 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
     let dir_entry = |path: &Path, class: Class| RecordedFile {
         path: path.to_path_buf(),
         class,
-        kind: "dir".into(),
+        kind: FileKind::Dir,
         target: None,
         sha256: None,
         source: None,
@@ -83,36 +83,36 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
             Action::Dir if made.contains(&p.dest) || cfg.host(&p.dest).is_dir() => continue,
             Action::Dir => {
                 made.insert(p.dest.clone());
-                ("dir", None, None)
+                (FileKind::Dir, None, None)
             }
-            Action::Symlink(t) => ("symlink", Some(t.clone()), None),
-            Action::File(b) => ("file", None, Some(sha256_hex(b))),
+            Action::Symlink(t) => (FileKind::Symlink, Some(t.clone()), None),
+            Action::File(b) => (FileKind::File, None, Some(sha256_hex(b))),
         };
         files.push(RecordedFile {
             path: p.dest.clone(),
             class: p.class,
-            kind: kind.into(),
+            kind,
             target,
             sha256,
             source: p.source.clone(),
         });
     }
-    rec.state = "attaching".into();
+    rec.state = RecordState::Attaching;
     rec.files = files;
     rec.write(cfg)?;
     crash::point("recorded")?;
     let content: HashMap<&Path, &Action> = plan.iter().map(|p| (p.dest.as_path(), &p.action)).collect();
     for f in &rec.files {
         let host = cfg.host(&f.path);
-        let res = match (f.kind.as_str(), content.get(f.path.as_path())) {
-            ("symlink", _) => std::os::unix::fs::symlink(f.target.as_ref().unwrap(), &host),
-            ("file", Some(Action::File(b))) => write_new(&host, b),
+        let res = match (f.kind, content.get(f.path.as_path())) {
+            (FileKind::Symlink, _) => std::os::unix::fs::symlink(f.target.as_ref().unwrap(), &host),
+            (FileKind::File, Some(Action::File(b))) => write_new(&host, b),
             _ => std::fs::create_dir(&host),
         };
         res.with_context(|| format!("placing {}", f.path.display()))?;
         crash::point("placed")?;
     }
-    rec.state = "attached".into();
+    rec.state = RecordState::Attached;
     rec.write(cfg)
 }
 
@@ -135,11 +135,10 @@ pub(super) fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Whether the file at `f.path` is still what torcx placed there.
 pub(super) fn still_ours(cfg: &Config, f: &RecordedFile) -> bool {
     let host = cfg.host(&f.path);
-    match f.kind.as_str() {
-        "symlink" => std::fs::read_link(&host).ok().as_ref() == f.target.as_ref(),
-        "file" => std::fs::read(&host).is_ok_and(|b| Some(sha256_hex(&b)) == f.sha256),
-        "dir" => host.is_dir(),
-        _ => false,
+    match f.kind {
+        FileKind::Symlink => std::fs::read_link(&host).ok().as_ref() == f.target.as_ref(),
+        FileKind::File => std::fs::read(&host).is_ok_and(|b| Some(sha256_hex(&b)) == f.sha256),
+        FileKind::Dir => host.is_dir(),
     }
 }
 
@@ -179,11 +178,11 @@ pub(super) fn remove_files(cfg: &Config, rec: &Record) -> Result<Vec<PathBuf>> {
             kept.push(f.path.clone());
             continue;
         }
-        let r = if f.kind == "dir" { std::fs::remove_dir(&host) } else { std::fs::remove_file(&host) };
+        let r = if f.kind == FileKind::Dir { std::fs::remove_dir(&host) } else { std::fs::remove_file(&host) };
         if let Err(e) = r {
             // A directory someone else put files in (an admin's drop-in,
             // another image's link) stays, and is not ours to report.
-            if f.kind == "dir" {
+            if f.kind == FileKind::Dir {
                 log::info(&format!("leaving {}: not empty", f.path.display()));
             } else {
                 return Err(e).with_context(|| format!("removing {}", f.path.display()));

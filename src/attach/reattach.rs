@@ -4,7 +4,7 @@ use super::from::ImageFrom;
 use super::place::{check_conflicts, place};
 use super::place::{remove_files, still_ours};
 use super::plan::{Origin, Placement, plan};
-use super::record::Record;
+use super::record::{Record, RecordState};
 use super::{Options, prepare};
 use crate::model::config::Config;
 use crate::sys::crash;
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 /// switch puts the old attachment back exactly as it was.
 pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
     let id = img.id().clone();
-    let Some(old) = Record::load(cfg, &id.name)?.filter(|r| r.state == "attached") else {
+    let Some(old) = Record::load(cfg, &id.name)?.filter(|r| r.state == RecordState::Attached) else {
         bail!("image {} is not attached; use `torcx attach {id}`", id.name);
     };
     // Nothing of the old attachment may have changed: it must be restorable.
@@ -42,13 +42,8 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
         }
         let _ = std::fs::remove_dir(&h);
     }
-    let opts = Options {
-        origin: old.origin.clone(),
-        copy: old.copy,
-        portable: old.portable,
-        check_host_units: false,
-        force: false,
-    };
+    let opts =
+        Options { origin: old.origin, copy: old.copy, portable: old.portable, check_host_units: false, force: false };
     let undo_next = || {
         let h = cfg.host(&next);
         if mount::is_mountpoint(&h) {
@@ -75,15 +70,15 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
         name: id.name.clone(),
         reference: id.reference.clone(),
         archive: img.path().to_path_buf(),
-        format: img.format().into(),
+        format: img.format(),
         digest: unpacked.digest,
         loop_device: unpacked.loop_device,
         copy: old.copy,
         portable: old.portable,
         tree: tree.clone(),
         mounted: true,
-        origin: old.origin.clone(),
-        state: "attaching".into(),
+        origin: old.origin,
+        state: RecordState::Attaching,
         files: vec![],
     };
     let res = (|| -> Result<()> {
