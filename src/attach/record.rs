@@ -25,17 +25,13 @@ crate::model::string_enum! {
 
 crate::model::string_enum! {
     /// Who attached an image.
+    #[derive(Default)]
     RecordOrigin {
         /// `torcx apply` (the boot-time apply).
         Boot = "boot",
         /// `torcx attach` or `torcx reattach` on the running system.
+        #[default]
         Runtime = "runtime",
-    }
-}
-
-impl Default for RecordOrigin {
-    fn default() -> Self {
-        RecordOrigin::Runtime
     }
 }
 
