@@ -3,8 +3,8 @@
 use super::from::ImageFrom;
 use super::place::{check_conflicts, place};
 use super::place::{remove_files, still_ours};
-use super::plan::{Origin, Placement, plan};
-use super::record::{Record, RecordState};
+use super::plan::{GENERATOR_DIRS, Origin, Placement, check_host_units, plan};
+use super::record::{Record, RecordOrigin, RecordState};
 use super::{Options, prepare};
 use crate::model::config::Config;
 use crate::sys::crash;
@@ -61,7 +61,10 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
     // Conflicts, except with what the old attachment itself placed.
     let mine: Vec<&PathBuf> = old.files.iter().map(|f| &f.path).collect();
     let others: Vec<Placement> = plan.iter().filter(|p| !mine.contains(&&p.dest)).cloned().collect();
-    if let Err(e) = check_conflicts(cfg, &id, &others) {
+    // Units the new reference adds must not shadow the host's, as attach and
+    // boot refuse them (the old attachment's own units are not the host's).
+    let skip: &[&str] = if old.origin == RecordOrigin::Boot { &GENERATOR_DIRS } else { &[] };
+    if let Err(e) = check_conflicts(cfg, &id, &others).and_then(|()| check_host_units(cfg, &id, &others, skip)) {
         undo_next();
         return Err(e);
     }
