@@ -42,3 +42,11 @@ fn every_string_a_record_may_hold_reads_back_as_itself() {
     let bad = V0.replacen("\"state\": \"attached\"", "\"state\": \"halfway\"", 1);
     assert!(Record::from_json(bad.as_bytes()).is_err());
 }
+
+#[test]
+fn copy_auto_is_recorded_as_such_and_places_copies() {
+    assert_eq!(CopyMode::default(), CopyMode::Auto);
+    assert_eq!(CopyMode::Auto.effective(), CopyMode::Copy);
+    assert_eq!(CopyMode::Copy.effective(), CopyMode::Copy);
+    assert_eq!(CopyMode::Symlink.effective(), CopyMode::Symlink);
+}

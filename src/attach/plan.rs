@@ -57,14 +57,35 @@ pub struct Origin<'a> {
 }
 
 /// How unit files are placed: copied, or linked into the image tree.
+///
+/// `auto` is not a third way of placing: it records that the user left the
+/// choice to torcx, which today copies. A record saying `copy` or `symlink`
+/// keeps that choice when the image is reattached; a record saying `auto`
+/// follows torcx's default of the day. (Records and `attach` output of
+/// earlier releases say `auto`, so the word stays.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CopyMode {
-    /// Copy (the unit then survives the tree going away, and reloads see it whole)
+    /// Let torcx choose (today: copy), and record that it chose
     #[default]
     Auto,
+    /// Copy unit files (they survive the tree going away, and reloads see them whole)
     Copy,
+    /// Link unit files into the image tree
     Symlink,
+}
+
+impl CopyMode {
+    /// What `auto` means today: copy.
+    pub const AUTO_MEANS: CopyMode = CopyMode::Copy;
+
+    /// The way units are actually placed: `Copy` or `Symlink`, never `Auto`.
+    pub fn effective(self) -> CopyMode {
+        match self {
+            CopyMode::Auto => CopyMode::AUTO_MEANS,
+            m => m,
+        }
+    }
 }
 
 /// The drop-in tying a unit to its image (design.md, "Drop-in").
@@ -217,9 +238,9 @@ fn plan_units(cfg: &Config, o: &Origin, src: &dyn ImageSource, rel: &Path, out: 
     let units = Path::new(config::UNITS_DIR);
     let unit_file = |rel: &Path, dest_dir: &Path, out: &mut Vec<Placement>| -> Result<()> {
         let name = rel.file_name().unwrap().to_string_lossy().into_owned();
-        let action = match o.copy {
+        let action = match o.copy.effective() {
             CopyMode::Symlink => Action::Symlink(o.tree.join(rel)),
-            CopyMode::Auto | CopyMode::Copy => Action::File(src.read(rel)?),
+            _ => Action::File(src.read(rel)?),
         };
         out.push(Placement {
             class: Class::Unit,
