@@ -47,9 +47,9 @@ complete -c torcx -n "__fish_torcx_using_subcommand apply" -l json -d 'Print JSO
 complete -c torcx -n "__fish_torcx_using_subcommand apply" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand apply" -s q -l quiet -d 'Only errors'
 complete -c torcx -n "__fish_torcx_using_subcommand apply" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c torcx -n "__fish_torcx_using_subcommand attach" -l copy -d 'How to place unit files' -r -f -a "auto\t'Copy (the unit then survives the tree going away, and reloads see it whole)'
-copy\t''
-symlink\t''"
+complete -c torcx -n "__fish_torcx_using_subcommand attach" -l copy -d 'How to place unit files' -r -f -a "auto\t'Let torcx choose (today: copy), and record that it chose'
+copy\t'Copy unit files (they survive the tree going away, and reloads see them whole)'
+symlink\t'Link unit files into the image tree'"
 complete -c torcx -n "__fish_torcx_using_subcommand attach" -l portable -d 'Run the image\'s services inside the image tree, with this sandbox' -r -f -a "default\t''
 nonetwork\t''
 strict\t''

@@ -268,6 +268,49 @@ fn reattach_switches_or_leaves_the_old_attachment_exactly_as_it_was() {
 }
 
 #[test]
+fn reattach_refuses_a_unit_of_the_host_and_changes_nothing() {
+    if !require_root("reattach_refuses_a_unit_of_the_host_and_changes_nothing") {
+        return;
+    }
+    let t = TestRoot::new();
+    let one = image(&t, "demo", "1");
+    // Reference 2 also ships a unit that would shadow the host's sshd.
+    let two = Image::new(&t, "demo", "2");
+    two.exec("bin/demo", "#!/bin/sh\necho demo 2\n")
+        .file("lib/systemd/system/demo.service", "[Service]\nExecStart=/run/torcx/bin/demo --two\n")
+        .file("lib/systemd/system/sshd.service", "[Service]\nExecStart=/run/torcx/bin/demo\n")
+        .file("VERSION", "2")
+        .manifest(json!({"bin": ["/bin/demo"], "units": ["/lib/systemd/system/demo.service", "/lib/systemd/system/sshd.service"]}));
+    let two_a = t.scratch("archives").join("demo:2.torcx.tgz");
+    two.pack_to(&two_a, Fmt::Tgz);
+    t.write("usr/lib/systemd/system/sshd.service", "[Service]\nExecStart=/usr/sbin/sshd -D\n");
+    let snaps = t.scratch("snaps");
+    let mut ns = Ns::new(&t);
+    let first = ns.torcx(&["attach", one.to_str().unwrap()]);
+    snapshot(&mut ns, &snaps, "one");
+    let re = ns.torcx(&["reattach", two_a.to_str().unwrap()]);
+    snapshot(&mut ns, &snaps, "after");
+    let steps = ns.run();
+
+    assert_eq!(steps[first].code, 0, "{}", steps[first].describe());
+    let s = &steps[re];
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert!(
+        s.stderr.contains(
+            "image demo:2: unit sshd.service (from /lib/systemd/system/sshd.service) conflicts with /usr/lib/systemd/system/sshd.service on the host"
+        ),
+        "{}",
+        s.describe()
+    );
+    // The old attachment, its record, tree and mount are exactly as they were.
+    assert_eq!(snap(&snaps, "after"), snap(&snaps, "one"));
+    assert!(snap(&snaps, "one").contains("run/torcx/attached/demo.json|f|"));
+    assert_eq!(read(&t.path("usr/lib/systemd/system/sshd.service")), "[Service]\nExecStart=/usr/sbin/sshd -D\n");
+    assert!(!t.path("run/systemd/system/sshd.service").exists());
+    t.assert_canary();
+}
+
+#[test]
 fn kill_at_every_step_of_attach_is_cleaned_up_by_detach_or_attach() {
     if !require_root("kill_at_every_step_of_attach_is_cleaned_up_by_detach_or_attach") {
         return;

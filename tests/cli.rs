@@ -181,6 +181,25 @@ fn profile_editing_workflow() {
     assert!(err(&o).starts_with("torcx: error: profile gone not found in /usr/share/torcx/profiles, "), "{}", err(&o));
 }
 
+/// `profile check` plans as the generator does, so a unit that would shadow
+/// one of the host's is reported as the boot would refuse it.
+#[test]
+fn profile_check_reports_a_unit_of_the_host() {
+    let t = machine();
+    real_archives(&t);
+    t.next_profile("mine", &[("socat", "1.7")]);
+    let v = ok_json(&torcx(&t, &["profile", "check"]));
+    assert_eq!(v["value"]["problems"], json!([]), "{v}");
+    write(&t.path("usr/lib/systemd/system/socat.service"), "[Service]\nExecStart=/usr/bin/socat\n");
+    let o = torcx(&t, &["--json", "profile", "check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problem = "image socat:1.7: unit socat.service (from /lib/systemd/system/socat.service) conflicts with \
+                   /usr/lib/systemd/system/socat.service on the host; use --force to attach anyway";
+    assert_eq!(v["value"]["problems"], json!([{"image": "socat:1.7", "error": problem}]), "{v}");
+    assert_eq!(err(&o), format!("torcx: error: image socat:1.7: {problem}\n"));
+}
+
 #[test]
 fn use_image_keeps_the_remote_of_v1_profiles() {
     let t = machine();

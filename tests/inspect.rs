@@ -296,6 +296,36 @@ fn inspects_store_images_by_name() {
     assert!(err.contains("nope:1"), "{err}");
 }
 
+/// A bare word is an image name in the stores even when the current
+/// directory holds a directory of that name; `./NAME` is the directory.
+#[test]
+fn a_bare_word_is_a_store_image_even_beside_a_directory_of_that_name() {
+    let t = TestRoot::new();
+    let img = Image::new(&t, "s", "2.0");
+    img.manifest(json!({"bin": ["/bin/s"]})).exec("bin/s", "#!/bin/sh\n");
+    img.pack(&t, USER_STORE, Fmt::Tgz);
+    let cwd = t.scratch("cwd");
+    let dir = cwd.join("s");
+    std::fs::create_dir_all(dir.join(".torcx")).unwrap();
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::write(dir.join("bin/other"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(dir.join("bin/other"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let manifest = json!({"kind": "image-manifest-v0", "value": {"bin": ["/bin/other"]}});
+    std::fs::write(dir.join(".torcx/manifest.json"), manifest.to_string()).unwrap();
+    let root = t.root.to_str().unwrap();
+    let run = |target: &str| -> Value {
+        let (code, out, err) = torcx_in(Some(&cwd), &["--root", root, "image", "inspect", "--json", target]);
+        assert_eq!(code, 0, "{target}:\n{out}\n{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["value"].clone()
+    };
+    let v = run("s");
+    assert_eq!(v["image"], "s:2.0", "{v:#}");
+    assert_eq!(v["path"], "/var/lib/torcx/store/s:2.0.torcx.tgz", "{v:#}");
+    let v = run("./s");
+    assert_eq!((v["format"].as_str(), v["path"].as_str()), (Some("directory"), cwd.join("s").to_str()), "{v:#}");
+    assert_eq!(v["manifest"]["bin"], json!(["/bin/other"]), "{v:#}");
+}
+
 #[test]
 fn an_image_without_a_manifest_shows_the_scanned_default() {
     let t = TestRoot::new();

@@ -33,20 +33,25 @@ impl ImageFrom {
             ImageFrom::Dir { path, .. } => path,
         }
     }
-    pub fn format(&self) -> &str {
+    pub fn format(&self) -> super::RecordFormat {
         match self {
-            ImageFrom::Archive(a) => a.format.name(),
-            ImageFrom::Dir { .. } => "directory",
+            ImageFrom::Archive(a) => a.format.into(),
+            ImageFrom::Dir { .. } => super::RecordFormat::Directory,
         }
     }
 }
 
-/// `NAME`, `NAME:REF`, or a path (anything with a `/`, or an existing file).
+/// Whether a command's argument names a path: it has a slash, or is an
+/// archive's file name. A bare word is always a name in the stores, whatever
+/// the current directory holds.
+pub fn is_path(arg: &str) -> bool {
+    arg.contains('/') || crate::archive::parse_archive_name(arg).is_some()
+}
+
+/// `NAME`, `NAME:REF`, or a path (see [`is_path`]).
 pub fn resolve(cfg: &Config, arg: &str, allow_bare_name: bool) -> Result<ImageFrom> {
     let p = Path::new(arg);
-    // A path has a slash, or is an archive's file name: a bare word is always
-    // a name in the stores, whatever the current directory holds.
-    if arg.contains('/') || crate::archive::parse_archive_name(arg).is_some() {
+    if is_path(arg) {
         let abs = std::path::absolute(p)?;
         let meta = std::fs::metadata(&abs).map_err(|e| anyhow!("{}: {e}", abs.display()))?;
         let file = abs.file_name().ok_or_else(|| anyhow!("{arg}: not an image path"))?.to_string_lossy().into_owned();

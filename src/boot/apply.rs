@@ -17,14 +17,23 @@ use std::path::{Path, PathBuf};
 
 pub const STATUS_KIND: &str = "torcx-apply-status-v0";
 
+crate::model::string_enum! {
+    /// What one apply did with an image.
+    ImageState {
+        Attached = "attached",
+        /// Already attached by an earlier apply of this boot, and kept.
+        Unchanged = "unchanged",
+        Failed = "failed",
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageStatus {
     pub name: String,
     pub reference: String,
     pub archive: Option<PathBuf>,
-    pub format: Option<String>,
-    /// `attached`, `unchanged` (already attached by an earlier apply) or `failed`.
-    pub state: String,
+    pub format: Option<attach::RecordFormat>,
+    pub state: ImageState,
     pub error: Option<String>,
     pub unpacked_bytes: u64,
     pub files: usize,
@@ -173,7 +182,7 @@ enum Half {
 fn boot_options() -> attach::Options {
     // A unit already on the host fails the image at boot too (design.md).
     attach::Options {
-        origin: "boot".into(),
+        origin: attach::RecordOrigin::Boot,
         copy: attach::CopyMode::Copy,
         check_host_units: true,
         ..Default::default()
@@ -188,7 +197,7 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
         reference: id.reference.clone(),
         archive: None,
         format: None,
-        state: "failed".into(),
+        state: ImageState::Failed,
         error: None,
         unpacked_bytes: 0,
         files: 0,
@@ -197,11 +206,13 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
     // complete; otherwise clear it so the image is attached afresh.
     match Record::load(cfg, &id.name) {
         Ok(Some(r))
-            if r.id() == *id && r.state == "attached" && (!r.mounted || mount::is_mountpoint(&cfg.host(&r.tree))) =>
+            if r.id() == *id
+                && r.state == attach::RecordState::Attached
+                && (!r.mounted || mount::is_mountpoint(&cfg.host(&r.tree))) =>
         {
             st.archive = Some(r.archive.clone());
-            st.format = Some(r.format.clone());
-            st.state = "unchanged".into();
+            st.format = Some(r.format);
+            st.state = ImageState::Unchanged;
             st.files = r.files.len();
             return Half::Done(st);
         }
@@ -223,7 +234,7 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
         return Half::Done(st);
     };
     st.archive = Some(a.path.clone());
-    st.format = Some(a.format.name().into());
+    st.format = Some(a.format.into());
     // Unpacking keeps two threads busy: at most two at once, so memory stays
     // bounded too. Mounting mostly waits on the kernel: those run freely.
     let _slot = (!a.format.mounted()).then(|| tar_slots.take());
@@ -255,7 +266,7 @@ fn finish_image(cfg: &Config, half: Half) -> ImageStatus {
             if cache::load(cfg, &a).is_none() {
                 cache_units(cfg, &a, &rec);
             }
-            st.state = "attached".into();
+            st.state = ImageState::Attached;
             st.unpacked_bytes = unpacked.bytes;
             st.files = rec.files.len();
         }

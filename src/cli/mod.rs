@@ -224,7 +224,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
             let _lock = lock(&cfg)?;
             let img = attach::from::resolve(&cfg, image, true)?;
             let opts = Options {
-                origin: "runtime".into(),
+                origin: attach::RecordOrigin::Runtime,
                 copy: *copy,
                 portable: *portable,
                 check_host_units: true,
@@ -300,10 +300,10 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
         Command::IsAttached { name } => {
             names::validate_name(name)?;
             let state = match Record::load(&cfg, name)? {
-                Some(r) if r.state == "attached" => {
+                Some(r) if r.state == attach::RecordState::Attached => {
                     if r.units().iter().any(|u| sd.is_active(u)) {
                         "running"
-                    } else if r.origin == "boot" {
+                    } else if r.origin == attach::RecordOrigin::Boot {
                         "attached-boot"
                     } else {
                         "attached"

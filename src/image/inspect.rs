@@ -188,7 +188,9 @@ fn sniff(path: &Path) -> Result<Format> {
 
 fn subject(cfg: &Config, arg: &str) -> Result<Subject> {
     let p = Path::new(arg);
-    if arg.contains('/') || p.exists() {
+    // The rule of every command (`attach::from::is_path`): `./NAME` for a
+    // directory or oddly named archive here, a bare word is an image name.
+    if crate::attach::from::is_path(arg) {
         let abs = std::path::absolute(p)?;
         let meta = std::fs::metadata(&abs).map_err(|e| anyhow!("{}: {e}", abs.display()))?;
         let file = abs.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();

@@ -1,0 +1,143 @@
+//! Switching an attached image to another reference, all or nothing.
+
+use super::from::ImageFrom;
+use super::place::{check_conflicts, place};
+use super::place::{remove_files, still_ours};
+use super::plan::{GENERATOR_DIRS, Origin, Placement, check_host_units, plan};
+use super::record::{Record, RecordOrigin, RecordState};
+use super::{Options, prepare};
+use crate::model::config::Config;
+use crate::sys::crash;
+use crate::sys::log;
+use crate::sys::mount;
+use crate::tree::source::{self, Tree};
+use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+/// Switches an attached image to another archive, all or nothing: the new
+/// one is unpacked and checked beside the old, and any failure after the
+/// switch puts the old attachment back exactly as it was.
+pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
+    let id = img.id().clone();
+    let Some(old) = Record::load(cfg, &id.name)?.filter(|r| r.state == RecordState::Attached) else {
+        bail!("image {} is not attached; use `torcx attach {id}`", id.name);
+    };
+    // Nothing of the old attachment may have changed: it must be restorable.
+    if let Some(f) =
+        old.files.iter().find(|f| std::fs::symlink_metadata(cfg.host(&f.path)).is_err() || !still_ours(cfg, f))
+    {
+        bail!(
+            "image {}: {} changed or disappeared since it was attached; refusing to reattach",
+            old.id(),
+            f.path.display()
+        );
+    }
+    let tree = old.tree.clone();
+    let next = cfg.unpack_dir().join(format!(".{}.next", id.name));
+    let prev = cfg.unpack_dir().join(format!(".{}.prev", id.name));
+    for stale in [&next, &prev] {
+        let h = cfg.host(stale);
+        if mount::is_mountpoint(&h) {
+            mount::unmount_lazy(&h)?;
+        }
+        let _ = std::fs::remove_dir(&h);
+    }
+    let opts =
+        Options { origin: old.origin, copy: old.copy, portable: old.portable, check_host_units: false, force: false };
+    let undo_next = || {
+        let h = cfg.host(&next);
+        if mount::is_mountpoint(&h) {
+            let _ = mount::unmount_lazy(&h);
+        }
+        let _ = std::fs::remove_dir(&h);
+    };
+    let (unpacked, plan) = match prepare(cfg, img, &next, &tree, &opts) {
+        Ok(x) => x,
+        Err(e) => {
+            undo_next();
+            return Err(e);
+        }
+    };
+    // Conflicts, except with what the old attachment itself placed.
+    let mine: Vec<&PathBuf> = old.files.iter().map(|f| &f.path).collect();
+    let others: Vec<Placement> = plan.iter().filter(|p| !mine.contains(&&p.dest)).cloned().collect();
+    // Units the new reference adds must not shadow the host's, as attach and
+    // boot refuse them (the old attachment's own units are not the host's).
+    let skip: &[&str] = if old.origin == RecordOrigin::Boot { &GENERATOR_DIRS } else { &[] };
+    if let Err(e) = check_conflicts(cfg, &id, &others).and_then(|()| check_host_units(cfg, &id, &others, skip)) {
+        undo_next();
+        return Err(e);
+    }
+    // The switch.
+    let mut new = Record {
+        name: id.name.clone(),
+        reference: id.reference.clone(),
+        archive: img.path().to_path_buf(),
+        format: img.format(),
+        digest: unpacked.digest,
+        loop_device: unpacked.loop_device,
+        copy: old.copy,
+        portable: old.portable,
+        tree: tree.clone(),
+        mounted: true,
+        origin: old.origin,
+        state: RecordState::Attaching,
+        files: vec![],
+    };
+    let res = (|| -> Result<()> {
+        let (t, p, n) = (cfg.host(&tree), cfg.host(&prev), cfg.host(&next));
+        remove_files(cfg, &old)?;
+        crash::point("old-removed")?;
+        // The trees trade places by binding, not by moving: /run is a shared
+        // mount on systemd hosts, and the kernel refuses to move a mount out
+        // of a shared parent (EINVAL).
+        std::fs::create_dir_all(&p)?;
+        mount::bind_ro(&t, &p)?;
+        mount::unmount_lazy(&t)?;
+        crash::point("old-aside")?;
+        mount::bind_ro(&n, &t)?;
+        mount::unmount_lazy(&n)?;
+        crash::point("switched")?;
+        place(cfg, &mut new, &plan)
+    })();
+    if let Err(e) = res {
+        log::warn(&format!("image {id}: reattach failed, putting {} back: {e:#}", old.id()));
+        let restore = (|| -> Result<()> {
+            remove_files(cfg, &new)?;
+            let (t, p) = (cfg.host(&tree), cfg.host(&prev));
+            if mount::is_mountpoint(&p) {
+                if mount::is_mountpoint(&t) {
+                    mount::unmount_lazy(&t)?;
+                }
+                mount::bind_ro(&p, &t)?;
+                mount::unmount_lazy(&p)?;
+            }
+            // Re-place the old files from the old tree: the plan is a function of it.
+            let src = Tree::open(&t)?;
+            let (m, _) = source::manifest_or_scan(&src)?;
+            let o = Origin {
+                id: &old.id(),
+                archive: &old.archive,
+                tree: tree.clone(),
+                copy: old.copy,
+                portable: old.portable,
+            };
+            let plan = self::plan(cfg, &o, &src, &m, false)?;
+            let mut back = old.clone();
+            place(cfg, &mut back, &plan)
+        })();
+        undo_next();
+        let _ = std::fs::remove_dir(cfg.host(&prev));
+        if let Err(e2) = restore {
+            bail!("image {id}: reattach failed ({e:#}), and restoring {} failed too: {e2:#}", old.id());
+        }
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir(cfg.host(&next));
+    let p = cfg.host(&prev);
+    if mount::unmount_lazy(&p)? {
+        log::info(&format!("{}: the old tree is still in use and goes when its last user does", old.id()));
+    }
+    let _ = std::fs::remove_dir(&p);
+    Ok((old, new))
+}

@@ -1,0 +1,207 @@
+//! The record of an attachment (`/run/torcx/attached/NAME.json`): what was
+//! placed, read back by detach, reattach, status and the next apply.
+
+use super::plan::{Class, CopyMode};
+use super::portable::Sandbox;
+use crate::archive::Format;
+use crate::model::config::{self, Config};
+use crate::model::names::ImageId;
+use crate::model::units::is_unit_name;
+use crate::sys::fsutil::atomic_write;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const RECORD_KIND: &str = "torcx-attachment-v0";
+
+crate::model::string_enum! {
+    /// Where an attachment is in its life: an intent while files are placed.
+    RecordState {
+        /// Files are being placed (or were, when a command was killed).
+        Attaching = "attaching",
+        Attached = "attached",
+    }
+}
+
+crate::model::string_enum! {
+    /// Who attached an image.
+    #[derive(Default)]
+    RecordOrigin {
+        /// `torcx apply` (the boot-time apply).
+        Boot = "boot",
+        /// `torcx attach` or `torcx reattach` on the running system.
+        #[default]
+        Runtime = "runtime",
+    }
+}
+
+crate::model::string_enum! {
+    /// What a recorded path is (the `type` field of a recorded file).
+    FileKind {
+        File = "file",
+        Symlink = "symlink",
+        Dir = "dir",
+    }
+}
+
+crate::model::string_enum! {
+    /// What an attachment was unpacked from: an archive format, or a directory.
+    RecordFormat {
+        Tgz = "tgz",
+        TarZst = "tar.zst",
+        Squashfs = "squashfs",
+        Erofs = "erofs",
+        Oci = "oci",
+        Directory = "directory",
+    }
+}
+
+impl From<Format> for RecordFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Tgz => RecordFormat::Tgz,
+            Format::TarZst => RecordFormat::TarZst,
+            Format::Squashfs => RecordFormat::Squashfs,
+            Format::Erofs => RecordFormat::Erofs,
+            Format::Oci => RecordFormat::Oci,
+        }
+    }
+}
+
+/// The record of one attachment: `/run/torcx/attached/NAME.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub name: String,
+    pub reference: String,
+    pub archive: PathBuf,
+    pub format: RecordFormat,
+    /// `sha256:HEX` of the archive as it was unpacked.
+    #[serde(default)]
+    pub digest: Option<String>,
+    #[serde(default)]
+    pub copy: CopyMode,
+    #[serde(default)]
+    pub portable: Option<Sandbox>,
+    /// The loop device a squashfs or erofs image is mounted from (it frees
+    /// itself when the tree is unmounted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_device: Option<PathBuf>,
+    /// The image tree and whether torcx mounted it.
+    pub tree: PathBuf,
+    pub mounted: bool,
+    /// `boot` (torcx apply) or `runtime` (torcx attach).
+    pub origin: RecordOrigin,
+    /// `attaching` while files are being placed (an intent), then `attached`.
+    pub state: RecordState,
+    pub files: Vec<RecordedFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordedFile {
+    pub path: PathBuf,
+    pub class: Class,
+    #[serde(rename = "type")]
+    pub kind: FileKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    kind: String,
+    value: T,
+}
+
+impl Record {
+    pub fn id(&self) -> ImageId {
+        ImageId { name: self.name.clone(), reference: self.reference.clone() }
+    }
+    pub fn path(cfg: &Config, name: &str) -> PathBuf {
+        cfg.attached_dir().join(format!("{name}.json"))
+    }
+    /// The record file's bytes: the envelope, pretty-printed, and a newline.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        let doc = Envelope { kind: RECORD_KIND.into(), value: self };
+        let mut text = serde_json::to_vec_pretty(&doc)?;
+        text.push(b'\n');
+        Ok(text)
+    }
+    /// Parses a record file's bytes (the envelope of [`RECORD_KIND`]).
+    pub fn from_json(b: &[u8]) -> Result<Record> {
+        let e: Envelope<Record> = serde_json::from_slice(b)?;
+        if e.kind != RECORD_KIND {
+            bail!("unknown kind {:?}", e.kind);
+        }
+        Ok(e.value)
+    }
+    pub fn write(&self, cfg: &Config) -> Result<()> {
+        atomic_write(&cfg.host(&Record::path(cfg, &self.name)), &self.to_json()?, 0o644)
+    }
+    pub fn load(cfg: &Config, name: &str) -> Result<Option<Record>> {
+        let p = Record::path(cfg, name);
+        match std::fs::read(cfg.host(&p)) {
+            Ok(b) => Record::from_json(&b).map(Some).with_context(|| format!("record {}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("record {}", p.display())),
+        }
+    }
+    pub fn load_all(cfg: &Config) -> Result<Vec<Record>> {
+        let mut out = vec![];
+        let Ok(rd) = std::fs::read_dir(cfg.host(&cfg.attached_dir())) else {
+            return Ok(out);
+        };
+        let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        names.sort();
+        for n in names {
+            if let Some(name) = n.strip_suffix(".json")
+                && !n.starts_with('.')
+                && let Some(r) = Record::load(cfg, name)?
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Record {
+    /// Unit files the image placed at the top of the units directory.
+    pub fn units(&self) -> Vec<String> {
+        let units = Path::new(config::UNITS_DIR);
+        self.files
+            .iter()
+            .filter(|f| f.class == Class::Unit && f.kind != FileKind::Dir && f.path.parent() == Some(units))
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .filter(|n| is_unit_name(n))
+            .collect()
+    }
+    /// Units the image enables (links in its `.wants`/`.requires` directories).
+    pub fn enabled_units(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .files
+            .iter()
+            .filter(|f| f.class == Class::Unit && f.kind == FileKind::Symlink)
+            .filter(|f| {
+                f.path.parent().and_then(|p| p.file_name()).is_some_and(|d| {
+                    let d = d.to_string_lossy();
+                    d.ends_with(".wants") || d.ends_with(".requires")
+                })
+            })
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+    pub fn binaries(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .filter(|f| f.class == Class::Bin && f.kind == FileKind::Symlink)
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+}
