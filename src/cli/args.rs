@@ -1,0 +1,205 @@
+//! The clap definitions: the global options, the commands and their
+//! arguments. The man pages and completions are generated from these.
+
+use crate::attach::CopyMode;
+use crate::attach::portable::Sandbox;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "torcx",
+    version,
+    about = "Boot-time addon manager for immutable Linux systems",
+    long_about = "Boot-time addon manager for immutable Linux systems.\n\n\
+An image (an archive in a store) is unpacked or mounted into its own read-only tree under \
+/run/torcx/unpack/NAME and attached: its binaries are linked into /run/torcx/bin, its systemd units \
+are placed in /run/systemd/system with a drop-in tying them to the image, and its networkd, sysusers, \
+tmpfiles and udev files go to their runtime directories. Every placed file is recorded in \
+/run/torcx/attached/NAME.json, and detach removes exactly those. At boot, torcx-generator(8) and \
+torcx-apply.service apply the profile (torcx-profile(5)) and seal the system.\n\n\
+Output is a table or a line on a terminal and JSON when piped or with --json. Exit status: 0 success, \
+1 failure (one line on standard error naming the image, the file and the cause), 2 usage error."
+)]
+pub struct Cli {
+    /// Work under DIR instead of / (every path, including the seal); systemd is not driven
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print JSON (the default when stdout is not a terminal)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More messages (-v info, -vv debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// An extra store directory, searched last (repeatable)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Vec<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Apply the next profile now: unpack and attach its images, then seal
+    #[command(long_about = "Apply the next profile now: unpack and attach its images, then seal.\n\n\
+This is what torcx-apply.service runs at boot. Images are attached one by one; one failing does not \
+stop the others. /run/torcx/status.json records every image's outcome. Only when every image is \
+attached are /run/torcx/profile.json and the seal /run/metadata/torcx written. Run again after \
+success it changes nothing and says so; after a failure it retries the failed images.")]
+    Apply {
+        /// Apply again even though this boot is already sealed
+        #[arg(long)]
+        force: bool,
+    },
+    /// Attach an image on the running system: NAME, NAME:REF, or the path of an archive or directory
+    #[command(long_about = "Attach an image on the running system.\n\n\
+IMAGE is NAME:REF, NAME (the reference the active profile names, else the only one in the stores), \
+or the path of an archive or of an unpacked image directory (a path has a '/', as in ./dir, or is an \
+archive's file name; a bare word is always looked up in the stores). Refused before anything changes: the \
+image already attached (use reattach), a unit of the same name anywhere in systemd's unit search \
+path (--force overrides this check only), a binary or file already placed, a manifest path outside \
+the image. The record is written first, so an interrupted attach is cleaned up by detach or by the \
+next attach. Then systemctl daemon-reload runs, unless --no-reload or --root.")]
+    Attach {
+        image: String,
+        /// Start the units the image enables, and wait for them
+        #[arg(long)]
+        now: bool,
+        /// Do not run systemctl daemon-reload
+        #[arg(long)]
+        no_reload: bool,
+        /// Attach even though a unit of the same name exists on the host
+        #[arg(long)]
+        force: bool,
+        /// How to place unit files
+        #[arg(long, value_enum, default_value_t = CopyMode::Auto)]
+        copy: CopyMode,
+        /// Run the image's services inside the image tree, with this sandbox
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "default", require_equals = true)]
+        portable: Option<Sandbox>,
+    },
+    /// Detach an image: remove exactly what attach placed
+    #[command(long_about = "Detach an image: remove exactly what attach placed.\n\n\
+Refused while one of the image's units is active, unless --now (stop them first) or --force. Only \
+files that are still as torcx placed them are removed; a file changed since is kept and named, and \
+the exit status is 1. Then the image tree is unmounted, the record removed, and systemd reloaded.")]
+    Detach {
+        name: String,
+        /// Stop the image's units first
+        #[arg(long)]
+        now: bool,
+        /// Do not run systemctl daemon-reload
+        #[arg(long)]
+        no_reload: bool,
+        /// Detach even though its units are active
+        #[arg(long)]
+        force: bool,
+    },
+    /// Switch an attached image to another reference, all or nothing
+    #[command(long_about = "Switch an attached image to another reference, all or nothing.\n\n\
+The new archive is unpacked or mounted beside the old tree and checked first. Then the old files are \
+removed, the trees trade places and the new files are placed; any failure puts the old attachment \
+back exactly as it was. Services still running from the old tree keep it until they stop.")]
+    Reattach {
+        /// NAME:REF, or the path of an archive
+        image: String,
+        /// Restart the image's running units, start new ones, stop removed ones
+        #[arg(long)]
+        now: bool,
+        /// Do not run systemctl daemon-reload
+        #[arg(long)]
+        no_reload: bool,
+    },
+    /// Exit 0 when the image is attached, 1 when not; print its state
+    IsAttached { name: String },
+    /// Attachments, their units and binaries, and the last boot apply
+    Status { name: Option<String> },
+    /// Build, list and look into images
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// List, check and edit profiles
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+    /// Write the man pages and shell completions into DIR/man and DIR/completions
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum ProfileCmd {
+    /// The booted lower and upper profiles, the run profile, the next profile, all profiles
+    List,
+    /// Check a profile as a boot would, without changing anything
+    Check {
+        /// A user profile (default: the next profile, merged as at boot)
+        #[arg(long, conflicts_with = "file")]
+        name: Option<String>,
+        /// A profile file
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Create a profile, empty or as a copy
+    New {
+        /// Create /etc/torcx/profiles/NAME.json
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        name: Option<String>,
+        /// Create this file (must end in .json)
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Copy this profile
+        #[arg(long, conflicts_with = "from_next")]
+        from: Option<String>,
+        /// Copy the next profile
+        #[arg(long)]
+        from_next: bool,
+    },
+    /// Select the profile the next boot applies
+    SetNext { name: String },
+    /// Pin an image reference in a profile (default: the next profile)
+    UseImage {
+        /// NAME:REF
+        image: String,
+        #[arg(long, conflicts_with = "file")]
+        name: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// `missing`: name an image that is in no store yet
+        #[arg(long, value_parser = ["missing"])]
+        allow: Option<String>,
+    },
+    /// Remove an image from a profile (default: the next profile)
+    RemoveImage {
+        /// NAME
+        image: String,
+        #[arg(long, conflicts_with = "file")]
+        name: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Archives in the stores: name, reference, store, path, format, size
+    List {
+        /// Only this image
+        name: Option<String>,
+        /// List the stores of this OS version (VERSION_ID) instead of this one's
+        #[arg(short = 'n', long = "os-release", value_name = "VERSION_ID")]
+        os_release: Option<String>,
+    },
+    /// Remove versioned user stores other than the kept versions (or only NAME's archives in them)
+    ClearVersioned {
+        /// A version to keep (repeatable, at least one)
+        #[arg(short = 'k', long = "keep-version", value_name = "VERSION_ID", required = true)]
+        keep: Vec<String>,
+        name: Option<String>,
+    },
+    /// Build an archive from a directory, writing its manifest when it has none
+    Pack(crate::image::pack::PackArgs),
+    /// Format, size, digest, manifest, what would be placed where, and lint findings
+    Inspect(crate::image::inspect::InspectArgs),
+}
