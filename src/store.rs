@@ -3,7 +3,6 @@
 use crate::archive::{Archive, Format, parse_archive_name};
 use crate::model::config::{Config, OEM_DIR};
 use crate::model::names::ImageId;
-use crate::sys::log;
 use std::path::{Path, PathBuf};
 
 /// One store directory: where it is on the booted system, and where to read it.
@@ -55,7 +54,7 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
             let id = match id {
                 Ok(id) => id,
                 Err(e) => {
-                    log::warn(&format!("ignoring archive {}: {e:#}", dir.logical.join(&file).display()));
+                    log::warn!("ignoring archive {}: {e:#}", dir.logical.join(&file).display());
                     continue;
                 }
             };
@@ -68,7 +67,7 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
                 match crate::archive::oci::list_tags(&host) {
                     Ok(tags) => tags.iter().filter_map(|t| ImageId::new(&id.name, t).ok()).collect(),
                     Err(e) => {
-                        log::warn(&format!("ignoring bundle {}: {e:#}", dir.logical.join(&file).display()));
+                        log::warn!("ignoring bundle {}: {e:#}", dir.logical.join(&file).display());
                         continue;
                     }
                 }
@@ -88,11 +87,11 @@ fn add(found: &mut Vec<Archive>, a: Archive) {
     match found.iter_mut().find(|x| x.id == a.id) {
         None => found.push(a),
         Some(prev) if a.format.mounted() && !prev.format.mounted() => {
-            log::info(&format!("{} replaces {} for {}", a.path.display(), prev.path.display(), a.id));
+            log::info!("{} replaces {} for {}", a.path.display(), prev.path.display(), a.id);
             *prev = a;
         }
         Some(prev) => {
-            log::info(&format!("ignoring {}: {} already found at {}", a.path.display(), a.id, prev.path.display()))
+            log::info!("ignoring {}: {} already found at {}", a.path.display(), a.id, prev.path.display())
         }
     }
 }

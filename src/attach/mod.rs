@@ -20,7 +20,6 @@ pub use record::{FileKind, RECORD_KIND, Record, RecordFormat, RecordOrigin, Reco
 
 use crate::model::config::Config;
 use crate::sys::crash;
-use crate::sys::log;
 use crate::sys::mount;
 use crate::sys::systemd;
 use crate::tree::source::{self, Tree};
@@ -63,11 +62,11 @@ pub(super) fn prepare(
     }
     let (m, scanned) = source::manifest_or_scan(&src)?;
     if scanned {
-        log::info(&format!(
+        log::info!(
             "image {}: no {}; propagating what a scan of its standard directories found",
             img.id(),
             source::MANIFEST_PATH
-        ));
+        );
     }
     let o = Origin {
         id: img.id(),
@@ -111,7 +110,7 @@ pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> 
                 id.name
             );
         }
-        log::warn(&format!("image {}: cleaning up an interrupted attach of {}", id.name, r.id()));
+        log::warn!("image {}: cleaning up an interrupted attach of {}", id.name, r.id());
         remove(cfg, &r)?;
     }
     let tree = cfg.unpack_dir().join(&id.name);
@@ -169,7 +168,7 @@ pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpa
 /// Undoes a failed attach; the error stays the one that made it fail.
 fn undo(cfg: &Config, rec: &Record, e: anyhow::Error) -> anyhow::Error {
     if let Err(e2) = remove(cfg, rec) {
-        log::warn(&format!("image {}: cleaning up after the failure: {e2:#}", rec.id()));
+        log::warn!("image {}: cleaning up after the failure: {e2:#}", rec.id());
     }
     e
 }
@@ -216,10 +215,7 @@ pub fn sweep(cfg: &Config) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             if n.starts_with('.') && (n.ends_with(".next") || n.ends_with(".prev")) {
-                log::warn(&format!(
-                    "removing {}, left by an interrupted reattach",
-                    cfg.unpack_dir().join(&n).display()
-                ));
+                log::warn!("removing {}, left by an interrupted reattach", cfg.unpack_dir().join(&n).display());
                 if mount::is_mountpoint(&e.path()) {
                     let _ = mount::unmount_lazy(&e.path());
                 }

@@ -7,7 +7,6 @@ use crate::model::config::Config;
 use crate::model::names::ImageId;
 use crate::sys::crash;
 use crate::sys::fsutil::sha256_hex;
-use crate::sys::log;
 use crate::sys::mount;
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
@@ -149,7 +148,7 @@ pub fn remove(cfg: &Config, rec: &Record) -> Result<Vec<PathBuf>> {
     let kept = remove_files(cfg, rec)?;
     let tree = cfg.host(&rec.tree);
     if rec.mounted && mount::is_mountpoint(&tree) && mount::unmount_lazy(&tree)? {
-        log::warn(&format!("{} is still in use: detached lazily, it goes when its last user does", rec.tree.display()));
+        log::warn!("{} is still in use: detached lazily, it goes when its last user does", rec.tree.display());
     }
     if rec.mounted {
         let _ = std::fs::remove_dir(&tree);
@@ -183,7 +182,7 @@ pub(super) fn remove_files(cfg: &Config, rec: &Record) -> Result<Vec<PathBuf>> {
             // A directory someone else put files in (an admin's drop-in,
             // another image's link) stays, and is not ours to report.
             if f.kind == FileKind::Dir {
-                log::info(&format!("leaving {}: not empty", f.path.display()));
+                log::info!("leaving {}: not empty", f.path.display());
             } else {
                 return Err(e).with_context(|| format!("removing {}", f.path.display()));
             }

@@ -8,7 +8,6 @@ use super::record::{Record, RecordOrigin, RecordState};
 use super::{Options, prepare};
 use crate::model::config::Config;
 use crate::sys::crash;
-use crate::sys::log;
 use crate::sys::mount;
 use crate::tree::source::{self, Tree};
 use anyhow::{Result, bail};
@@ -101,7 +100,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
         place(cfg, &mut new, &plan)
     })();
     if let Err(e) = res {
-        log::warn(&format!("image {id}: reattach failed, putting {} back: {e:#}", old.id()));
+        log::warn!("image {id}: reattach failed, putting {} back: {e:#}", old.id());
         let restore = (|| -> Result<()> {
             remove_files(cfg, &new)?;
             let (t, p) = (cfg.host(&tree), cfg.host(&prev));
@@ -136,7 +135,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
     let _ = std::fs::remove_dir(cfg.host(&next));
     let p = cfg.host(&prev);
     if mount::unmount_lazy(&p)? {
-        log::info(&format!("{}: the old tree is still in use and goes when its last user does", old.id()));
+        log::info!("{}: the old tree is still in use and goes when its last user does", old.id());
     }
     let _ = std::fs::remove_dir(&p);
     Ok((old, new))

@@ -8,7 +8,6 @@ use crate::model::names::ImageId;
 use crate::profile;
 use crate::store;
 use crate::sys::fsutil::{Lock, atomic_write};
-use crate::sys::log;
 use crate::sys::mount;
 use crate::tree::source::{self, Mem, Tree};
 use anyhow::{Context, Result};
@@ -139,7 +138,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
         }
     };
     for w in &resolved.warnings {
-        log::warn(w);
+        log::warn!("{}", w);
     }
     status.lower_profiles = resolved.lower_profiles.clone();
     status.upper_profile = resolved.upper_profile.clone();
@@ -151,7 +150,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     for st in apply_images(cfg, &resolved.images, &archives) {
         // Failures are reported once, by the caller, from the status.
         if st.error.is_none() {
-            log::info(&format!("image {}:{}: {}", st.name, st.reference, st.state));
+            log::info!("image {}:{}: {}", st.name, st.reference, st.state);
         }
         status.images.push(st);
     }

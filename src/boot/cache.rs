@@ -10,7 +10,6 @@
 use crate::archive::Archive;
 use crate::model::config::Config;
 use crate::sys::fsutil::atomic_write_unsynced;
-use crate::sys::log;
 use crate::tree::source::Mem;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -67,6 +66,6 @@ pub fn store(cfg: &Config, a: &Archive, mem: Mem) {
         atomic_write_unsynced(&path(cfg, a), &b, 0o644)
     })();
     if let Err(e) = res {
-        log::info(&format!("image {}: not caching its units for the generator: {e:#}", a.id));
+        log::info!("image {}: not caching its units for the generator: {e:#}", a.id);
     }
 }

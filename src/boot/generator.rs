@@ -12,7 +12,6 @@ use crate::model::manifest::ImageManifest;
 use crate::model::names::ImageId;
 use crate::profile;
 use crate::store;
-use crate::sys::log;
 use crate::tree::source::Mem;
 
 use anyhow::{Context, Result, bail};
@@ -29,18 +28,18 @@ pub fn run(root: Option<PathBuf>, normal: &Path) -> i32 {
     if root_dir.join(SEAL_PATH.trim_start_matches('/')).exists() {
         // Quietly: this runs at every daemon-reload, and a kernel-log line
         // can cost milliseconds on a serial console.
-        log::debug("this boot is already applied (sealed); nothing to generate");
+        log::debug!("this boot is already applied (sealed); nothing to generate");
         return 0;
     }
     let mut failed = false;
     if let Err(e) = plan_boot(root, normal, &mut failed) {
-        log::error(&format!("{e:#}"));
+        log::error!("{e:#}");
         failed = true;
     }
     // Always pull in the apply service: even when planning failed it records
     // why in /run/torcx/status.json, where an operator looks.
     if let Err(e) = link_apply(normal) {
-        log::error(&format!("{e:#}"));
+        log::error!("{e:#}");
         failed = true;
     }
     i32::from(failed)
@@ -92,13 +91,13 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
     let cfg = Config::load(&Overrides { root, stores: vec![] })?;
     let resolved = profile::resolve(&cfg)?;
     for w in &resolved.warnings {
-        log::warn(w);
+        log::warn!("{}", w);
     }
     for (id, planned) in plan(&cfg, &resolved.images) {
         match planned.and_then(|p| write_units(normal, &p.placements).map(|()| p.placements.len())) {
-            Ok(n) => log::info(&format!("image {id}: {n} unit files planned")),
+            Ok(n) => log::info!("image {id}: {n} unit files planned"),
             Err(e) => {
-                log::error(&format!("image {id}: {e:#}"));
+                log::error!("image {id}: {e:#}");
                 *failed = true;
             }
         }
@@ -132,8 +131,7 @@ fn write_units(normal: &Path, plan: &[Placement]) -> Result<()> {
 /// `torcx-generator [--root DIR] NORMAL [EARLY LATE]`, as systemd calls it;
 /// returns the exit status.
 pub fn main() -> i32 {
-    log::to_kmsg("torcx-generator");
-    log::set_level(log::Level::Info);
+    crate::sys::logger::init("torcx-generator", true, log::LevelFilter::Info);
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "--version") {
         println!("torcx-generator {}", env!("CARGO_PKG_VERSION"));
@@ -145,7 +143,7 @@ pub fn main() -> i32 {
         args.remove(0);
     }
     if args.len() != 1 && args.len() != 3 {
-        log::error("usage: torcx-generator [--root DIR] NORMAL_DIR [EARLY_DIR LATE_DIR]");
+        log::error!("usage: torcx-generator [--root DIR] NORMAL_DIR [EARLY_DIR LATE_DIR]");
         return 2;
     }
     run(root, std::path::Path::new(&args[0]))

@@ -3,7 +3,6 @@
 use super::status::profiles_line;
 use crate::boot::apply;
 use crate::model::config::Config;
-use crate::sys::log;
 use anyhow::Result;
 use serde_json::json;
 
@@ -25,15 +24,15 @@ pub(super) fn cmd_apply(cfg: &Config, force: bool, json: bool) -> Result<i32> {
     }
     let failed: Vec<_> = s.images.iter().filter_map(|i| i.error.as_ref()).collect();
     for e in &failed {
-        log::error(e);
+        log::error!("{}", e);
     }
     if !failed.is_empty() {
-        log::error(&format!(
+        log::error!(
             "{} of {} images failed; not sealed (see {})",
             failed.len(),
             s.images.len(),
             cfg.status_path().display()
-        ));
+        );
         return Ok(1);
     }
     Ok(0)

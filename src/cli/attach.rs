@@ -5,7 +5,6 @@ use crate::attach::portable::Sandbox;
 use crate::attach::{self, CopyMode, Options, Record};
 use crate::model::config::Config;
 use crate::model::names;
-use crate::sys::log;
 use crate::sys::systemd::Systemd;
 use anyhow::Result;
 use serde_json::json;
@@ -57,12 +56,12 @@ pub(super) fn cmd_detach(
     output(json, "torcx-detach-v0", json!({"name": name, "kept": kept}), || format!("detached {name}"));
     if !kept.is_empty() {
         let list: Vec<String> = kept.iter().map(|p| p.display().to_string()).collect();
-        log::error(&format!(
+        log::error!(
             "image {name}: kept {} file{} changed since attach: {}",
             kept.len(),
             if kept.len() > 1 { "s" } else { "" },
             list.join(", ")
-        ));
+        );
         return Ok(1);
     }
     Ok(0)

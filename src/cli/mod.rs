@@ -13,7 +13,6 @@ mod status;
 pub use args::{Cli, Command, ImageCmd, ProfileCmd};
 
 use crate::model::config::{Config, Overrides};
-use crate::sys::log;
 use crate::sys::systemd::Systemd;
 use anyhow::Result;
 use clap::Parser;
@@ -50,20 +49,18 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
 pub fn main() -> i32 {
     use std::io::IsTerminal;
     let cli = Cli::parse();
-    log::set_level(if cli.quiet {
-        log::Level::Error
-    } else {
-        match cli.verbose {
-            0 => log::Level::Warn,
-            1 => log::Level::Info,
-            _ => log::Level::Debug,
-        }
-    });
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        (false, _) => log::LevelFilter::Debug,
+    };
+    crate::sys::logger::init("torcx", false, level);
     let json = cli.json || !std::io::stdout().is_terminal();
     match run(&cli, json) {
         Ok(code) => code,
         Err(e) => {
-            log::error(&format!("{e:#}"));
+            log::error!("{e:#}");
             1
         }
     }

@@ -3,7 +3,6 @@
 use super::args::ProfileCmd;
 use super::output::{lock, output};
 use crate::model::config::Config;
-use crate::sys::log;
 use anyhow::{Result, anyhow};
 use serde_json::json;
 
@@ -51,7 +50,7 @@ pub(super) fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i3
                 s
             });
             for pr in &c.problems {
-                log::error(&format!("image {}: {}", pr.image, pr.error));
+                log::error!("image {}: {}", pr.image, pr.error);
             }
             Ok(if c.problems.is_empty() { 0 } else { 1 })
         }

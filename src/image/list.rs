@@ -4,7 +4,6 @@ use crate::archive::Archive;
 use crate::model::config::Config;
 use crate::model::names;
 use crate::store;
-use crate::sys::log;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -95,7 +94,7 @@ pub fn clear_versioned(cfg: &Config, keep: &[String], name: Option<&str>) -> Res
         }
     }
     for r in &removed {
-        log::info(&format!("removed {}", r.display()));
+        log::info!("removed {}", r.display());
     }
     Ok(removed)
 }

@@ -54,7 +54,7 @@ impl Lock {
             .open(path)
             .with_context(|| format!("opening lock {}", path.display()))?;
         if f.try_lock().is_err() {
-            crate::sys::log::warn(&format!("waiting for another torcx command to release {}", path.display()));
+            log::warn!("waiting for another torcx command to release {}", path.display());
             f.lock().with_context(|| format!("locking {}", path.display()))?;
         }
         Ok(Lock(f))

@@ -4,7 +4,7 @@
 
 pub mod crash;
 pub mod fsutil;
-pub mod log;
+pub mod logger;
 pub mod loopdev;
 pub mod mount;
 pub mod systemd;

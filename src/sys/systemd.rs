@@ -2,7 +2,6 @@
 //! starts and stops. systemctl is run as a program: no D-Bus stack needed.
 
 use crate::model::config::Config;
-use crate::sys::log;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,7 +49,7 @@ impl Systemd {
 
     pub fn daemon_reload(&self) -> Result<()> {
         if !self.enabled {
-            log::info("not reloading systemd (not running, or --root given)");
+            log::info!("not reloading systemd (not running, or --root given)");
             return Ok(());
         }
         let out = self.systemctl(&["daemon-reload"])?;
@@ -80,7 +79,7 @@ impl Systemd {
             return Ok(());
         }
         if !self.enabled {
-            log::warn(&format!("not running systemctl {verb} {} (not running, or --root given)", units.join(" ")));
+            log::warn!("not running systemctl {verb} {} (not running, or --root given)", units.join(" "));
             return Ok(());
         }
         let mut args = vec![verb, "--"];

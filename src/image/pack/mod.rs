@@ -17,7 +17,6 @@ use crate::image::lint;
 use crate::model::config::{Config, DEFAULT_REFERENCE};
 use crate::model::manifest::ImageManifest;
 use crate::model::names::ImageId;
-use crate::sys::log;
 use crate::tree::source::MANIFEST_PATH;
 use anyhow::{Context, Result, anyhow, bail};
 use layout::*;
@@ -134,7 +133,7 @@ fn target(args: &PackArgs) -> Result<Target> {
             bail!("{}: the archive of {id} in {} format must be named {want}", args.output.display(), format.name());
         }
     } else if by_name.is_none() {
-        log::warn(&format!("{}: stores only find archives named NAME:REF{}", args.output.display(), format.suffix()));
+        log::warn!("{}: stores only find archives named NAME:REF{}", args.output.display(), format.suffix());
     }
     let id = id.or_else(|| by_name.and_then(|(_, id)| id.ok()));
     Ok(Target { output: args.output.clone(), format, id })

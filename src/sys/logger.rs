@@ -1,0 +1,54 @@
+//! Where messages go. The library logs through the `log` facade, so a
+//! program embedding it (a test, a fuzz target) chooses the sink or none;
+//! the torcx binary installs this one. The generator's messages go to the
+//! kernel log, as systemd.generator(7) asks, because its stderr may go
+//! nowhere useful that early; everything else goes to stderr as
+//! `IDENT: LEVEL: message`.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::io::Write;
+use std::sync::Mutex;
+
+struct Sink {
+    ident: &'static str,
+    kmsg: Mutex<Option<std::fs::File>>,
+}
+
+impl Log for Sink {
+    fn enabled(&self, m: &Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let (prio, tag) = match r.level() {
+            Level::Error => (3, "error"),
+            Level::Warn => (4, "warning"),
+            Level::Info => (6, "info"),
+            Level::Debug | Level::Trace => (7, "debug"),
+        };
+        let ident = self.ident;
+        if let Some(k) = self.kmsg.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            // One write per record: kmsg takes each write as one message.
+            let line = format!("<{prio}>{ident}[{}]: {}\n", std::process::id(), r.args());
+            if k.write_all(line.as_bytes()).is_ok() {
+                return;
+            }
+        }
+        let _ = writeln!(std::io::stderr(), "{ident}: {tag}: {}", r.args());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the sink: messages up to `level`, under `ident`, to `/dev/kmsg`
+/// when `kmsg` is set and it can be opened, else to stderr. Once per process.
+pub fn init(ident: &'static str, kmsg: bool, level: LevelFilter) {
+    let file = kmsg.then(|| std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok()).flatten();
+    let sink: &'static Sink = Box::leak(Box::new(Sink { ident, kmsg: Mutex::new(file) }));
+    if log::set_logger(sink).is_ok() {
+        log::set_max_level(level);
+    }
+}
