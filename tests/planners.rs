@@ -279,7 +279,7 @@ fn origin<'a>(id: &'a ImageId, copy: CopyMode) -> Origin<'a> {
 
 fn plan_tree(cfg: &Config, dir: &Path, copy: CopyMode, units_only: bool) -> anyhow::Result<Vec<Placement>> {
     let src = Tree::open(dir)?;
-    let (m, scanned) = torcx::tree::source::manifest_or_scan(&src)?;
+    let (m, scanned) = torcx::tree::scan::manifest_or_scan(&src)?;
     assert!(!scanned);
     let x = id("x", "1");
     attach::plan(cfg, &origin(&x, copy), &src, &m, units_only)

@@ -33,10 +33,10 @@ impl ImageFrom {
             ImageFrom::Dir { path, .. } => path,
         }
     }
-    pub fn format(&self) -> super::RecordFormat {
+    pub fn format(&self) -> super::record::RecordFormat {
         match self {
             ImageFrom::Archive(a) => a.format.into(),
-            ImageFrom::Dir { .. } => super::RecordFormat::Directory,
+            ImageFrom::Dir { .. } => super::record::RecordFormat::Directory,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod unpack;
 
 mod place;
 mod plan;
+mod prepare;
 mod reattach;
 mod record;
 
@@ -15,6 +16,8 @@ pub use place::{check_conflicts, place, remove};
 pub use plan::{
     Action, Class, CopyMode, GENERATOR_DIRS, Origin, Placement, check_host_units, dropin, plan, plan_archive_units,
 };
+pub use prepare::Options;
+use prepare::prepare;
 pub use reattach::reattach;
 pub use record::{FileKind, RECORD_KIND, Record, RecordFormat, RecordOrigin, RecordState, RecordedFile};
 
@@ -22,63 +25,9 @@ use crate::model::config::Config;
 use crate::sys::crash;
 use crate::sys::mount;
 use crate::sys::systemd;
-use crate::tree::source::{self, Tree};
 use anyhow::{Context, Result, bail};
 pub use from::ImageFrom;
-use portable::Sandbox;
-use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// `boot` (torcx apply) or `runtime`.
-    pub origin: RecordOrigin,
-    pub copy: CopyMode,
-    pub portable: Option<Sandbox>,
-    /// Refuse a unit that exists anywhere in systemd's search path (runtime
-    /// attaches; at boot the generator's copies are expected there).
-    pub check_host_units: bool,
-    /// Override only the host-unit check.
-    pub force: bool,
-}
-
-/// Unpacks (or binds) an image into its tree, reads it into a plan, and
-/// refuses conflicts; nothing is placed yet. The tree is at `tree`.
-pub(super) fn prepare(
-    cfg: &Config,
-    img: &ImageFrom,
-    tree: &Path,
-    final_tree: &Path,
-    opts: &Options,
-) -> Result<(unpack::Unpacked, Vec<Placement>)> {
-    let unpacked = match img {
-        ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree)?,
-        ImageFrom::Archive(a) if a.format == crate::archive::Format::Oci => unpack::unpack_oci(cfg, a, tree)?,
-        ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree)?,
-        ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
-    };
-    let src = Tree::open(&cfg.host(tree))?;
-    if opts.portable.is_some() {
-        portable::check_image(&src)?;
-    }
-    let (m, scanned) = source::manifest_or_scan(&src)?;
-    if scanned {
-        log::info!(
-            "image {}: no {}; propagating what a scan of its standard directories found",
-            img.id(),
-            source::MANIFEST_PATH
-        );
-    }
-    let o = Origin {
-        id: img.id(),
-        archive: img.path(),
-        tree: final_tree.to_path_buf(),
-        copy: opts.copy,
-        portable: opts.portable,
-    };
-    let plan = plan(cfg, &o, &src, &m, false)?;
-    crash::point("planned")?;
-    Ok((unpacked, plan))
-}
+use std::path::PathBuf;
 
 /// An image unpacked (or mounted) and planned, its record written as an
 /// intent, nothing placed yet: the first half of an attach, which `apply`

@@ -334,7 +334,7 @@ fn plan_copies(class: Class, src: &dyn ImageSource, rel: &Path, dir: &Path, out:
 /// the generator reads of it: the planning the generator and `profile check`
 /// share.
 pub fn plan_archive_units(cfg: &Config, a: &Archive, mem: &source::Mem) -> Result<(ImageManifest, Vec<Placement>)> {
-    let (m, _) = source::manifest_or_scan(mem)?;
+    let (m, _) = crate::tree::scan::manifest_or_scan(mem)?;
     let o = Origin {
         id: &a.id,
         archive: &a.path,

@@ -4,12 +4,12 @@ use super::from::ImageFrom;
 use super::place::{check_conflicts, place};
 use super::place::{remove_files, still_ours};
 use super::plan::{GENERATOR_DIRS, Origin, Placement, check_host_units, plan};
+use super::prepare::{Options, prepare};
 use super::record::{Record, RecordOrigin, RecordState};
-use super::{Options, prepare};
 use crate::model::config::Config;
 use crate::sys::crash;
 use crate::sys::mount;
-use crate::tree::source::{self, Tree};
+use crate::tree::source::Tree;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
@@ -113,7 +113,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
             }
             // Re-place the old files from the old tree: the plan is a function of it.
             let src = Tree::open(&t)?;
-            let (m, _) = source::manifest_or_scan(&src)?;
+            let (m, _) = crate::tree::scan::manifest_or_scan(&src)?;
             let o = Origin {
                 id: &old.id(),
                 archive: &old.archive,

@@ -212,7 +212,7 @@ fn pages(cmd: &clap::Command, name: &str, dir: &Path) -> Result<()> {
 
 /// Writes `DIR/man/*.8` and `DIR/completions/{torcx.bash,_torcx,torcx.fish}`.
 pub fn generate(dir: &Path) -> Result<()> {
-    let mut cmd = crate::cli::Cli::command().disable_help_subcommand(true);
+    let mut cmd = crate::cli::args::Cli::command().disable_help_subcommand(true);
     cmd.build();
     let man = dir.join("man");
     std::fs::create_dir_all(&man)?;

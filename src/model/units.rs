@@ -25,3 +25,8 @@ pub fn is_unit_name(name: &str) -> bool {
 pub fn is_dep_dir(name: &str) -> bool {
     [".wants", ".requires"].iter().any(|s| name.strip_suffix(s).is_some_and(is_unit_name))
 }
+
+/// Directories whose files and symlinks are the image's binaries.
+pub const BIN_DIRS: [&str; 4] = ["bin", "usr/bin", "sbin", "usr/sbin"];
+/// Directories whose unit files and `.wants`/`.requires` directories are the image's units.
+pub const UNIT_DIRS: [&str; 2] = ["usr/lib/systemd/system", "lib/systemd/system"];

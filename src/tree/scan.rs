@@ -3,15 +3,19 @@
 //! directories, units in the standard unit directories.
 
 use crate::model::manifest::ImageManifest;
-use crate::model::units::{is_dep_dir, is_unit_name};
+use crate::model::units::{BIN_DIRS, UNIT_DIRS, is_dep_dir, is_unit_name};
 use crate::tree::source::{ImageSource, Kind};
 use anyhow::Result;
 use std::path::{Component, Path, PathBuf};
 
-/// Directories whose files and symlinks are the image's binaries.
-pub const BIN_DIRS: [&str; 4] = ["bin", "usr/bin", "sbin", "usr/sbin"];
-/// Directories whose unit files and `.wants`/`.requires` directories are the image's units.
-pub const UNIT_DIRS: [&str; 2] = ["usr/lib/systemd/system", "lib/systemd/system"];
+/// The image manifest, or for an image without one the manifest a scan of
+/// the standard directories gives (seeds 000 and 001); the flag says which.
+pub fn manifest_or_scan(src: &dyn ImageSource) -> Result<(ImageManifest, bool)> {
+    Ok(match crate::tree::source::read_manifest(src)? {
+        Some(m) => (m, false),
+        None => (default_manifest(src)?, true),
+    })
+}
 
 /// The manifest an image without `.torcx/manifest.json` gets: one `bin`
 /// entry per standard bin directory that exists (attach flattens it into

@@ -35,15 +35,6 @@ pub trait ImageSource {
     fn list(&self, rel: &Path) -> Result<Vec<(String, Kind)>>;
 }
 
-/// The image manifest, or for an image without one the manifest a scan of
-/// the standard directories gives (seeds 000 and 001); the flag says which.
-pub fn manifest_or_scan(src: &dyn ImageSource) -> Result<(ImageManifest, bool)> {
-    Ok(match read_manifest(src)? {
-        Some(m) => (m, false),
-        None => (crate::tree::scan::default_manifest(src)?, true),
-    })
-}
-
 /// Reads the image manifest; `None` when the image has none.
 pub fn read_manifest(src: &dyn ImageSource) -> Result<Option<ImageManifest>> {
     match src.stat(Path::new(MANIFEST_PATH))? {
@@ -184,7 +175,7 @@ impl Mem {
                 m.units
             }
             // No manifest: the scan will look at the standard unit directories.
-            None => crate::tree::scan::UNIT_DIRS.iter().map(|d| format!("/{d}")).collect(),
+            None => crate::model::units::UNIT_DIRS.iter().map(|d| format!("/{d}")).collect(),
         };
         let mut total = 0u64;
         for u in &units {

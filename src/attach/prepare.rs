@@ -1,0 +1,65 @@
+//! The first step of every attach (runtime, boot and reattach): the image
+//! unpacked or mounted into a tree, read, and planned; nothing placed yet.
+
+use super::from::ImageFrom;
+use super::plan::{CopyMode, Origin, Placement, plan};
+use super::portable::{self, Sandbox};
+use super::record::RecordOrigin;
+use super::unpack;
+use crate::model::config::Config;
+use crate::sys::crash;
+use crate::tree::source::{self, Tree};
+use anyhow::Result;
+use std::path::Path;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `boot` (torcx apply) or `runtime`.
+    pub origin: RecordOrigin,
+    pub copy: CopyMode,
+    pub portable: Option<Sandbox>,
+    /// Refuse a unit that exists anywhere in systemd's search path (runtime
+    /// attaches; at boot the generator's copies are expected there).
+    pub check_host_units: bool,
+    /// Override only the host-unit check.
+    pub force: bool,
+}
+
+/// Unpacks (or binds) an image into its tree, reads it into a plan, and
+/// refuses conflicts; nothing is placed yet. The tree is at `tree`.
+pub(super) fn prepare(
+    cfg: &Config,
+    img: &ImageFrom,
+    tree: &Path,
+    final_tree: &Path,
+    opts: &Options,
+) -> Result<(unpack::Unpacked, Vec<Placement>)> {
+    let unpacked = match img {
+        ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree)?,
+        ImageFrom::Archive(a) if a.format == crate::archive::Format::Oci => unpack::unpack_oci(cfg, a, tree)?,
+        ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree)?,
+        ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
+    };
+    let src = Tree::open(&cfg.host(tree))?;
+    if opts.portable.is_some() {
+        portable::check_image(&src)?;
+    }
+    let (m, scanned) = crate::tree::scan::manifest_or_scan(&src)?;
+    if scanned {
+        log::info!(
+            "image {}: no {}; propagating what a scan of its standard directories found",
+            img.id(),
+            source::MANIFEST_PATH
+        );
+    }
+    let o = Origin {
+        id: img.id(),
+        archive: img.path(),
+        tree: final_tree.to_path_buf(),
+        copy: opts.copy,
+        portable: opts.portable,
+    };
+    let plan = plan(cfg, &o, &src, &m, false)?;
+    crash::point("planned")?;
+    Ok((unpacked, plan))
+}
