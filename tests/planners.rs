@@ -508,7 +508,7 @@ fn conflicts_with_host_units() {
     assert_eq!(
         err_text(attach::check_host_units(&cfg, &x, &plan, &[])),
         "image x:1: unit x.socket (from /lib/systemd/system/x.socket) conflicts with \
-         /run/systemd/generator/x.socket on the host; use --force to attach anyway"
+         /run/systemd/generator/x.socket on the host"
     );
     attach::check_host_units(&cfg, &x, &plan, &attach::GENERATOR_DIRS).unwrap();
 
@@ -516,11 +516,118 @@ fn conflicts_with_host_units() {
     assert_eq!(
         err_text(attach::check_host_units(&cfg, &x, &plan, &attach::GENERATOR_DIRS)),
         "image x:1: unit x.service (from /lib/systemd/system/x.service) conflicts with \
-         /usr/lib/systemd/system/x.service on the host; use --force to attach anyway"
+         /usr/lib/systemd/system/x.service on the host"
     );
     // check_conflicts looks only at the placements' own paths.
     std::fs::remove_file(root.join("usr/lib/systemd/system/x.service")).unwrap();
     attach::check_conflicts(&cfg, &x, &plan).unwrap();
+}
+
+// ---------------------------------------------------------------- reattach
+
+/// The record an attach of `plan` would leave (runtime, attached).
+fn record_of(plan: &[Placement]) -> attach::Record {
+    let files = plan
+        .iter()
+        .map(|p| attach::RecordedFile {
+            path: p.dest.clone(),
+            class: p.class,
+            kind: match &p.action {
+                Action::Dir => attach::FileKind::Dir,
+                Action::Symlink(_) => attach::FileKind::Symlink,
+                Action::File(_) => attach::FileKind::File,
+            },
+            target: match &p.action {
+                Action::Symlink(t) => Some(t.clone()),
+                _ => None,
+            },
+            sha256: None,
+            source: p.source.clone(),
+        })
+        .collect();
+    attach::Record {
+        name: "x".into(),
+        reference: "1".into(),
+        archive: PathBuf::from(ARCHIVE),
+        format: attach::RecordFormat::Tgz,
+        digest: None,
+        copy: CopyMode::Copy,
+        portable: None,
+        loop_device: None,
+        tree: PathBuf::from("/run/torcx/unpack/x"),
+        mounted: true,
+        origin: attach::RecordOrigin::Runtime,
+        state: attach::RecordState::Attached,
+        files,
+    }
+}
+
+#[test]
+fn reattach_plan_checks_only_what_the_new_reference_adds() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let cfg = config(&root);
+    let x = id("x", "2");
+    let one = t.path().join("x1");
+    tree_x(&one);
+    let old = record_of(&plan_tree(&cfg, &one, CopyMode::Copy, false).unwrap());
+    // The prepared tree is built as the old attachment was.
+    let opts = attach::options_of(&old);
+    assert_eq!((opts.origin, opts.copy, opts.portable, opts.check_host_units), (old.origin, old.copy, None, false));
+
+    // Version 2 drops the socket and adds a binary and a service.
+    let two = t.path().join("x2");
+    tree_x(&two);
+    std::fs::remove_file(two.join("lib/systemd/system/x.socket")).unwrap();
+    std::fs::remove_file(two.join("lib/systemd/system/multi-user.target.wants/x.socket")).unwrap();
+    let m = two.join(".torcx/manifest.json");
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("\"/lib/systemd/system/x.socket\",", "\"/lib/systemd/system/x-extra.service\",");
+    std::fs::write(&m, text).unwrap();
+    put(&two, "lib/systemd/system/x-extra.service", "[Service]\nExecStart=/run/torcx/bin/w\n");
+    put(&two, "bin/w", "#!/bin/sh\n");
+    let new = plan_tree(&cfg, &two, CopyMode::Copy, false).unwrap();
+
+    // The old attachment's own files are no conflict, even though they exist.
+    for f in &old.files {
+        if f.kind == attach::FileKind::File {
+            put(&root, &f.path.display().to_string(), "placed by x:1");
+        }
+    }
+    let sw = attach::plan_switch(&cfg, &old, &x, &new).unwrap();
+    let added: Vec<String> = sw.added.iter().map(|p| p.dest.display().to_string()).collect();
+    assert_eq!(
+        added,
+        [
+            "/run/torcx/bin/w",
+            "/run/systemd/system/x-extra.service",
+            "/run/systemd/system/x-extra.service.d",
+            "/run/systemd/system/x-extra.service.d/10-torcx.conf",
+        ]
+    );
+    let dropped: Vec<String> = sw.dropped.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(
+        dropped,
+        [
+            "/run/systemd/system/x.socket",
+            "/run/systemd/system/x.socket.d",
+            "/run/systemd/system/x.socket.d/10-torcx.conf",
+            "/run/systemd/system/multi-user.target.wants/x.socket",
+        ]
+    );
+
+    // A unit the new reference adds may not shadow the host's...
+    put(&root, "usr/lib/systemd/system/x-extra.service", "[Service]\n");
+    assert_eq!(
+        err_text(attach::plan_switch(&cfg, &old, &x, &new)),
+        "image x:2: unit x-extra.service (from /lib/systemd/system/x-extra.service) conflicts with \
+         /usr/lib/systemd/system/x-extra.service on the host"
+    );
+    std::fs::remove_file(root.join("usr/lib/systemd/system/x-extra.service")).unwrap();
+    // ...nor overwrite a file torcx did not place.
+    put(&root, "run/torcx/bin/w", "the administrator's");
+    assert!(err_text(attach::plan_switch(&cfg, &old, &x, &new)).contains("/run/torcx/bin/w"));
 }
 
 // ---------------------------------------------------------------- generator
@@ -657,6 +764,6 @@ fn generator_plan_refuses_units_the_host_has() {
     assert_eq!(
         err_text(generator::plan_image(&cfg, &archives, &x)),
         "image x:1: unit x.service (from /lib/systemd/system/x.service) conflicts with \
-         /etc/systemd/system/x.service on the host; use --force to attach anyway"
+         /etc/systemd/system/x.service on the host"
     );
 }

@@ -18,7 +18,7 @@ pub use plan::{
 };
 pub use prepare::Options;
 use prepare::prepare;
-pub use reattach::reattach;
+pub use reattach::{Switch, options_of, plan_switch, reattach};
 pub use record::{FileKind, RECORD_KIND, Record, RecordFormat, RecordOrigin, RecordState, RecordedFile};
 
 use crate::model::config::Config;
@@ -104,7 +104,11 @@ pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpa
         if opts.check_host_units && !opts.force {
             // At boot the generator's copies of this image's units are there.
             let skip: &[&str] = if opts.origin == RecordOrigin::Boot { &GENERATOR_DIRS } else { &[] };
-            check_host_units(cfg, &id, &plan, skip)?;
+            check_host_units(cfg, &id, &plan, skip).map_err(|e| match opts.origin {
+                // Only `torcx attach` has the override.
+                RecordOrigin::Runtime => anyhow::anyhow!("{e:#}; use --force to attach anyway"),
+                RecordOrigin::Boot => e,
+            })?;
         }
         place(cfg, &mut rec, &plan)
     })();

@@ -358,7 +358,7 @@ pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement], skip: &[
         }
         if let Some(found) = systemd::find_unit(cfg, &name, skip) {
             bail!(
-                "image {id}: unit {name} (from /{}) conflicts with {} on the host; use --force to attach anyway",
+                "image {id}: unit {name} (from /{}) conflicts with {} on the host",
                 p.source.as_deref().unwrap_or("?"),
                 found.display()
             );

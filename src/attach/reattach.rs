@@ -7,11 +7,42 @@ use super::plan::{GENERATOR_DIRS, Origin, Placement, check_host_units, plan};
 use super::prepare::{Options, prepare};
 use super::record::{Record, RecordOrigin, RecordState};
 use crate::model::config::Config;
+use crate::model::names::ImageId;
 use crate::sys::crash;
 use crate::sys::mount;
 use crate::tree::source::Tree;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
+
+/// How the new reference is prepared: as the old one was attached (origin,
+/// copy mode, sandbox). Host units are checked by [`plan_switch`], against
+/// what the new reference adds only.
+pub fn options_of(old: &Record) -> Options {
+    Options { origin: old.origin, copy: old.copy, portable: old.portable, check_host_units: false, force: false }
+}
+
+/// What switching `old` to the new reference's placements `new` changes,
+/// decided before anything is changed: the placements the old attachment
+/// did not make (each checked as attach checks it: no file another image or
+/// the administrator placed, no unit that shadows the host's), and the
+/// files of the old attachment the new one no longer places.
+#[derive(Debug)]
+pub struct Switch {
+    pub added: Vec<Placement>,
+    pub dropped: Vec<PathBuf>,
+}
+
+pub fn plan_switch(cfg: &Config, old: &Record, id: &ImageId, new: &[Placement]) -> Result<Switch> {
+    let mine: Vec<&PathBuf> = old.files.iter().map(|f| &f.path).collect();
+    let added: Vec<Placement> = new.iter().filter(|p| !mine.contains(&&p.dest)).cloned().collect();
+    check_conflicts(cfg, id, &added)?;
+    // The old attachment's own units are not the host's; at boot the
+    // generator's copies of them are expected.
+    let skip: &[&str] = if old.origin == RecordOrigin::Boot { &GENERATOR_DIRS } else { &[] };
+    check_host_units(cfg, id, &added, skip)?;
+    let dropped = old.files.iter().filter(|f| !new.iter().any(|p| p.dest == f.path)).map(|f| f.path.clone()).collect();
+    Ok(Switch { added, dropped })
+}
 
 /// Switches an attached image to another archive, all or nothing: the new
 /// one is unpacked and checked beside the old, and any failure after the
@@ -41,8 +72,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
         }
         let _ = std::fs::remove_dir(&h);
     }
-    let opts =
-        Options { origin: old.origin, copy: old.copy, portable: old.portable, check_host_units: false, force: false };
+    let opts = options_of(&old);
     let undo_next = || {
         let h = cfg.host(&next);
         if mount::is_mountpoint(&h) {
@@ -57,13 +87,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
             return Err(e);
         }
     };
-    // Conflicts, except with what the old attachment itself placed.
-    let mine: Vec<&PathBuf> = old.files.iter().map(|f| &f.path).collect();
-    let others: Vec<Placement> = plan.iter().filter(|p| !mine.contains(&&p.dest)).cloned().collect();
-    // Units the new reference adds must not shadow the host's, as attach and
-    // boot refuse them (the old attachment's own units are not the host's).
-    let skip: &[&str] = if old.origin == RecordOrigin::Boot { &GENERATOR_DIRS } else { &[] };
-    if let Err(e) = check_conflicts(cfg, &id, &others).and_then(|()| check_host_units(cfg, &id, &others, skip)) {
+    if let Err(e) = plan_switch(cfg, &old, &id, &plan) {
         undo_next();
         return Err(e);
     }

@@ -81,7 +81,10 @@ pub fn check(cfg: &Config, t: Option<Target>) -> Result<Checked> {
             Ok(())
         })();
         if let Err(e) = res {
-            problems.push(Problem { image: id.to_string(), error: format!("{e:#}") });
+            // The image is named beside the error: not twice.
+            let e = format!("{e:#}");
+            let error = e.strip_prefix(&format!("image {id}: ")).unwrap_or(&e).to_string();
+            problems.push(Problem { image: id.to_string(), error });
         }
     }
     Ok(Checked { profile: shown, images: images.iter().map(|i| i.to_string()).collect(), problems })
