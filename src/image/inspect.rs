@@ -121,36 +121,6 @@ pub fn examine(
     Ok(Examined { manifest: m, manifest_source, placements, findings })
 }
 
-/// A private temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::temp_dir();
-        for i in 0..100u32 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let p = base.join(format!("torcx-inspect-{}-{nanos}-{i}", std::process::id()));
-            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-                Ok(()) => return Ok(TempDir(p)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
-            }
-        }
-        bail!("cannot create a temporary directory in {}", base.display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        crate::sys::fsutil::make_writable(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// What the argument names.
 enum Subject {
     Archive { a: Archive, id_known: bool },
@@ -398,8 +368,8 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
         Subject::Archive { a, id_known } => {
             let digest = crate::archive::stream::digest_in_background(&a.host);
             let size = std::fs::metadata(&a.host).with_context(|| format!("{}", a.path.display()))?.len();
-            tmp = TempDir::new()?;
-            let dest = tmp.0.join("tree");
+            tmp = fsutil::ScratchDir::new_in(&std::env::temp_dir(), "torcx-inspect-")?;
+            let dest = tmp.path().join("tree");
             std::fs::create_dir(&dest)?;
             findings.extend(match a.format {
                 Format::Tgz | Format::TarZst => unpack_tar(cfg, a, &dest)?,

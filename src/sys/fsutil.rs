@@ -9,7 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Writes `data` to `path` so a reader sees the old file or the new one,
-/// never a part: a temporary file in the same directory, synced, renamed.
+/// never a part: a temporary file in the same directory (a fresh name,
+/// created exclusively), synced, renamed over `path`, and the directory
+/// synced, so the new file survives a power cut once this returns.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     write_replacing(path, data, mode, true)
 }
@@ -23,21 +25,58 @@ pub fn atomic_write_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<()> 
 fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path.parent().context("no parent directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().context("no file name")?.to_string_lossy().into_owned();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut f = temp_file_beside(path, "tmp")?;
         f.write_all(data)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
         if durable {
-            f.sync_all()?;
+            f.as_file().sync_all()?;
         }
-        std::fs::rename(&tmp, path)
+        f.persist(path).map_err(|e| e.error)?;
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
     res.with_context(|| format!("writing {}", path.display()))
+}
+
+/// A new file next to `dest` (`.NAME.WHAT.XXXXXX`, created exclusively),
+/// removed when dropped unless persisted.
+pub fn temp_file_beside(dest: &Path, what: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    tempfile::Builder::new().prefix(&format!(".{name}.{what}.")).tempfile_in(dir)
+}
+
+/// A new directory (mode 0700) removed with everything in it when dropped,
+/// read-only directories included (an unpacked image tree has them).
+pub struct ScratchDir(Option<tempfile::TempDir>);
+
+impl ScratchDir {
+    /// In `dir`, named `PREFIX.XXXXXX`.
+    pub fn new_in(dir: &Path, prefix: &str) -> Result<ScratchDir> {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::Builder::new()
+            .prefix(prefix)
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(dir)
+            .with_context(|| format!("creating a temporary directory in {}", dir.display()))?;
+        Ok(ScratchDir(Some(d)))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("scratch directory").path()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            make_writable(d.path());
+            let _ = d.close();
+        }
+    }
 }
 
 /// The torcx lock: every command that changes state holds it.

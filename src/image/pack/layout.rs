@@ -296,37 +296,3 @@ pub fn write_tar<W: Write>(
     b.finish()?;
     Ok((b.into_inner()?, n))
 }
-
-/// A path next to `dest` that is removed when dropped (unless kept).
-pub struct Temp {
-    pub path: PathBuf,
-    pub keep: bool,
-}
-
-impl Temp {
-    pub fn beside(dest: &Path, what: &str) -> Result<Temp> {
-        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = dest.file_name().ok_or_else(|| anyhow!("{}: no file name", dest.display()))?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
-        let path = dir.join(format!(".{}.{what}{}-{}", name.to_string_lossy(), std::process::id(), nanos.unwrap_or(0)));
-        Ok(Temp { path, keep: false })
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(m) if m.is_dir() => {
-                fsutil::make_writable(&self.path);
-                let _ = std::fs::remove_dir_all(&self.path);
-            }
-            Ok(_) => {
-                let _ = std::fs::remove_file(&self.path);
-            }
-            Err(_) => {}
-        }
-    }
-}

@@ -17,6 +17,7 @@ use crate::image::lint;
 use crate::model::config::{Config, DEFAULT_REFERENCE};
 use crate::model::manifest::ImageManifest;
 use crate::model::names::ImageId;
+use crate::sys::fsutil;
 use crate::tree::source::MANIFEST_PATH;
 use anyhow::{Context, Result, anyhow, bail};
 use layout::*;
@@ -215,15 +216,12 @@ fn write_archive(
     id: Option<&ImageId>,
     dest: &Path,
 ) -> Result<Option<usize>> {
-    let mut tmp = Temp::beside(dest, "tmp")?;
+    let tmp =
+        fsutil::temp_file_beside(dest, "tmp").with_context(|| format!("creating a file beside {}", dest.display()))?;
     let mut count = None;
     match format {
         Format::Tgz | Format::TarZst => {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp.path)
-                .with_context(|| format!("creating {}", tmp.path.display()))?;
+            let f = tmp.reopen().with_context(|| format!("opening {}", tmp.path().display()))?;
             let w = std::io::BufWriter::with_capacity(256 * 1024, f);
             let f = if format == Format::Tgz {
                 let gz = flate2::GzBuilder::new()
@@ -244,12 +242,14 @@ fn write_archive(
             f.sync_all()?;
         }
         Format::Squashfs | Format::Erofs => {
-            let stage = Temp::beside(dest, "stage")?;
-            stage_copy(dir, entries, generated, &stage.path)?;
+            let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let stage = fsutil::ScratchDir::new_in(parent, ".torcx-pack-stage.")?;
+            let stage = &stage.path().join("tree");
+            stage_copy(dir, entries, generated, stage)?;
             if format == Format::Squashfs {
                 let args: Vec<&std::ffi::OsStr> = [
-                    stage.path.as_os_str(),
-                    tmp.path.as_os_str(),
+                    stage.as_os_str(),
+                    tmp.path().as_os_str(),
                     "-noappend".as_ref(),
                     "-all-root".as_ref(),
                     "-mkfs-time".as_ref(),
@@ -270,22 +270,21 @@ fn write_archive(
                     uuid.as_ref(),
                     "-x-1".as_ref(),
                     "--quiet".as_ref(),
-                    tmp.path.as_os_str(),
-                    stage.path.as_os_str(),
+                    tmp.path().as_os_str(),
+                    stage.as_os_str(),
                 ]
                 .to_vec();
                 run_tool("mkfs.erofs", "erofs-utils", &args)?;
             }
-            std::fs::File::open(&tmp.path)?.sync_all()?;
+            std::fs::File::open(tmp.path())?.sync_all()?;
         }
         Format::Oci => {
             let tag = id.map(|i| i.reference.clone()).unwrap_or_else(|| DEFAULT_REFERENCE.to_string());
-            count = Some(oci::write_oci(dir, entries, m, generated, &tag, &tmp.path, dest)?);
+            count = Some(oci::write_oci(dir, entries, m, generated, &tag, tmp.path(), dest)?);
         }
     }
-    std::fs::set_permissions(&tmp.path, std::fs::Permissions::from_mode(0o644))?;
-    std::fs::rename(&tmp.path, dest).with_context(|| format!("writing {}", dest.display()))?;
-    tmp.keep = true;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(dest).map_err(|e| e.error).with_context(|| format!("writing {}", dest.display()))?;
     Ok(count)
 }
 

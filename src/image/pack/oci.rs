@@ -45,8 +45,9 @@ pub fn write_oci(
     dest: &Path,
 ) -> Result<usize> {
     // The layer goes to a file of its own first: its digest names it.
-    let layer_tmp = Temp::beside(dest, "layer")?;
-    let f = std::fs::File::create(&layer_tmp.path).with_context(|| format!("creating {}", layer_tmp.path.display()))?;
+    let layer_tmp = crate::sys::fsutil::temp_file_beside(dest, "layer")
+        .with_context(|| format!("creating a file beside {}", dest.display()))?;
+    let f = layer_tmp.reopen().with_context(|| format!("opening {}", layer_tmp.path().display()))?;
     let outer = Hashed { inner: std::io::BufWriter::new(f), hash: Default::default(), len: 0 };
     let gz = flate2::GzBuilder::new().mtime(0).operating_system(3).write(outer, flate2::Compression::new(GZIP_LEVEL));
     let inner = Hashed { inner: gz, hash: Default::default(), len: 0 };
@@ -85,11 +86,12 @@ pub fn write_oci(
         "annotations": {"com.coreos.torcx.bundle.v0": "yes"},
     }))?;
 
+    // An empty file made for this run (fsutil::temp_file_beside).
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .truncate(true)
         .open(tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+        .with_context(|| format!("opening {}", tmp.display()))?;
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .operating_system(3)
@@ -106,7 +108,7 @@ pub fn write_oci(
     }
     add(&mut b, &format!("blobs/sha256/{manifest_digest}"), &manifest)?;
     add(&mut b, &format!("blobs/sha256/{config_digest}"), &config)?;
-    let layer = std::fs::File::open(&layer_tmp.path)?;
+    let layer = std::fs::File::open(layer_tmp.path())?;
     b.append_data(
         &mut header(tar::EntryType::Regular, 0o644, layer_size),
         format!("blobs/sha256/{layer_digest}"),
