@@ -131,9 +131,7 @@ fn file_status(t: &TestRoot) -> Value {
 
 #[test]
 fn tgz_and_zst_images_apply_and_seal() {
-    if !require_root("tgz_and_zst_images_apply_and_seal") {
-        return;
-    }
+    require_root("tgz_and_zst_images_apply_and_seal");
     let t = TestRoot::new();
     let a = image_a(&t, "1");
     a.pack(&t, USER_STORE, Fmt::Tgz);
@@ -256,9 +254,7 @@ fn tgz_and_zst_images_apply_and_seal() {
 
 #[test]
 fn upper_profile_removes_and_adds_images() {
-    if !require_root("upper_profile_removes_and_adds_images") {
-        return;
-    }
+    require_root("upper_profile_removes_and_adds_images");
     let t = TestRoot::new();
     for n in ["a", "b", "c"] {
         image_simple(&t, n, "1").pack(&t, USER_STORE, Fmt::Tgz);
@@ -280,9 +276,7 @@ fn upper_profile_removes_and_adds_images() {
 
 #[test]
 fn hardlinks_and_internal_symlinks_are_kept() {
-    if !require_root("hardlinks_and_internal_symlinks_are_kept") {
-        return;
-    }
+    require_root("hardlinks_and_internal_symlinks_are_kept");
     let t = TestRoot::new();
     let img = Image::new(&t, "links", "1");
     img.manifest(json!({"bin": ["/bin"]}))
@@ -334,9 +328,7 @@ fn hardlinks_and_internal_symlinks_are_kept() {
 
 #[test]
 fn same_binary_in_two_images_fails_the_second() {
-    if !require_root("same_binary_in_two_images_fails_the_second") {
-        return;
-    }
+    require_root("same_binary_in_two_images_fails_the_second");
     let t = TestRoot::new();
     let a = Image::new(&t, "a", "1");
     a.manifest(json!({"bin": ["/bin/tool"]})).exec("bin/tool", "#!/bin/sh\necho a\n");
@@ -377,9 +369,7 @@ fn same_binary_in_two_images_fails_the_second() {
 
 #[test]
 fn unit_already_on_the_host_is_a_conflict() {
-    if !require_root("unit_already_on_the_host_is_a_conflict") {
-        return;
-    }
+    require_root("unit_already_on_the_host_is_a_conflict");
     let t = TestRoot::new();
     let host_unit = "[Service]\nExecStart=/usr/bin/the-admins-own\n";
     t.write("run/systemd/system/a.service", host_unit);
@@ -406,9 +396,7 @@ fn unit_already_on_the_host_is_a_conflict() {
 
 #[test]
 fn missing_archive_names_the_stores_and_the_others_attach() {
-    if !require_root("missing_archive_names_the_stores_and_the_others_attach") {
-        return;
-    }
+    require_root("missing_archive_names_the_stores_and_the_others_attach");
     let t = TestRoot::new();
     image_simple(&t, "a", "1").pack(&t, USER_STORE, Fmt::Tgz);
     image_simple(&t, "c", "1").pack(&t, VENDOR_STORE, Fmt::Zst);
@@ -438,9 +426,7 @@ fn missing_archive_names_the_stores_and_the_others_attach() {
 
 #[test]
 fn second_apply_after_success_does_nothing() {
-    if !require_root("second_apply_after_success_does_nothing") {
-        return;
-    }
+    require_root("second_apply_after_success_does_nothing");
     let t = TestRoot::new();
     image_a(&t, "1").pack(&t, USER_STORE, Fmt::Tgz);
     image_simple(&t, "c", "1").pack(&t, USER_STORE, Fmt::Zst);
@@ -472,9 +458,7 @@ fn second_apply_after_success_does_nothing() {
 
 #[test]
 fn apply_after_a_fix_retries_only_the_failed_image() {
-    if !require_root("apply_after_a_fix_retries_only_the_failed_image") {
-        return;
-    }
+    require_root("apply_after_a_fix_retries_only_the_failed_image");
     let t = TestRoot::new();
     image_a(&t, "1").pack(&t, USER_STORE, Fmt::Tgz);
     // b's archive is built, but only put in the store between the two applies.
@@ -513,9 +497,7 @@ fn apply_after_a_fix_retries_only_the_failed_image() {
 
 #[test]
 fn manifest_path_outside_the_image_is_refused() {
-    if !require_root("manifest_path_outside_the_image_is_refused") {
-        return;
-    }
+    require_root("manifest_path_outside_the_image_is_refused");
     let t = TestRoot::new();
     let img = Image::new(&t, "a", "1");
     img.manifest(json!({
@@ -569,9 +551,7 @@ fn assert_bad_file(rel: &str, broken: &str, also: &str) {
 
 #[test]
 fn invalid_config_and_profiles_are_named() {
-    if !require_root("invalid_config_and_profiles_are_named") {
-        return;
-    }
+    require_root("invalid_config_and_profiles_are_named");
     assert_bad_file(
         "etc/torcx/config.json",
         r#"{"kind":"torcx-config-v0","value":{"store_paths":["relative/store"]}}"#,
@@ -593,9 +573,7 @@ fn invalid_config_and_profiles_are_named() {
 
 #[test]
 fn profile_error_is_recorded_in_the_status() {
-    if !require_root("profile_error_is_recorded_in_the_status") {
-        return;
-    }
+    require_root("profile_error_is_recorded_in_the_status");
     let t = TestRoot::new();
     t.write("usr/share/torcx/profiles/vendor.json", "{broken");
     let s = apply_once(&t, &[]);
@@ -609,9 +587,7 @@ fn profile_error_is_recorded_in_the_status() {
 
 #[test]
 fn each_failure_is_reported_on_one_line() {
-    if !require_root("each_failure_is_reported_on_one_line") {
-        return;
-    }
+    require_root("each_failure_is_reported_on_one_line");
     // design.md: "failures exit 1 with one line naming the file, the image and the cause".
     let t = TestRoot::new();
     image_simple(&t, "a", "1").pack(&t, USER_STORE, Fmt::Tgz);
@@ -624,9 +600,7 @@ fn each_failure_is_reported_on_one_line() {
 
 #[test]
 fn stale_records_of_a_vanished_mount_are_attached_afresh() {
-    if !require_root("stale_records_of_a_vanished_mount_are_attached_afresh") {
-        return;
-    }
+    require_root("stale_records_of_a_vanished_mount_are_attached_afresh");
     // First namespace: a attaches, b has no archive, no seal. Its mounts go
     // with it, leaving a's record, links and units behind (as after a crash).
     let t = TestRoot::new();
@@ -654,9 +628,7 @@ fn stale_records_of_a_vanished_mount_are_attached_afresh() {
 
 #[test]
 fn corrupt_archives_fail_only_their_image() {
-    if !require_root("corrupt_archives_fail_only_their_image") {
-        return;
-    }
+    require_root("corrupt_archives_fail_only_their_image");
     let t = TestRoot::new();
     image_simple(&t, "a", "1").pack(&t, USER_STORE, Fmt::Tgz);
     // A gzip cut in half, and a zstd file that is not zstd at all.
@@ -686,9 +658,7 @@ fn corrupt_archives_fail_only_their_image() {
 
 #[test]
 fn forced_apply_switches_to_a_new_reference() {
-    if !require_root("forced_apply_switches_to_a_new_reference") {
-        return;
-    }
+    require_root("forced_apply_switches_to_a_new_reference");
     let t = TestRoot::new();
     image_a(&t, "1").pack(&t, USER_STORE, Fmt::Tgz);
     let a2 = Image::new(&t, "a", "2");

@@ -58,9 +58,7 @@ fn without_state(s: &str) -> String {
 
 #[test]
 fn attach_places_records_and_detach_restores_the_tree() {
-    if !require_root("attach_places_records_and_detach_restores_the_tree") {
-        return;
-    }
+    require_root("attach_places_records_and_detach_restores_the_tree");
     let t = TestRoot::new();
     let a = image(&t, "demo", "1");
     let snaps = t.scratch("snaps");
@@ -109,9 +107,7 @@ fn attach_places_records_and_detach_restores_the_tree() {
 
 #[test]
 fn refusals_change_nothing_and_name_both_owners() {
-    if !require_root("refusals_change_nothing_and_name_both_owners") {
-        return;
-    }
+    require_root("refusals_change_nothing_and_name_both_owners");
     let t = TestRoot::new();
     let a = image(&t, "demo", "1");
     let other = image(&t, "other", "1");
@@ -177,9 +173,7 @@ fn refusals_change_nothing_and_name_both_owners() {
 
 #[test]
 fn detach_keeps_and_reports_a_file_changed_since_attach() {
-    if !require_root("detach_keeps_and_reports_a_file_changed_since_attach") {
-        return;
-    }
+    require_root("detach_keeps_and_reports_a_file_changed_since_attach");
     let t = TestRoot::new();
     let a = image(&t, "demo", "1");
     let mut ns = Ns::new(&t);
@@ -202,9 +196,7 @@ fn detach_keeps_and_reports_a_file_changed_since_attach() {
 
 #[test]
 fn reattach_switches_or_leaves_the_old_attachment_exactly_as_it_was() {
-    if !require_root("reattach_switches_or_leaves_the_old_attachment_exactly_as_it_was") {
-        return;
-    }
+    require_root("reattach_switches_or_leaves_the_old_attachment_exactly_as_it_was");
     let t = TestRoot::new();
     let one = image(&t, "demo", "1");
     let two = Image::new(&t, "demo", "2");
@@ -269,9 +261,7 @@ fn reattach_switches_or_leaves_the_old_attachment_exactly_as_it_was() {
 
 #[test]
 fn reattach_refuses_a_unit_of_the_host_and_changes_nothing() {
-    if !require_root("reattach_refuses_a_unit_of_the_host_and_changes_nothing") {
-        return;
-    }
+    require_root("reattach_refuses_a_unit_of_the_host_and_changes_nothing");
     let t = TestRoot::new();
     let one = image(&t, "demo", "1");
     // Reference 2 also ships a unit that would shadow the host's sshd.
@@ -312,9 +302,7 @@ fn reattach_refuses_a_unit_of_the_host_and_changes_nothing() {
 
 #[test]
 fn kill_at_every_step_of_attach_is_cleaned_up_by_detach_or_attach() {
-    if !require_root("kill_at_every_step_of_attach_is_cleaned_up_by_detach_or_attach") {
-        return;
-    }
+    require_root("kill_at_every_step_of_attach_is_cleaned_up_by_detach_or_attach");
     let t = TestRoot::new();
     let a = image(&t, "demo", "1");
     let snaps = t.scratch("snaps");
@@ -368,9 +356,7 @@ fn kill_at_every_step_of_attach_is_cleaned_up_by_detach_or_attach() {
 
 #[test]
 fn bare_name_takes_the_reference_from_the_profile_or_the_only_archive() {
-    if !require_root("bare_name_takes_the_reference_from_the_profile_or_the_only_archive") {
-        return;
-    }
+    require_root("bare_name_takes_the_reference_from_the_profile_or_the_only_archive");
     let t = TestRoot::new();
     for (n, r) in [("solo", "3"), ("multi", "1"), ("multi", "2"), ("pinned", "1"), ("pinned", "2")] {
         let p = image(&t, n, r);
@@ -407,9 +393,7 @@ fn bare_name_takes_the_reference_from_the_profile_or_the_only_archive() {
 
 #[test]
 fn portable_attach_checks_the_image_and_roots_the_service_in_it() {
-    if !require_root("portable_attach_checks_the_image_and_roots_the_service_in_it") {
-        return;
-    }
+    require_root("portable_attach_checks_the_image_and_roots_the_service_in_it");
     let t = TestRoot::new();
     let plain = image(&t, "demo", "1");
     let p = Image::new(&t, "port", "1");
@@ -449,9 +433,7 @@ fn portable_attach_checks_the_image_and_roots_the_service_in_it() {
 
 #[test]
 fn a_second_command_waits_for_the_lock_and_status_reports() {
-    if !require_root("a_second_command_waits_for_the_lock_and_status_reports") {
-        return;
-    }
+    require_root("a_second_command_waits_for_the_lock_and_status_reports");
     let t = TestRoot::new();
     let a = image(&t, "demo", "1");
     std::fs::create_dir_all(t.path("run/torcx")).unwrap();
@@ -486,9 +468,7 @@ fn a_second_command_waits_for_the_lock_and_status_reports() {
 
 #[test]
 fn kill_at_every_step_of_reattach_is_cleaned_up_by_detach() {
-    if !require_root("kill_at_every_step_of_reattach_is_cleaned_up_by_detach") {
-        return;
-    }
+    require_root("kill_at_every_step_of_reattach_is_cleaned_up_by_detach");
     let t = TestRoot::new();
     let one = image(&t, "demo", "1");
     let two = image(&t, "demo", "2");

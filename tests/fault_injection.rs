@@ -41,9 +41,7 @@ fn attach_with_fault(bin: &Path, t: &TestRoot, archive: &Path) -> (i32, String) 
 
 #[test]
 fn release_build_ignores_fault_injection() {
-    if !require_root("release_build_ignores_fault_injection") {
-        return;
-    }
+    require_root("release_build_ignores_fault_injection");
     let t = TestRoot::new();
     let img = Image::new(&t, "demo", "1");
     img.exec("bin/demo", "#!/bin/sh\necho demo\n").manifest(serde_json::json!({"bin": ["/bin/demo"]}));

@@ -87,9 +87,7 @@ fn apply_and_detach(t: &TestRoot, archive: &Path, fstype: &str) {
 
 #[test]
 fn squashfs_with_every_compressor_mounts_read_only_and_detaches() {
-    if !require_root("squashfs_with_every_compressor_mounts_read_only_and_detaches") {
-        return;
-    }
+    require_root("squashfs_with_every_compressor_mounts_read_only_and_detaches");
     for comp in ["gzip", "xz", "lz4", "zstd"] {
         let t = TestRoot::new();
         let img = demo_tree(&t, "1");
@@ -102,9 +100,7 @@ fn squashfs_with_every_compressor_mounts_read_only_and_detaches() {
 
 #[test]
 fn erofs_plain_and_compressed_mount_read_only_and_detach() {
-    if !require_root("erofs_plain_and_compressed_mount_read_only_and_detach") {
-        return;
-    }
+    require_root("erofs_plain_and_compressed_mount_read_only_and_detach");
     for compress in [false, true] {
         let t = TestRoot::new();
         let img = demo_tree(&t, "1");
@@ -123,9 +119,7 @@ fn loop_released(archive: &Path) {
 
 #[test]
 fn squashfs_wins_over_a_tar_of_the_same_image() {
-    if !require_root("squashfs_wins_over_a_tar_of_the_same_image") {
-        return;
-    }
+    require_root("squashfs_wins_over_a_tar_of_the_same_image");
     let t = TestRoot::new();
     let tar_img = demo_tree(&t, "1");
     tar_img.pack(&t, VENDOR_STORE, Fmt::Tgz);
@@ -144,9 +138,7 @@ fn squashfs_wins_over_a_tar_of_the_same_image() {
 
 #[test]
 fn device_nodes_in_a_squashfs_stay_unusable() {
-    if !require_root("device_nodes_in_a_squashfs_stay_unusable") {
-        return;
-    }
+    require_root("device_nodes_in_a_squashfs_stay_unusable");
     let t = TestRoot::new();
     let img = demo_tree(&t, "1");
     // /dev/null's numbers: harmless, and openable only where devices are allowed.
@@ -167,9 +159,7 @@ fn device_nodes_in_a_squashfs_stay_unusable() {
 
 #[test]
 fn generator_reads_squashfs_and_erofs_units_from_a_read_only_root() {
-    if !require_root("generator_reads_squashfs_and_erofs_units_from_a_read_only_root") {
-        return;
-    }
+    require_root("generator_reads_squashfs_and_erofs_units_from_a_read_only_root");
     for fmt in ["squashfs", "erofs"] {
         let t = TestRoot::new();
         let img = demo_tree(&t, "1");
@@ -202,9 +192,7 @@ fn generator_reads_squashfs_and_erofs_units_from_a_read_only_root() {
 
 #[test]
 fn runtime_attach_of_a_squashfs_by_path_and_detach_releases_the_loop() {
-    if !require_root("runtime_attach_of_a_squashfs_by_path_and_detach_releases_the_loop") {
-        return;
-    }
+    require_root("runtime_attach_of_a_squashfs_by_path_and_detach_releases_the_loop");
     let t = TestRoot::new();
     let img = demo_tree(&t, "1");
     let a = t.scratch("archives").join("demo:1.torcx.squashfs");
@@ -223,9 +211,7 @@ fn runtime_attach_of_a_squashfs_by_path_and_detach_releases_the_loop() {
 
 #[test]
 fn a_squashfs_with_a_symlink_out_of_the_tree_is_refused() {
-    if !require_root("a_squashfs_with_a_symlink_out_of_the_tree_is_refused") {
-        return;
-    }
+    require_root("a_squashfs_with_a_symlink_out_of_the_tree_is_refused");
     let t = TestRoot::new();
     let img = demo_tree(&t, "1");
     img.symlink("share/hostetc", "../../../../../../etc");

@@ -134,9 +134,7 @@ fn assert_x_planned(out: &Out) {
 
 #[test]
 fn generator_plans_from_a_read_only_root_without_mounting() {
-    if !require_root("generator_plans_from_a_read_only_root_without_mounting") {
-        return;
-    }
+    require_root("generator_plans_from_a_read_only_root_without_mounting");
     let t = root_with_x();
     let out = Out::new();
     let before = listing(&t.root);
@@ -162,9 +160,7 @@ fn generator_plans_from_a_read_only_root_without_mounting() {
 
 #[test]
 fn generator_writes_nothing_outside_its_output_directory() {
-    if !require_root("generator_writes_nothing_outside_its_output_directory") {
-        return;
-    }
+    require_root("generator_writes_nothing_outside_its_output_directory");
     // A writable root this time: still nothing may appear there.
     let t = root_with_x();
     let out = Out::new();
@@ -190,9 +186,7 @@ fn generator_writes_nothing_outside_its_output_directory() {
 
 #[test]
 fn generator_and_apply_agree_on_units_and_dropins() {
-    if !require_root("generator_and_apply_agree_on_units_and_dropins") {
-        return;
-    }
+    require_root("generator_and_apply_agree_on_units_and_dropins");
     let t = root_with_x();
     let out = Out::new();
     let mut ns = Ns::new(&t);
@@ -210,9 +204,7 @@ fn generator_and_apply_agree_on_units_and_dropins() {
 
 #[test]
 fn generator_does_nothing_once_sealed() {
-    if !require_root("generator_does_nothing_once_sealed") {
-        return;
-    }
+    require_root("generator_does_nothing_once_sealed");
     let t = root_with_x();
     t.write(
         "run/metadata/torcx",
@@ -232,9 +224,7 @@ fn generator_does_nothing_once_sealed() {
 
 #[test]
 fn generator_with_a_broken_profile_fails_but_pulls_in_apply() {
-    if !require_root("generator_with_a_broken_profile_fails_but_pulls_in_apply") {
-        return;
-    }
+    require_root("generator_with_a_broken_profile_fails_but_pulls_in_apply");
     let t = root_with_x();
     t.write("usr/share/torcx/profiles/vendor.json", "{\"kind\": \"profile-manifest-v0\", oops");
     let out = Out::new();
@@ -251,9 +241,7 @@ fn generator_with_a_broken_profile_fails_but_pulls_in_apply() {
 
 #[test]
 fn generator_plans_the_images_it_can() {
-    if !require_root("generator_plans_the_images_it_can") {
-        return;
-    }
+    require_root("generator_plans_the_images_it_can");
     // x is fine, m has no archive: x is planned, m is logged, exit 1.
     let t = root_with_x();
     t.vendor_profile(&[("m", "1"), ("x", "1")]);
@@ -268,9 +256,7 @@ fn generator_plans_the_images_it_can() {
 
 #[test]
 fn generator_refuses_a_traversal_entry() {
-    if !require_root("generator_refuses_a_traversal_entry") {
-        return;
-    }
+    require_root("generator_refuses_a_traversal_entry");
     let t = TestRoot::new();
     let manifest = json!({"kind": "image-manifest-v0",
         "value": {"units": ["/lib/systemd/system/evil.service"]}})
@@ -301,9 +287,7 @@ fn generator_refuses_a_traversal_entry() {
 #[test]
 
 fn generator_refuses_an_absolute_entry_as_apply_does() {
-    if !require_root("generator_refuses_an_absolute_entry_as_apply_does") {
-        return;
-    }
+    require_root("generator_refuses_an_absolute_entry_as_apply_does");
     let t = TestRoot::new();
     let manifest = json!({"kind": "image-manifest-v0",
         "value": {"units": ["/lib/systemd/system/x.service"]}})
@@ -333,9 +317,7 @@ fn generator_refuses_an_absolute_entry_as_apply_does() {
 
 #[test]
 fn generator_never_writes_links_that_leave_the_image() {
-    if !require_root("generator_never_writes_links_that_leave_the_image") {
-        return;
-    }
+    require_root("generator_never_writes_links_that_leave_the_image");
     // `.wants` links are copied with their text; one that points outside the
     // image (absolute, or climbing above its root) must not be written, and
     // the image fails, as apply fails it.

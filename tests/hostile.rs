@@ -118,9 +118,7 @@ const UP_TO_CANARY: &str = "../../../../../canary";
 
 #[test]
 fn dotdot_entries_are_refused() {
-    if !require_root("dotdot_entries_are_refused") {
-        return;
-    }
+    require_root("dotdot_entries_are_refused");
     let file = format!("{UP_TO_CANARY}/pwned");
     refuse(Fmt::Tgz, &[e_file(&file, b"x")], &[], &file, "path traversal ('..') refused");
     let nested = "bin/../../../../../../canary/pwned".to_string();
@@ -131,9 +129,7 @@ fn dotdot_entries_are_refused() {
 
 #[test]
 fn absolute_entries_are_refused() {
-    if !require_root("absolute_entries_are_refused") {
-        return;
-    }
+    require_root("absolute_entries_are_refused");
     // The name is the canary's own path: harmless if it were ever followed.
     let t = hostile_root(Fmt::Tgz, &[]);
     let file = t.canary.join("pwned-abs").display().to_string();
@@ -145,9 +141,7 @@ fn absolute_entries_are_refused() {
 
 #[test]
 fn absolute_symlink_and_a_file_through_it_are_refused() {
-    if !require_root("absolute_symlink_and_a_file_through_it_are_refused") {
-        return;
-    }
+    require_root("absolute_symlink_and_a_file_through_it_are_refused");
     // The link points at the canary (not at this machine's /etc, which a
     // broken extractor would then write into): the same attack, harmless.
     let t = hostile_root(Fmt::Tgz, &[]);
@@ -161,9 +155,7 @@ fn absolute_symlink_and_a_file_through_it_are_refused() {
 
 #[test]
 fn relative_symlink_escapes_are_refused() {
-    if !require_root("relative_symlink_escapes_are_refused") {
-        return;
-    }
+    require_root("relative_symlink_escapes_are_refused");
     refuse(
         Fmt::Tgz,
         &[e_symlink("up", UP_TO_CANARY), e_file("up/pwned", b"x")],
@@ -190,9 +182,7 @@ fn chain() -> Vec<Value> {
 
 #[test]
 fn symlink_chain_escape_is_refused() {
-    if !require_root("symlink_chain_escape_is_refused") {
-        return;
-    }
+    require_root("symlink_chain_escape_is_refused");
     // Alone: the kernel-checked resolution after unpacking catches it.
     refuse(Fmt::Tgz, &chain(), &[], "esc", "symlink resolves outside the image");
     // With a file written through it: refused at that entry.
@@ -207,9 +197,7 @@ fn symlink_chain_escape_is_refused() {
 
 #[test]
 fn writing_through_or_over_an_inner_symlink_is_refused() {
-    if !require_root("writing_through_or_over_an_inner_symlink_is_refused") {
-        return;
-    }
+    require_root("writing_through_or_over_an_inner_symlink_is_refused");
     refuse(
         Fmt::Tgz,
         &[e_symlink("lnk", "bin"), e_file("lnk/other", b"x")],
@@ -235,9 +223,7 @@ fn writing_through_or_over_an_inner_symlink_is_refused() {
 
 #[test]
 fn hardlinks_out_of_the_image_are_refused() {
-    if !require_root("hardlinks_out_of_the_image_are_refused") {
-        return;
-    }
+    require_root("hardlinks_out_of_the_image_are_refused");
     refuse(
         Fmt::Tgz,
         &[e_hardlink("hl", "/etc/passwd")],
@@ -257,9 +243,7 @@ fn hardlinks_out_of_the_image_are_refused() {
 
 #[test]
 fn hardlink_to_a_symlink_is_refused() {
-    if !require_root("hardlink_to_a_symlink_is_refused") {
-        return;
-    }
+    require_root("hardlink_to_a_symlink_is_refused");
     refuse(
         Fmt::Tgz,
         &[e_symlink("s", "bin/tool"), e_hardlink("hl", "s")],
@@ -274,9 +258,7 @@ fn hardlink_to_a_symlink_is_refused() {
 
 #[test]
 fn device_nodes_and_fifos_are_refused() {
-    if !require_root("device_nodes_and_fifos_are_refused") {
-        return;
-    }
+    require_root("device_nodes_and_fifos_are_refused");
     refuse(Fmt::Tgz, &[e_dir("dev"), e_char("dev/null")], &[], "dev/null", "device node refused");
     refuse(Fmt::Zst, &[e_block("loop0")], &[], "loop0", "device node refused");
     refuse(Fmt::Tgz, &[e_fifo("bin/pipe")], &[], "bin/pipe", "FIFO refused");
@@ -284,9 +266,7 @@ fn device_nodes_and_fifos_are_refused() {
 
 #[test]
 fn decompression_bomb_stops_at_the_limit() {
-    if !require_root("decompression_bomb_stops_at_the_limit") {
-        return;
-    }
+    require_root("decompression_bomb_stops_at_the_limit");
     for fmt in [Fmt::Tgz, Fmt::Zst] {
         let t = TestRoot::new();
         let img = Image::new(&t, "evil", "1");
@@ -302,9 +282,7 @@ fn decompression_bomb_stops_at_the_limit() {
 
 #[test]
 fn setuid_and_setgid_bits_are_dropped() {
-    if !require_root("setuid_and_setgid_bits_are_dropped") {
-        return;
-    }
+    require_root("setuid_and_setgid_bits_are_dropped");
     let mut h = vec![
         e_file_mode("bin/su-ish", b"#!/bin/sh\nid\n", 0o4755),
         e_file_mode("bin/sg-ish", b"#!/bin/sh\nid\n", 0o2711),
@@ -335,9 +313,7 @@ fn setuid_and_setgid_bits_are_dropped() {
 
 #[test]
 fn long_names_are_checked_too() {
-    if !require_root("long_names_are_checked_too") {
-        return;
-    }
+    require_root("long_names_are_checked_too");
     // Names and link targets over 100 bytes live in extension records
     // (GNU `././@LongLink`, PAX `path`/`linkpath`), not in the header.
     let long = "d".repeat(120);
@@ -368,9 +344,7 @@ fn long_names_are_checked_too() {
 
 #[test]
 fn a_long_symlink_chain_out_of_the_tree_is_refused() {
-    if !require_root("a_long_symlink_chain_out_of_the_tree_is_refused") {
-        return;
-    }
+    require_root("a_long_symlink_chain_out_of_the_tree_is_refused");
     // `d/s -> ..` is the root itself; twenty of them, then ten `..`, pass
     // the lexical check (depth 30), but leave the tree. The kernel's scoped
     // lookup counts such a chain twice and answers ELOOP, not EXDEV: that
@@ -381,9 +355,7 @@ fn a_long_symlink_chain_out_of_the_tree_is_refused() {
 
 #[test]
 fn a_duplicate_entry_is_refused() {
-    if !require_root("a_duplicate_entry_is_refused") {
-        return;
-    }
+    require_root("a_duplicate_entry_is_refused");
     // The generator would plan the first copy; tar would unpack the second.
     refuse(
         Fmt::Tgz,

@@ -276,9 +276,7 @@ fn dropin(name: &str, reference: &str) -> String {
 
 #[test]
 fn bundle_layers_apply_in_order_with_whiteouts() {
-    if !require_root("bundle_layers_apply_in_order_with_whiteouts") {
-        return;
-    }
+    require_root("bundle_layers_apply_in_order_with_whiteouts");
     let t = TestRoot::new();
     let mut b = Bundle::new(layered());
     b.tags = vec!["1.0", "latest"];
@@ -348,9 +346,7 @@ fn bundle_layers_apply_in_order_with_whiteouts() {
 
 #[test]
 fn bundle_annotation_on_index_descriptor_or_manifest() {
-    if !require_root("bundle_annotation_on_index_descriptor_or_manifest") {
-        return;
-    }
+    require_root("bundle_annotation_on_index_descriptor_or_manifest");
     let t = TestRoot::new();
     let image = |bin: &str| {
         vec![(
@@ -397,9 +393,7 @@ fn gen_dirs() -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn generator_reads_units_from_a_bundle_on_a_read_only_root() {
-    if !require_root("generator_reads_units_from_a_bundle_on_a_read_only_root") {
-        return;
-    }
+    require_root("generator_reads_units_from_a_bundle_on_a_read_only_root");
     let t = TestRoot::new();
     Bundle::new(layered()).store(&t, "app");
     t.vendor_profile(&[("app", "1")]);
@@ -444,9 +438,7 @@ fn generator_reads_units_from_a_bundle_on_a_read_only_root() {
 
 #[test]
 fn generator_and_apply_agree_on_a_bundle() {
-    if !require_root("generator_and_apply_agree_on_a_bundle") {
-        return;
-    }
+    require_root("generator_and_apply_agree_on_a_bundle");
     let t = TestRoot::new();
     let mut b = Bundle::new(layered());
     b.order = "index-first";
@@ -498,9 +490,7 @@ fn assert_bad_failed(t: &TestRoot, s: &Step, needle: &str) {
 
 #[test]
 fn bundle_without_the_annotation_is_not_offered() {
-    if !require_root("bundle_without_the_annotation_is_not_offered") {
-        return;
-    }
+    require_root("bundle_without_the_annotation_is_not_offered");
     let t = TestRoot::new();
     with_good_image(&t);
     let mut b = Bundle::new(layered());
@@ -514,9 +504,7 @@ fn bundle_without_the_annotation_is_not_offered() {
 
 #[test]
 fn bundle_blob_with_a_wrong_digest_fails_naming_it() {
-    if !require_root("bundle_blob_with_a_wrong_digest_fails_naming_it") {
-        return;
-    }
+    require_root("bundle_blob_with_a_wrong_digest_fails_naming_it");
     let t = TestRoot::new();
     with_good_image(&t);
     let mut b = Bundle::new(layered());
@@ -565,41 +553,31 @@ fn refuse_layer(hostile: Vec<Value>, needle: &str) {
 
 #[test]
 fn whiteout_climbing_out_of_the_tree_is_refused() {
-    if !require_root("whiteout_climbing_out_of_the_tree_is_refused") {
-        return;
-    }
+    require_root("whiteout_climbing_out_of_the_tree_is_refused");
     refuse_layer(vec![e_file("../.wh.canary", b"")], "entry \"../.wh.canary\": path traversal ('..') refused");
 }
 
 #[test]
 fn whiteout_of_dot_dot_is_refused() {
-    if !require_root("whiteout_of_dot_dot_is_refused") {
-        return;
-    }
+    require_root("whiteout_of_dot_dot_is_refused");
     refuse_layer(vec![e_dir("etc"), e_file("etc/.wh...", b"")], "entry \"etc/.wh...\": whiteout of \"..\" refused");
 }
 
 #[test]
 fn absolute_whiteout_is_refused() {
-    if !require_root("absolute_whiteout_is_refused") {
-        return;
-    }
+    require_root("absolute_whiteout_is_refused");
     refuse_layer(vec![e_file("/etc/.wh.passwd", b"")], "entry \"/etc/.wh.passwd\": absolute path refused");
 }
 
 #[test]
 fn device_node_in_a_layer_is_refused() {
-    if !require_root("device_node_in_a_layer_is_refused") {
-        return;
-    }
+    require_root("device_node_in_a_layer_is_refused");
     refuse_layer(vec![e_dir("dev"), e_char("dev/null")], "entry \"dev/null\": device node refused");
 }
 
 #[test]
 fn symlink_chain_across_layers_is_refused() {
-    if !require_root("symlink_chain_across_layers_is_refused") {
-        return;
-    }
+    require_root("symlink_chain_across_layers_is_refused");
     // Each link stays inside alone; together `a` resolves above the root.
     let t = TestRoot::new();
     with_good_image(&t);
@@ -612,9 +590,7 @@ fn symlink_chain_across_layers_is_refused() {
 
 #[test]
 fn whiteout_never_follows_a_symlink() {
-    if !require_root("whiteout_never_follows_a_symlink") {
-        return;
-    }
+    require_root("whiteout_never_follows_a_symlink");
     // `s` is a link to `d`: a whiteout under `s` removes nothing of `d`, and
     // a whiteout of `s` removes the link, not its target.
     let t = TestRoot::new();
@@ -642,9 +618,7 @@ fn whiteout_never_follows_a_symlink() {
 
 #[test]
 fn layer_of_an_unknown_media_type_is_refused() {
-    if !require_root("layer_of_an_unknown_media_type_is_refused") {
-        return;
-    }
+    require_root("layer_of_an_unknown_media_type_is_refused");
     let t = TestRoot::new();
     with_good_image(&t);
     let mut b = Bundle::new(layered());
@@ -656,9 +630,7 @@ fn layer_of_an_unknown_media_type_is_refused() {
 
 #[test]
 fn bundle_offers_its_tags_only() {
-    if !require_root("bundle_offers_its_tags_only") {
-        return;
-    }
+    require_root("bundle_offers_its_tags_only");
     let t = TestRoot::new();
     with_good_image(&t);
     let mut b = Bundle::new(layered());
@@ -675,9 +647,7 @@ fn bundle_offers_its_tags_only() {
 
 #[test]
 fn bundle_staging_counts_against_the_unpack_limit() {
-    if !require_root("bundle_staging_counts_against_the_unpack_limit") {
-        return;
-    }
+    require_root("bundle_staging_counts_against_the_unpack_limit");
     let t = TestRoot::new();
     with_good_image(&t);
     // 600 KiB that no compressor shrinks.

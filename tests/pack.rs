@@ -32,16 +32,10 @@ fn pack(dir: &Path, out: &Path, extra: &[&str]) -> Value {
     doc["value"].clone()
 }
 
-/// Whether `tool` can run. Missing tools fail in CI and skip elsewhere.
+/// `tool` must run: a missing one fails the test (see `require_tool`).
 fn have(tool: &str, package: &str, test: &str) -> bool {
-    if Command::new(tool).arg("--help").output().is_ok() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {tool} is missing: CI must install {package}");
-    }
-    eprintln!("skipped part of {test}: {tool} missing (install {package})");
-    false
+    require_tool(test, tool, package);
+    true
 }
 
 /// Image `a`: a manifest, binaries (one a hard link of the other), a
@@ -132,9 +126,7 @@ fn apply_a(t: &TestRoot) -> Step {
 
 #[test]
 fn packed_archives_apply_like_gnu_tar() {
-    if !require_root("packed_archives_apply_like_gnu_tar") {
-        return;
-    }
+    require_root("packed_archives_apply_like_gnu_tar");
     // The reference: GNU tar.
     let t0 = TestRoot::new();
     let img = image_a(&t0);
@@ -443,9 +435,7 @@ fn pack_prints_lint_findings() {
 /// use the scan of the standard directories (`scan::default_manifest`).
 #[test]
 fn an_image_without_a_manifest_applies() {
-    if !require_root("an_image_without_a_manifest_applies") {
-        return;
-    }
+    require_root("an_image_without_a_manifest_applies");
     let t = TestRoot::new();
     let img = Image::new(&t, "plain", "1");
     img.exec("usr/bin/plain", "#!/bin/sh\necho plain\n")
@@ -497,9 +487,7 @@ fn noise(n: usize) -> Vec<u8> {
 
 #[test]
 fn the_generator_stops_reading_after_the_units() {
-    if !require_root("the_generator_stops_reading_after_the_units") {
-        return;
-    }
+    require_root("the_generator_stops_reading_after_the_units");
     // A big file sorted before the units: GNU tar puts it first, pack after.
     let t = TestRoot::new();
     let img = Image::new(&t, "g", "1");

@@ -4,7 +4,7 @@
 //! the generator's plan of an archive built here.
 //!
 //! Run just these (and the other unprivileged tests) as any user with
-//! `cargo test --lib --test planners --test layout --test docs`.
+//! `cargo test --lib --test planners --test policy --test record --test layout --test docs`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -20,9 +20,7 @@ fn generate_and_apply(t: &TestRoot) -> (Step, Step, std::path::PathBuf) {
 
 #[test]
 fn generator_and_apply_agree_on_a_merged_usr_image_with_hard_linked_units() {
-    if !require_root("generator_and_apply_agree_on_a_merged_usr_image_with_hard_linked_units") {
-        return;
-    }
+    require_root("generator_and_apply_agree_on_a_merged_usr_image_with_hard_linked_units");
     let t = TestRoot::new();
     let img = Image::new(&t, "m", "1");
     img.file("usr/lib/systemd/system/a.service", "[Service]\nExecStart=/bin/true\n")
@@ -42,9 +40,7 @@ fn generator_and_apply_agree_on_a_merged_usr_image_with_hard_linked_units() {
 
 #[test]
 fn a_unit_the_host_has_fails_the_image_at_boot_and_the_generator_leaves_it_alone() {
-    if !require_root("a_unit_the_host_has_fails_the_image_at_boot_and_the_generator_leaves_it_alone") {
-        return;
-    }
+    require_root("a_unit_the_host_has_fails_the_image_at_boot_and_the_generator_leaves_it_alone");
     let t = TestRoot::new();
     t.write("usr/lib/systemd/system/sshd.service", "[Service]\nExecStart=/usr/sbin/sshd\n");
     let img = Image::new(&t, "s", "1");
@@ -66,9 +62,7 @@ fn a_unit_the_host_has_fails_the_image_at_boot_and_the_generator_leaves_it_alone
 
 #[test]
 fn a_drop_in_for_a_unit_the_image_does_not_ship_is_refused() {
-    if !require_root("a_drop_in_for_a_unit_the_image_does_not_ship_is_refused") {
-        return;
-    }
+    require_root("a_drop_in_for_a_unit_the_image_does_not_ship_is_refused");
     let t = TestRoot::new();
     let img = Image::new(&t, "d", "1");
     img.file("lib/systemd/system/sshd.service.d/override.conf", "[Service]\nExecStart=\nExecStart=/evil\n")
@@ -100,9 +94,7 @@ fn profile_new_never_overwrites_a_file() {
 
 #[test]
 fn a_bare_name_is_looked_up_in_the_stores_not_the_current_directory() {
-    if !require_root("a_bare_name_is_looked_up_in_the_stores_not_the_current_directory") {
-        return;
-    }
+    require_root("a_bare_name_is_looked_up_in_the_stores_not_the_current_directory");
     let t = TestRoot::new();
     let img = Image::new(&t, "hl", "1");
     img.file("x", "from the store\n").manifest(json!({}));

@@ -49,9 +49,7 @@ pub fn torcx_in(dir: Option<&Path>, args: &[&str]) -> (i32, String, String) {
 /// through ../shared/harness) with the torcx binary and `rootfs`, and
 /// asserts it printed PASS and succeeded.
 pub fn run_e2e(test: &str, script: &str, rootfs: &str, env: &[(&str, &str)]) {
-    if !require_root(test) {
-        return;
-    }
+    require_root(test);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("bash")
         .arg(repo.join("tests/e2e").join(script))
@@ -66,18 +64,24 @@ pub fn run_e2e(test: &str, script: &str, rootfs: &str, env: &[(&str, &str)]) {
 
 /// Mounting needs root. A test that cannot run fails, loudly, rather than
 /// passing without having run: a run as another user must never look like a
-/// full pass. Always returns true (it panics otherwise); the tests read
-/// `if !require_root(..) { return; }` from when it skipped.
-pub fn require_root(test: &str) -> bool {
+/// full pass.
+pub fn require_root(test: &str) {
     if !rustix::process::geteuid().is_root() {
         panic!("{test}: {NEEDS_ROOT}");
     }
-    true
+}
+
+/// A tool a test needs (the README and `.ci/run` install them all). Like
+/// [`require_root`], a missing one fails the test instead of skipping it.
+pub fn require_tool(test: &str, tool: &str, package: &str) {
+    if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        panic!("{test}: needs {tool}: apt-get install {package}");
+    }
 }
 
 /// Why a privileged test failed as another user, and what to do instead.
 pub const NEEDS_ROOT: &str = "needs root (mount namespaces, tmpfs, loop devices); run the suite as root, \
-     or `cargo test --lib --test planners --test layout --test docs` for the unprivileged tests";
+     or `cargo test --lib --test planners --test policy --test record --test layout --test docs` for the unprivileged tests";
 
 /// Writes `data` at `path`, creating the parent directories.
 pub fn write(path: &Path, data: impl AsRef<[u8]>) {
