@@ -1,6 +1,7 @@
-//! `torcx profile ...`: listing, checking and editing profiles. Every write
-//! is atomic (a reader sees the old file or the new one) and every name is
-//! validated before a path is built from it.
+//! `torcx profile ...`: listing and editing profiles (checking one is the
+//! boot's job: `boot::check`). Every write is atomic (a reader sees the old
+//! file or the new one) and every name is validated before a path is built
+//! from it.
 
 use crate::model::config::{Config, SEAL_PATH};
 use crate::model::manifest::{self, PROFILE_V0, PROFILE_V1, ProfileEntry};
