@@ -491,8 +491,10 @@ fn conflicts_with_files_already_in_place() {
     );
 }
 
-/// A unit systemd already finds on the host refuses the image; the
-/// directories in `skip` are not looked in, and `.wants` links are no units.
+/// A unit systemd already finds on the host refuses the image, in any
+/// directory of the search path, except the image's own copies: the torcx
+/// generator's (the same bytes, in /run/systemd/generator) and what its own
+/// record placed in /run/systemd/system. `.wants` links are no units.
 #[test]
 fn conflicts_with_host_units() {
     let t = tempfile::tempdir().unwrap();
@@ -502,24 +504,46 @@ fn conflicts_with_host_units() {
     let cfg = config(&root);
     let x = id("x", "1");
     let plan = plan_tree(&cfg, &img, CopyMode::Copy, false).unwrap();
-    attach::check_host_units(&cfg, &x, &plan, &[]).unwrap();
+    attach::check_host_units(&cfg, &x, &plan).unwrap();
 
+    // The torcx generator's copy of this very unit.
     put(&root, "run/systemd/generator/x.socket", X_SOCKET);
+    attach::check_host_units(&cfg, &x, &plan).unwrap();
+    // Another generator's unit of the same name.
+    put(&root, "run/systemd/generator/x.socket", "[Socket]\nListenStream=/run/other\n");
     assert_eq!(
-        err_text(attach::check_host_units(&cfg, &x, &plan, &[])),
+        err_text(attach::check_host_units(&cfg, &x, &plan)),
         "image x:1: unit x.socket (from /lib/systemd/system/x.socket) conflicts with \
          /run/systemd/generator/x.socket on the host"
     );
-    attach::check_host_units(&cfg, &x, &plan, &attach::GENERATOR_DIRS).unwrap();
+    std::fs::remove_file(root.join("run/systemd/generator/x.socket")).unwrap();
+    put(&root, "run/systemd/generator.late/x.socket", X_SOCKET);
+    assert_eq!(
+        err_text(attach::check_host_units(&cfg, &x, &plan)),
+        "image x:1: unit x.socket (from /lib/systemd/system/x.socket) conflicts with \
+         /run/systemd/generator.late/x.socket on the host"
+    );
+    std::fs::remove_file(root.join("run/systemd/generator.late/x.socket")).unwrap();
+
+    // In /run/systemd/system: the image's own record's file, or not.
+    put(&root, "run/systemd/system/x.service", X_SERVICE);
+    assert_eq!(
+        err_text(attach::check_host_units(&cfg, &x, &plan)),
+        "image x:1: unit x.service (from /lib/systemd/system/x.service) conflicts with \
+         /run/systemd/system/x.service on the host"
+    );
+    record_of(&plan).write(&cfg).unwrap();
+    attach::check_host_units(&cfg, &x, &plan).unwrap();
 
     put(&root, "usr/lib/systemd/system/x.service", X_SERVICE);
     assert_eq!(
-        err_text(attach::check_host_units(&cfg, &x, &plan, &attach::GENERATOR_DIRS)),
+        err_text(attach::check_host_units(&cfg, &x, &plan)),
         "image x:1: unit x.service (from /lib/systemd/system/x.service) conflicts with \
          /usr/lib/systemd/system/x.service on the host"
     );
     // check_conflicts looks only at the placements' own paths.
     std::fs::remove_file(root.join("usr/lib/systemd/system/x.service")).unwrap();
+    std::fs::remove_file(root.join("run/systemd/system/x.service")).unwrap();
     attach::check_conflicts(&cfg, &x, &plan).unwrap();
 }
 
@@ -625,6 +649,18 @@ fn reattach_plan_checks_only_what_the_new_reference_adds() {
          /usr/lib/systemd/system/x-extra.service on the host"
     );
     std::fs::remove_file(root.join("usr/lib/systemd/system/x-extra.service")).unwrap();
+    // Even for an image attached at boot, what another generator wrote is
+    // the host's (only the torcx generator's copies of the old reference's
+    // units are the image's, and those are not added).
+    let mut boot = old.clone();
+    boot.origin = attach::RecordOrigin::Boot;
+    put(&root, "run/systemd/generator.late/x-extra.service", "[Service]\n");
+    assert_eq!(
+        err_text(attach::plan_switch(&cfg, &boot, &x, &new)),
+        "image x:2: unit x-extra.service (from /lib/systemd/system/x-extra.service) conflicts with \
+         /run/systemd/generator.late/x-extra.service on the host"
+    );
+    std::fs::remove_file(root.join("run/systemd/generator.late/x-extra.service")).unwrap();
     // ...nor overwrite a file torcx did not place.
     put(&root, "run/torcx/bin/w", "the administrator's");
     assert!(err_text(attach::plan_switch(&cfg, &old, &x, &new)).contains("/run/torcx/bin/w"));
@@ -755,10 +791,24 @@ fn generator_plan_refuses_units_the_host_has() {
     let archives = store::scan(&cfg);
     let x = id("x", "1");
 
-    put(root, "run/systemd/system/x.service", X_SERVICE);
+    // Its own generator copy, and its own unit placed by an earlier apply
+    // of this boot (the generator runs again on a daemon-reload).
     put(root, "run/systemd/generator/x.service", X_SERVICE);
     let p = generator::plan_image(&cfg, &archives, &x).unwrap();
     assert_eq!(p.placements.len(), 5);
+    put(root, "run/systemd/system/x.service", X_SERVICE);
+    let mut rec = record_of(&p.placements);
+    rec.name = "x".into();
+    rec.write(&cfg).unwrap();
+    generator::plan_image(&cfg, &archives, &x).unwrap();
+    // What another generator wrote is the host's.
+    put(root, "run/systemd/generator.late/x.service", X_SERVICE);
+    assert_eq!(
+        err_text(generator::plan_image(&cfg, &archives, &x)),
+        "image x:1: unit x.service (from /lib/systemd/system/x.service) conflicts with \
+         /run/systemd/generator.late/x.service on the host"
+    );
+    std::fs::remove_file(root.join("run/systemd/generator.late/x.service")).unwrap();
 
     put(root, "etc/systemd/system/x.service", "[Service]\nExecStart=/bin/true\n");
     assert_eq!(

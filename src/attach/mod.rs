@@ -14,7 +14,7 @@ mod record;
 
 pub use place::{check_conflicts, place, remove};
 pub use plan::{
-    Action, Class, CopyMode, GENERATOR_DIRS, Origin, Placement, check_host_units, dropin, plan, plan_archive_units,
+    Action, Class, CopyMode, GENERATOR_DIR, Origin, Placement, check_host_units, dropin, plan, plan_archive_units,
 };
 pub use prepare::Options;
 use prepare::prepare;
@@ -102,9 +102,7 @@ pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpa
     let res = (|| -> Result<()> {
         check_conflicts(cfg, &id, &plan)?;
         if opts.check_host_units && !opts.force {
-            // At boot the generator's copies of this image's units are there.
-            let skip: &[&str] = if opts.origin == RecordOrigin::Boot { &GENERATOR_DIRS } else { &[] };
-            check_host_units(cfg, &id, &plan, skip).map_err(|e| match opts.origin {
+            check_host_units(cfg, &id, &plan).map_err(|e| match opts.origin {
                 // Only `torcx attach` has the override.
                 RecordOrigin::Runtime => anyhow::anyhow!("{e:#}; use --force to attach anyway"),
                 RecordOrigin::Boot => e,

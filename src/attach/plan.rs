@@ -346,27 +346,54 @@ pub fn plan_archive_units(cfg: &Config, a: &Archive, mem: &source::Mem) -> Resul
     Ok((m, plan))
 }
 
-/// Refuses units that systemd already knows from elsewhere on the host
-/// (`skip`: unit directories not to look in, such as the generator's, which
-/// holds this very image's units during a boot).
-pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement], skip: &[&str]) -> Result<()> {
+/// Refuses a unit of the plan that systemd would find elsewhere on the
+/// host: the image would shadow it, or be shadowed by it. Two copies are the
+/// image's own and not the host's: the torcx generator's copy of the same
+/// unit in `/run/systemd/generator` (the same bytes: at boot the generator
+/// planned this image first), and a file in `/run/systemd/system` that this
+/// image's own record placed (the generator runs again on a daemon-reload
+/// after an image is attached). Everything else counts: what other
+/// generators wrote, whatever the directory.
+pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);
+    let mut mine: Option<Vec<PathBuf>> = None;
     for p in plan.iter().filter(|p| p.class == Class::Unit && p.dest.parent() == Some(units)) {
         let name = p.dest.file_name().unwrap().to_string_lossy();
         if !is_unit_name(&name) {
             continue;
         }
-        if let Some(found) = systemd::find_unit(cfg, &name, skip) {
-            bail!(
-                "image {id}: unit {name} (from /{}) conflicts with {} on the host",
-                p.source.as_deref().unwrap_or("?"),
-                found.display()
-            );
+        for found in systemd::find_units(cfg, &name) {
+            let dir = found.parent().unwrap_or(Path::new("/"));
+            let ours = if dir == Path::new(GENERATOR_DIR) {
+                matches!(&p.action, Action::File(b) if std::fs::read(cfg.host(&found)).is_ok_and(|h| &h == b))
+            } else if dir == units {
+                let mine = match &mut mine {
+                    Some(m) => m,
+                    None => mine.insert(recorded_by(cfg, &id.name)),
+                };
+                mine.contains(&found)
+            } else {
+                false
+            };
+            if !ours {
+                bail!(
+                    "image {id}: unit {name} (from /{}) conflicts with {} on the host",
+                    p.source.as_deref().unwrap_or("?"),
+                    found.display()
+                );
+            }
         }
     }
     Ok(())
 }
 
-/// The unit directories a boot's own planning writes: not the host's.
-pub const GENERATOR_DIRS: [&str; 3] =
-    ["/run/systemd/generator", "/run/systemd/generator.early", "/run/systemd/generator.late"];
+/// The files the record of image `name` says torcx placed for it.
+fn recorded_by(cfg: &Config, name: &str) -> Vec<PathBuf> {
+    match super::record::Record::load(cfg, name) {
+        Ok(Some(r)) => r.files.into_iter().map(|f| f.path).collect(),
+        _ => vec![],
+    }
+}
+
+/// Where the torcx generator writes (systemd's normal generator directory).
+pub const GENERATOR_DIR: &str = "/run/systemd/generator";

@@ -3,9 +3,9 @@
 use super::from::ImageFrom;
 use super::place::{check_conflicts, place};
 use super::place::{remove_files, still_ours};
-use super::plan::{GENERATOR_DIRS, Origin, Placement, check_host_units, plan};
+use super::plan::{Origin, Placement, check_host_units, plan};
 use super::prepare::{Options, prepare};
-use super::record::{Record, RecordOrigin, RecordState};
+use super::record::{Record, RecordState};
 use crate::model::config::Config;
 use crate::model::names::ImageId;
 use crate::sys::crash;
@@ -36,10 +36,8 @@ pub fn plan_switch(cfg: &Config, old: &Record, id: &ImageId, new: &[Placement]) 
     let mine: Vec<&PathBuf> = old.files.iter().map(|f| &f.path).collect();
     let added: Vec<Placement> = new.iter().filter(|p| !mine.contains(&&p.dest)).cloned().collect();
     check_conflicts(cfg, id, &added)?;
-    // The old attachment's own units are not the host's; at boot the
-    // generator's copies of them are expected.
-    let skip: &[&str] = if old.origin == RecordOrigin::Boot { &GENERATOR_DIRS } else { &[] };
-    check_host_units(cfg, id, &added, skip)?;
+    // (The old attachment's own units are not in `added`.)
+    check_host_units(cfg, id, &added)?;
     let dropped = old.files.iter().filter(|f| !new.iter().any(|p| p.dest == f.path)).map(|f| f.path.clone()).collect();
     Ok(Switch { added, dropped })
 }

@@ -82,8 +82,7 @@ pub fn plan_image(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<Im
     let (manifest, plan) = attach::plan_archive_units(cfg, a, &mem)?;
     // Apply will refuse this image; its units must not shadow the host's meanwhile.
     // (/run/systemd/system holds what an earlier, failed apply placed.)
-    let skip = [attach::GENERATOR_DIRS.as_slice(), &[crate::model::config::UNITS_DIR]].concat();
-    attach::check_host_units(cfg, id, &plan, &skip)?;
+    attach::check_host_units(cfg, id, &plan)?;
     Ok(ImagePlan { manifest, units: mem, placements: plan })
 }
 

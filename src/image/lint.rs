@@ -406,7 +406,7 @@ impl Linter<'_> {
             let top = self.img.manifest.units.iter().any(|u| fsutil::relative_inside(u).ok().as_deref() == Some(f));
             if top
                 && is_unit_name(&name)
-                && let Some(found) = systemd::find_unit(self.cfg, &name, &[])
+                && let Some(found) = systemd::find_unit(self.cfg, &name)
                 && !self.placed_by_us(&found)
             {
                 self.push(
@@ -421,7 +421,7 @@ impl Linter<'_> {
             }
         }
         for (l, unit) in &links {
-            if is_unit_name(unit) && !provided.contains(unit) && systemd::find_unit(self.cfg, unit, &[]).is_none() {
+            if is_unit_name(unit) && !provided.contains(unit) && systemd::find_unit(self.cfg, unit).is_none() {
                 let p = slash(l);
                 self.push(
                     Severity::Warning,

@@ -24,12 +24,13 @@ pub const UNIT_PATH: [&str; 13] = [
 ];
 
 /// Where a unit of this name already is on the host, if anywhere.
-pub fn find_unit(cfg: &Config, name: &str, skip: &[&str]) -> Option<PathBuf> {
-    UNIT_PATH
-        .iter()
-        .filter(|d| !skip.contains(d))
-        .map(|d| Path::new(d).join(name))
-        .find(|p| std::fs::symlink_metadata(cfg.host(p)).is_ok())
+pub fn find_unit(cfg: &Config, name: &str) -> Option<PathBuf> {
+    find_units(cfg, name).next()
+}
+
+/// Every file of this name in the unit search path, highest priority first.
+pub fn find_units<'a>(cfg: &'a Config, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+    UNIT_PATH.iter().map(move |d| Path::new(d).join(name)).filter(|p| std::fs::symlink_metadata(cfg.host(p)).is_ok())
 }
 
 pub struct Systemd {
