@@ -108,6 +108,9 @@ fn case(what: &'static str, entries: Vec<E<'static>>, entry: &'static str, cause
     Case { what, entries, entry, cause: cause.into(), layers_replace: false }
 }
 
+/// A file too large to be a unit: the generator does not read it.
+static BIG: [u8; (1 << 20) + 1] = [b'#'; (1 << 20) + 1];
+
 fn cases() -> Vec<Case> {
     let unit = "lib/systemd/system/x.service";
     vec![
@@ -167,6 +170,96 @@ fn cases() -> Vec<Case> {
         case("FIFO", vec![E::Other("bin/pipe", tar::EntryType::Fifo)], "bin/pipe", "FIFO refused"),
         case("unsupported type", vec![E::Other("odd", tar::EntryType::new(b'Z'))], "odd", "unsupported entry type 'Z'"),
         case("a file with an empty path", vec![E::File("./", b"x")], "./", "empty path"),
+        // What is already at the path: the extractor asks its tree, the
+        // generator's tar reader asks `policy::Paths`. In an OCI layer an
+        // entry replaces what is at its path (below or in its own layer).
+        Case {
+            layers_replace: true,
+            ..case(
+                "a directory over a file",
+                vec![E::Dir("etc/"), E::File("etc/x", b"x"), E::Dir("etc/x/")],
+                "etc/x/",
+                "a directory over an existing symlink or file is refused",
+            )
+        },
+        Case {
+            layers_replace: true,
+            ..case(
+                "a directory over a symlink",
+                vec![E::Dir("etc/"), E::Symlink("etc/l", "x"), E::Dir("etc/l/")],
+                "etc/l/",
+                "a directory over an existing symlink or file is refused",
+            )
+        },
+        Case {
+            layers_replace: true,
+            ..case(
+                "a file over a directory",
+                vec![E::Dir("etc/d/"), E::File("etc/d", b"x")],
+                "etc/d",
+                "a file over an existing directory or symlink is refused",
+            )
+        },
+        Case {
+            layers_replace: true,
+            ..case(
+                "a hard link over a file",
+                vec![E::File("etc/a", b"a"), E::File("etc/b", b"b"), E::Hardlink("etc/b", "etc/a")],
+                "etc/b",
+                "duplicate entry: the path already exists",
+            )
+        },
+        Case {
+            layers_replace: true,
+            ..case(
+                "a large unit, then a small one at the same path",
+                vec![E::File(unit, &BIG), E::File(unit, b"[Service]\nExecStart=/b\n")],
+                unit,
+                "duplicate entry: the path is already in the archive",
+            )
+        },
+        case(
+            "writing through a file",
+            vec![E::File("opt/f", b"x"), E::File("opt/f/x", b"y")],
+            "opt/f/x",
+            "\"f\" is a symlink or a file, not a directory: writing through it is refused",
+        ),
+        case(
+            "a unit path through a file",
+            vec![E::File("usr/lib/systemd", b"x"), E::File("usr/lib/systemd/system/x.service", b"y")],
+            "usr/lib/systemd/system/x.service",
+            "\"systemd\" is a symlink or a file, not a directory: writing through it is refused",
+        ),
+        case(
+            "writing through an inner symlink",
+            vec![E::Symlink("opt/l", "f"), E::File("opt/l/x", b"y")],
+            "opt/l/x",
+            "\"l\" is a symlink or a file, not a directory: writing through it is refused",
+        ),
+        case(
+            "a hard link taken through a symlink",
+            vec![E::Symlink("opt/l", "../bin"), E::Hardlink("stolen", "opt/l/tool")],
+            "stolen",
+            "\"l\" is a symlink or a file, not a directory: writing through it is refused",
+        ),
+        case(
+            "a hard link to a missing directory's file",
+            vec![E::Hardlink("stolen", "nodir/f")],
+            "stolen",
+            "\"nodir\" does not exist",
+        ),
+        case(
+            "hard link to a directory",
+            vec![E::Dir("etc/"), E::Hardlink("bin/hd", "etc")],
+            "bin/hd",
+            "hard link to \"etc\", which is not a regular file already in the image",
+        ),
+        case(
+            "hard link to a later entry",
+            vec![E::Hardlink("bin/early", "bin/late"), E::File("bin/late", b"x")],
+            "bin/early",
+            "hard link to \"bin/late\", which is not a regular file already in the image",
+        ),
         Case {
             layers_replace: true,
             ..case(
@@ -208,6 +301,29 @@ fn every_reader_refuses_every_hostile_entry_alike() {
         }
     }
     assert!(problems.is_empty(), "readers disagree:\n{}", problems.join("\n"));
+}
+
+/// A unit that is a hard link to a file outside the unit directories has
+/// that file's contents for the generator too (apply attaches it).
+#[test]
+fn a_unit_hard_linked_to_a_file_elsewhere_is_read() {
+    let mut entries = prelude();
+    entries.extend([
+        E::Dir("data/"),
+        E::File("data/x.service", b"[Service]\nExecStart=/bin/tool\n"),
+        E::Hardlink("lib/systemd/system/x.service", "data/x.service"),
+    ]);
+    let tar = tar_of(&entries);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x:1.torcx.tgz");
+    std::fs::write(&path, testkit::gz(&tar)).unwrap();
+    let a = Archive { id: ImageId::new("x", "1").unwrap(), format: Format::Tgz, path: path.clone(), host: path };
+    use torcx::tree::source::ImageSource;
+    let unit = Path::new("lib/systemd/system/x.service");
+    let want = b"[Service]\nExecStart=/bin/tool\n";
+    assert_eq!(Mem::from_archive(&a).unwrap().read(unit).unwrap(), want, "the generator's tar reader");
+    let mem = oci::read_units(&bundle(&tar, dir.path()).unwrap(), "1").unwrap();
+    assert_eq!(mem.read(unit).unwrap(), want, "the OCI generator reader");
 }
 
 /// Past the entry limit every reader stops at the same entry, same words.

@@ -97,7 +97,7 @@ fn tag_of(d: &Descriptor) -> Option<&str> {
 }
 
 /// The hex part of a `sha256:HEX` digest; other algorithms are refused.
-fn digest_hex(digest: &str) -> Result<&str> {
+pub fn digest_hex(digest: &str) -> Result<&str> {
     let Some(hex) = digest.strip_prefix("sha256:") else {
         bail!("blob {digest}: unsupported digest algorithm (only sha256 is)")
     };

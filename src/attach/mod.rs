@@ -6,16 +6,16 @@ pub mod from;
 pub mod portable;
 pub mod unpack;
 
+mod host;
 mod place;
 mod plan;
 mod prepare;
 mod reattach;
 mod record;
 
+pub use host::check_host_units;
 pub use place::{check_conflicts, place, remove};
-pub use plan::{
-    Action, Class, CopyMode, GENERATOR_DIR, Origin, Placement, check_host_units, dropin, plan, plan_archive_units,
-};
+pub use plan::{Action, Class, CopyMode, GENERATOR_DIR, Origin, Placement, dropin, plan, plan_archive_units};
 pub use prepare::Options;
 use prepare::prepare;
 pub use reattach::{Switch, options_of, plan_switch, reattach};

@@ -9,7 +9,6 @@ use crate::model::manifest::ImageManifest;
 use crate::model::names::ImageId;
 use crate::model::units::is_unit_name;
 use crate::sys::fsutil::{self};
-use crate::sys::systemd;
 use crate::tree::source::{self, ImageSource, Kind};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -344,55 +343,6 @@ pub fn plan_archive_units(cfg: &Config, a: &Archive, mem: &source::Mem) -> Resul
     };
     let plan = plan(cfg, &o, mem, &m, true)?;
     Ok((m, plan))
-}
-
-/// Refuses a unit of the plan that systemd would find elsewhere on the
-/// host: the image would shadow it, or be shadowed by it. Two copies are the
-/// image's own and not the host's: the torcx generator's copy of the same
-/// unit in `/run/systemd/generator` (the same bytes: at boot the generator
-/// planned this image first), and a file in `/run/systemd/system` that this
-/// image's own record placed (the generator runs again on a daemon-reload
-/// after an image is attached). Everything else counts: what other
-/// generators wrote, whatever the directory.
-pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result<()> {
-    let units = Path::new(config::UNITS_DIR);
-    let mut mine: Option<Vec<PathBuf>> = None;
-    for p in plan.iter().filter(|p| p.class == Class::Unit && p.dest.parent() == Some(units)) {
-        let name = p.dest.file_name().unwrap().to_string_lossy();
-        if !is_unit_name(&name) {
-            continue;
-        }
-        for found in systemd::find_units(cfg, &name) {
-            let dir = found.parent().unwrap_or(Path::new("/"));
-            let ours = if dir == Path::new(GENERATOR_DIR) {
-                matches!(&p.action, Action::File(b) if std::fs::read(cfg.host(&found)).is_ok_and(|h| &h == b))
-            } else if dir == units {
-                let mine = match &mut mine {
-                    Some(m) => m,
-                    None => mine.insert(recorded_by(cfg, &id.name)),
-                };
-                mine.contains(&found)
-            } else {
-                false
-            };
-            if !ours {
-                bail!(
-                    "image {id}: unit {name} (from /{}) conflicts with {} on the host",
-                    p.source.as_deref().unwrap_or("?"),
-                    found.display()
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The files the record of image `name` says torcx placed for it.
-fn recorded_by(cfg: &Config, name: &str) -> Vec<PathBuf> {
-    match super::record::Record::load(cfg, name) {
-        Ok(Some(r)) => r.files.into_iter().map(|f| f.path).collect(),
-        _ => vec![],
-    }
 }
 
 /// Where the torcx generator writes (systemd's normal generator directory).

@@ -1,9 +1,10 @@
 //! Switching an attached image to another reference, all or nothing.
 
 use super::from::ImageFrom;
+use super::host::check_host_units;
 use super::place::{check_conflicts, place};
 use super::place::{remove_files, still_ours};
-use super::plan::{Origin, Placement, check_host_units, plan};
+use super::plan::{Origin, Placement, plan};
 use super::prepare::{Options, prepare};
 use super::record::{Record, RecordState};
 use crate::model::config::Config;

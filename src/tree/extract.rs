@@ -50,9 +50,7 @@ fn open_dir_step(parent: &OwnedFd, raw: &[u8], c: &OsStr, create: bool) -> Resul
             Ok((fd, created))
         }
         Err(Errno::NOENT) => Err(entry_err(raw, format!("{c:?} does not exist"))),
-        Err(Errno::NOTDIR | Errno::LOOP) => {
-            Err(entry_err(raw, format!("{c:?} is a symlink or a file, not a directory: writing through it is refused")))
-        }
+        Err(Errno::NOTDIR | Errno::LOOP) => Err(policy::through_non_dir(raw, c)),
         Err(e) => Err(entry_err(raw, format!("opening directory {c:?}: {e}"))),
     }
 }
@@ -133,7 +131,7 @@ impl Extractor {
                     Err(Errno::EXIST) => {
                         let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
                         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                            return Err(entry_err(&raw, "a directory over an existing symlink or file is refused"));
+                            return Err(policy::check_over(&raw, &Kind::Dir, policy::Node::File).unwrap_err());
                         }
                         rustix::fs::chmodat(dir, &name, Mode::from_raw_mode(mode), AtFlags::empty())?;
                     }
@@ -152,11 +150,12 @@ impl Extractor {
                     Ok(fd) => fd,
                     Err(Errno::EXIST) => {
                         let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
-                        return Err(if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
-                            policy::duplicate_err(&raw)
-                        } else {
-                            entry_err(&raw, "a file over an existing directory or symlink is refused")
-                        });
+                        let there = match FileType::from_raw_mode(st.st_mode) {
+                            FileType::RegularFile => policy::Node::File,
+                            FileType::Directory => policy::Node::Dir,
+                            _ => policy::Node::Symlink,
+                        };
+                        return Err(policy::check_over(&raw, &Kind::File, there).unwrap_err());
                     }
                     Err(err) => return Err(entry_err(&raw, format!("creating: {err}"))),
                 };
@@ -186,7 +185,7 @@ impl Extractor {
                 let target = link.unwrap_or_default();
                 let dir = self.dir(&raw, parent, true)?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), dir, &name).map_err(|err| match err {
-                    Errno::EXIST => entry_err(&raw, "duplicate entry: the path already exists"),
+                    Errno::EXIST => policy::check_over(&raw, &Kind::Symlink, policy::Node::File).unwrap_err(),
                     err => entry_err(&raw, err),
                 })?;
                 self.symlinks.push(PathBuf::from(OsStr::from_bytes(&raw)));
@@ -205,20 +204,16 @@ impl Extractor {
                     OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                     Mode::empty(),
                 )?;
-                match rustix::fs::statat(&src, &tname, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
-                    _ => {
-                        return Err(entry_err(
-                            &raw,
-                            format!(
-                                "hard link to {:?}, which is not a regular file already in the image",
-                                String::from_utf8_lossy(&target)
-                            ),
-                        ));
-                    }
+                if !rustix::fs::statat(&src, &tname, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+                {
+                    return Err(policy::hardlink_not_file(&raw, &target));
                 }
                 let dir = self.dir(&raw, parent, true)?;
-                rustix::fs::linkat(&src, &tname, dir, &name, AtFlags::empty()).map_err(|err| entry_err(&raw, err))?;
+                rustix::fs::linkat(&src, &tname, dir, &name, AtFlags::empty()).map_err(|err| match err {
+                    Errno::EXIST => policy::check_over(&raw, &Kind::HardLink, policy::Node::File).unwrap_err(),
+                    err => entry_err(&raw, err),
+                })?;
                 self.stats.hardlinks += 1;
             }
             // Refused by the policy above.

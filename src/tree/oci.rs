@@ -4,15 +4,15 @@
 //! layers on the fly and merges just the entries the generator needs. The
 //! bundle format itself is `archive::oci`.
 
-use crate::archive::oci::{self, HashRead, Item, Layer, Resolved, check_entry_size, decoder, walk, wanted};
+use crate::archive::oci::{self, HashRead, Item, Layer, Resolved, check_entry_size, decoder, digest_hex, walk, wanted};
 use crate::sys::fsutil;
 use crate::tree::extract::{self, Stats};
 use crate::tree::layer::{self, LayerPass, Whiteout};
-use crate::tree::policy::{self, Kind, Limits};
+use crate::tree::policy::{self, Kind, Limits, Paths};
 use crate::tree::source::{self, ImageSource, MANIFEST_PATH, Mem};
 use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, Mode, OFlags};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::{BufReader, Read, Seek, Write};
 use std::os::fd::OwnedFd;
@@ -140,7 +140,9 @@ enum Node {
 
 type Tree = BTreeMap<PathBuf, Node>;
 
-/// What one layer does to the ones below it.
+/// What one layer does to the ones below it: its whiteouts (which act on
+/// the layers below only, so they are merged first, as the extractor
+/// applies them in a pass of their own), then its entries in order.
 #[derive(Default, Debug)]
 struct Rec {
     /// `(path, opaque)`: remove `path`, or empty it when opaque.
@@ -148,14 +150,17 @@ struct Rec {
     ops: Vec<Op>,
 }
 
+/// One entry of a layer: its path and raw name (for the policy's words),
+/// what it is, and what the generator keeps of it.
 #[derive(Debug)]
-enum Op {
-    Dir(PathBuf),
-    Link(PathBuf, PathBuf),
-    File(PathBuf, Vec<u8>),
-    Hardlink(PathBuf, PathBuf),
-    /// A file not kept: it still replaces what was at its path.
-    Gone(PathBuf),
+struct Op {
+    raw: Vec<u8>,
+    path: PathBuf,
+    kind: Kind,
+    /// A symlink's or hard link's target, as the archive wrote it.
+    link: Option<Vec<u8>>,
+    /// A regular file's contents, when kept.
+    data: Option<Vec<u8>>,
 }
 
 /// Removes `p` (or only what is below it) and everything below it.
@@ -171,45 +176,60 @@ fn remove_below(t: &mut Tree, p: &Path, keep_self: bool) {
     }
 }
 
-fn has_at_or_below(t: &Tree, p: &Path) -> bool {
-    t.range::<Path, _>((std::ops::Bound::Included(p), std::ops::Bound::Unbounded))
-        .next()
-        .is_some_and(|(k, _)| k.starts_with(p))
+fn comps_of(p: &Path) -> Vec<&OsStr> {
+    p.iter().collect()
 }
 
-fn merge(t: &mut Tree, rec: &Rec) {
+/// Merges one layer into the tree below it, refusing, in the extractor's
+/// words, what unpacking the layers would refuse (`paths` knows every path
+/// of the layers merged so far, kept or not).
+fn merge(t: &mut Tree, paths: &mut Paths, rec: &Rec, unread: &mut Vec<PathBuf>) -> Result<()> {
     for (p, opaque) in &rec.whiteouts {
         remove_below(t, p, *opaque);
+        if *opaque { paths.clear(&comps_of(p)) } else { paths.remove(&comps_of(p)) }
     }
     for op in &rec.ops {
-        match op {
-            Op::Dir(p) => {
+        paths.replace(&op.raw, &comps_of(&op.path), &op.kind, op.link.as_deref())?;
+        let p = &op.path;
+        match &op.kind {
+            Kind::Dir => {
                 if !matches!(t.get(p), Some(Node::Dir)) {
                     remove_below(t, p, false);
                     t.insert(p.clone(), Node::Dir);
                 }
             }
-            Op::Link(p, target) => {
+            Kind::Symlink => {
                 remove_below(t, p, false);
-                t.insert(p.clone(), Node::Link(target.clone()));
+                let target = PathBuf::from(OsStr::from_bytes(op.link.as_deref().unwrap_or_default()));
+                t.insert(p.clone(), Node::Link(target));
             }
-            Op::File(p, data) => {
-                remove_below(t, p, false);
-                t.insert(p.clone(), Node::File(data.clone()));
-            }
-            Op::Hardlink(p, target) => {
-                let data = match t.get(target) {
+            Kind::HardLink => {
+                let target: PathBuf =
+                    policy::hardlink_target(&op.raw, op.link.as_deref().unwrap_or_default())?.iter().collect();
+                let data = match t.get(&target) {
                     Some(Node::File(d)) => Some(d.clone()),
                     _ => None,
                 };
                 remove_below(t, p, false);
-                if let Some(d) = data {
-                    t.insert(p.clone(), Node::File(d));
+                match data {
+                    Some(d) => {
+                        t.insert(p.clone(), Node::File(d));
+                    }
+                    // A kept path linked to a file that was not kept: the
+                    // next read keeps that file.
+                    None if looks_like_unit_path(p) => unread.push(target),
+                    None => {}
                 }
             }
-            Op::Gone(p) => remove_below(t, p, false),
+            _ => {
+                remove_below(t, p, false);
+                if let Some(d) = &op.data {
+                    t.insert(p.clone(), Node::File(d.clone()));
+                }
+            }
         }
     }
+    Ok(())
 }
 
 fn looks_like_unit_path(p: &Path) -> bool {
@@ -229,16 +249,14 @@ struct Budget {
 }
 
 /// Reads one layer (decompressing on the fly) into what it does to the
-/// layers below, with the extractor's path rules. With `lower` (the merged
-/// layers below, when this layer is merged next), files not kept are only
-/// recorded when they replace something recorded below.
-fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf], budget: &mut Budget) -> Result<Rec> {
+/// layers below, with the extractor's rules for each entry alone; what
+/// depends on the layers below is decided when it is merged.
+fn read_layer(src: impl Read, l: &Layer, extra: &[PathBuf], budget: &mut Budget) -> Result<Rec> {
     let mut hr = HashRead::new(src);
     let parsed = (|| -> Result<Rec> {
         let dec = decoder(l.comp, BufReader::with_capacity(64 << 10, &mut hr))?;
         let mut ar = tar::Archive::new(dec);
         let mut rec = Rec::default();
-        let mut here: HashSet<PathBuf> = HashSet::new();
         for e in ar.entries().context("reading layer")? {
             let mut e = e.context("reading layer")?;
             let ty = e.header().entry_type();
@@ -268,46 +286,17 @@ fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf]
             }
             let link = e.link_name_bytes().map(|l| l.into_owned());
             let Some(checked) = policy::check_tar(&raw, ty, link.as_deref())? else { continue };
-            let rel = dir.join(name);
-            let replaces = |rel: &Path, here: &HashSet<PathBuf>| {
-                here.contains(rel) || lower.is_none_or(|t| has_at_or_below(t, rel))
-            };
-            match checked.kind {
-                Kind::Dir => {
-                    here.insert(rel.clone());
-                    rec.ops.push(Op::Dir(rel));
-                }
-                // The policy checked the target.
-                Kind::Symlink => {
-                    let t = PathBuf::from(OsStr::from_bytes(&link.unwrap_or_default()));
-                    here.insert(rel.clone());
-                    rec.ops.push(Op::Link(rel, t));
-                }
-                Kind::File => {
-                    let size = e.size();
-                    if keep(&rel, extra) && policy::fits_in_memory(size) {
-                        policy::charge_mem(&mut budget.bytes, size, &budget.limits)?;
-                        let mut v = Vec::with_capacity(size as usize);
-                        e.read_to_end(&mut v).context("reading layer")?;
-                        here.insert(rel.clone());
-                        rec.ops.push(Op::File(rel, v));
-                    } else if replaces(&rel, &here) {
-                        rec.ops.push(Op::Gone(rel));
-                    }
-                }
-                Kind::HardLink => {
-                    let t = link.unwrap_or_default();
-                    let tc = policy::hardlink_target(&raw, &t)?;
-                    if keep(&rel, extra) {
-                        here.insert(rel.clone());
-                        rec.ops.push(Op::Hardlink(rel, tc.iter().collect()));
-                    } else if replaces(&rel, &here) {
-                        rec.ops.push(Op::Gone(rel));
-                    }
-                }
-                // Refused by the policy above.
-                other => policy::check_kind(&raw, &other)?,
+            let path = dir.join(name);
+            let kind = checked.kind;
+            let mut data = None;
+            if kind == Kind::File && keep(&path, extra) && policy::fits_in_memory(e.size()) {
+                policy::charge_mem(&mut budget.bytes, e.size(), &budget.limits)?;
+                let mut v = Vec::with_capacity(e.size() as usize);
+                e.read_to_end(&mut v).context("reading layer")?;
+                data = Some(v);
             }
+            let link = matches!(kind, Kind::Symlink | Kind::HardLink).then_some(link).flatten();
+            rec.ops.push(Op { raw, path, kind, link, data });
         }
         Ok(rec)
     })();
@@ -317,44 +306,42 @@ fn read_layer(src: impl Read, l: &Layer, lower: Option<&Tree>, extra: &[PathBuf]
     parsed.with_context(|| format!("layer {}", l.digest))
 }
 
-/// Streams the bundle once, reading every layer of `r` and merging them in
-/// manifest order.
-fn collect(path: &Path, r: &Resolved, extra: &[PathBuf], limits: &Limits) -> Result<Tree> {
-    let mut want = wanted(r);
+/// Reads the layers of `r` and merges them, strictly in manifest order (what
+/// a layer may do depends on every layer below it): one pass over the
+/// bundle when its blobs come in that order, as torcx writes them, one more
+/// for each layer that comes before the one below it.
+fn collect(path: &Path, r: &Resolved, extra: &[PathBuf], limits: &Limits) -> Result<(Tree, Vec<PathBuf>)> {
+    let mut config = Some((digest_hex(&r.config.digest)?.to_string(), r.config.digest.clone(), r.config.size));
     let mut tree = Tree::new();
+    let mut paths = Paths::default();
     let mut next = 0;
-    let mut recs: HashMap<String, Rec> = HashMap::new();
+    let mut unread = vec![];
     let mut budget = Budget { limits: *limits, entries: 0, bytes: 0 };
-    walk(path, |item, e| {
-        let Item::Blob(h) = item else { return Ok(true) };
-        let Some((digest, size, layer)) = want.remove(&h) else { return Ok(true) };
-        check_entry_size(&digest, size, e)?;
-        if !layer {
-            HashRead::new(e).finish(&digest, size)?;
-            return Ok(!want.is_empty());
-        }
-        let l = r.layers.iter().find(|l| l.hex == h).unwrap();
-        // Merged right away, and used once: what it does not keep can be
-        // dropped unless it replaces something below.
-        let now = r.layers.get(next).is_some_and(|l| l.hex == h) && r.layers.iter().filter(|l| l.hex == h).count() == 1;
-        let rec = read_layer(e, l, now.then_some(&tree), extra, &mut budget)?;
-        recs.insert(h, rec);
-        while next < r.layers.len()
-            && let Some(rec) = recs.get(&r.layers[next].hex)
-        {
-            merge(&mut tree, rec);
-            let h = &r.layers[next].hex;
-            if !r.layers[next + 1..].iter().any(|l| &l.hex == h) {
-                recs.remove(&h.clone());
+    while next < r.layers.len() {
+        let before = next;
+        walk(path, |item, e| {
+            let Item::Blob(h) = item else { return Ok(true) };
+            if config.as_ref().is_some_and(|(hex, _, _)| *hex == h) {
+                let (_, digest, size) = config.take().unwrap();
+                check_entry_size(&digest, size, e)?;
+                HashRead::new(e).finish(&digest, size)?;
+            } else if let Some(l) = r.layers.get(next).filter(|l| l.hex == h) {
+                check_entry_size(&l.digest, l.size, e)?;
+                let rec = read_layer(e, l, extra, &mut budget)?;
+                merge(&mut tree, &mut paths, &rec, &mut unread)
+                    .with_context(|| format!("layer {} ({})", next + 1, l.digest))?;
+                next += 1;
             }
-            next += 1;
+            Ok(next < r.layers.len() || config.is_some())
+        })?;
+        if next == before {
+            bail!("blob {}: missing from the bundle", r.layers[next].digest);
         }
-        Ok(!want.is_empty())
-    })?;
-    if let Some((digest, _, _)) = want.values().next() {
+    }
+    if let Some((_, digest, _)) = config {
         bail!("blob {digest}: missing from the bundle");
     }
-    Ok(tree)
+    Ok((tree, unread))
 }
 
 fn to_mem(t: &Tree) -> Mem {
@@ -400,8 +387,10 @@ pub fn read_units_with(path: &Path, tag: &str, limits: &Limits) -> Result<Mem> {
     let r = oci::resolve(path, tag)?;
     let mut extra: Vec<PathBuf> = vec![];
     loop {
-        let mem = to_mem(&collect(path, &r, &extra, limits)?);
-        let more: Vec<PathBuf> = missed(&mem, &extra).into_iter().filter(|p| !extra.contains(p)).collect();
+        let (tree, unread) = collect(path, &r, &extra, limits)?;
+        let mem = to_mem(&tree);
+        let more: Vec<PathBuf> =
+            missed(&mem, &extra).into_iter().chain(unread).filter(|p| !extra.contains(p)).collect();
         if more.is_empty() || !extra.is_empty() {
             return Ok(mem);
         }
@@ -417,31 +406,54 @@ mod tests {
     #[test]
     fn merging() {
         let mut t = Tree::new();
+        let mut paths = Paths::default();
         let p = |s: &str| PathBuf::from(s);
-        merge(
-            &mut t,
-            &Rec {
-                whiteouts: vec![],
-                ops: vec![
-                    Op::Dir(p("a")),
-                    Op::File(p("a/x"), b"x".to_vec()),
-                    Op::File(p("a/y"), b"y".to_vec()),
-                    Op::Dir(p("b")),
-                    Op::File(p("b/z"), b"z".to_vec()),
-                    Op::Link(p("c"), p("a")),
-                ],
-            },
-        );
-        merge(
-            &mut t,
-            &Rec {
-                whiteouts: vec![(p("a/x"), false), (p("b"), true), (p("c"), false)],
-                ops: vec![Op::File(p("b/new"), b"n".to_vec()), Op::Hardlink(p("a/h"), p("a/y")), Op::Gone(p("a/y"))],
-            },
-        );
+        let op = |path: &str, kind: Kind, link: Option<&str>, data: Option<&[u8]>| Op {
+            raw: path.as_bytes().to_vec(),
+            path: p(path),
+            kind,
+            link: link.map(|l| l.as_bytes().to_vec()),
+            data: data.map(|d| d.to_vec()),
+        };
+        let rec1 = Rec {
+            whiteouts: vec![],
+            ops: vec![
+                op("a", Kind::Dir, None, None),
+                op("a/x", Kind::File, None, Some(b"x")),
+                op("a/y", Kind::File, None, Some(b"y")),
+                op("b", Kind::Dir, None, None),
+                op("b/z", Kind::File, None, Some(b"z")),
+                op("c", Kind::Symlink, Some("a"), None),
+                op("d", Kind::File, None, None),
+            ],
+        };
+        merge(&mut t, &mut paths, &rec1, &mut vec![]).unwrap();
+        let rec2 = Rec {
+            whiteouts: vec![(p("a/x"), false), (p("b"), true), (p("c"), false)],
+            ops: vec![
+                op("b/new", Kind::File, None, Some(b"n")),
+                op("a/h", Kind::HardLink, Some("a/y"), None),
+                // A file not kept still replaces what was at its path.
+                op("a/y", Kind::File, None, None),
+                // A file the generator did not keep is a file all the same.
+                op("e", Kind::HardLink, Some("d"), None),
+            ],
+        };
+        merge(&mut t, &mut paths, &rec2, &mut vec![]).unwrap();
         let keys: Vec<String> = t.keys().map(|k| k.display().to_string()).collect();
         assert_eq!(keys, ["a", "a/h", "b", "b/new"]);
         assert!(matches!(&t[&p("a/h")], Node::File(d) if d == b"y"));
+        // What the whiteouts removed is gone for the layers above too.
+        let rec3 = Rec { whiteouts: vec![], ops: vec![op("f", Kind::HardLink, Some("b/z"), None)] };
+        assert_eq!(
+            format!("{}", merge(&mut t, &mut paths, &rec3, &mut vec![]).unwrap_err()),
+            "entry \"f\": hard link to \"b/z\", which is not a regular file already in the image"
+        );
+        let rec4 = Rec { whiteouts: vec![], ops: vec![op("d/x", Kind::File, None, None)] };
+        assert_eq!(
+            format!("{}", merge(&mut t, &mut paths, &rec4, &mut vec![]).unwrap_err()),
+            "entry \"d/x\": \"d\" is a symlink or a file, not a directory: writing through it is refused"
+        );
     }
 
     enum E<'a> {

@@ -286,6 +286,190 @@ pub fn duplicate_err(raw: &[u8]) -> anyhow::Error {
     entry_err(raw, "duplicate entry: the path is already in the archive")
 }
 
+// ---------------------------------------------------------------------------
+// What is already at a path. The extractor asks the tree it writes; the
+// readers that write no tree (the generator's) ask [`Paths`]. Both get the
+// same answers in the same words from the functions below.
+
+/// What an earlier entry left at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// A parent component that is not a directory.
+pub fn through_non_dir(raw: &[u8], c: &OsStr) -> anyhow::Error {
+    entry_err(raw, format!("{c:?} is a symlink or a file, not a directory: writing through it is refused"))
+}
+
+/// Whether an entry of `kind` may go where `existing` already is.
+pub fn check_over(raw: &[u8], kind: &Kind, existing: Node) -> Result<()> {
+    match (kind, existing) {
+        (Kind::Dir, Node::Dir) => Ok(()),
+        (Kind::Dir, _) => Err(entry_err(raw, "a directory over an existing symlink or file is refused")),
+        (Kind::File, Node::File) => Err(duplicate_err(raw)),
+        (Kind::File, _) => Err(entry_err(raw, "a file over an existing directory or symlink is refused")),
+        _ => Err(entry_err(raw, "duplicate entry: the path already exists")),
+    }
+}
+
+/// A hard link whose target is not a regular file of the image so far.
+pub fn hardlink_not_file(raw: &[u8], target: &[u8]) -> anyhow::Error {
+    entry_err(
+        raw,
+        format!("hard link to {:?}, which is not a regular file already in the image", String::from_utf8_lossy(target)),
+    )
+}
+
+/// What is at each path of an archive read so far, for the readers that do
+/// not write a tree: with it they refuse what the extractor refuses on
+/// disk. Paths are kept as keyed 64-bit hashes (about 24 bytes an entry, so
+/// a million entries stay well inside the generator's memory), each
+/// computed in one pass over the path. Every directory gets an id, and every
+/// path remembers the id of the directory it was made in: removing or
+/// replacing a directory (an OCI whiteout or layer) leaves what was below it
+/// behind, unreachable, without walking it.
+pub struct Paths {
+    keys: std::collections::hash_map::RandomState,
+    seen: std::collections::HashMap<u64, Slot>,
+    ids: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    node: Node,
+    id: u32,
+    parent: u32,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths { keys: Default::default(), seen: Default::default(), ids: 0 }
+    }
+}
+
+impl Paths {
+    /// The hash of every prefix of `comps` (the last is the whole path).
+    fn prefixes(&self, comps: &[&OsStr]) -> Vec<u64> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.keys.build_hasher();
+        comps
+            .iter()
+            .map(|c| {
+                h.write(c.as_bytes());
+                h.write_u8(0);
+                h.clone().finish()
+            })
+            .collect()
+    }
+
+    /// What is at each prefix now: `None` from the first that is missing
+    /// (or was left behind by its directory's removal).
+    fn live(&self, keys: &[u64]) -> Vec<Option<Slot>> {
+        let mut parent = Some(0);
+        keys.iter()
+            .map(|k| {
+                let s = parent.and_then(|p| self.seen.get(k).copied().filter(|s| s.parent == p));
+                parent = s.filter(|s| s.node == Node::Dir).map(|s| s.id);
+                s
+            })
+            .collect()
+    }
+
+    fn new_id(&mut self) -> u32 {
+        self.ids += 1;
+        self.ids
+    }
+
+    /// Checks the entry `raw` (a checked kind and path) as the extractor
+    /// would find the tree, and records what it leaves. `link` is a hard
+    /// link's target.
+    pub fn enter(&mut self, raw: &[u8], comps: &[&OsStr], kind: &Kind, link: Option<&[u8]>) -> Result<()> {
+        self.put(raw, comps, kind, link, false)
+    }
+
+    /// The same for an entry of an OCI layer, which replaces what is at its
+    /// path (a directory over a directory keeps what is below it).
+    pub fn replace(&mut self, raw: &[u8], comps: &[&OsStr], kind: &Kind, link: Option<&[u8]>) -> Result<()> {
+        self.put(raw, comps, kind, link, true)
+    }
+
+    /// A whiteout: `comps` and what is below it are gone.
+    pub fn remove(&mut self, comps: &[&OsStr]) {
+        let keys = self.prefixes(comps);
+        if let (Some(k), Some(Some(_))) = (keys.last(), self.live(&keys).last()) {
+            self.seen.remove(k);
+        }
+    }
+
+    /// An opaque whiteout: what is below the directory `comps` is gone.
+    pub fn clear(&mut self, comps: &[&OsStr]) {
+        let keys = self.prefixes(comps);
+        if let (Some(k), Some(Some(s))) = (keys.last(), self.live(&keys).last())
+            && s.node == Node::Dir
+        {
+            let id = self.new_id();
+            self.seen.insert(*k, Slot { id, ..*s });
+        }
+    }
+
+    fn put(&mut self, raw: &[u8], comps: &[&OsStr], kind: &Kind, link: Option<&[u8]>, replace: bool) -> Result<()> {
+        let Some((_, parents)) = comps.split_last() else { return Ok(()) };
+        // In the extractor's order: the target of a hard link, the parents,
+        // then what is at the path itself.
+        if let (Kind::HardLink, Some(t)) = (kind, link) {
+            let tc = hardlink_target(raw, t)?;
+            let slots = self.live(&self.prefixes(&tc));
+            // The target's directories, walked as the extractor walks them.
+            for (c, s) in tc.iter().zip(&slots).take(tc.len() - 1) {
+                match s {
+                    Some(Slot { node: Node::Dir, .. }) => {}
+                    Some(_) => return Err(through_non_dir(raw, c)),
+                    None => return Err(entry_err(raw, format!("{c:?} does not exist"))),
+                }
+            }
+            if !matches!(slots.last(), Some(Some(Slot { node: Node::File, .. }))) {
+                return Err(hardlink_not_file(raw, t));
+            }
+        }
+        let keys = self.prefixes(comps);
+        let slots = self.live(&keys);
+        let mut parent = 0;
+        for ((c, k), s) in parents.iter().zip(&keys).zip(&slots) {
+            parent = match s {
+                Some(Slot { node: Node::Dir, id, .. }) => *id,
+                Some(_) => return Err(through_non_dir(raw, c)),
+                // The extractor creates missing parents.
+                None => {
+                    let id = self.new_id();
+                    self.seen.insert(*k, Slot { node: Node::Dir, id, parent });
+                    id
+                }
+            };
+        }
+        // (A parent made just now has nothing below it yet.)
+        let existing = if slots[..parents.len()].iter().all(Option::is_some) { *slots.last().unwrap() } else { None };
+        if let Some(e) = existing {
+            if *kind == Kind::Dir && e.node == Node::Dir {
+                return Ok(());
+            }
+            if !replace {
+                check_over(raw, kind, e.node)?;
+            }
+        }
+        let node = match kind {
+            Kind::Dir => Node::Dir,
+            Kind::Symlink => Node::Symlink,
+            _ => Node::File,
+        };
+        let id = self.new_id();
+        self.seen.insert(*keys.last().unwrap(), Slot { node, id, parent });
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +488,41 @@ mod tests {
         assert_eq!(components(b"./a//b/").unwrap(), [OsStr::new("a"), OsStr::new("b")]);
         assert!(components(b"/etc/passwd").is_err());
         assert!(components(b"a/../../x").is_err());
+    }
+
+    #[test]
+    fn what_is_already_there() {
+        let mut p = Paths::default();
+        let c = |s: &'static str| components(s.as_bytes()).unwrap();
+        let err = |r: Result<()>| format!("{}", r.unwrap_err());
+        p.enter(b"a/f", &c("a/f"), &Kind::File, None).unwrap();
+        p.enter(b"a/", &c("a/"), &Kind::Dir, None).unwrap();
+        assert_eq!(
+            err(p.enter(b"a/f/", &c("a/f/"), &Kind::Dir, None)),
+            "entry \"a/f/\": a directory over an existing symlink or file is refused"
+        );
+        assert_eq!(
+            err(p.enter(b"./a/f", &c("./a/f"), &Kind::File, None)),
+            "entry \"./a/f\": duplicate entry: the path is already in the archive"
+        );
+        assert_eq!(
+            err(p.enter(b"a/f/x", &c("a/f/x"), &Kind::File, None)),
+            "entry \"a/f/x\": \"f\" is a symlink or a file, not a directory: writing through it is refused"
+        );
+        p.enter(b"a/h", &c("a/h"), &Kind::HardLink, Some(b"a/f")).unwrap();
+        assert_eq!(
+            err(p.enter(b"a/g", &c("a/g"), &Kind::HardLink, Some(b"a"))),
+            "entry \"a/g\": hard link to \"a\", which is not a regular file already in the image"
+        );
+        p.enter(b"l", &c("l"), &Kind::Symlink, None).unwrap();
+        assert_eq!(
+            err(p.enter(b"l/x", &c("l/x"), &Kind::File, None)),
+            "entry \"l/x\": \"l\" is a symlink or a file, not a directory: writing through it is refused"
+        );
+        assert_eq!(
+            err(p.enter(b"a", &c("a"), &Kind::File, None)),
+            "entry \"a\": a file over an existing directory or symlink is refused"
+        );
     }
 
     #[test]

@@ -258,6 +258,10 @@ impl Mem {
         let mut inside: Option<PathBuf> = None;
         let mut total = 0u64;
         let mut entries = 0u64;
+        // What is at each path so far: the extractor's answers, without a tree.
+        let mut paths = policy::Paths::default();
+        // Hard links to unit paths whose target was not read (not a unit path).
+        let mut pending: Vec<(PathBuf, PathBuf)> = vec![];
         for e in ar.entries().context("reading archive")? {
             let mut e = e.context("reading archive")?;
             let raw = e.path_bytes().into_owned();
@@ -287,15 +291,12 @@ impl Mem {
             }
             if !checked.comps.is_empty() {
                 policy::count_entry(&raw, &mut entries, limits)?;
+                paths.enter(&raw, &checked.comps, &checked.kind, link.as_deref())?;
             }
             // Unit-looking paths are kept even once the manifest is known: a
             // listed path may reach them through a symlink (`lib -> usr/lib`).
             let keep =
                 looks_like_unit_path(&rel) || wanted.as_ref().is_some_and(|w| w.iter().any(|p| rel.starts_with(p)));
-            if checked.kind != EntryKind::Dir && (m.files.contains_key(&rel) || m.links.contains_key(&rel)) {
-                // As the extractor: apply would refuse this archive.
-                return Err(policy::duplicate_err(&raw));
-            }
             match checked.kind {
                 EntryKind::Dir => {
                     m.dirs.insert(rel);
@@ -309,6 +310,9 @@ impl Mem {
                         m.files.insert(rel, v);
                     } else {
                         m.dirs.extend(rel.ancestors().skip(1).map(Path::to_path_buf));
+                        if keep {
+                            pending.push((rel, target));
+                        }
                     }
                 }
                 // The policy checked the target.
@@ -340,7 +344,50 @@ impl Mem {
                 other => policy::check_kind(&raw, &other)?,
             }
         }
+        if !pending.is_empty() {
+            m.read_link_targets(a, pending, &mut total, limits)?;
+        }
         Ok(m)
+    }
+
+    /// A unit that is a hard link to a file read past (one outside the unit
+    /// directories) has that file's contents: read it in a second pass, up
+    /// to the last such file. Rare, so the common archive is read once.
+    fn read_link_targets(
+        &mut self,
+        a: &Archive,
+        pending: Vec<(PathBuf, PathBuf)>,
+        total: &mut u64,
+        limits: &Limits,
+    ) -> Result<()> {
+        let mut want: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+        for (rel, target) in pending {
+            want.entry(target).or_default().push(rel);
+        }
+        let mut ar = tar::Archive::new(stream::open_tar(a)?);
+        for e in ar.entries().context("reading archive")? {
+            if want.is_empty() {
+                break;
+            }
+            let mut e = e.context("reading archive")?;
+            if EntryKind::of_tar(e.header().entry_type()) != Some(EntryKind::File) {
+                continue;
+            }
+            // The first pass checked every path up to here.
+            let raw = e.path_bytes().into_owned();
+            let Ok(comps) = policy::components(&raw) else { continue };
+            let Some(rels) = want.remove(&comps.iter().collect::<PathBuf>()) else { continue };
+            if !policy::fits_in_memory(e.size()) {
+                continue;
+            }
+            let mut v = vec![];
+            std::io::Read::read_to_end(&mut e, &mut v).context("reading archive")?;
+            for rel in rels {
+                policy::charge_mem(total, v.len() as u64, limits)?;
+                self.files.insert(rel, v.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Resolves every symlink in `rel`, never above the image root.
