@@ -60,6 +60,23 @@ enum E<'a> {
     Symlink(&'a str, &'a str),
     Hardlink(&'a str, &'a str),
     Other(&'a str, tar::EntryType),
+    /// A PAX extended header (`key=value` records) for the entry after it.
+    Pax(&'a [(&'a str, &'a [u8])]),
+}
+
+/// A PAX header setting `key` for the next entry.
+fn pax(key: &'static str, value: &'static [u8]) -> E<'static> {
+    E::Pax(Box::leak(Box::new([(key, value)])))
+}
+
+/// A PAX record: `LEN key=value\n`, LEN counting itself.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = [key.as_bytes(), b"=", value, b"\n"].concat();
+    let mut len = body.len() + 1;
+    while format!("{len} ").len() + body.len() != len {
+        len += 1;
+    }
+    [format!("{len} ").into_bytes(), body].concat()
 }
 
 fn tar_of(es: &[E]) -> Vec<u8> {
@@ -69,12 +86,25 @@ fn tar_of(es: &[E]) -> Vec<u8> {
         h.set_mtime(0);
         h.set_mode(0o644);
         h.set_size(0);
+        if let E::Pax(records) = e {
+            let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+            let mut h = tar::Header::new_ustar();
+            h.set_mtime(0);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::XHeader);
+            h.set_size(data.len() as u64);
+            h.as_old_mut().name[..9].copy_from_slice(b"PaxHeader");
+            h.set_cksum();
+            b.append(&h, &data[..]).unwrap();
+            continue;
+        }
         let (name, ty, link, data): (&str, _, &str, &[u8]) = match e {
             E::Dir(n) => (n, tar::EntryType::Directory, "", &[]),
             E::File(n, d) => (n, tar::EntryType::Regular, "", d),
             E::Symlink(n, t) => (n, tar::EntryType::Symlink, t, &[]),
             E::Hardlink(n, t) => (n, tar::EntryType::Link, t, &[]),
             E::Other(n, ty) => (n, *ty, "", &[]),
+            E::Pax(_) => unreachable!(),
         };
         h.set_entry_type(ty);
         h.set_size(data.len() as u64);
@@ -107,6 +137,14 @@ struct Case {
 fn case(what: &'static str, entries: Vec<E<'static>>, entry: &'static str, cause: impl Into<String>) -> Case {
     Case { what, entries, entry, cause: cause.into(), layers_replace: false }
 }
+
+/// Paths past the policy's bounds (PATH_MAX, depth, NAME_MAX).
+static LONG: std::sync::LazyLock<&'static str> =
+    std::sync::LazyLock::new(|| Box::leak(format!("{}f", "a/".repeat(2100)).into_boxed_str()));
+static DEEP: std::sync::LazyLock<&'static str> =
+    std::sync::LazyLock::new(|| Box::leak(format!("{}f", "a/".repeat(300)).into_boxed_str()));
+static NAME: std::sync::LazyLock<&'static str> =
+    std::sync::LazyLock::new(|| Box::leak("n".repeat(300).into_boxed_str()));
 
 /// A file too large to be a unit: the generator does not read it.
 static BIG: [u8; (1 << 20) + 1] = [b'#'; (1 << 20) + 1];
@@ -218,6 +256,36 @@ fn cases() -> Vec<Case> {
                 "duplicate entry: the path is already in the archive",
             )
         },
+        case(
+            "a NUL byte in a path",
+            vec![pax("path", b"zz\0y"), E::File("placeholder", b"x")],
+            "zz\0y",
+            "a NUL byte in the path refused",
+        ),
+        case(
+            "a path longer than PATH_MAX",
+            vec![pax("path", LONG.as_bytes()), E::File("placeholder", b"x")],
+            &LONG[..64],
+            format!("path of {} bytes refused (at most 4096)", LONG.len()),
+        ),
+        case(
+            "a path 301 deep",
+            vec![pax("path", DEEP.as_bytes()), E::File("placeholder", b"x")],
+            &DEEP[..64],
+            "path 301 deep refused (at most 256)",
+        ),
+        case(
+            "a name longer than NAME_MAX",
+            vec![pax("path", NAME.as_bytes()), E::File("placeholder", b"x")],
+            *NAME,
+            "a name of 300 bytes refused (at most 255)",
+        ),
+        case(
+            "a symlink target longer than PATH_MAX",
+            vec![pax("linkpath", LONG.as_bytes()), E::Symlink("l", "placeholder")],
+            "l",
+            format!("symlink target of {} bytes, or with a NUL byte, refused", LONG.len()),
+        ),
         case(
             "writing through a file",
             vec![E::File("opt/f", b"x"), E::File("opt/f/x", b"y")],
@@ -362,4 +430,107 @@ fn every_reader_accepts_a_harmless_archive() {
             panic!("the {name} refused a harmless archive: {e:#}");
         }
     }
+}
+
+/// Across layers (a bundle whose blobs come last layer first), the OCI
+/// unpack and the OCI generator reader agree: whiteouts, the root's opaque
+/// whiteout, hard links that replace their own target or a directory above
+/// it, and chains of hard links.
+#[test]
+fn oci_readers_agree_across_layers() {
+    let unit = "lib/systemd/system/x.service";
+    let text: &[u8] = b"[Service]\nExecStart=/bin/tool\n";
+    let cases: Vec<(&str, Vec<E>, Vec<E>, Option<&str>)> = vec![
+        (
+            "the root emptied, then a path through a former file",
+            vec![E::File("ff", b"x")],
+            vec![E::File(".wh..wh..opq", b""), E::File("ff/x", b"y")],
+            None,
+        ),
+        (
+            "the root emptied, then a hard link to what was there",
+            vec![E::File("data", b"x")],
+            vec![E::File(".wh..wh..opq", b""), E::Hardlink("other", "data")],
+            Some("entry \"other\": hard link to \"data\", which is not a regular file already in the image"),
+        ),
+        (
+            "a hard link over its own target",
+            vec![E::File(unit, text)],
+            vec![E::Hardlink(unit, unit)],
+            Some(
+                "entry \"lib/systemd/system/x.service\": hard link to \"lib/systemd/system/x.service\", which is not a regular file already in the image",
+            ),
+        ),
+        (
+            "a hard link over a directory above its target",
+            vec![E::Dir("d/"), E::File("d/f", b"x")],
+            vec![E::Hardlink("d", "d/f")],
+            Some("entry \"d\": \"d\" does not exist"),
+        ),
+        (
+            "a whiteout, then the path again",
+            vec![E::File("etc/a", b"x")],
+            vec![E::File("etc/.wh.a", b""), E::Dir("etc/a/"), E::File("etc/a/b", b"y")],
+            None,
+        ),
+        (
+            "a whiteout of a directory, then a hard link below it",
+            vec![E::Dir("etc/"), E::File("etc/a", b"x")],
+            vec![E::File(".wh.etc", b""), E::Hardlink("h", "etc/a")],
+            Some("entry \"h\": \"etc\" does not exist"),
+        ),
+        (
+            "a chain of hard links to a unit",
+            vec![E::File("data", text), E::Hardlink("h1", "data")],
+            vec![E::Hardlink(unit, "h1")],
+            None,
+        ),
+    ];
+    let mut problems = vec![];
+    for (what, l1, l2, want) in cases {
+        let (mut one, two) = (prelude(), tar_of(&l2));
+        one.extend(l1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("evil.torcx.oci.tgz");
+        std::fs::write(&path, testkit::oci_bundle(&[tar_of(&one), two], false)).unwrap();
+        let dest = dir.path().join("tree");
+        std::fs::create_dir(&dest).unwrap();
+        let unpacked = oci::unpack(&path, "1", &dest, Limits::unpack(1 << 30)).map(|_| ());
+        let read = oci::read_units(&path, "1");
+        for (name, res) in [
+            ("OCI unpack", unpacked),
+            ("OCI generator reader", read.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e:#}"))),
+        ] {
+            match (res, want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) if format!("{e:#}").ends_with(w) => {}
+                (got, _) => problems.push(format!("{what}: the {name} gave {got:?}, not {want:?}")),
+            }
+        }
+        if what.starts_with("a chain") {
+            use torcx::tree::source::ImageSource;
+            assert_eq!(read.unwrap().read(Path::new(unit)).unwrap(), text, "{what}");
+            assert_eq!(std::fs::read(dest.join(unit)).unwrap(), text, "{what}");
+        }
+    }
+    assert!(problems.is_empty(), "the OCI readers disagree:\n{}", problems.join("\n"));
+}
+
+/// The same chain in a tar: the generator's second pass follows it.
+#[test]
+fn a_unit_hard_linked_through_a_chain_is_read() {
+    let mut entries = prelude();
+    entries.extend([
+        E::File("data", b"[Service]\nExecStart=/bin/tool\n"),
+        E::Hardlink("h1", "data"),
+        E::Hardlink("h2", "h1"),
+        E::Hardlink("lib/systemd/system/x.service", "h2"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x:1.torcx.tgz");
+    std::fs::write(&path, testkit::gz(&tar_of(&entries))).unwrap();
+    let a = Archive { id: ImageId::new("x", "1").unwrap(), format: Format::Tgz, path: path.clone(), host: path };
+    use torcx::tree::source::ImageSource;
+    let mem = Mem::from_archive(&a).unwrap();
+    assert_eq!(mem.read(Path::new("lib/systemd/system/x.service")).unwrap(), b"[Service]\nExecStart=/bin/tool\n");
 }

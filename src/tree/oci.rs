@@ -4,7 +4,7 @@
 //! layers on the fly and merges just the entries the generator needs. The
 //! bundle format itself is `archive::oci`.
 
-use crate::archive::oci::{self, HashRead, Item, Layer, Resolved, check_entry_size, decoder, digest_hex, walk, wanted};
+use crate::archive::oci::{self, HashRead, Item, Layer, Resolved, check_entry_size, decoder, walk, wanted};
 use crate::sys::fsutil;
 use crate::tree::extract::{self, Stats};
 use crate::tree::layer::{self, LayerPass, Whiteout};
@@ -19,6 +19,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// How many times `read_units` reads a bundle at most (see there).
+const MAX_READS: usize = 4;
 /// Where `unpack` stages layer blobs, inside the tree, until they are applied.
 pub const STAGING: &str = ".torcx-oci-staging";
 
@@ -183,7 +185,7 @@ fn comps_of(p: &Path) -> Vec<&OsStr> {
 /// Merges one layer into the tree below it, refusing, in the extractor's
 /// words, what unpacking the layers would refuse (`paths` knows every path
 /// of the layers merged so far, kept or not).
-fn merge(t: &mut Tree, paths: &mut Paths, rec: &Rec, unread: &mut Vec<PathBuf>) -> Result<()> {
+fn merge(t: &mut Tree, paths: &mut Paths, rec: &Rec, extra: &[PathBuf], unread: &mut Vec<PathBuf>) -> Result<()> {
     for (p, opaque) in &rec.whiteouts {
         remove_below(t, p, *opaque);
         if *opaque { paths.clear(&comps_of(p)) } else { paths.remove(&comps_of(p)) }
@@ -216,8 +218,9 @@ fn merge(t: &mut Tree, paths: &mut Paths, rec: &Rec, unread: &mut Vec<PathBuf>) 
                         t.insert(p.clone(), Node::File(d));
                     }
                     // A kept path linked to a file that was not kept: the
-                    // next read keeps that file.
-                    None if looks_like_unit_path(p) => unread.push(target),
+                    // next read keeps that file (or, for a link to a link,
+                    // that link, and so on).
+                    None if keep(p, extra) => unread.push(target),
                     None => {}
                 }
             }
@@ -306,39 +309,43 @@ fn read_layer(src: impl Read, l: &Layer, extra: &[PathBuf], budget: &mut Budget)
     parsed.with_context(|| format!("layer {}", l.digest))
 }
 
-/// Reads the layers of `r` and merges them, strictly in manifest order (what
-/// a layer may do depends on every layer below it): one pass over the
-/// bundle when its blobs come in that order, as torcx writes them, one more
-/// for each layer that comes before the one below it.
+/// Streams the bundle once, reading every layer of `r` and merging them in
+/// manifest order (what a layer may do depends on every layer below it): a
+/// layer whose blob comes before the one below it waits, read, until it
+/// can be merged.
 fn collect(path: &Path, r: &Resolved, extra: &[PathBuf], limits: &Limits) -> Result<(Tree, Vec<PathBuf>)> {
-    let mut config = Some((digest_hex(&r.config.digest)?.to_string(), r.config.digest.clone(), r.config.size));
+    let mut want = wanted(r);
     let mut tree = Tree::new();
     let mut paths = Paths::default();
     let mut next = 0;
     let mut unread = vec![];
+    let mut recs: HashMap<String, Rec> = HashMap::new();
     let mut budget = Budget { limits: *limits, entries: 0, bytes: 0 };
-    while next < r.layers.len() {
-        let before = next;
-        walk(path, |item, e| {
-            let Item::Blob(h) = item else { return Ok(true) };
-            if config.as_ref().is_some_and(|(hex, _, _)| *hex == h) {
-                let (_, digest, size) = config.take().unwrap();
-                check_entry_size(&digest, size, e)?;
-                HashRead::new(e).finish(&digest, size)?;
-            } else if let Some(l) = r.layers.get(next).filter(|l| l.hex == h) {
-                check_entry_size(&l.digest, l.size, e)?;
-                let rec = read_layer(e, l, extra, &mut budget)?;
-                merge(&mut tree, &mut paths, &rec, &mut unread)
-                    .with_context(|| format!("layer {} ({})", next + 1, l.digest))?;
-                next += 1;
-            }
-            Ok(next < r.layers.len() || config.is_some())
-        })?;
-        if next == before {
-            bail!("blob {}: missing from the bundle", r.layers[next].digest);
+    walk(path, |item, e| {
+        let Item::Blob(h) = item else { return Ok(true) };
+        let Some((digest, size, layer)) = want.remove(&h) else { return Ok(true) };
+        check_entry_size(&digest, size, e)?;
+        if !layer {
+            HashRead::new(e).finish(&digest, size)?;
+            return Ok(!want.is_empty());
         }
-    }
-    if let Some((_, digest, _)) = config {
+        let l = r.layers.iter().find(|l| l.hex == h).unwrap();
+        recs.insert(h, read_layer(e, l, extra, &mut budget)?);
+        while next < r.layers.len()
+            && let Some(rec) = recs.get(&r.layers[next].hex)
+        {
+            let l = &r.layers[next];
+            merge(&mut tree, &mut paths, rec, extra, &mut unread)
+                .with_context(|| format!("layer {} ({})", next + 1, l.digest))?;
+            // A layer listed again later is kept for then.
+            if !r.layers[next + 1..].iter().any(|x| x.hex == l.hex) {
+                recs.remove(&l.hex);
+            }
+            next += 1;
+        }
+        Ok(!want.is_empty())
+    })?;
+    if let Some((digest, _, _)) = want.values().next() {
         bail!("blob {digest}: missing from the bundle");
     }
     Ok((tree, unread))
@@ -386,16 +393,21 @@ pub fn read_units(path: &Path, tag: &str) -> Result<Mem> {
 pub fn read_units_with(path: &Path, tag: &str, limits: &Limits) -> Result<Mem> {
     let r = oci::resolve(path, tag)?;
     let mut extra: Vec<PathBuf> = vec![];
-    loop {
+    // Each further read keeps what the last one found it needed: the
+    // manifest or units behind a symlinked directory, the file a unit is a
+    // hard link to. A few reads cover a chain of links; a longer chain is
+    // left unread (the generator then reports the unit missing).
+    for round in 0.. {
         let (tree, unread) = collect(path, &r, &extra, limits)?;
         let mem = to_mem(&tree);
         let more: Vec<PathBuf> =
             missed(&mem, &extra).into_iter().chain(unread).filter(|p| !extra.contains(p)).collect();
-        if more.is_empty() || !extra.is_empty() {
+        if more.is_empty() || round == MAX_READS - 1 {
             return Ok(mem);
         }
         extra.extend(more);
     }
+    unreachable!()
 }
 
 #[cfg(test)]
@@ -427,7 +439,7 @@ mod tests {
                 op("d", Kind::File, None, None),
             ],
         };
-        merge(&mut t, &mut paths, &rec1, &mut vec![]).unwrap();
+        merge(&mut t, &mut paths, &rec1, &[], &mut vec![]).unwrap();
         let rec2 = Rec {
             whiteouts: vec![(p("a/x"), false), (p("b"), true), (p("c"), false)],
             ops: vec![
@@ -439,19 +451,19 @@ mod tests {
                 op("e", Kind::HardLink, Some("d"), None),
             ],
         };
-        merge(&mut t, &mut paths, &rec2, &mut vec![]).unwrap();
+        merge(&mut t, &mut paths, &rec2, &[], &mut vec![]).unwrap();
         let keys: Vec<String> = t.keys().map(|k| k.display().to_string()).collect();
         assert_eq!(keys, ["a", "a/h", "b", "b/new"]);
         assert!(matches!(&t[&p("a/h")], Node::File(d) if d == b"y"));
         // What the whiteouts removed is gone for the layers above too.
         let rec3 = Rec { whiteouts: vec![], ops: vec![op("f", Kind::HardLink, Some("b/z"), None)] };
         assert_eq!(
-            format!("{}", merge(&mut t, &mut paths, &rec3, &mut vec![]).unwrap_err()),
+            format!("{}", merge(&mut t, &mut paths, &rec3, &[], &mut vec![]).unwrap_err()),
             "entry \"f\": hard link to \"b/z\", which is not a regular file already in the image"
         );
         let rec4 = Rec { whiteouts: vec![], ops: vec![op("d/x", Kind::File, None, None)] };
         assert_eq!(
-            format!("{}", merge(&mut t, &mut paths, &rec4, &mut vec![]).unwrap_err()),
+            format!("{}", merge(&mut t, &mut paths, &rec4, &[], &mut vec![]).unwrap_err()),
             "entry \"d/x\": \"d\" is a symlink or a file, not a directory: writing through it is refused"
         );
     }

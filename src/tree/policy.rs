@@ -28,6 +28,16 @@ pub const MAX_MEM_FILE: u64 = 1 << 20;
 /// to what the boot has.
 pub const MAX_MEM_TOTAL: u64 = 16 << 20;
 
+/// The longest path an entry may have, and the longest symlink target:
+/// Linux's PATH_MAX. No tool can open a longer path in one call, and every
+/// reader's work on an entry grows with its path.
+pub const MAX_PATH: usize = 4096;
+/// The most components a path may have. Real images nest a few dozen deep;
+/// the extractor opens one directory per component, so depth is work.
+pub const MAX_DEPTH: usize = 256;
+/// The longest name of one component: NAME_MAX of tmpfs, squashfs, erofs.
+pub const MAX_NAME: usize = 255;
+
 /// How far a reader may go with one image.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -55,16 +65,29 @@ pub fn entry_err(path: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
 /// Splits a tar path into plain components. `..` and absolute names are
 /// refused (not clamped, as upstream did): such an archive is hostile or broken.
 pub fn components(raw: &[u8]) -> Result<Vec<&OsStr>> {
+    // The length first: no message echoes more than MAX_PATH bytes of it.
+    if raw.len() > MAX_PATH {
+        return Err(entry_err(&raw[..64], format!("path of {} bytes refused (at most {MAX_PATH})", raw.len())));
+    }
     if raw.first() == Some(&b'/') {
         return Err(entry_err(raw, "absolute path refused"));
+    }
+    if raw.contains(&0) {
+        return Err(entry_err(raw, "a NUL byte in the path refused"));
     }
     let mut out = vec![];
     for c in raw.split(|b| *b == b'/') {
         match c {
             b"" | b"." => {}
             b".." => return Err(entry_err(raw, "path traversal ('..') refused")),
+            c if c.len() > MAX_NAME => {
+                return Err(entry_err(raw, format!("a name of {} bytes refused (at most {MAX_NAME})", c.len())));
+            }
             c => out.push(OsStr::from_bytes(c)),
         }
+    }
+    if out.len() > MAX_DEPTH {
+        return Err(entry_err(&raw[..64], format!("path {} deep refused (at most {MAX_DEPTH})", out.len())));
     }
     Ok(out)
 }
@@ -75,6 +98,9 @@ pub fn check_symlink(raw: &[u8], depth: usize, target: &[u8]) -> Result<()> {
     let t = String::from_utf8_lossy(target);
     if target.is_empty() {
         return Err(entry_err(raw, "symlink with an empty target"));
+    }
+    if target.len() > MAX_PATH || target.contains(&0) {
+        return Err(entry_err(raw, format!("symlink target of {} bytes, or with a NUL byte, refused", target.len())));
     }
     if target.first() == Some(&b'/') {
         return Err(entry_err(raw, format!("symlink to absolute path {t:?} points outside the image")));
@@ -97,6 +123,9 @@ pub fn check_symlink(raw: &[u8], depth: usize, target: &[u8]) -> Result<()> {
 
 /// The target of a hard link, as plain components from the image root.
 pub fn hardlink_target<'a>(raw: &[u8], target: &'a [u8]) -> Result<Vec<&'a OsStr>> {
+    if target.len() > MAX_PATH || target.contains(&0) {
+        return Err(entry_err(raw, format!("hard link target of {} bytes, or with a NUL byte, refused", target.len())));
+    }
     components(target).map_err(|_| {
         entry_err(raw, format!("hard link to {:?} points outside the image", String::from_utf8_lossy(target)))
     })
@@ -335,6 +364,8 @@ pub struct Paths {
     keys: std::collections::hash_map::RandomState,
     seen: std::collections::HashMap<u64, Slot>,
     ids: u32,
+    /// The id of the image root (an opaque whiteout of the root renews it).
+    root: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -346,7 +377,7 @@ struct Slot {
 
 impl Default for Paths {
     fn default() -> Self {
-        Paths { keys: Default::default(), seen: Default::default(), ids: 0 }
+        Paths { keys: Default::default(), seen: Default::default(), ids: 0, root: 0 }
     }
 }
 
@@ -365,10 +396,15 @@ impl Paths {
             .collect()
     }
 
+    /// The key of a whole path (for readers that match paths by it).
+    pub fn key(&self, comps: &[&OsStr]) -> u64 {
+        self.prefixes(comps).last().copied().unwrap_or(0)
+    }
+
     /// What is at each prefix now: `None` from the first that is missing
     /// (or was left behind by its directory's removal).
     fn live(&self, keys: &[u64]) -> Vec<Option<Slot>> {
-        let mut parent = Some(0);
+        let mut parent = Some(self.root);
         keys.iter()
             .map(|k| {
                 let s = parent.and_then(|p| self.seen.get(k).copied().filter(|s| s.parent == p));
@@ -406,6 +442,10 @@ impl Paths {
 
     /// An opaque whiteout: what is below the directory `comps` is gone.
     pub fn clear(&mut self, comps: &[&OsStr]) {
+        if comps.is_empty() {
+            self.root = self.new_id();
+            return;
+        }
         let keys = self.prefixes(comps);
         if let (Some(k), Some(Some(s))) = (keys.last(), self.live(&keys).last())
             && s.node == Node::Dir
@@ -421,6 +461,16 @@ impl Paths {
         // then what is at the path itself.
         if let (Kind::HardLink, Some(t)) = (kind, link) {
             let tc = hardlink_target(raw, t)?;
+            // A layer's entry first removes what is at its path: a link to
+            // that path, or below it, then finds nothing.
+            if replace && tc.starts_with(comps) && self.live(&self.prefixes(comps)).last().is_some_and(Option::is_some)
+            {
+                return Err(if tc.len() == comps.len() {
+                    hardlink_not_file(raw, t)
+                } else {
+                    entry_err(raw, format!("{:?} does not exist", comps[comps.len() - 1]))
+                });
+            }
             let slots = self.live(&self.prefixes(&tc));
             // The target's directories, walked as the extractor walks them.
             for (c, s) in tc.iter().zip(&slots).take(tc.len() - 1) {
@@ -436,7 +486,7 @@ impl Paths {
         }
         let keys = self.prefixes(comps);
         let slots = self.live(&keys);
-        let mut parent = 0;
+        let mut parent = self.root;
         for ((c, k), s) in parents.iter().zip(&keys).zip(&slots) {
             parent = match s {
                 Some(Slot { node: Node::Dir, id, .. }) => *id,

@@ -260,8 +260,11 @@ impl Mem {
         let mut entries = 0u64;
         // What is at each path so far: the extractor's answers, without a tree.
         let mut paths = policy::Paths::default();
-        // Hard links to unit paths whose target was not read (not a unit path).
-        let mut pending: Vec<(PathBuf, PathBuf)> = vec![];
+        // Hard links to unit paths whose file was not read (not a unit
+        // path), by the key of that file; and for every hard link, the key
+        // of the file it ends at (a link to a link is a link to its file).
+        let mut pending: Vec<(PathBuf, u64)> = vec![];
+        let mut ends: std::collections::HashMap<u64, u64> = Default::default();
         for e in ar.entries().context("reading archive")? {
             let mut e = e.context("reading archive")?;
             let raw = e.path_bytes().into_owned();
@@ -298,20 +301,22 @@ impl Mem {
             let keep =
                 looks_like_unit_path(&rel) || wanted.as_ref().is_some_and(|w| w.iter().any(|p| rel.starts_with(p)));
             match checked.kind {
-                EntryKind::Dir => {
-                    m.dirs.insert(rel);
-                }
+                EntryKind::Dir => m.add_dirs(Some(&rel)),
                 // A hard link to a unit already read is that unit under another name.
                 EntryKind::HardLink => {
                     let t = link.unwrap_or_default();
-                    let target: PathBuf = policy::hardlink_target(&raw, &t)?.iter().collect();
+                    let tc = policy::hardlink_target(&raw, &t)?;
+                    let target: PathBuf = tc.iter().collect();
+                    let tkey = paths.key(&tc);
+                    let end = ends.get(&tkey).copied().unwrap_or(tkey);
+                    ends.insert(paths.key(&checked.comps), end);
                     if let Some(v) = m.files.get(&target).cloned() {
                         policy::charge_mem(&mut total, v.len() as u64, limits)?;
                         m.files.insert(rel, v);
                     } else {
-                        m.dirs.extend(rel.ancestors().skip(1).map(Path::to_path_buf));
+                        m.add_dirs(rel.parent());
                         if keep {
-                            pending.push((rel, target));
+                            pending.push((rel, end));
                         }
                     }
                 }
@@ -337,7 +342,7 @@ impl Mem {
                     } else {
                         // Parents of regular files are directories.
                         m.files.remove(&rel);
-                        m.dirs.extend(rel.ancestors().skip(1).map(Path::to_path_buf));
+                        m.add_dirs(rel.parent());
                     }
                 }
                 // Refused by the policy above.
@@ -345,9 +350,21 @@ impl Mem {
             }
         }
         if !pending.is_empty() {
-            m.read_link_targets(a, pending, &mut total, limits)?;
+            m.read_link_targets(a, &paths, pending, &mut total, limits)?;
         }
         Ok(m)
+    }
+
+    /// Records `dir` and its parents as directories. A directory already
+    /// recorded has its parents recorded too, so this stops there: the
+    /// work for an entry does not grow with its depth once its directory is
+    /// known.
+    fn add_dirs(&mut self, dir: Option<&Path>) {
+        for d in dir.into_iter().flat_map(Path::ancestors) {
+            if !self.dirs.insert(d.to_path_buf()) {
+                break;
+            }
+        }
     }
 
     /// A unit that is a hard link to a file read past (one outside the unit
@@ -356,13 +373,14 @@ impl Mem {
     fn read_link_targets(
         &mut self,
         a: &Archive,
-        pending: Vec<(PathBuf, PathBuf)>,
+        paths: &policy::Paths,
+        pending: Vec<(PathBuf, u64)>,
         total: &mut u64,
         limits: &Limits,
     ) -> Result<()> {
-        let mut want: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-        for (rel, target) in pending {
-            want.entry(target).or_default().push(rel);
+        let mut want: std::collections::HashMap<u64, Vec<PathBuf>> = Default::default();
+        for (rel, end) in pending {
+            want.entry(end).or_default().push(rel);
         }
         let mut ar = tar::Archive::new(stream::open_tar(a)?);
         for e in ar.entries().context("reading archive")? {
@@ -376,7 +394,7 @@ impl Mem {
             // The first pass checked every path up to here.
             let raw = e.path_bytes().into_owned();
             let Ok(comps) = policy::components(&raw) else { continue };
-            let Some(rels) = want.remove(&comps.iter().collect::<PathBuf>()) else { continue };
+            let Some(rels) = want.remove(&paths.key(&comps)) else { continue };
             if !policy::fits_in_memory(e.size()) {
                 continue;
             }
