@@ -817,3 +817,147 @@ fn generator_plan_refuses_units_the_host_has() {
          /etc/systemd/system/x.service on the host"
     );
 }
+
+// ------------------------------------------------ only the units it ships
+
+/// The unit placements of an image tree made of `files` and `links`, whose
+/// manifest lists `units`.
+fn plan_of(
+    cfg: &Config,
+    dir: &Path,
+    files: &[(&str, &str)],
+    links: &[(&str, &str)],
+    units: &[&str],
+) -> anyhow::Result<Vec<Placement>> {
+    put(dir, ".torcx/manifest.json", manifest_json(serde_json::json!({ "units": units })));
+    for (p, d) in files {
+        put(dir, p, d);
+    }
+    for (p, t) in links {
+        link(dir, p, t);
+    }
+    let src = Tree::open(dir)?;
+    let (m, _) = torcx::tree::scan::manifest_or_scan(&src)?;
+    let x = id("x", "1");
+    attach::plan(cfg, &origin(&x, CopyMode::Copy), &src, &m, true)
+}
+
+/// Every way an image could reach a unit it does not ship is refused, in
+/// the plan the generator, apply, attach, reattach and profile check share.
+#[test]
+fn an_image_changes_only_the_units_it_ships() {
+    const S: &str = "/lib/systemd/system";
+    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+        (
+            "a prefix unit",
+            vec![
+                ("lib/systemd/system/systemd-.service", "[Service]\n"),
+                ("lib/systemd/system/systemd-.service.d/evil.conf", "[Service]\nExecStartPre=/evil\n"),
+            ],
+            vec![],
+            vec!["/lib/systemd/system/systemd-.service", "/lib/systemd/system/systemd-.service.d"],
+            "manifest units entry /lib/systemd/system/systemd-.service: systemd-.service ends in '-': systemd applies its drop-ins to every unit whose name starts so",
+        ),
+        (
+            "a drop-in for a whole type",
+            vec![("lib/systemd/system/service.d/evil.conf", "[Service]\nExecStartPre=/evil\n")],
+            vec![],
+            vec!["/lib/systemd/system/service.d"],
+            "manifest units entry /lib/systemd/system/service.d: drop-in directory service.d changes service, which the image does not ship",
+        ),
+        (
+            "a file named like a type, to ship a drop-in for it",
+            vec![("lib/systemd/system/service", "x"), ("lib/systemd/system/service.d/evil.conf", "[Service]\n")],
+            vec![],
+            vec!["/lib/systemd/system/service", "/lib/systemd/system/service.d"],
+            "manifest units entry /lib/systemd/system/service: service is not a unit name",
+        ),
+        (
+            "dependencies for a host unit",
+            vec![("lib/systemd/system/x.service", "[Service]\n")],
+            vec![("lib/systemd/system/ssh.service.requires/x.service", "../x.service")],
+            vec!["/lib/systemd/system/x.service", "/lib/systemd/system/ssh.service.requires"],
+            "manifest units entry /lib/systemd/system/ssh.service.requires: dependency directory ssh.service.requires changes ssh.service, which the image does not ship",
+        ),
+        (
+            "a host unit pulled in by a target",
+            vec![("lib/systemd/system/x.service", "[Service]\n")],
+            vec![("lib/systemd/system/multi-user.target.wants/debug-shell.service", "../debug-shell.service")],
+            vec!["/lib/systemd/system/x.service", "/lib/systemd/system/multi-user.target.wants"],
+            "manifest units entry /lib/systemd/system/multi-user.target.wants/debug-shell.service: multi-user.target.wants/debug-shell.service pulls in debug-shell.service, which the image does not ship",
+        ),
+        (
+            "a directory that is neither",
+            vec![("lib/systemd/system/x.service", "[Service]\n"), ("lib/systemd/system/stuff/a", "x")],
+            vec![],
+            vec!["/lib/systemd/system/x.service", "/lib/systemd/system/stuff"],
+            "manifest units entry /lib/systemd/system/stuff: stuff is neither a drop-in nor a dependency directory",
+        ),
+    ];
+    for (what, files, links, units, want) in cases {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = config(&t.path().join("root"));
+        let got = err_text(plan_of(&cfg, &t.path().join("img"), &files, &links, &units));
+        assert!(got.starts_with(want), "{what}: {got}");
+    }
+    // What an image may do: enable its own units (and instances of its own
+    // templates) from a target, and give its own units drop-ins and
+    // dependencies.
+    let t = tempfile::tempdir().unwrap();
+    let cfg = config(&t.path().join("root"));
+    let plan = plan_of(
+        &cfg,
+        &t.path().join("img"),
+        &[
+            ("lib/systemd/system/x.service", "[Service]\n"),
+            ("lib/systemd/system/x@.service", "[Service]\n"),
+            ("lib/systemd/system/x.service.d/more.conf", "[Service]\n"),
+        ],
+        &[
+            ("lib/systemd/system/multi-user.target.wants/x.service", "../x.service"),
+            ("lib/systemd/system/multi-user.target.wants/x@one.service", "../x@.service"),
+            ("lib/systemd/system/x.service.wants/x@two.service", "../x@.service"),
+        ],
+        &[
+            &format!("{S}/x.service"),
+            &format!("{S}/x@.service"),
+            &format!("{S}/x.service.d"),
+            &format!("{S}/multi-user.target.wants"),
+            &format!("{S}/x.service.wants"),
+        ],
+    )
+    .unwrap();
+    assert!(plan.iter().any(|p| p.dest == Path::new("/run/systemd/system/multi-user.target.wants/x@one.service")));
+}
+
+/// Shadowing is refused in the forms systemd resolves: the same name, an
+/// instance of a host template, a host alias of that name.
+#[test]
+fn shadowing_a_host_template_or_alias_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let cfg = config(&root);
+    let plan = plan_of(
+        &cfg,
+        &t.path().join("img"),
+        &[("lib/systemd/system/getty@tty1.service", "[Service]\n"), ("lib/systemd/system/gdm.service", "[Service]\n")],
+        &[],
+        &["/lib/systemd/system/getty@tty1.service", "/lib/systemd/system/gdm.service"],
+    )
+    .unwrap();
+    let x = id("x", "1");
+    attach::check_host_units(&cfg, &x, &plan).unwrap();
+    put(&root, "usr/lib/systemd/system/getty@.service", "[Service]\n");
+    assert_eq!(
+        err_text(attach::check_host_units(&cfg, &x, &plan)),
+        "image x:1: unit getty@tty1.service (from /lib/systemd/system/getty@tty1.service) shadows an instance of \
+         the host's template /usr/lib/systemd/system/getty@.service"
+    );
+    std::fs::remove_file(root.join("usr/lib/systemd/system/getty@.service")).unwrap();
+    link(&root, "etc/systemd/system/display-manager.service", "/usr/lib/systemd/system/gdm.service");
+    assert_eq!(
+        err_text(attach::check_host_units(&cfg, &x, &plan)),
+        "image x:1: unit gdm.service (from /lib/systemd/system/gdm.service) would become the host's alias \
+         /etc/systemd/system/display-manager.service"
+    );
+}

@@ -5,7 +5,7 @@ use super::plan::{Action, Class, GENERATOR_DIR, Placement};
 use super::record::Record;
 use crate::model::config::{self, Config};
 use crate::model::names::ImageId;
-use crate::model::units::is_unit_name;
+use crate::model::units::{is_unit_name, template_of};
 use crate::sys::systemd;
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,25 @@ pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Resul
         let name = p.dest.file_name().unwrap().to_string_lossy();
         if !is_unit_name(&name) {
             continue;
+        }
+        // An instance the image ships replaces the host's instance of the
+        // same template; a unit it ships becomes what the host's aliases of
+        // that name point at.
+        if let Some(t) = template_of(&name)
+            && let Some(found) = systemd::find_unit(cfg, &t)
+        {
+            bail!(
+                "image {id}: unit {name} (from /{}) shadows an instance of the host's template {}",
+                p.source.as_deref().unwrap_or("?"),
+                found.display()
+            );
+        }
+        if let Some(alias) = systemd::aliases_of(cfg, &name).first() {
+            bail!(
+                "image {id}: unit {name} (from /{}) would become the host's alias {}",
+                p.source.as_deref().unwrap_or("?"),
+                alias.display()
+            );
         }
         for found in systemd::find_units(cfg, &name) {
             let dir = found.parent().unwrap_or(Path::new("/"));

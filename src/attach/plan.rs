@@ -7,7 +7,7 @@ use crate::archive::Archive;
 use crate::model::config::{self, Config};
 use crate::model::manifest::ImageManifest;
 use crate::model::names::ImageId;
-use crate::model::units::is_unit_name;
+use crate::model::units::{dep_dir_unit, is_unit_name, refuse_unit_name, template_of};
 use crate::sys::fsutil::{self};
 use crate::tree::source::{self, ImageSource, Kind};
 use anyhow::{Context, Result, anyhow, bail};
@@ -158,27 +158,7 @@ pub fn plan(
             }
         }
     }
-    // A drop-in directory may only change units the image ships itself: an
-    // image must not reconfigure the host's services.
-    let units_dir = Path::new(config::UNITS_DIR);
-    let shipped: Vec<String> = out
-        .iter()
-        .filter(|p| p.class == Class::Unit && p.action != Action::Dir && p.dest.parent() == Some(units_dir))
-        .map(|p| p.dest.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    for p in
-        out.iter().filter(|p| p.class == Class::Unit && p.action == Action::Dir && p.dest.parent() == Some(units_dir))
-    {
-        let name = p.dest.file_name().unwrap().to_string_lossy();
-        if let Some(unit) = name.strip_suffix(".d")
-            && !shipped.iter().any(|u| u == unit)
-        {
-            bail!(
-                "manifest units entry /{}: drop-in directory {name} changes {unit}, which the image does not ship",
-                p.source.as_deref().unwrap_or("?")
-            );
-        }
-    }
+    check_changes_only_its_units(&out)?;
     // Two assets of one image at one place: name both.
     let mut seen: HashMap<&Path, &Placement> = HashMap::new();
     for p in &out {
@@ -347,3 +327,62 @@ pub fn plan_archive_units(cfg: &Config, a: &Archive, mem: &source::Mem) -> Resul
 
 /// Where the torcx generator writes (systemd's normal generator directory).
 pub const GENERATOR_DIR: &str = "/run/systemd/generator";
+
+/// An image changes only the units it ships (design.md): every file it puts
+/// among the units is a unit of its own, and every directory there is a
+/// drop-in directory of one of its units, or a dependency directory
+/// (`.wants`, `.requires`, `.upholds`) of a target or of one of its units,
+/// holding only links to its own units (or instances of its templates).
+fn check_changes_only_its_units(out: &[Placement]) -> Result<()> {
+    let units = Path::new(config::UNITS_DIR);
+    let name_of = |p: &Placement| p.dest.file_name().unwrap().to_string_lossy().into_owned();
+    let from = |p: &Placement| p.source.as_deref().unwrap_or("?").to_string();
+    let ours = |p: &Placement| p.class == Class::Unit;
+    let shipped: Vec<String> = out
+        .iter()
+        .filter(|p| ours(p) && p.action != Action::Dir && p.dest.parent() == Some(units))
+        .map(name_of)
+        .collect();
+    for p in out.iter().filter(|p| ours(p) && p.action != Action::Dir && p.dest.parent() == Some(units)) {
+        if let Some(why) = refuse_unit_name(&name_of(p)) {
+            bail!("manifest units entry /{}: {} {why}", from(p), name_of(p));
+        }
+    }
+    let is_shipped = |u: &str| shipped.iter().any(|s| s == u) || template_of(u).is_some_and(|t| shipped.contains(&t));
+    for p in out.iter().filter(|p| ours(p) && p.action == Action::Dir && p.dest.parent() == Some(units)) {
+        let name = name_of(p);
+        if let Some(unit) = name.strip_suffix(".d") {
+            if !shipped.iter().any(|u| u == unit) {
+                bail!(
+                    "manifest units entry /{}: drop-in directory {name} changes {unit}, which the image does not ship",
+                    from(p)
+                );
+            }
+        } else if let Some(unit) = dep_dir_unit(&name) {
+            if !unit.ends_with(".target") && !shipped.iter().any(|u| u == unit) {
+                bail!(
+                    "manifest units entry /{}: dependency directory {name} changes {unit}, which the image does not ship \
+                     (only a target, or a unit of the image, may get dependencies)",
+                    from(p)
+                );
+            }
+            // What goes in it: its own units only.
+            for q in out.iter().filter(|q| ours(q) && q.dest.parent() == Some(&p.dest)) {
+                let linked = match &q.action {
+                    Action::Symlink(t) => t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                    _ => name_of(q),
+                };
+                if !is_shipped(&linked) {
+                    bail!(
+                        "manifest units entry /{}: {name}/{} pulls in {linked}, which the image does not ship",
+                        from(q),
+                        name_of(q)
+                    );
+                }
+            }
+        } else {
+            bail!("manifest units entry /{}: {name} is neither a drop-in nor a dependency directory", from(p));
+        }
+    }
+    Ok(())
+}
