@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);
     let mut mine: Option<Vec<PathBuf>> = None;
+    let mut aliases = None;
     for p in plan.iter().filter(|p| p.class == Class::Unit && p.dest.parent() == Some(units)) {
         let name = p.dest.file_name().unwrap().to_string_lossy();
         if !is_unit_name(&name) {
@@ -38,7 +39,8 @@ pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Resul
                 found.display()
             );
         }
-        if let Some(alias) = systemd::aliases_of(cfg, &name).first() {
+        let aliases = aliases.get_or_insert_with(|| systemd::aliases(cfg));
+        if let Some(alias) = aliases.get(name.as_ref()) {
             bail!(
                 "image {id}: unit {name} (from /{}) would become the host's alias {}",
                 p.source.as_deref().unwrap_or("?"),

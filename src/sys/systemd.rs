@@ -33,18 +33,23 @@ pub fn find_units<'a>(cfg: &'a Config, name: &'a str) -> impl Iterator<Item = Pa
     UNIT_PATH.iter().map(move |d| Path::new(d).join(name)).filter(|p| std::fs::symlink_metadata(cfg.host(p)).is_ok())
 }
 
-/// The aliases on the host that resolve to a unit named `name`: symlinks
-/// of another name, directly in a unit directory, whose target is named so.
-pub fn aliases_of(cfg: &Config, name: &str) -> Vec<PathBuf> {
-    let mut out = vec![];
+/// The host's aliases, by the name of the unit they resolve to: symlinks
+/// directly in a unit directory whose target has another name (the first
+/// in search order wins). One read of each unit directory.
+pub fn aliases(cfg: &Config) -> std::collections::HashMap<String, PathBuf> {
+    let mut out = std::collections::HashMap::new();
     for d in UNIT_PATH {
         let Ok(rd) = std::fs::read_dir(cfg.host(Path::new(d))) else { continue };
         for e in rd.flatten() {
-            if e.file_name() == name || !e.file_type().is_ok_and(|t| t.is_symlink()) {
+            if !e.file_type().is_ok_and(|t| t.is_symlink()) {
                 continue;
             }
-            if std::fs::read_link(e.path()).is_ok_and(|t| t.file_name().is_some_and(|n| n == name)) {
-                out.push(Path::new(d).join(e.file_name()));
+            let Some(target) = std::fs::read_link(e.path()).ok().and_then(|t| t.file_name().map(|n| n.to_owned()))
+            else {
+                continue;
+            };
+            if target != e.file_name() {
+                out.entry(target.to_string_lossy().into_owned()).or_insert_with(|| Path::new(d).join(e.file_name()));
             }
         }
     }
