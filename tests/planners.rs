@@ -961,3 +961,40 @@ fn shadowing_a_host_template_or_alias_is_refused() {
          /etc/systemd/system/display-manager.service"
     );
 }
+
+// ------------------------------------------------------------- escaping
+
+/// The seal is sourced by shells: what it holds comes back as it was, and
+/// nothing in it runs.
+#[test]
+fn the_seal_expands_nothing_when_sourced() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = config(&t.path().join("root"));
+    let canary = t.path().join("ran");
+    let nasty = format!("a$(touch {c})`touch {c}`\"\\ $HOME\nb", c = canary.display());
+    let seal = torcx::boot::apply::seal_text(&cfg, &["vendor".to_string()], Some(&nasty));
+    let file = t.path().join("seal");
+    std::fs::write(&file, &seal).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(". \"$1\" && printf %s \"$TORCX_UPPER_PROFILE\"")
+        .arg("sh")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!canary.exists(), "sourcing the seal ran a command");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), nasty.replace('\n', "\\n"));
+}
+
+/// A run directory that would need quoting in a unit file is refused when
+/// the configuration is read, naming it.
+#[test]
+fn a_run_dir_unit_files_cannot_hold_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    for bad in ["/run/tor cx", "/run/%n", "/run/x\ny"] {
+        let env = |k: &str| (k == "TORCX_RUNDIR").then(|| bad.to_string());
+        let e = Config::load_with_env(&Overrides { root: Some(t.path().into()), stores: vec![] }, &env).unwrap_err();
+        assert!(format!("{e:#}").starts_with(&format!("run_dir {bad:?}: ")), "{e:#}");
+    }
+}

@@ -89,10 +89,17 @@ impl CopyMode {
 
 /// The drop-in tying a unit to its image (design.md, "Drop-in").
 pub fn dropin(cfg: &Config, o: &Origin, unit: &str) -> String {
+    // The archive's path is the admin's (a store, a path given to attach):
+    // in the comment, a control character cannot start a line of its own.
+    let archive: String = o
+        .archive
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_control() { format!("\\x{:02x}", c as u32) } else { c.to_string() })
+        .collect();
     let mut s = format!(
-        "# Attached by torcx from {} ({}); do not edit.\n[Unit]\nRequires=torcx.target\nAfter=torcx.target\n",
-        o.id,
-        o.archive.display()
+        "# Attached by torcx from {} ({archive}); do not edit.\n[Unit]\nRequires=torcx.target\nAfter=torcx.target\n",
+        o.id
     );
     if unit.ends_with(".service") {
         let bin = cfg.bin_dir();

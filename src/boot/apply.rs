@@ -74,11 +74,16 @@ fn write_status(cfg: &Config, s: &Status) -> Result<()> {
 
 /// Go's `%q` for the strings torcx writes: quotes and backslashes escaped.
 fn quote(s: &str) -> String {
+    // The seal is sourced by shells and read as an EnvironmentFile: inside
+    // double quotes, `$`, backticks, `"` and `\` are escaped so nothing
+    // expands, and control characters are written as escapes.
     let mut o = String::from("\"");
     for c in s.chars() {
         match c {
-            '"' => o += "\\\"",
-            '\\' => o += "\\\\",
+            '"' | '\\' | '$' | '`' => {
+                o.push('\\');
+                o.push(c)
+            }
             '\n' => o += "\\n",
             c if c.is_control() => o += &format!("\\x{:02x}", c as u32),
             c => o.push(c),

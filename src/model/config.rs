@@ -117,6 +117,15 @@ impl Config {
         if let Some(v) = env("TORCX_CONFDIR").filter(|v| !v.is_empty()) {
             c.conf_dir = abs("TORCX_CONFDIR", v)?;
         }
+        // The run directory is written into unit files (Environment=,
+        // RootDirectory=) and the seal: only plain paths, so nothing there
+        // needs quoting and no systemd specifier (`%`) can expand.
+        let run = c.run_dir.to_string_lossy();
+        if let Some(bad) = run.chars().find(|ch| !plain_path_char(*ch)) {
+            bail!(
+                "run_dir {run:?}: {bad:?} is not allowed (only letters, digits and / . _ - + : @): it is written into unit files"
+            );
+        }
         // Upstream ignores a relative USR mountpoint rather than failing.
         if let Some(v) = env("TORCX_USR_MOUNTPOINT").filter(|v| v.starts_with('/')) {
             c.usr_dir = v.into();
@@ -239,6 +248,11 @@ pub fn read_version_id(path: &Path) -> Option<String> {
 }
 
 /// `1048576`, `512K`, `450M`, `2G` (powers of 1024).
+/// A character a path written into a unit file may hold as it is.
+pub fn plain_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "/._-+:@".contains(c)
+}
+
 pub fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();
     let (num, mul) = match s.char_indices().last() {
