@@ -194,6 +194,33 @@ fn detach_keeps_and_reports_a_file_changed_since_attach() {
     assert!(s.mount_at(&t.path("run/torcx/unpack/demo")).is_none());
 }
 
+/// Detach never follows a link to decide what is torcx's: a placed file an
+/// admin replaced with a symlink, even to identical content, is kept.
+#[test]
+fn detach_keeps_a_file_replaced_by_a_symlink_to_the_same_content() {
+    require_root("detach_keeps_a_file_replaced_by_a_symlink_to_the_same_content");
+    let t = TestRoot::new();
+    let a = image(&t, "demo", "1");
+    let mut ns = Ns::new(&t);
+    ns.torcx(&["attach", a.to_str().unwrap()]);
+    ns.sh(
+        "u=\"$ROOT/run/systemd/system/demo.service\"; mkdir -p \"$ROOT/etc/mine\"; cp \"$u\" \"$ROOT/etc/mine/demo.service\"; \
+         rm \"$u\"; ln -s ../../../etc/mine/demo.service \"$u\"",
+    );
+    let det = ns.torcx(&["detach", "demo"]);
+    let steps = ns.run();
+    let s = &steps[det];
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert!(
+        s.stderr.contains("image demo: kept 1 file changed since attach: /run/systemd/system/demo.service"),
+        "{}",
+        s.describe()
+    );
+    let link = std::fs::read_link(t.path("run/systemd/system/demo.service")).unwrap();
+    assert_eq!(link, std::path::Path::new("../../../etc/mine/demo.service"));
+    assert!(t.exists("etc/mine/demo.service"));
+}
+
 #[test]
 fn reattach_switches_or_leaves_the_old_attachment_exactly_as_it_was() {
     require_root("reattach_switches_or_leaves_the_old_attachment_exactly_as_it_was");

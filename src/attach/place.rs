@@ -136,8 +136,21 @@ pub(super) fn still_ours(cfg: &Config, f: &RecordedFile) -> bool {
     let host = cfg.host(&f.path);
     match f.kind {
         FileKind::Symlink => std::fs::read_link(&host).ok().as_ref() == f.target.as_ref(),
-        FileKind::File => std::fs::read(&host).is_ok_and(|b| Some(sha256_hex(&b)) == f.sha256),
-        FileKind::Dir => host.is_dir(),
+        // Never through a link: a file an admin replaced with a symlink, even
+        // to identical content, is the admin's.
+        FileKind::File => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&host)
+                .and_then(|mut fh| {
+                    let mut b = vec![];
+                    std::io::Read::read_to_end(&mut fh, &mut b).map(|_| b)
+                })
+                .is_ok_and(|b| Some(sha256_hex(&b)) == f.sha256)
+        }
+        FileKind::Dir => std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()),
     }
 }
 
