@@ -152,10 +152,13 @@ fn next_profile_selects_the_upper_profile() {
         assert_eq!(r.upper_profile.as_deref(), upper, "next-profile {text:?}");
         assert_eq!(ids(&r.images), images, "next-profile {text:?}");
     }
-    // A name that is not a profile name is refused, naming the file.
+    // A name that is not a profile name is a leftover like a missing
+    // profile: a warning naming the file, and the lower profiles apply.
     put(root, "etc/torcx/next-profile", "../../etc/passwd\n");
-    let e = err_text(profile::resolve(&cfg));
-    assert!(e.starts_with("next profile /etc/torcx/next-profile: "), "{e}");
+    let r = profile::resolve(&cfg).unwrap();
+    assert_eq!(r.upper_profile, None);
+    assert!(r.warnings[0].starts_with("next profile /etc/torcx/next-profile: "), "{:?}", r.warnings);
+    assert!(r.warnings[0].ends_with("; applying the lower profiles only"), "{:?}", r.warnings);
 }
 
 /// A next-profile naming a profile that does not exist does not stop the

@@ -100,7 +100,13 @@ pub fn resolve(cfg: &Config) -> Result<Resolved> {
         }
     }
     let mut upper_profile = None;
-    if let Some(name) = next_profile_name(cfg)? {
+    // A next-profile that names no valid profile is a leftover too: it
+    // behaves like one naming a missing profile.
+    let next = next_profile_name(cfg).unwrap_or_else(|e| {
+        warnings.push(format!("{e:#}; applying the lower profiles only"));
+        None
+    });
+    if let Some(name) = next {
         match find(cfg, &name)? {
             Some(p) => {
                 layers.push(load(cfg, &p)?);
@@ -195,6 +201,7 @@ mod tests {
         let err = format!("{:#}", resolve(&cfg).unwrap_err());
         assert!(err.contains("/etc/torcx/profiles/bad.json") && err.contains("invalid image name"), "{err}");
         w("etc/torcx/next-profile", "../../etc/passwd");
-        assert!(resolve(&cfg).is_err());
+        let r = resolve(&cfg).unwrap();
+        assert!(r.upper_profile.is_none() && r.warnings[0].starts_with("next profile /etc/torcx/next-profile: "));
     }
 }
