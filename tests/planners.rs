@@ -850,7 +850,9 @@ fn plan_of(
 #[test]
 fn an_image_changes_only_the_units_it_ships() {
     const S: &str = "/lib/systemd/system";
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    // (what, files, links, the manifest's units, the refusal)
+    type Files<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(&str, Files, Files, Vec<&str>, &str)> = vec![
         (
             "a prefix unit",
             vec![

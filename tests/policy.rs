@@ -440,7 +440,9 @@ fn every_reader_accepts_a_harmless_archive() {
 fn oci_readers_agree_across_layers() {
     let unit = "lib/systemd/system/x.service";
     let text: &[u8] = b"[Service]\nExecStart=/bin/tool\n";
-    let cases: Vec<(&str, Vec<E>, Vec<E>, Option<&str>)> = vec![
+    // (what, layer 1, layer 2, the refusal both give, if any)
+    type Case<'a> = (&'a str, Vec<E<'a>>, Vec<E<'a>>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "the root emptied, then a path through a former file",
             vec![E::File("ff", b"x")],

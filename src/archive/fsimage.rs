@@ -113,10 +113,10 @@ impl FsImage {
                     let node = if e.inode.is_dir() {
                         Node::Dir
                     } else if e.inode.is_symlink() {
-                        let t = fs.read_link_inode(e.inode.clone()).map_err(|e| anyhow!("reading erofs link: {e}"))?;
+                        let t = fs.read_link_inode(e.inode).map_err(|e| anyhow!("reading erofs link: {e}"))?;
                         Node::Link(PathBuf::from(t.to_string_lossy().into_owned()))
                     } else if e.inode.is_file() {
-                        Node::File { size: e.inode.data_size(), handle: Handle::Erofs(e.inode.clone()) }
+                        Node::File { size: e.inode.data_size(), handle: Handle::Erofs(e.inode) }
                     } else if e.inode.device().is_some() {
                         Node::Special(Special::Device)
                     } else {
@@ -134,7 +134,7 @@ impl FsImage {
         Ok(match (self, h) {
             (FsImage::Squashfs(fs), Handle::Squashfs(r)) => Box::new(fs.file(r).reader()),
             (FsImage::Erofs(fs), Handle::Erofs(inode)) => {
-                Box::new(fs.open_inode_file(inode.clone()).map_err(|e| anyhow!("opening erofs file: {e}"))?)
+                Box::new(fs.open_inode_file(*inode).map_err(|e| anyhow!("opening erofs file: {e}"))?)
             }
             _ => bail!("a file handle of another image"),
         })

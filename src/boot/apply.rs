@@ -117,10 +117,11 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     let _lock = Lock::take(&cfg.host(&cfg.lock_path()))?;
     attach::sweep(cfg);
     let sealed = cfg.host(Path::new(SEAL_PATH)).exists();
-    if sealed && !force {
-        if let Some(status) = read_status(cfg).filter(|s| s.sealed) {
-            return Ok(Outcome { status, already: true });
-        }
+    if sealed
+        && !force
+        && let Some(status) = read_status(cfg).filter(|s| s.sealed)
+    {
+        return Ok(Outcome { status, already: true });
     }
     let started = now();
     let mut status = Status {

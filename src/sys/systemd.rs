@@ -35,8 +35,33 @@ pub fn find_units<'a>(cfg: &'a Config, name: &'a str) -> impl Iterator<Item = Pa
 
 /// The host's aliases, by the name of the unit they resolve to: symlinks
 /// directly in a unit directory whose target has another name (the first
-/// in search order wins). One read of each unit directory.
-pub fn aliases(cfg: &Config) -> std::collections::HashMap<String, PathBuf> {
+/// in search order wins). The boot checks every image against the same
+/// host, so the directories are read again only when one of them changed
+/// (a stat of each tells), but for `/run/systemd/system`, which torcx
+/// itself changes while it places images (and where it places no alias).
+pub fn aliases(cfg: &Config) -> std::sync::Arc<std::collections::HashMap<String, PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    type Stamp = Vec<Option<(u64, u64, i64, i64)>>;
+    type Cache = Option<(PathBuf, Stamp, std::sync::Arc<std::collections::HashMap<String, PathBuf>>)>;
+    static CACHE: std::sync::Mutex<Cache> = std::sync::Mutex::new(None);
+    let stamp: Stamp = UNIT_PATH
+        .iter()
+        .filter(|d| **d != crate::model::config::UNITS_DIR)
+        .map(|d| std::fs::metadata(cfg.host(Path::new(d))).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec())))
+        .collect();
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((root, s, a)) = c.as_ref()
+        && *root == cfg.root
+        && *s == stamp
+    {
+        return a.clone();
+    }
+    let a = std::sync::Arc::new(read_aliases(cfg));
+    *c = Some((cfg.root.clone(), stamp, a.clone()));
+    a
+}
+
+fn read_aliases(cfg: &Config) -> std::collections::HashMap<String, PathBuf> {
     let mut out = std::collections::HashMap::new();
     for d in UNIT_PATH {
         let Ok(rd) = std::fs::read_dir(cfg.host(Path::new(d))) else { continue };

@@ -360,6 +360,7 @@ pub fn hardlink_not_file(raw: &[u8], target: &[u8]) -> anyhow::Error {
 /// path remembers the id of the directory it was made in: removing or
 /// replacing a directory (an OCI whiteout or layer) leaves what was below it
 /// behind, unreachable, without walking it.
+#[derive(Default)]
 pub struct Paths {
     keys: std::collections::hash_map::RandomState,
     seen: std::collections::HashMap<u64, Slot>,
@@ -373,12 +374,6 @@ struct Slot {
     node: Node,
     id: u32,
     parent: u32,
-}
-
-impl Default for Paths {
-    fn default() -> Self {
-        Paths { keys: Default::default(), seen: Default::default(), ids: 0, root: 0 }
-    }
 }
 
 impl Paths {
