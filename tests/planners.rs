@@ -892,6 +892,27 @@ fn an_image_changes_only_the_units_it_ships() {
             "manifest units entry /lib/systemd/system/multi-user.target.wants/debug-shell.service: multi-user.target.wants/debug-shell.service pulls in debug-shell.service, which the image does not ship",
         ),
         (
+            "a host unit pulled in by its name through a link to the image's own",
+            vec![("lib/systemd/system/x.service", "[Service]\n")],
+            vec![("lib/systemd/system/multi-user.target.wants/debug-shell.service", "../x.service")],
+            vec!["/lib/systemd/system/x.service", "/lib/systemd/system/multi-user.target.wants"],
+            "manifest units entry /lib/systemd/system/multi-user.target.wants/debug-shell.service: multi-user.target.wants/debug-shell.service pulls in debug-shell.service, which the image does not ship",
+        ),
+        (
+            "a unit name with an escape sequence",
+            vec![("lib/systemd/system/x\u{1b}[2J.service", "[Service]\n")],
+            vec![],
+            vec!["/lib/systemd/system/x\u{1b}[2J.service"],
+            "manifest units entry /lib/systemd/system/x\u{1b}[2J.service: x\u{1b}[2J.service holds characters systemd does not allow",
+        ),
+        (
+            "an instance name with a newline, of the image's own template",
+            vec![("lib/systemd/system/x@.service", "[Service]\n")],
+            vec![("lib/systemd/system/multi-user.target.wants/x@a\nb.service", "../x@.service")],
+            vec!["/lib/systemd/system/x@.service", "/lib/systemd/system/multi-user.target.wants"],
+            "manifest units entry /lib/systemd/system/multi-user.target.wants/x@a\nb.service: multi-user.target.wants/x@a\nb.service holds characters",
+        ),
+        (
             "a directory that is neither",
             vec![("lib/systemd/system/x.service", "[Service]\n"), ("lib/systemd/system/stuff/a", "x")],
             vec![],

@@ -374,12 +374,17 @@ fn check_changes_only_its_units(out: &[Placement]) -> Result<()> {
                 );
             }
             // What goes in it: its own units only.
+            // systemd pulls in the unit a link is named after (and follows
+            // the link only to find its file): both must be the image's.
             for q in out.iter().filter(|q| ours(q) && q.dest.parent() == Some(&p.dest)) {
-                let linked = match &q.action {
+                if let Some(why) = refuse_unit_name(&name_of(q)) {
+                    bail!("manifest units entry /{}: {name}/{} {why}", from(q), name_of(q));
+                }
+                let target = match &q.action {
                     Action::Symlink(t) => t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                     _ => name_of(q),
                 };
-                if !is_shipped(&linked) {
+                if let Some(linked) = [name_of(q), target].into_iter().find(|u| !is_shipped(u)) {
                     bail!(
                         "manifest units entry /{}: {name}/{} pulls in {linked}, which the image does not ship",
                         from(q),

@@ -48,6 +48,11 @@ pub fn refuse_unit_name(name: &str) -> Option<&'static str> {
             "is not a unit name (a unit ends in .service, .socket, .target, .timer, .path, .mount, .automount, .swap, .slice, .scope or .device)",
         );
     }
+    // systemd's own alphabet for unit names; anything else would reach
+    // logs, tables and unit files as it is.
+    if name.len() > 255 || !name.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c)) {
+        return Some("holds characters systemd does not allow in a unit name (letters, digits and : - _ . \\ @)");
+    }
     let stem = &name[..name.rfind('.').unwrap_or(name.len())];
     if stem.ends_with('-') {
         return Some("ends in '-': systemd applies its drop-ins to every unit whose name starts so");

@@ -30,14 +30,16 @@ impl Log for Sink {
             Level::Debug | Level::Trace => (7, "debug"),
         };
         let ident = self.ident;
+        let msg = r.args().to_string();
+        let msg = escape_controls(&msg);
         if let Some(k) = self.kmsg.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             // One write per record: kmsg takes each write as one message.
-            let line = format!("<{prio}>{ident}[{}]: {}\n", std::process::id(), r.args());
+            let line = format!("<{prio}>{ident}[{}]: {msg}\n", std::process::id());
             if k.write_all(line.as_bytes()).is_ok() {
                 return;
             }
         }
-        let _ = writeln!(std::io::stderr(), "{ident}: {tag}: {}", r.args());
+        let _ = writeln!(std::io::stderr(), "{ident}: {tag}: {msg}");
     }
 
     fn flush(&self) {}
@@ -50,5 +52,24 @@ pub fn init(ident: &'static str, kmsg: bool, level: LevelFilter) {
     let sink: &'static Sink = Box::leak(Box::new(Sink { ident, kmsg: Mutex::new(file) }));
     if log::set_logger(sink).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+/// A message as one line with nothing a terminal or the journal would act
+/// on: control characters (a newline that would forge a `torcx:` line, an
+/// escape sequence) are written as `\xNN`.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    s.chars().map(|c| if c.is_control() { format!("\\x{:02x}", c as u32) } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn controls_are_escaped() {
+        assert_eq!(super::escape_controls("plain"), "plain");
+        assert_eq!(super::escape_controls("a\ntorcx: error: forged\x1b[2J"), "a\\x0atorcx: error: forged\\x1b[2J");
     }
 }
