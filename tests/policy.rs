@@ -17,7 +17,8 @@ type Reader = fn(&[u8], &Path, Limits) -> anyhow::Result<()>;
 fn extractor(tar: &[u8], dir: &Path, lim: Limits) -> anyhow::Result<()> {
     let dest = dir.join("tree");
     std::fs::create_dir(&dest)?;
-    extract::extract(tar, &dest, lim).map(|_| ())
+    // As apply reads an archive: through the bounded stream.
+    extract::extract(torcx::archive::guard::TarGuard::new(tar), &dest, lim).map(|_| ())
 }
 
 fn generator_tar(tar: &[u8], dir: &Path, lim: Limits) -> anyhow::Result<()> {
@@ -535,4 +536,28 @@ fn a_unit_hard_linked_through_a_chain_is_read() {
     use torcx::tree::source::ImageSource;
     let mem = Mem::from_archive(&a).unwrap();
     assert_eq!(mem.read(Path::new("lib/systemd/system/x.service")).unwrap(), b"[Service]\nExecStart=/bin/tool\n");
+}
+
+/// A tar extension record past its bound (a long name of a few hundred MB
+/// costs a few hundred KB of gzip) is refused by every reader before the
+/// tar crate reads it into memory.
+#[test]
+fn every_reader_refuses_a_huge_long_name_alike() {
+    let max = torcx::archive::guard::MAX_EXTENSION;
+    let mut h = tar::Header::new_gnu();
+    h.set_size(max + 1);
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_cksum();
+    let mut tar = tar_of(&prelude());
+    tar.truncate(tar.len() - 1024);
+    tar.extend(h.as_bytes());
+    tar.extend(vec![b'a'; (max + 1).div_ceil(512) as usize * 512]);
+    tar.extend(tar_of(&[E::File("after", b"x")]));
+    let want = format!("a tar long name of {} bytes refused (at most {max})", max + 1);
+    for (name, read, _) in READERS {
+        let dir = tempfile::tempdir().unwrap();
+        let got = format!("{:#}", read(&tar, dir.path(), Limits::unpack(1 << 30)).unwrap_err());
+        assert!(got.ends_with(&want), "the {name} said {got:?}, not {want:?}");
+    }
 }

@@ -3,6 +3,7 @@
 //! yields entries; deciding which entries are acceptable is `tree`'s job.
 
 pub mod fsimage;
+pub mod guard;
 pub mod oci;
 pub mod stream;
 #[doc(hidden)]

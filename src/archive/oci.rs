@@ -541,8 +541,10 @@ pub fn list_tags(path: &Path) -> Result<Vec<String>> {
     })
 }
 
+/// A layer's tar stream, decompressed and bounded as every tar stream is
+/// (`archive::guard`).
 pub fn decoder<'a>(comp: Comp, r: impl BufRead + 'a) -> Result<Box<dyn Read + 'a>> {
-    Ok(match comp {
+    let inner: Box<dyn Read + 'a> = match comp {
         Comp::Tar => Box::new(r),
         Comp::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
         Comp::Zstd => {
@@ -550,7 +552,8 @@ pub fn decoder<'a>(comp: Comp, r: impl BufRead + 'a) -> Result<Box<dyn Read + 'a
             d.window_log_max(31).context("configuring zstd")?;
             Box::new(d)
         }
-    })
+    };
+    Ok(Box::new(crate::archive::guard::TarGuard::new(inner)))
 }
 
 /// Hashes and counts what is read through it.

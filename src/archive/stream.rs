@@ -25,7 +25,8 @@ pub fn open_tar(a: &Archive) -> Result<Pipe> {
         }
         Format::Squashfs | Format::Erofs | Format::Oci => bail!("{} archives are not tar streams", a.format.name()),
     };
-    Ok(Pipe::spawn(dec))
+    // Bounded before the tar crate reads it (extension records, trailer).
+    Ok(Pipe::spawn(Box::new(crate::archive::guard::TarGuard::new(dec))))
 }
 
 /// `sha256:HEX` of a file, read on a thread of its own: while unpacking, the
