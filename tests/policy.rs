@@ -561,3 +561,31 @@ fn every_reader_refuses_a_huge_long_name_alike() {
         assert!(got.ends_with(&want), "the {name} said {got:?}, not {want:?}");
     }
 }
+
+/// A manifest over the in-memory bound is refused by every reader, apply's
+/// too, instead of the generator scanning the image (and planning units
+/// apply would not place) because it skipped the manifest.
+#[test]
+fn every_reader_refuses_an_oversized_manifest_alike() {
+    let big = format!("{{\"kind\":\"image-manifest-v0\",\"value\":{{\"bin\":[]}}}}{}", " ".repeat(1 << 20));
+    let big: &'static str = Box::leak(big.into_boxed_str());
+    let mut entries = prelude();
+    entries.extend([E::Dir(".torcx/"), E::File(".torcx/manifest.json", big.as_bytes())]);
+    let tar = tar_of(&entries);
+    let want = format!(".torcx/manifest.json: {} bytes refused (at most 1048576)", big.len());
+    for (name, read, _) in READERS {
+        let dir = tempfile::tempdir().unwrap();
+        let res = read(&tar, dir.path(), Limits::unpack(1 << 30));
+        // The unpackers write it; apply then refuses it when it reads the
+        // manifest of the tree (below).
+        if matches!(*name, "extractor" | "OCI unpack") {
+            assert!(res.is_ok(), "the {name}: {res:?}");
+            let tree = torcx::tree::source::Tree::open(&dir.path().join("tree")).unwrap();
+            let got = format!("{:#}", torcx::tree::source::read_manifest(&tree).unwrap_err());
+            assert_eq!(got, want, "apply after the {name}");
+            continue;
+        }
+        let got = format!("{:#}", res.unwrap_err());
+        assert!(got.ends_with(&want), "the {name} said {got:?}, not {want:?}");
+    }
+}

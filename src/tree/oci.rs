@@ -292,6 +292,9 @@ fn read_layer(src: impl Read, l: &Layer, extra: &[PathBuf], budget: &mut Budget)
             let path = dir.join(name);
             let kind = checked.kind;
             let mut data = None;
+            if kind == Kind::File && path == Path::new(MANIFEST_PATH) {
+                policy::check_manifest_size(e.size())?;
+            }
             if kind == Kind::File && keep(&path, extra) && policy::fits_in_memory(e.size()) {
                 policy::charge_mem(&mut budget.bytes, e.size(), &budget.limits)?;
                 let mut v = Vec::with_capacity(e.size() as usize);

@@ -298,6 +298,16 @@ pub fn fits_in_memory(size: u64) -> bool {
     size <= MAX_MEM_FILE
 }
 
+/// The image manifest may be at most [`MAX_MEM_FILE`] in every reader,
+/// apply's included: a generator that skipped a larger one would scan the
+/// image instead and plan units apply does not place.
+pub fn check_manifest_size(size: u64) -> Result<()> {
+    if size > MAX_MEM_FILE {
+        anyhow::bail!(".torcx/manifest.json: {size} bytes refused (at most {MAX_MEM_FILE})");
+    }
+    Ok(())
+}
+
 /// Charges `size` more bytes read into memory against `limits`.
 pub fn charge_mem(total: &mut u64, size: u64, limits: &Limits) -> Result<()> {
     *total += size;

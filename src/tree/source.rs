@@ -41,6 +41,7 @@ pub fn read_manifest(src: &dyn ImageSource) -> Result<Option<ImageManifest>> {
         None => Ok(None),
         Some(Kind::File) => {
             let text = src.read(Path::new(MANIFEST_PATH))?;
+            policy::check_manifest_size(text.len() as u64)?;
             let text = String::from_utf8(text).map_err(|_| anyhow!("{MANIFEST_PATH}: not UTF-8"))?;
             manifest::parse_image_manifest(&text).with_context(|| MANIFEST_PATH.to_string()).map(Some)
         }
@@ -169,6 +170,7 @@ impl Mem {
         };
         let units: Vec<String> = match files.get(Path::new(MANIFEST_PATH)) {
             Some((size, h)) => {
+                policy::check_manifest_size(*size)?;
                 let text = read(Path::new(MANIFEST_PATH), *size, h)?;
                 let m = manifest::parse_image_manifest(&String::from_utf8_lossy(&text)).context(MANIFEST_PATH)?;
                 mem.insert_file(PathBuf::from(MANIFEST_PATH), text);
@@ -327,6 +329,9 @@ impl Mem {
                 }
                 EntryKind::File => {
                     let is_manifest = rel == Path::new(MANIFEST_PATH);
+                    if is_manifest {
+                        policy::check_manifest_size(e.size())?;
+                    }
                     if (keep || is_manifest) && policy::fits_in_memory(e.size()) {
                         let mut v = vec![];
                         std::io::Read::read_to_end(&mut e, &mut v).context("reading archive")?;
