@@ -524,6 +524,12 @@ fn manifest_path_outside_the_image_is_refused() {
 /// Runs apply on a root holding one good image and `broken` written at
 /// `rel`; asserts exit 1, the file named on stderr, and nothing attached.
 fn assert_bad_file(rel: &str, broken: &str, also: &str) {
+    assert_bad_file_with(rel, broken, also, false)
+}
+
+/// The same; with `lower_applied`, the lower profiles' image is attached
+/// (what a broken next-profile leaves), and still nothing is sealed.
+fn assert_bad_file_with(rel: &str, broken: &str, also: &str, lower_applied: bool) {
     let t = TestRoot::new();
     image_simple(&t, "a", "1").pack(&t, USER_STORE, Fmt::Tgz);
     if !rel.ends_with("vendor.json") {
@@ -543,9 +549,16 @@ fn assert_bad_file(rel: &str, broken: &str, also: &str) {
         .find(|l| l.starts_with("torcx: error: ") && l.contains(&logical))
         .unwrap_or_else(|| panic!("{rel} not named in an error line\n{}", s.describe()));
     assert_contains(line, also, &s);
-    assert!(s.mounts_under(&t.root).is_empty(), "{rel}: mounted {:?}", s.mounts_under(&t.root));
-    assert!(bin_names(&t).is_empty());
-    assert!(!t.exists("run/torcx/attached/a.json"));
+    if lower_applied {
+        assert_eq!(bin_names(&t), ["a-tool"], "{rel}");
+        assert!(t.exists("run/torcx/attached/a.json"), "{rel}");
+        let st = file_status(&t);
+        assert!(st["value"]["error"].as_str().is_some_and(|e| e.contains(&logical)), "{rel}: {st:#}");
+    } else {
+        assert!(s.mounts_under(&t.root).is_empty(), "{rel}: mounted {:?}", s.mounts_under(&t.root));
+        assert!(bin_names(&t).is_empty());
+        assert!(!t.exists("run/torcx/attached/a.json"));
+    }
     assert_not_sealed(&t);
 }
 
@@ -563,10 +576,13 @@ fn invalid_config_and_profiles_are_named() {
         r#"{"kind":"profile-manifest-v9","value":{"images":[]}}"#,
         "unknown kind \"profile-manifest-v9\"",
     );
-    assert_bad_file(
+    // A broken next-profile: the lower profiles' image is attached, the boot
+    // not sealed, the file named (in the status too).
+    assert_bad_file_with(
         "etc/torcx/profiles/mine.json",
         &profile_json(&[("a", "1"), ("z", "1"), ("a", "2")]),
         "more than once",
+        true,
     );
     assert_bad_file("usr/share/oem/torcx/profiles/oem.json", &profile_json(&[("../evil", "1")]), "invalid image name");
 }

@@ -240,6 +240,21 @@ fn generator_with_a_broken_profile_fails_but_pulls_in_apply() {
 }
 
 #[test]
+fn generator_with_a_broken_next_profile_plans_the_lower_images() {
+    require_root("generator_with_a_broken_next_profile_plans_the_lower_images");
+    let t = root_with_x();
+    t.write("etc/torcx/profiles/mine.json", "{\"kind\": \"profile-manifest-v0\", oops");
+    t.write("etc/torcx/next-profile", "mine");
+    let out = Out::new();
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_contains(&s.log, "/etc/torcx/profiles/mine.json", &s);
+    assert_x_planned(&out);
+}
+
+#[test]
 fn generator_plans_the_images_it_can() {
     require_root("generator_plans_the_images_it_can");
     // x is fine, m has no archive: x is planned, m is logged, exit 1.

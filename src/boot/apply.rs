@@ -160,7 +160,14 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
         }
         status.images.push(st);
     }
-    let ok = status.images.iter().all(|i| i.error.is_none());
+    // An unreadable next-profile: its images are unknown, so the boot is
+    // not what the admin asked for. The lower profiles' images are attached
+    // all the same, but nothing is sealed, and the status names the file.
+    if let Some(e) = &resolved.upper_error {
+        log::error!("{e}; the lower profiles' images are applied, the boot is not sealed");
+        status.error = Some(e.clone());
+    }
+    let ok = status.images.iter().all(|i| i.error.is_none()) && resolved.upper_error.is_none();
     if ok {
         let profile = serde_json::json!({
             "kind": crate::model::manifest::PROFILE_V0,

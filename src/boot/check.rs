@@ -38,6 +38,9 @@ pub fn check(cfg: &Config, t: Option<Target>) -> Result<Checked> {
     let (images, shown) = match t {
         None => {
             let r = profile::resolve(cfg)?;
+            if let Some(e) = r.upper_error {
+                anyhow::bail!(e);
+            }
             (r.images, r.upper_profile)
         }
         Some(t) => {

@@ -92,6 +92,11 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
     for w in &resolved.warnings {
         log::warn!("{}", w);
     }
+    // As apply: the lower profiles' images are planned all the same.
+    if let Some(e) = &resolved.upper_error {
+        log::error!("{e}; planning the lower profiles' images");
+        *failed = true;
+    }
     for (id, planned) in plan(&cfg, &resolved.images) {
         match planned.and_then(|p| write_units(normal, &p.placements).map(|()| p.placements.len())) {
             Ok(n) => log::info!("image {id}: {n} unit files planned"),

@@ -26,6 +26,10 @@ pub(super) fn cmd_apply(cfg: &Config, force: bool, json: bool) -> Result<i32> {
     for e in &failed {
         log::error!("{}", e);
     }
+    if let Some(e) = &s.error {
+        log::error!("{e}; not sealed (see {})", cfg.status_path().display());
+        return Ok(1);
+    }
     if !failed.is_empty() {
         log::error!(
             "{} of {} images failed; not sealed (see {})",

@@ -22,6 +22,10 @@ pub struct Resolved {
     /// Things an operator should know that did not stop the apply.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The next-profile could not be read: the lower profiles' images are
+    /// still applied, but the boot is not sealed, and this names the file.
+    #[serde(skip)]
+    pub upper_error: Option<String>,
 }
 
 /// The logical path of profile `name`: the last profile directory holding
@@ -100,6 +104,7 @@ pub fn resolve(cfg: &Config) -> Result<Resolved> {
         }
     }
     let mut upper_profile = None;
+    let mut upper_error = None;
     // A next-profile that names no valid profile is a leftover too: it
     // behaves like one naming a missing profile.
     let next = next_profile_name(cfg).unwrap_or_else(|e| {
@@ -108,10 +113,13 @@ pub fn resolve(cfg: &Config) -> Result<Resolved> {
     });
     if let Some(name) = next {
         match find(cfg, &name)? {
-            Some(p) => {
-                layers.push(load(cfg, &p)?);
-                upper_profile = Some(name);
-            }
+            Some(p) => match load(cfg, &p) {
+                Ok(l) => {
+                    layers.push(l);
+                    upper_profile = Some(name);
+                }
+                Err(e) => upper_error = Some(format!("{e:#}")),
+            },
             // A leftover next-profile must not stop the boot (Flatcar#1217):
             // apply the lower profiles and say so loudly.
             None => warnings.push(format!(
@@ -121,7 +129,7 @@ pub fn resolve(cfg: &Config) -> Result<Resolved> {
             )),
         }
     }
-    Ok(Resolved { lower_profiles, upper_profile, images: merge(&layers), warnings })
+    Ok(Resolved { lower_profiles, upper_profile, images: merge(&layers), warnings, upper_error })
 }
 
 /// The images of this boot's run profile, once sealed.
@@ -191,14 +199,14 @@ mod tests {
             r#"{"kind":"profile-manifest-v0","value":{"images":[{"name":"a","reference":"1"},{"name":"a","reference":"2"}]}}"#,
         );
         w("etc/torcx/next-profile", "dup");
-        let err = format!("{:#}", resolve(&cfg).unwrap_err());
+        let err = resolve(&cfg).unwrap().upper_error.unwrap();
         assert!(err.contains("/etc/torcx/profiles/dup.json") && err.contains("more than once"), "{err}");
         w(
             "etc/torcx/profiles/bad.json",
             r#"{"kind":"profile-manifest-v0","value":{"images":[{"name":"../x","reference":"1"}]}}"#,
         );
         w("etc/torcx/next-profile", "bad");
-        let err = format!("{:#}", resolve(&cfg).unwrap_err());
+        let err = resolve(&cfg).unwrap().upper_error.unwrap();
         assert!(err.contains("/etc/torcx/profiles/bad.json") && err.contains("invalid image name"), "{err}");
         w("etc/torcx/next-profile", "../../etc/passwd");
         let r = resolve(&cfg).unwrap();
