@@ -370,3 +370,46 @@ fn generator_never_writes_links_that_leave_the_image() {
         assert_apply_link(&out);
     }
 }
+
+/// After an apply, the generator reads the units from the cache (compact,
+/// text as text); an entry the policy refuses is not used, and the
+/// archive is read instead.
+#[test]
+fn the_cache_is_used_only_when_it_passes_the_policy() {
+    require_root("the_cache_is_used_only_when_it_passes_the_policy");
+    let t = root_with_x();
+    let mut ns = Ns::new(&t);
+    ns.apply();
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 0, "{}", s.describe());
+    let cache = t.path("var/lib/torcx/cache/generator/x:1.json");
+    let text = read(&cache);
+    assert!(text.contains("\"kind\":\"torcx-generator-cache-v1\""), "{text}");
+    assert!(text.contains("\"path\":\"lib/systemd/system/x.service\",\"text\":"), "{text}");
+    // The next boot: /run is empty again (the apply's mounts went with its namespace).
+    std::fs::remove_dir_all(t.path("run")).unwrap();
+
+    // A valid entry is used: what it says is what the generator writes.
+    let edited = text.replace("ExecStart=", "ExecStart=/from/the/cache ");
+    assert_ne!(edited, text);
+    std::fs::write(&cache, &edited).unwrap();
+    let run = |t: &TestRoot| {
+        let out = Out::new();
+        let mut ns = Ns::new(t);
+        ns.generator(&out.args(t));
+        let s = ns.run().pop().unwrap();
+        assert_eq!(s.code, 0, "{}", s.describe());
+        out
+    };
+    let out = run(&t);
+    assert!(read(&out.normal("x.service")).contains("/from/the/cache"));
+
+    // One that would let the image past the policy is not: the archive is
+    // read again, and the generator plans what it holds.
+    let hostile =
+        text.replace("\"path\":\"lib/systemd/system/x.socket\"", "\"path\":\"lib/systemd/system/../../../x.socket\"");
+    assert_ne!(hostile, text);
+    std::fs::write(&cache, &hostile).unwrap();
+    let out = run(&t);
+    assert_x_planned(&out);
+}

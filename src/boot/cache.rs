@@ -10,13 +10,19 @@
 use crate::archive::Archive;
 use crate::model::config::Config;
 use crate::sys::fsutil::atomic_write_unsynced;
+use crate::tree::cached::Cached;
 use crate::tree::source::Mem;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-const KIND: &str = "torcx-generator-cache-v0";
+/// v1: text files as text, checked when read back (v0 entries, JSON arrays
+/// of numbers, are read from the archive again and replaced).
+const KIND: &str = "torcx-generator-cache-v1";
+/// A cache entry is at most what the generator may read of an image, plus
+/// room for its JSON.
+const MAX_ENTRY: u64 = 2 * crate::tree::policy::MAX_MEM_TOTAL + (1 << 20);
 
 #[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
 struct Key {
@@ -32,7 +38,7 @@ struct Key {
 struct Entry {
     kind: String,
     key: Key,
-    mem: Mem,
+    mem: Cached,
 }
 
 fn path(cfg: &Config, a: &Archive) -> PathBuf {
@@ -53,15 +59,32 @@ fn key(a: &Archive) -> Option<Key> {
 
 /// The cached units of `a`, if the archive is still the one they came from.
 pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
-    let text = std::fs::read(path(cfg, a)).ok()?;
+    use std::io::Read;
+    let mut text = vec![];
+    std::fs::File::open(path(cfg, a)).ok()?.take(MAX_ENTRY + 1).read_to_end(&mut text).ok()?;
+    if text.len() as u64 > MAX_ENTRY {
+        return None;
+    }
     let e: Entry = serde_json::from_slice(&text).ok()?;
-    (e.kind == KIND && Some(e.key) == key(a)).then_some(e.mem)
+    if e.kind != KIND || Some(e.key) != key(a) {
+        return None;
+    }
+    // Checked as the archive's own entries are: an entry that would not
+    // pass is not used (the archive is read instead, and says why).
+    match e.mem.into_mem() {
+        Ok(m) => Some(m),
+        Err(err) => {
+            log::info!("image {}: cache entry not used: {err:#}", a.id);
+            None
+        }
+    }
 }
 
 /// Best effort: a boot without a cache is only slower.
 pub fn store(cfg: &Config, a: &Archive, mem: Mem) {
     let Some(key) = key(a) else { return };
     let res = (|| -> Result<()> {
+        let mem = Cached::of(&mem).ok_or_else(|| anyhow::anyhow!("a path that is not UTF-8"))?;
         let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem })?;
         atomic_write_unsynced(&path(cfg, a), &b, 0o644)
     })();

@@ -2,6 +2,7 @@
 //! the confined extractor, the image's files seen the same way from a tree
 //! or from an archive, and the scan of an image without a manifest.
 
+pub mod cached;
 pub mod extract;
 pub mod layer;
 pub mod oci;

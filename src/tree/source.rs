@@ -134,7 +134,7 @@ impl ImageSource for Tree {
 }
 
 /// The parts of an archive the generator needs, read straight from it.
-#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[derive(Default, Debug)]
 pub struct Mem {
     files: BTreeMap<PathBuf, Vec<u8>>,
     links: BTreeMap<PathBuf, PathBuf>,
@@ -196,6 +196,17 @@ impl Mem {
             }
         }
         Ok(mem)
+    }
+
+    /// The files read, the symlinks and the directories (for the cache).
+    pub fn files(&self) -> impl Iterator<Item = (&PathBuf, &Vec<u8>)> {
+        self.files.iter()
+    }
+    pub fn links(&self) -> impl Iterator<Item = (&PathBuf, &PathBuf)> {
+        self.links.iter()
+    }
+    pub fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
+        self.dirs.iter()
     }
 
     /// Adds a regular file (for readers of other formats).
