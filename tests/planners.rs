@@ -1024,3 +1024,26 @@ fn a_run_dir_unit_files_cannot_hold_is_refused() {
         assert!(format!("{e:#}").starts_with(&format!("run_dir {bad:?}: ")), "{e:#}");
     }
 }
+
+/// A unit over the generator's 1 MiB read bound is refused by apply's plan
+/// too (the generator never reads it, so it could not plan it).
+#[test]
+fn a_unit_over_the_read_bound_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = config(&t.path().join("root"));
+    let big = format!("[Service]\n#{}\n", "x".repeat(1 << 20));
+    let e = err_text(plan_of(
+        &cfg,
+        &t.path().join("img"),
+        &[("lib/systemd/system/x.service", big.as_str())],
+        &[],
+        &["/lib/systemd/system/x.service"],
+    ));
+    assert!(
+        e.ends_with(&format!(
+            "/lib/systemd/system/x.service: {} bytes refused for a unit (at most 1048576)",
+            big.len()
+        )),
+        "{e}"
+    );
+}

@@ -589,3 +589,27 @@ fn every_reader_refuses_an_oversized_manifest_alike() {
         assert!(got.ends_with(&want), "the {name} said {got:?}, not {want:?}");
     }
 }
+
+/// The manifest is read at its own path only, by every reader: reached
+/// through a symlinked `.torcx`, the generator (which stops reading early)
+/// might not have it and would scan the image instead.
+#[test]
+fn a_manifest_behind_a_symlink_is_refused_alike() {
+    let mut entries = prelude();
+    entries.extend([
+        E::Dir("meta/"),
+        E::File("meta/manifest.json", br#"{"kind":"image-manifest-v0","value":{"bin":["/bin/tool"]}}"#),
+        E::Symlink(".torcx", "meta"),
+    ]);
+    let tar = tar_of(&entries);
+    let want = ".torcx is a symlink: the manifest must be a regular file at .torcx/manifest.json";
+    let dir = tempfile::tempdir().unwrap();
+    extractor(&tar, dir.path(), Limits::unpack(1 << 30)).unwrap();
+    let tree = torcx::tree::source::Tree::open(&dir.path().join("tree")).unwrap();
+    assert_eq!(format!("{:#}", torcx::tree::source::read_manifest(&tree).unwrap_err()), want, "apply");
+    let path = dir.path().join("x:1.torcx.tgz");
+    std::fs::write(&path, testkit::gz(&tar)).unwrap();
+    let a = Archive { id: ImageId::new("x", "1").unwrap(), format: Format::Tgz, path: path.clone(), host: path };
+    let mem = Mem::from_archive(&a).unwrap();
+    assert_eq!(format!("{:#}", torcx::tree::source::read_manifest(&mem).unwrap_err()), want, "generator");
+}

@@ -226,7 +226,19 @@ fn plan_units(cfg: &Config, o: &Origin, src: &dyn ImageSource, rel: &Path, out: 
         let name = rel.file_name().unwrap().to_string_lossy().into_owned();
         let action = match o.copy.effective() {
             CopyMode::Symlink => Action::Symlink(o.tree.join(rel)),
-            _ => Action::File(src.read(rel)?),
+            _ => {
+                let data = src.read(rel)?;
+                // As the generator reads units: one larger is no unit.
+                if data.len() as u64 > crate::tree::policy::MAX_MEM_FILE {
+                    bail!(
+                        "/{}: {} bytes refused for a unit (at most {})",
+                        rel.display(),
+                        data.len(),
+                        crate::tree::policy::MAX_MEM_FILE
+                    );
+                }
+                Action::File(data)
+            }
         };
         out.push(Placement {
             class: Class::Unit,

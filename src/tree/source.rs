@@ -37,6 +37,13 @@ pub trait ImageSource {
 
 /// Reads the image manifest; `None` when the image has none.
 pub fn read_manifest(src: &dyn ImageSource) -> Result<Option<ImageManifest>> {
+    // Only at its own path: a reader that stops early may not have read
+    // where a symlink would send it, and would scan the image instead.
+    for p in [".torcx", MANIFEST_PATH] {
+        if let Some(Kind::Symlink(_)) = src.lstat(Path::new(p))? {
+            bail!("{p} is a symlink: the manifest must be a regular file at {MANIFEST_PATH}");
+        }
+    }
     match src.stat(Path::new(MANIFEST_PATH))? {
         None => Ok(None),
         Some(Kind::File) => {
