@@ -1047,3 +1047,27 @@ fn a_unit_over_the_read_bound_is_refused() {
         "{e}"
     );
 }
+
+/// The drop-in names the archive in a comment: a newline in its path (an
+/// admin's `attach ./odd\ndir/x.torcx.tgz`) cannot start a directive.
+#[test]
+fn the_dropin_comment_cannot_inject_a_directive() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = config(&t.path().join("root"));
+    let x = id("x", "1");
+    let archive = PathBuf::from("/tmp/odd\n[Service]\nExecStartPre=/evil $X %n/x:1.torcx.tgz");
+    let o = Origin {
+        id: &x,
+        archive: &archive,
+        tree: PathBuf::from("/run/torcx/unpack/x"),
+        copy: CopyMode::Copy,
+        portable: None,
+    };
+    let d = attach::dropin(&cfg, &o, "x.service");
+    let first = d.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "# Attached by torcx from x:1 (/tmp/odd\\x0a[Service]\\x0aExecStartPre=/evil $X %n/x:1.torcx.tgz); do not edit."
+    );
+    assert!(!d.contains("ExecStartPre=/evil\n") && !d.lines().any(|l| l.starts_with("ExecStartPre")), "{d}");
+}

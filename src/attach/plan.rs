@@ -91,12 +91,8 @@ impl CopyMode {
 pub fn dropin(cfg: &Config, o: &Origin, unit: &str) -> String {
     // The archive's path is the admin's (a store, a path given to attach):
     // in the comment, a control character cannot start a line of its own.
-    let archive: String = o
-        .archive
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_control() { format!("\\x{:02x}", c as u32) } else { c.to_string() })
-        .collect();
+    let archive = o.archive.to_string_lossy();
+    let archive = crate::sys::logger::escape_controls(&archive);
     let mut s = format!(
         "# Attached by torcx from {} ({archive}); do not edit.\n[Unit]\nRequires=torcx.target\nAfter=torcx.target\n",
         o.id

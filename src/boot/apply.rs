@@ -275,7 +275,7 @@ fn finish_image(cfg: &Config, half: Half) -> ImageStatus {
     let id = a.id.clone();
     match attach::finish(cfg, *p, &boot_options()) {
         Ok((rec, unpacked)) => {
-            if cache::load(cfg, &a).is_none() {
+            if !cache::is_current(cfg, &a) {
                 cache_units(cfg, &a, &rec);
             }
             st.state = ImageState::Attached;

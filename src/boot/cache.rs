@@ -80,6 +80,21 @@ pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
     }
 }
 
+/// Whether the cache holds an entry for `a` as it is now (its content is
+/// checked when the generator reads it, not here).
+pub fn is_current(cfg: &Config, a: &Archive) -> bool {
+    #[derive(Deserialize)]
+    struct Head {
+        kind: String,
+        key: Key,
+    }
+    std::fs::read(path(cfg, a))
+        .ok()
+        .filter(|t| t.len() as u64 <= MAX_ENTRY)
+        .and_then(|t| serde_json::from_slice::<Head>(&t).ok())
+        .is_some_and(|h| h.kind == KIND && Some(h.key) == key(a))
+}
+
 /// Best effort: a boot without a cache is only slower.
 pub fn store(cfg: &Config, a: &Archive, mem: Mem) {
     let Some(key) = key(a) else { return };

@@ -152,12 +152,11 @@ struct Rec {
     ops: Vec<Op>,
 }
 
-/// One entry of a layer: its path and raw name (for the policy's words),
-/// what it is, and what the generator keeps of it.
+/// One entry of a layer: its name as the archive wrote it (its path is
+/// derived from it at merge time), what it is, and what the generator keeps.
 #[derive(Debug)]
 struct Op {
     raw: Vec<u8>,
-    path: PathBuf,
     kind: Kind,
     /// A symlink's or hard link's target, as the archive wrote it.
     link: Option<Vec<u8>>,
@@ -191,8 +190,9 @@ fn merge(t: &mut Tree, paths: &mut Paths, rec: &Rec, extra: &[PathBuf], unread: 
         if *opaque { paths.clear(&comps_of(p)) } else { paths.remove(&comps_of(p)) }
     }
     for op in &rec.ops {
-        paths.replace(&op.raw, &comps_of(&op.path), &op.kind, op.link.as_deref())?;
-        let p = &op.path;
+        let comps = policy::components(&op.raw)?;
+        paths.replace(&op.raw, &comps, &op.kind, op.link.as_deref())?;
+        let p = &comps.iter().collect::<PathBuf>();
         match &op.kind {
             Kind::Dir => {
                 if !matches!(t.get(p), Some(Node::Dir)) {
@@ -302,7 +302,7 @@ fn read_layer(src: impl Read, l: &Layer, extra: &[PathBuf], budget: &mut Budget)
                 data = Some(v);
             }
             let link = matches!(kind, Kind::Symlink | Kind::HardLink).then_some(link).flatten();
-            rec.ops.push(Op { raw, path, kind, link, data });
+            rec.ops.push(Op { raw, kind, link, data });
         }
         Ok(rec)
     })();
@@ -425,7 +425,6 @@ mod tests {
         let p = |s: &str| PathBuf::from(s);
         let op = |path: &str, kind: Kind, link: Option<&str>, data: Option<&[u8]>| Op {
             raw: path.as_bytes().to_vec(),
-            path: p(path),
             kind,
             link: link.map(|l| l.as_bytes().to_vec()),
             data: data.map(|d| d.to_vec()),
