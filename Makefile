@@ -2,6 +2,8 @@
 #   make                          build the release binary
 #   make install DESTDIR=/stage   install into a staging root (PREFIX=/usr)
 #   make deb                      build target/debian/torcx_VERSION_ARCH.deb
+#   make fuzz                     fuzz every target (FUZZ_SECONDS each, FUZZ_JOBS at once)
+#   make fuzz-seeds               rebuild the seed corpora from the test suite's images
 # TORCX_BIN=path installs an already built binary instead of building one.
 
 PREFIX  ?= /usr
@@ -13,7 +15,7 @@ TORCX_BIN ?= target/release/torcx
 # dpkg-deb's compressor (xz for releases; the tests use a faster one)
 DEB_COMPRESS ?= xz
 
-.PHONY: all build install deb clean-deb
+.PHONY: all build install deb clean-deb fuzz fuzz-seeds fuzz-cmin
 
 all: build
 
@@ -44,3 +46,31 @@ deb:
 	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' \
 	    -e "s/@SIZE@/$$(du -sk $(DEBROOT) | cut -f1)/" packaging/debian/control > $(DEBROOT)/DEBIAN/control
 	dpkg-deb --root-owner-group -Z$(DEB_COMPRESS) --build $(DEBROOT) target/debian/torcx_$(VERSION)_$(ARCH).deb
+
+# Fuzzing (cargo-fuzz on the stable toolchain: `cargo install cargo-fuzz`).
+# Each target runs FUZZ_SECONDS from its kept corpus in fuzz/corpus/TARGET,
+# then the corpus is minimized again so only inputs that add coverage are
+# kept. Findings land in fuzz/artifacts/TARGET; `cargo test --test
+# fuzz_corpus` replays the kept corpora (copy a fixed finding there).
+FUZZ_TARGETS ?= extract reader_tar reader_fsimage reader_oci parse
+FUZZ_SECONDS ?= 1200
+FUZZ_JOBS    ?= 1
+FUZZ_FLAGS   ?= -rss_limit_mb=512 -max_len=1048576 -timeout=20
+
+fuzz:
+	cd fuzz && cargo fuzz build -s none
+	for t in $(FUZZ_TARGETS); do \
+	  (cd fuzz && cargo fuzz run -s none $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) -print_final_stats=1 $(FUZZ_FLAGS)) || exit 1; \
+	done
+	$(MAKE) fuzz-cmin
+
+fuzz-cmin:
+	for t in $(FUZZ_TARGETS); do (cd fuzz && cargo fuzz cmin -s none $$t corpus/$$t) || exit 1; done
+
+fuzz-seeds:
+	rm -rf target/fuzz-seeds
+	TORCX_FUZZ_SEEDS=$(CURDIR)/target/fuzz-seeds $(CARGO) test --locked --test hostile --test formats \
+	  --test generator --test oci --test pack --test policy --test regressions --test attach -- --test-threads=2
+	python3 fuzz/seed.py target/fuzz-seeds fuzz/corpus
+	$(MAKE) fuzz-cmin

@@ -713,3 +713,55 @@ fn forced_apply_switches_to_a_new_reference() {
     let prof = read_json(&t.path("run/torcx/profile.json"));
     assert_eq!(prof["value"]["images"], json!([{"name": "a", "reference": "2"}]));
 }
+
+/// Issue 9, class 5: the images' trees together stay within
+/// `unpack_total_limit`, not only each within `unpack_limit`: two images
+/// of 3 MiB, each within its own 8 MiB, do not both fit in 5 MiB. Unpacked
+/// at once by apply, one of them (whichever crosses first) is refused with
+/// the limit named, nothing of it placed, the other attached. Attached one
+/// after the other, the second is refused for what the first holds.
+#[test]
+fn all_trees_together_stay_within_the_total_limit() {
+    require_root("all_trees_together_stay_within_the_total_limit");
+    let t = TestRoot::new();
+    image_simple(&t, "first", "1").file("data/fill", vec![7u8; 3 << 20]).pack(&t, USER_STORE, Fmt::Tgz);
+    image_simple(&t, "second", "1").file("data/fill", vec![7u8; 3 << 20]).pack(&t, USER_STORE, Fmt::Zst);
+    t.vendor_profile(&[("first", "1"), ("second", "1")]);
+    let env = [("TORCX_UNPACK_LIMIT", "8M"), ("TORCX_UNPACK_TOTAL_LIMIT", "5M")];
+
+    let s = apply_once(&t, &env);
+    assert_ne!(s.code, 0, "{}", s.describe());
+    let doc = file_status(&t);
+    let states = status_states(&doc);
+    let failed: Vec<&String> = states.iter().filter(|(_, st)| st == "failed").map(|(id, _)| id).collect();
+    assert_eq!(failed.len(), 1, "{states:?}");
+    assert_eq!(states.iter().filter(|(_, st)| st == "attached").count(), 1, "{states:?}");
+    let err = status_error(&doc, failed[0]);
+    assert!(err.contains("of the limit of 5242880 bytes for all images (TORCX_UNPACK_TOTAL_LIMIT"), "{err}");
+    let loser = failed[0].split(':').next().unwrap();
+    assert!(s.mount_at(&t.path(&format!("run/torcx/unpack/{loser}"))).is_none(), "{}", s.describe());
+    assert!(!bin_names(&t).contains(&format!("{loser}-tool")));
+
+    // One after the other: the second sees the first's tree.
+    let t = TestRoot::new();
+    image_simple(&t, "first", "1").file("data/fill", vec![7u8; 3 << 20]).pack(&t, USER_STORE, Fmt::Tgz);
+    image_simple(&t, "second", "1").file("data/fill", vec![7u8; 3 << 20]).pack(&t, USER_STORE, Fmt::Zst);
+    let mut ns = Ns::new(&t);
+    ns.torcx_env(&env, &["attach", "first:1"]);
+    ns.torcx_env(&env, &["attach", "second:1"]);
+    let steps = ns.run();
+    assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
+    assert_ne!(steps[1].code, 0, "{}", steps[1].describe());
+    assert!(steps[1].stderr.contains("for all images (TORCX_UNPACK_TOTAL_LIMIT"), "{}", steps[1].describe());
+    assert!(steps[1].mount_at(&t.path("run/torcx/unpack/second")).is_none(), "{}", steps[1].describe());
+    assert!(!t.exists("run/torcx/attached/second.json"));
+
+    // Within a total that holds both: both attached.
+    let t = TestRoot::new();
+    image_simple(&t, "first", "1").file("data/fill", vec![7u8; 3 << 20]).pack(&t, USER_STORE, Fmt::Tgz);
+    image_simple(&t, "second", "1").file("data/fill", vec![7u8; 3 << 20]).pack(&t, USER_STORE, Fmt::Zst);
+    t.vendor_profile(&[("first", "1"), ("second", "1")]);
+    let s = apply_once(&t, &[("TORCX_UNPACK_LIMIT", "8M"), ("TORCX_UNPACK_TOTAL_LIMIT", "16M")]);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    t.assert_canary();
+}

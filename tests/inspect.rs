@@ -366,3 +366,33 @@ fn a_table_for_people() {
     assert!(text.contains("lint         1 error(s), 0 warning(s)"), "{text}");
     assert!(text.contains("error   /bin/q: manifest bin entry does not exist in the image"), "{text}");
 }
+
+/// Issue 9, class 4: names from an image reach the terminal escaped. A
+/// binary whose name holds a newline, a forged `torcx:` line and an ANSI
+/// sequence is shown on one line, as `\x0a` and `\x1b`, by `image inspect`
+/// (manifest, placements, findings); JSON keeps the name exact.
+#[test]
+fn names_from_an_image_are_escaped_on_the_terminal() {
+    let t = TestRoot::new();
+    let evil = "bin/x\ntorcx: error: forged\x1b[2J";
+    let img = Image::new(&t, "evil", "1");
+    img.exec(evil, "#!/bin/sh\n").manifest(json!({"bin": [format!("/{evil}"), "/bin/missing\n\x1b[31m"]}));
+    let dest = t.scratch("store").join("evil:1.torcx.tgz");
+    img.pack_to(&dest, Fmt::Tgz);
+
+    // Human output is for terminals (JSON otherwise): run under a pty.
+    require_tool("names_from_an_image_are_escaped_on_the_terminal", "script", "util-linux");
+    let cmd = format!("{} image inspect '{}'", env!("CARGO_BIN_EXE_torcx"), dest.display());
+    let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(out.contains("manifest"), "not the human form:\n{out}");
+    for text in [&out, &err] {
+        assert!(!text.contains('\x1b'), "raw escape on the terminal:\n{text}");
+        assert!(!text.lines().any(|l| l.starts_with("torcx: error: forged")), "forged line:\n{text}");
+    }
+    assert!(out.contains("x\\x0atorcx: error: forged\\x1b[2J"), "{out}");
+
+    let (_, v) = inspect(None, dest.to_str().unwrap());
+    assert!(v["manifest"]["bin"].as_array().unwrap().iter().any(|b| b == &json!(format!("/{evil}"))), "{v:#}");
+}

@@ -49,12 +49,35 @@ pub struct Entry<'a> {
     pub node: Node<'a>,
 }
 
+/// The most inodes an image may declare before its index is read (the
+/// entry policy's limit, and one for the root): both readers build their
+/// index in memory in proportion to it.
+pub const MAX_INODES: u64 = 131_072 + 1;
+
+/// Refuses an image whose superblock declares more than [`MAX_INODES`].
+pub fn check_inode_count(path: &Path, format: Format) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    // squashfs: `inodes` (u32) at 4; erofs: `inos` (u64) at 1024 + 16.
+    let (at, len) = if format == Format::Squashfs { (4u64, 4usize) } else { (1024 + 16, 8) };
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut b = [0u8; 8];
+    if f.read_exact_at(&mut b[..len], at).is_err() {
+        bail!("not a {} image: too short", format.name());
+    }
+    let n = u64::from_le_bytes(b);
+    if n > MAX_INODES {
+        bail!("{n} inodes: refused as an archive bomb (at most {})", MAX_INODES - 1);
+    }
+    Ok(())
+}
+
 fn rel(p: &Path) -> PathBuf {
     p.strip_prefix("/").unwrap_or(p).to_path_buf()
 }
 
 impl FsImage {
     pub fn open(path: &Path, format: Format) -> Result<FsImage> {
+        check_inode_count(path, format)?;
         match format {
             Format::Squashfs => {
                 let f = std::io::BufReader::new(

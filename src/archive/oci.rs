@@ -547,11 +547,7 @@ pub fn decoder<'a>(comp: Comp, r: impl BufRead + 'a) -> Result<Box<dyn Read + 'a
     let inner: Box<dyn Read + 'a> = match comp {
         Comp::Tar => Box::new(r),
         Comp::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Comp::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(r).context("starting zstd")?;
-            d.window_log_max(31).context("configuring zstd")?;
-            Box::new(d)
-        }
+        Comp::Zstd => Box::new(crate::archive::stream::zstd_decoder(r)?),
     };
     Ok(Box::new(crate::archive::guard::TarGuard::new(inner)))
 }

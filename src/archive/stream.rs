@@ -17,16 +17,44 @@ pub fn open_tar(a: &Archive) -> Result<Pipe> {
     let buffered = BufReader::with_capacity(64 * 1024, file);
     let dec: Box<dyn Read + Send> = match a.format {
         Format::Tgz => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
-        Format::TarZst => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(buffered).context("starting zstd")?;
-            // Archives made with `zstd --long` need the larger window.
-            d.window_log_max(31).context("configuring zstd")?;
-            Box::new(d)
-        }
+        Format::TarZst => Box::new(zstd_decoder(buffered)?),
         Format::Squashfs | Format::Erofs | Format::Oci => bail!("{} archives are not tar streams", a.format.name()),
     };
     // Bounded before the tar crate reads it (extension records, trailer).
     Ok(Pipe::spawn(Box::new(crate::archive::guard::TarGuard::new(dec))))
+}
+
+/// The largest zstd window accepted, as a power of two (16 MiB). The
+/// decoder allocates the window a frame declares, so this bounds what a
+/// 4 KB archive can make torcx allocate; the zstd tool's own default limit
+/// is 2^27: archives made with `--long` or `--ultra -20` and above need
+/// `--long=24`. With 16 MiB of unit text at most, this keeps the generator
+/// and apply under 64 MiB.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
+/// A zstd decoder with the window bounded, whose "too much memory" error
+/// names the limit.
+pub fn zstd_decoder<'a, R: std::io::BufRead + 'a>(r: R) -> Result<ZstdLimit<zstd::stream::read::Decoder<'a, R>>> {
+    let mut d = zstd::stream::read::Decoder::with_buffer(r).context("starting zstd")?;
+    d.window_log_max(ZSTD_WINDOW_LOG_MAX).context("configuring zstd")?;
+    Ok(ZstdLimit(d))
+}
+
+pub struct ZstdLimit<R>(R);
+
+impl<R: Read> Read for ZstdLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.to_string().contains("too much memory") {
+                std::io::Error::other(format!(
+                    "zstd frame needs a window over the limit of {} MiB (made with --long? use --long={ZSTD_WINDOW_LOG_MAX} or less)",
+                    (1u64 << ZSTD_WINDOW_LOG_MAX) >> 20
+                ))
+            } else {
+                e
+            }
+        })
+    }
 }
 
 /// `sha256:HEX` of a file, read on a thread of its own: while unpacking, the

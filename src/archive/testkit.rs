@@ -20,9 +20,16 @@ fn desc(mt: &str, d: &[u8]) -> serde_json::Value {
 /// tagged `1`, annotated on the index; `tamper` changes one byte of the last
 /// layer after its digest is taken.
 pub fn oci_bundle(layers: &[Vec<u8>], tamper: bool) -> Vec<u8> {
-    let mut blobs: Vec<Vec<u8>> = layers.iter().map(|l| gz(l)).collect();
+    gz(&oci_layout(layers, true, tamper))
+}
+
+/// The uncompressed tar of the layout [`oci_bundle`] gzips; the layers are
+/// gzipped when `compress`, plain tar layers otherwise.
+pub fn oci_layout(layers: &[Vec<u8>], compress: bool, tamper: bool) -> Vec<u8> {
+    let mut blobs: Vec<Vec<u8>> = layers.iter().map(|l| if compress { gz(l) } else { l.clone() }).collect();
+    let layer_type = if compress { format!("{MT_LAYER}+gzip") } else { MT_LAYER.to_string() };
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-    let ls: Vec<_> = blobs.iter().map(|b| desc(&format!("{MT_LAYER}+gzip"), b)).collect();
+    let ls: Vec<_> = blobs.iter().map(|b| desc(&layer_type, b)).collect();
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": MT_MANIFEST,
         "config": desc("application/vnd.oci.image.config.v1+json", &config), "layers": ls});
     let manifest = manifest.to_string().into_bytes();
@@ -50,5 +57,5 @@ pub fn oci_bundle(layers: &[Vec<u8>], tamper: bool) -> Vec<u8> {
     }
     add("index.json", index.to_string().as_bytes());
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    gz(&b.into_inner().unwrap())
+    b.into_inner().unwrap()
 }

@@ -7,7 +7,7 @@ use crate::sys::crash;
 use crate::sys::loopdev;
 use crate::sys::mount;
 use crate::tree::extract;
-use crate::tree::policy::Limits;
+use crate::tree::policy::{Limits, Pool};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -25,17 +25,44 @@ pub struct Unpacked {
 pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
-    mount::mount_tmpfs(&host, cfg.unpack_limit)?;
+    let limits = mount_tmpfs(cfg, &host)?;
     crash::point("mounted")?;
     let digest = stream::digest_in_background(&a.host);
     let mut stream = stream::open_tar(a)?;
-    let stats = extract::extract(&mut stream, &host, Limits::unpack(cfg.unpack_limit))?;
+    let stats = extract::extract(&mut stream, &host, limits)?;
     stream.finish()?;
     let digest = digest.join().ok().flatten();
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
     Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None })
+}
+
+/// What all image trees unpacked by this process may take together: the
+/// limit for all images, less what trees already mounted (by an earlier
+/// apply or attach) hold. Each unpack charges its files to it as it goes.
+fn pool(cfg: &Config) -> &'static Pool {
+    static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let taken = mount::tmpfs_taken_below(&cfg.host(&cfg.unpack_dir()), Path::new(""));
+        Pool::new(cfg.unpack_total_limit.saturating_sub(taken), cfg.unpack_total_limit)
+    })
+}
+
+/// Mounts the tmpfs for the tree at `host`, of the image's own limit or of
+/// what is left for all images, if less; returns the limits to unpack in.
+fn mount_tmpfs(cfg: &Config, host: &Path) -> Result<Limits> {
+    let pool = pool(cfg);
+    let left = pool.left();
+    if left < 1 << 20 {
+        anyhow::bail!(
+            "no room left to unpack: the other images' trees take the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config)",
+            pool.total
+        );
+    }
+    let size = left.min(cfg.unpack_limit);
+    mount::mount_tmpfs(host, size)?;
+    Ok(Limits { pool: Some(pool), ..Limits::unpack(size) })
 }
 
 /// Mounts a squashfs or erofs image read-only, `nodev,nosuid`, at `tree`:
@@ -45,6 +72,9 @@ pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let fstype = a.format.name();
+    // The generator refuses an image that declares more inodes than the
+    // entry policy allows (it reads the index into memory); so does apply.
+    crate::archive::fsimage::check_inode_count(&a.host, a.format).with_context(|| a.path.display().to_string())?;
     // Nothing is unpacked, so nothing was checked on the way in: a symlink
     // out of the tree is refused as in a tar archive.
     if a.format == Format::Erofs && mount::mount_ro(&a.host, &host, fstype).is_ok() {
@@ -75,10 +105,10 @@ pub fn bind_dir(cfg: &Config, dir: &Path, tree: &Path) -> Result<Unpacked> {
 pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
-    mount::mount_tmpfs(&host, cfg.unpack_limit)?;
+    let limits = mount_tmpfs(cfg, &host)?;
     crash::point("mounted")?;
     let digest = stream::digest_in_background(&a.host);
-    let stats = crate::tree::oci::unpack(&a.host, &a.id.reference, &host, Limits::unpack(cfg.unpack_limit))?;
+    let stats = crate::tree::oci::unpack(&a.host, &a.id.reference, &host, limits)?;
     let digest = digest.join().ok().flatten();
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;

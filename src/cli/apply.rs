@@ -17,7 +17,7 @@ pub(super) fn cmd_apply(cfg: &Config, force: bool, json: bool) -> Result<i32> {
             println!("already applied this boot: nothing to do (use --force to apply again)");
         }
         for i in &s.images {
-            let archive = i.archive.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+            let archive = i.archive.as_ref().map(|p| super::output::esc(p.display())).unwrap_or_else(|| "-".into());
             println!("{:<32} {:<10} {}", format!("{}:{}", i.name, i.reference), i.state, archive);
         }
         println!("{}", profiles_line(s));

@@ -1,6 +1,6 @@
 //! attach, detach, reattach and is-attached on the running system.
 
-use super::output::{lock, output, summary};
+use super::output::{esc, lock, output, summary};
 use crate::attach::portable::Sandbox;
 use crate::attach::{self, CopyMode, Options, Record};
 use crate::model::config::Config;
@@ -34,7 +34,7 @@ pub(super) fn cmd_attach(
         sd.run_jobs("start", &started)?;
     }
     output(json, "torcx-attach-v0", json!({"attachment": rec, "started": started}), || {
-        format!("attached {} from {}: {}", rec.id(), rec.archive.display(), summary(&rec))
+        format!("attached {} from {}: {}", rec.id(), esc(rec.archive.display()), summary(&rec))
     });
     Ok(0)
 }

@@ -13,8 +13,15 @@ pub(super) fn lock(cfg: &Config) -> Result<Lock> {
     Ok(l)
 }
 
+/// Text that came from an image or the file system, fit for a terminal
+/// line: control characters (newlines, escapes) shown as `\xNN`.
+pub(super) fn esc(s: impl std::fmt::Display) -> String {
+    crate::sys::logger::escape_controls(&s.to_string()).into_owned()
+}
+
 pub(super) fn summary(r: &Record) -> String {
     let (u, b) = (r.units(), r.binaries());
+    let (u, b): (Vec<String>, Vec<String>) = (u.iter().map(esc).collect(), b.iter().map(esc).collect());
     format!(
         "{} unit{} ({}), {} binar{} ({})",
         u.len(),

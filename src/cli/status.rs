@@ -1,5 +1,6 @@
 //! status: the attachments, their units and binaries, and the last boot apply.
 
+use super::output::esc;
 use crate::attach::Record;
 use crate::boot::apply;
 use crate::model::config::Config;
@@ -69,11 +70,11 @@ pub(super) fn cmd_status(cfg: &Config, sd: &Systemd, name: Option<&str>, json: b
             r.reference,
             r.origin,
             r.state,
-            if units.is_empty() { "-".into() } else { units.join(" ") },
-            r.archive.display()
+            if units.is_empty() { "-".into() } else { esc(units.join(" ")) },
+            esc(r.archive.display())
         );
         if let Some(d) = &r.digest {
-            println!("{:<20} digest {d}; binaries: {}", "", r.binaries().join(" "));
+            println!("{:<20} digest {d}; binaries: {}", "", esc(r.binaries().join(" ")));
         }
     }
     match &last {
@@ -81,10 +82,10 @@ pub(super) fn cmd_status(cfg: &Config, sd: &Systemd, name: Option<&str>, json: b
         Some(s) => {
             println!("last boot apply: {}", profiles_line(s));
             if let Some(e) = &s.error {
-                println!("  error: {e}");
+                println!("  error: {}", esc(e));
             }
             for i in s.images.iter().filter(|i| i.error.is_some()) {
-                println!("  failed: {}", i.error.as_deref().unwrap());
+                println!("  failed: {}", esc(i.error.as_deref().unwrap()));
             }
         }
     }

@@ -340,14 +340,20 @@ fn placement_line(p: &Placement) -> String {
         (Action::File(_), Some(s)) if p.class != attach::Class::DropIn => format!(", from /{s}"),
         _ => String::new(),
     };
-    format!("  {class:<10} {what}{from}")
+    // Paths come from the image: shown with control characters escaped.
+    format!("  {class:<10} {}", esc(&format!("{what}{from}")))
+}
+
+/// Text from an image, fit for a terminal: one line, no control characters.
+fn esc(s: &str) -> String {
+    crate::sys::logger::escape_controls(s).into_owned()
 }
 
 fn manifest_lines(m: &ImageManifest) -> String {
     let mut s = String::new();
     for (k, v) in m.classes() {
         for (i, p) in v.iter().enumerate() {
-            s += &format!("  {:<10} {p}\n", if i == 0 { k } else { "" });
+            s += &format!("  {:<10} {}\n", if i == 0 { k } else { "" }, esc(p));
         }
     }
     s
@@ -415,8 +421,8 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&json!({"kind": "torcx-image-inspect-v0", "value": v}))?);
     } else {
         let mut s = String::new();
-        s += &format!("{:<12} {}\n", "image", image.as_deref().unwrap_or("-"));
-        s += &format!("{:<12} {}\n", "path", shown.display());
+        s += &format!("{:<12} {}\n", "image", esc(image.as_deref().unwrap_or("-")));
+        s += &format!("{:<12} {}\n", "path", esc(&shown.display().to_string()));
         s += &format!("{:<12} {format}\n", "format");
         if let Some(n) = size {
             s += &format!("{:<12} {n} bytes\n", "size");

@@ -71,7 +71,11 @@ pub fn count(findings: &[Finding], s: Severity) -> usize {
 
 /// `error   /usr/bin/x: ...` lines, for people.
 pub fn render(findings: &[Finding]) -> String {
-    findings.iter().map(|f| format!("{:<8}{}\n", f.severity.name(), f.message)).collect()
+    // Messages quote the image's paths: one line each, no control characters.
+    findings
+        .iter()
+        .map(|f| format!("{:<8}{}\n", f.severity.name(), crate::sys::logger::escape_controls(&f.message)))
+        .collect()
 }
 
 struct Linter<'a> {

@@ -40,6 +40,9 @@ pub struct Config {
     pub vendor_store: bool,
     /// Upper bound of one image's unpacked size, in bytes.
     pub unpack_limit: u64,
+    /// Upper bound of all unpacked images' sizes together (their tmpfs
+    /// trees), in bytes: each image gets at most what the others left.
+    pub unpack_total_limit: u64,
     /// Where the configuration came from, for messages.
     pub config_file: Option<PathBuf>,
 }
@@ -58,6 +61,8 @@ struct ConfigValue {
     store_paths: Option<Vec<String>>,
     #[serde(default)]
     unpack_limit: Option<serde_json::Value>,
+    #[serde(default)]
+    unpack_total_limit: Option<serde_json::Value>,
 }
 
 /// What can come from outside the config file: the environment and the CLI.
@@ -86,6 +91,7 @@ impl Config {
             version_id: None,
             vendor_store: true,
             unpack_limit: default_unpack_limit(),
+            unpack_total_limit: default_unpack_limit(),
             config_file: None,
         };
 
@@ -140,6 +146,10 @@ impl Config {
             c.unpack_limit =
                 parse_size(&v).with_context(|| format!("environment variable TORCX_UNPACK_LIMIT={v:?}"))?;
         }
+        if let Some(v) = env("TORCX_UNPACK_TOTAL_LIMIT").filter(|v| !v.is_empty()) {
+            c.unpack_total_limit =
+                parse_size(&v).with_context(|| format!("environment variable TORCX_UNPACK_TOTAL_LIMIT={v:?}"))?;
+        }
         for s in &ov.stores {
             let p = if s.is_absolute() { s.clone() } else { std::env::current_dir()?.join(s) };
             // --store names a directory on this machine, not under --root.
@@ -178,15 +188,19 @@ impl Config {
         for s in v.store_paths.unwrap_or_default() {
             self.config_stores.push(abs("store_paths", &s)?);
         }
-        match v.unpack_limit {
-            None => {}
-            Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => self.unpack_limit = n.as_u64().unwrap(),
-            Some(serde_json::Value::String(s)) => {
-                self.unpack_limit =
-                    parse_size(&s).with_context(|| format!("config {}: field unpack_limit", logical.display()))?
+        let size = |field: &str, v: Option<serde_json::Value>, into: &mut u64| -> Result<()> {
+            match v {
+                None => {}
+                Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => *into = n.as_u64().unwrap(),
+                Some(serde_json::Value::String(s)) => {
+                    *into = parse_size(&s).with_context(|| format!("config {}: field {field}", logical.display()))?
+                }
+                Some(other) => bail!("config {}: field {field}: {other} is not a size", logical.display()),
             }
-            Some(other) => bail!("config {}: field unpack_limit: {other} is not a size", logical.display()),
-        }
+            Ok(())
+        };
+        size("unpack_limit", v.unpack_limit, &mut self.unpack_limit)?;
+        size("unpack_total_limit", v.unpack_total_limit, &mut self.unpack_total_limit)?;
         self.config_file = Some(logical.to_path_buf());
         Ok(())
     }

@@ -12,6 +12,25 @@ pub fn mount_tmpfs(dir: &Path, size: u64) -> Result<()> {
         .with_context(|| format!("mounting tmpfs on {}", dir.display()))
 }
 
+/// Bytes the image tmpfs trees (source `torcx`) mounted below `under`, but
+/// the one at `except`, hold or may still take: what a read-only tree uses,
+/// the whole size of one still being written.
+pub fn tmpfs_taken_below(under: &Path, except: &Path) -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return 0 };
+    let Ok(under) = std::fs::canonicalize(under) else { return 0 };
+    let except = std::fs::canonicalize(except).unwrap_or_else(|_| except.to_path_buf());
+    parse_mountinfo(&text)
+        .into_iter()
+        .filter(|m| m.fstype == "tmpfs" && m.source == "torcx")
+        .filter(|m| m.mount_point.starts_with(&under) && m.mount_point != except)
+        .filter_map(|m| {
+            let s = rustix::fs::statvfs(&m.mount_point).ok()?;
+            let ro = m.options.split(',').any(|o| o == "ro");
+            Some(if ro { s.f_blocks.saturating_sub(s.f_bfree) } else { s.f_blocks } * s.f_frsize)
+        })
+        .sum()
+}
+
 /// Makes a mount read-only, keeping `nodev,nosuid` (a remount resets them otherwise).
 pub fn remount_ro(dir: &Path) -> Result<()> {
     rustix::mount::mount_remount(dir, MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID, "")

@@ -23,6 +23,10 @@ pub struct Stats {
     pub symlinks: u64,
     pub hardlinks: u64,
     pub bytes: u64,
+    /// Bytes of paths and link targets (see `policy::MAX_NAMES`), carried
+    /// across the layers of an OCI image.
+    #[serde(skip)]
+    pub names: u64,
 }
 
 /// Open directories kept by path: tar entries of one directory come
@@ -61,10 +65,18 @@ pub(super) struct Extractor {
     pub(super) cache: std::collections::HashMap<Vec<OsString>, OwnedFd>,
     pub(super) limits: Limits,
     pub(super) stats: Stats,
-    pub(super) entries: u64,
-    symlinks: Vec<PathBuf>,
+    pub(super) count: policy::Count,
+    /// The symlinks to resolve once all is unpacked; `None` once their
+    /// paths took more than [`SYMLINK_LIST`] bytes (then the tree is walked).
+    symlinks: Option<Vec<PathBuf>>,
+    symlink_bytes: usize,
     buf: Vec<u8>,
 }
+
+/// What the list of symlinks to check may take: beyond it (a few hundred
+/// thousand links with long names) the tree is walked instead, which costs
+/// memory with its depth only.
+const SYMLINK_LIST: usize = 4 << 20;
 
 impl Extractor {
     /// Opens (creating when `create`) the directory made of `comps`, one
@@ -91,18 +103,22 @@ impl Extractor {
         Ok(&self.cache[&key(comps.len())])
     }
 
-    pub(super) fn count_entry(&mut self, raw: &[u8]) -> Result<()> {
-        policy::count_entry(raw, &mut self.entries, &self.limits)
+    pub(super) fn count_entry(&mut self, raw: &[u8], link: Option<&[u8]>) -> Result<()> {
+        policy::count_entry(raw, link, &mut self.count, &self.limits)?;
+        self.stats.names = self.count.names;
+        Ok(())
     }
 
     pub(super) fn new(root: OwnedFd, limits: Limits, stats: Stats, entries: u64) -> Extractor {
+        let count = policy::Count { entries, names: stats.names };
         Extractor {
             root,
             cache: Default::default(),
             limits,
             stats,
-            entries,
-            symlinks: vec![],
+            count,
+            symlinks: Some(vec![]),
+            symlink_bytes: 0,
             buf: vec![0; 128 * 1024],
         }
     }
@@ -115,7 +131,7 @@ impl Extractor {
         };
         // "./" itself: the tree root already exists.
         let Some((name, parent)) = checked.comps.split_last() else { return Ok(()) };
-        self.count_entry(&raw)?;
+        self.count_entry(&raw, link.as_deref())?;
         let name = name.to_os_string();
         let mode = e.header().mode().unwrap_or(0o644) & 0o777;
         match checked.kind {
@@ -188,7 +204,12 @@ impl Extractor {
                     Errno::EXIST => policy::check_over(&raw, &Kind::Symlink, policy::Node::File).unwrap_err(),
                     err => entry_err(&raw, err),
                 })?;
-                self.symlinks.push(PathBuf::from(OsStr::from_bytes(&raw)));
+                self.symlink_bytes += raw.len() + std::mem::size_of::<PathBuf>();
+                if self.symlink_bytes > SYMLINK_LIST {
+                    self.symlinks = None;
+                } else if let Some(l) = &mut self.symlinks {
+                    l.push(PathBuf::from(OsStr::from_bytes(&raw)));
+                }
                 self.stats.symlinks += 1;
             }
             Kind::HardLink => {
@@ -234,12 +255,19 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
         }
         Ok(())
     })();
-    res?;
+    if let Err(e) = res {
+        // The tree is removed: what it took is free for the other images.
+        if let Some(pool) = limits.pool {
+            pool.give(x.stats.bytes);
+        }
+        return Err(e);
+    }
     // The lexical check above cannot see chains (`a -> b/..` where `b` is
     // itself a link): let the kernel resolve every symlink beneath the root.
     x.cache.clear();
-    for l in &x.symlinks {
-        check_link(&x.root, l)?;
+    match &x.symlinks {
+        Some(list) => list.iter().try_for_each(|l| check_link(&x.root, l))?,
+        None => check_symlinks(dest)?,
     }
     Ok(x.stats)
 }
@@ -260,9 +288,15 @@ pub(super) fn check_link(root: &OwnedFd, rel: &Path) -> Result<()> {
                 // A rename elsewhere on the machine: try again, a little.
                 Some(Errno::AGAIN) if tries < 10 => tries += 1,
                 Some(Errno::XDEV) => {
-                    bail!("entry {:?}: symlink resolves outside the image", rel.display().to_string())
+                    bail!(
+                        "entry {}: symlink resolves outside the image",
+                        policy::shown_path(rel.as_os_str().as_bytes())
+                    )
                 }
-                _ => bail!("entry {:?}: symlink cannot be resolved inside the image ({e})", rel.display().to_string()),
+                _ => bail!(
+                    "entry {}: symlink cannot be resolved inside the image ({e})",
+                    policy::shown_path(rel.as_os_str().as_bytes())
+                ),
             },
         }
     }
@@ -274,30 +308,41 @@ pub(super) fn check_link(root: &OwnedFd, rel: &Path) -> Result<()> {
 /// can come from different layers.
 pub fn check_symlinks(dest: &Path) -> Result<()> {
     let root = crate::sys::fsutil::open_dir(dest)?;
-    let mut todo = vec![PathBuf::new()];
-    while let Some(rel) = todo.pop() {
-        let fd = crate::sys::fsutil::open_beneath(&root, &rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW)
+    // Depth first, one open directory per level: memory grows with the
+    // depth (bounded by the policy), not with the number of entries.
+    let open = |rel: &Path| -> Result<(OwnedFd, rustix::fs::Dir)> {
+        let fd = crate::sys::fsutil::open_beneath(&root, rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW)
             .with_context(|| format!("reading /{}", rel.display()))?
             .ok_or_else(|| anyhow!("/{} vanished", rel.display()))?;
-        for e in rustix::fs::Dir::read_from(&fd)? {
-            let e = e?;
-            let n = e.file_name().to_bytes();
-            if n == b"." || n == b".." {
-                continue;
+        let dir = rustix::fs::Dir::read_from(&fd).with_context(|| format!("reading /{}", rel.display()))?;
+        Ok((fd, dir))
+    };
+    let mut stack = vec![(PathBuf::new(), open(Path::new(""))?)];
+    while let Some((rel, (fd, dir))) = stack.last_mut() {
+        let Some(e) = dir.next() else {
+            stack.pop();
+            continue;
+        };
+        let e = e.with_context(|| format!("reading /{}", rel.display()))?;
+        let n = e.file_name().to_bytes();
+        if n == b"." || n == b".." {
+            continue;
+        }
+        let name = OsStr::from_bytes(n);
+        let ft = match e.file_type() {
+            FileType::Unknown => {
+                FileType::from_raw_mode(rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode)
             }
-            let name = OsStr::from_bytes(n);
-            let ft = match e.file_type() {
-                FileType::Unknown => {
-                    FileType::from_raw_mode(rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode)
-                }
-                ft => ft,
-            };
-            let child = rel.join(name);
-            match ft {
-                FileType::Directory => todo.push(child),
-                FileType::Symlink => check_link(&root, &child)?,
-                _ => {}
+            ft => ft,
+        };
+        let child = rel.join(name);
+        match ft {
+            FileType::Directory => {
+                let d = open(&child)?;
+                stack.push((child, d));
             }
+            FileType::Symlink => check_link(&root, &child)?,
+            _ => {}
         }
     }
     Ok(())

@@ -212,7 +212,7 @@ impl Extractor {
                 self.entry(e)
             }
             (w, LayerPass::Whiteouts) => {
-                self.count_entry(&raw)?;
+                self.count_entry(&raw, None)?;
                 self.whiteout(&raw, parent, &w)
             }
             (_, LayerPass::Entries) => Ok(()),

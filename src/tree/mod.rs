@@ -5,6 +5,7 @@
 pub mod cached;
 pub mod extract;
 pub mod layer;
+pub mod limits;
 pub mod oci;
 pub mod policy;
 pub mod scan;

@@ -41,10 +41,16 @@ pub fn unpack(path: &Path, tag: &str, dest: &Path, limits: Limits) -> Result<Sta
         for pass in passes {
             let mut f = file.try_clone().context("staged blob")?;
             f.rewind().context("staged blob")?;
-            let lim = Limits { max_bytes: limits.max_bytes.saturating_sub(live), max_entries: limits.max_entries };
+            let lim = Limits { max_bytes: limits.max_bytes.saturating_sub(live), ..limits };
             let res = decoder(l.comp, BufReader::with_capacity(128 << 10, f))
                 .and_then(|d| layer::extract_layer(d, dest, lim, &mut stats, *pass));
-            res.with_context(|| format!("layer {} ({})", i + 1, l.digest))?;
+            if let Err(e) = res {
+                // The tree is removed: what it took is free for the other images.
+                if let Some(pool) = limits.pool {
+                    pool.give(stats.bytes);
+                }
+                return Err(e.context(format!("layer {} ({})", i + 1, l.digest)));
+            }
         }
         if !r.layers[i + 1..].iter().any(|x| x.hex == l.hex)
             && let Some((file, charged)) = staged.remove(&l.hex)
@@ -247,7 +253,7 @@ fn keep(p: &Path, extra: &[PathBuf]) -> bool {
 /// What `read_units` used of its limits, across layers.
 struct Budget {
     limits: Limits,
-    entries: u64,
+    count: policy::Count,
     bytes: u64,
 }
 
@@ -273,7 +279,8 @@ fn read_layer(src: impl Read, l: &Layer, extra: &[PathBuf], budget: &mut Budget)
                 policy::check_tar(&raw, ty, None)?;
                 continue;
             };
-            policy::count_entry(&raw, &mut budget.entries, &budget.limits)?;
+            let link = e.link_name_bytes().map(|l| l.into_owned());
+            policy::count_entry(&raw, link.as_deref(), &mut budget.count, &budget.limits)?;
             let dir: PathBuf = parent.iter().collect();
             match layer::whiteout_kind(&raw, name)? {
                 Whiteout::Remove(n) => {
@@ -323,7 +330,7 @@ fn collect(path: &Path, r: &Resolved, extra: &[PathBuf], limits: &Limits) -> Res
     let mut next = 0;
     let mut unread = vec![];
     let mut recs: HashMap<String, Rec> = HashMap::new();
-    let mut budget = Budget { limits: *limits, entries: 0, bytes: 0 };
+    let mut budget = Budget { limits: *limits, count: Default::default(), bytes: 0 };
     walk(path, |item, e| {
         let Item::Blob(h) = item else { return Ok(true) };
         let Some((digest, size, layer)) = want.remove(&h) else { return Ok(true) };
@@ -534,7 +541,7 @@ mod tests {
         assert_eq!(list_tags(&path).unwrap(), ["1"]);
         let dest = t.path().join("tree");
         std::fs::create_dir(&dest).unwrap();
-        let lim = Limits { max_bytes: 1 << 30, max_entries: 1000 };
+        let lim = Limits { max_bytes: 1 << 30, max_entries: 1000, pool: None };
         unpack(&path, "1", &dest, lim).unwrap();
         assert_eq!(std::fs::read(dest.join("a/x")).unwrap(), b"2");
         assert!(!dest.join("a/y").exists());

@@ -2,65 +2,37 @@
 //! meets it (the confined extractor, the generator's tar and OCI readers,
 //! `image inspect`, `image pack`), and the limits they all stop at. Readers
 //! keep their own mechanics (writing files, building a `Mem`); every accept
-//! or refuse, and every number, comes from here, so an archive apply
+//! or refuse comes from here, and every number from `limits`, so an archive apply
 //! refuses is refused by the generator too, with the same words.
 
 use anyhow::{Result, anyhow};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-/// Entries of one image (all layers of an OCI image together), for an unpack
-/// and for the readers that read into memory alike. A real image has
-/// thousands; a million is far beyond any, yet stops a stream of empty
-/// headers long before its inode and time cost matter.
-pub const MAX_ENTRIES: u64 = 1_000_000;
-
-/// The largest single file read into memory (a manifest, a unit, a drop-in).
-/// These are text of a few kilobytes; a larger file is not a unit and is left
-/// unread (the generator then sees a file it cannot read).
-pub const MAX_MEM_FILE: u64 = 1 << 20;
-
-/// All bytes read into memory for one image. The generator runs before most
-/// of the boot, one image at a time, so this bounds its memory. 16 MiB, not
-/// the 8 MiB the tar reader had: the OCI reader counts every layer's copy of
-/// a unit (a later layer replacing it still costs its bytes), and thousands
-/// of units with drop-ins fit either way, while 16 MiB is still nothing next
-/// to what the boot has.
-pub const MAX_MEM_TOTAL: u64 = 16 << 20;
-
-/// The longest path an entry may have, and the longest symlink target:
-/// Linux's PATH_MAX. No tool can open a longer path in one call, and every
-/// reader's work on an entry grows with its path.
-pub const MAX_PATH: usize = 4096;
-/// The most components a path may have. Real images nest a few dozen deep;
-/// the extractor opens one directory per component, so depth is work.
-pub const MAX_DEPTH: usize = 256;
-/// The longest name of one component: NAME_MAX of tmpfs, squashfs, erofs.
-pub const MAX_NAME: usize = 255;
-
-/// How far a reader may go with one image.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// For an unpack: bytes of file data, each file rounded up to a page as
-    /// tmpfs stores it. For a reader into memory: bytes read, in all.
-    pub max_bytes: u64,
-    pub max_entries: u64,
-}
-
-impl Limits {
-    /// What the readers into memory (the generator's) may read.
-    pub const MEM: Limits = Limits { max_bytes: MAX_MEM_TOTAL, max_entries: MAX_ENTRIES };
-
-    /// An unpack bounded by `max_bytes` (`unpack_limit` in the config).
-    pub fn unpack(max_bytes: u64) -> Limits {
-        Limits { max_bytes, max_entries: MAX_ENTRIES }
-    }
-}
+pub use super::limits::*;
 
 /// An error about one archive entry; the caller adds the image and archive.
 pub fn entry_err(path: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("entry {:?}: {msg}", String::from_utf8_lossy(path))
+    anyhow!("entry {}: {msg}", shown_path(path))
 }
+
+/// An entry's path for a message: quoted, control characters escaped, and
+/// a path longer than [`SHOWN_PATH`] bytes cut in the middle, with its
+/// length, so one refusal stays one short line.
+pub fn shown_path(path: &[u8]) -> String {
+    if path.len() <= SHOWN_PATH {
+        return format!("{:?}", String::from_utf8_lossy(path));
+    }
+    let (head, tail) = (&path[..SHOWN_PATH / 2], &path[path.len() - SHOWN_PATH / 4..]);
+    format!(
+        "{:?} ({} bytes)",
+        format!("{}...{}", String::from_utf8_lossy(head), String::from_utf8_lossy(tail)),
+        path.len()
+    )
+}
+
+/// The longest entry path a message shows whole.
+pub const SHOWN_PATH: usize = 256;
 
 /// Splits a tar path into plain components. `..` and absolute names are
 /// refused (not clamped, as upstream did): such an archive is hostile or broken.
@@ -264,12 +236,23 @@ pub fn check_tar<'a>(raw: &'a [u8], ty: tar::EntryType, link: Option<&[u8]>) -> 
 }
 
 /// Counts one more entry against `limits`.
-pub fn count_entry(raw: &[u8], count: &mut u64, limits: &Limits) -> Result<()> {
-    *count += 1;
-    if *count > limits.max_entries {
+pub fn count_entry(raw: &[u8], link: Option<&[u8]>, count: &mut Count, limits: &Limits) -> Result<()> {
+    count.entries += 1;
+    if count.entries > limits.max_entries {
         return Err(entry_err(raw, format!("more than {} entries: refused as an archive bomb", limits.max_entries)));
     }
+    count.names += (raw.len() + link.map_or(0, <[u8]>::len)) as u64;
+    if count.names > MAX_NAMES {
+        return Err(entry_err(raw, format!("paths and link targets longer than {MAX_NAMES} bytes in all: refused")));
+    }
     Ok(())
+}
+
+/// What [`count_entry`] has counted of one image.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Count {
+    pub entries: u64,
+    pub names: u64,
 }
 
 /// What a file of `size` bytes costs an unpack: tmpfs stores whole pages,
@@ -280,7 +263,19 @@ pub fn unpack_cost(size: u64) -> u64 {
 
 /// Charges `size` more bytes of an unpack against `limits`.
 pub fn charge_unpack(raw: &[u8], total: &mut u64, size: u64, limits: &Limits) -> Result<()> {
-    *total += unpack_cost(size);
+    let cost = unpack_cost(size);
+    if let Some(pool) = limits.pool
+        && !pool.take(cost)
+    {
+        return Err(entry_err(
+            raw,
+            format!(
+                "unpacked size exceeds what the other images left of the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config): stopped",
+                pool.total
+            ),
+        ));
+    }
+    *total += cost;
     if *total > limits.max_bytes {
         return Err(entry_err(
             raw,

@@ -160,7 +160,15 @@ impl Mem {
         let entries = fs.entries()?;
         let mut mem = Mem::default();
         let mut files = BTreeMap::new();
+        let mut count = policy::Count::default();
         for e in &entries {
+            use std::os::unix::ffi::OsStrExt;
+            let raw = e.path.as_os_str().as_bytes();
+            let link = match &e.node {
+                fsimage::Node::Link(t) => Some(t.as_os_str().as_bytes()),
+                _ => None,
+            };
+            policy::count_entry(raw, link, &mut count, &Limits::MEM)?;
             match &e.node {
                 fsimage::Node::Dir => mem.insert_dir(e.path.clone()),
                 fsimage::Node::Link(t) => mem.insert_link(e.path.clone(), t.clone()),
@@ -277,7 +285,7 @@ impl Mem {
         let mut left: BTreeSet<PathBuf> = BTreeSet::new();
         let mut inside: Option<PathBuf> = None;
         let mut total = 0u64;
-        let mut entries = 0u64;
+        let mut count = policy::Count::default();
         // What is at each path so far: the extractor's answers, without a tree.
         let mut paths = policy::Paths::default();
         // Hard links to unit paths whose file was not read (not a unit
@@ -313,7 +321,7 @@ impl Mem {
                 }
             }
             if !checked.comps.is_empty() {
-                policy::count_entry(&raw, &mut entries, limits)?;
+                policy::count_entry(&raw, link.as_deref(), &mut count, limits)?;
                 paths.enter(&raw, &checked.comps, &checked.kind, link.as_deref())?;
             }
             // Unit-looking paths are kept even once the manifest is known: a

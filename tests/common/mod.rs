@@ -176,6 +176,36 @@ impl TestRoot {
     }
 }
 
+/// With `TORCX_FUZZ_SEEDS=DIR` (set by `fuzz/seed.sh`), every archive a
+/// test leaves in its scratch space is kept in `DIR`: the fuzz targets'
+/// seed corpora are the test suite's own images, hostile ones included.
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        let Some(dir) = std::env::var_os("TORCX_FUZZ_SEEDS") else { return };
+        let _ = std::fs::create_dir_all(&dir);
+        let mut todo = vec![self.base.clone()];
+        while let Some(d) = todo.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let Ok(ft) = e.file_type() else { continue };
+                let name = e.file_name().to_string_lossy().into_owned();
+                if ft.is_dir() {
+                    todo.push(e.path());
+                } else if ft.is_file() && name.contains(".torcx.") {
+                    let Ok(data) = std::fs::read(e.path()) else { continue };
+                    let suffix = &name[name.find(".torcx.").unwrap()..];
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    std::hash::Hash::hash(&data, &mut h);
+                    let _ = std::fs::write(
+                        Path::new(&dir).join(format!("{:016x}{suffix}", std::hash::Hasher::finish(&h))),
+                        data,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Archive formats a store holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fmt {
@@ -493,6 +523,7 @@ pub struct Ns<'a> {
     script: String,
     steps: Vec<bool>,
     gen_link: PathBuf,
+    wrap: String,
 }
 
 impl<'a> Ns<'a> {
@@ -506,7 +537,7 @@ impl<'a> Ns<'a> {
         if std::fs::symlink_metadata(&gen_link).is_err() {
             std::os::unix::fs::symlink(TORCX, &gen_link).unwrap();
         }
-        Ns { t, out, script: String::from("set -eu\n"), steps: vec![], gen_link }
+        Ns { t, out, script: String::from("set -eu\n"), steps: vec![], gen_link, wrap: String::new() }
     }
 
     /// A plain shell command; the session fails if it does.
@@ -516,11 +547,19 @@ impl<'a> Ns<'a> {
         self
     }
 
+    /// Runs the following torcx steps under `cmd` (e.g. `prlimit
+    /// --data=N --`, `timeout 60`): memory and time bounds asserted
+    /// through limits, not measurements.
+    pub fn wrap(&mut self, cmd: &str) -> &mut Self {
+        self.wrap = cmd.to_string();
+        self
+    }
+
     fn step(&mut self, env: &[(&str, &str)], program: &str, args: &[String], generator: bool) -> usize {
         let i = self.steps.len();
         self.steps.push(generator);
         let o = format!("\"$OUT\"/{i}");
-        let mut cmd = String::from("env");
+        let mut cmd = format!("{} env", self.wrap);
         for (k, v) in env {
             cmd += &format!(" {}", shq(&format!("{k}={v}")));
         }

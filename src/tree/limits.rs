@@ -1,0 +1,88 @@
+//! The numbers every reader stops at, and what a reader counts against
+//! them: entries, names, bytes read into memory or unpacked, and the pool
+//! the images unpacked at the same time share. `policy` applies them; each
+//! number has its reason beside it (and in torcx-image(5), LIMITS).
+
+/// Entries of one image (all layers of an OCI image together), for an unpack
+/// and for the readers that read into memory alike. A real image has
+/// hundreds to thousands; 131,072 is far beyond any, and bounds what the
+/// readers keep per entry (about 100 bytes: the kind of every path, and the
+/// image's directories and symlinks) to about 14 MB, so the generator stays
+/// under 64 MiB whatever the image.
+pub const MAX_ENTRIES: u64 = 131_072;
+
+/// The bytes of all entries' paths and link targets in one image, counted
+/// as [`MAX_ENTRIES`] is: the readers into memory keep the paths of
+/// directories and symlinks, so without this a few thousand entries with
+/// 4096-byte paths would cost what a hundred thousand short ones do.
+pub const MAX_NAMES: u64 = 8 << 20;
+
+/// The largest single file read into memory (a manifest, a unit, a drop-in).
+/// These are text of a few kilobytes; a larger file is not a unit and is left
+/// unread (the generator then sees a file it cannot read).
+pub const MAX_MEM_FILE: u64 = 1 << 20;
+
+/// All bytes read into memory for one image. The generator runs before most
+/// of the boot, one image at a time, so this bounds its memory. 16 MiB, not
+/// the 8 MiB the tar reader had: the OCI reader counts every layer's copy of
+/// a unit (a later layer replacing it still costs its bytes), and thousands
+/// of units with drop-ins fit either way, while 16 MiB is still nothing next
+/// to what the boot has.
+pub const MAX_MEM_TOTAL: u64 = 16 << 20;
+
+/// The longest path an entry may have, and the longest symlink target:
+/// Linux's PATH_MAX. No tool can open a longer path in one call, and every
+/// reader's work on an entry grows with its path.
+pub const MAX_PATH: usize = 4096;
+/// The most components a path may have. Real images nest a few dozen deep;
+/// the extractor opens one directory per component, so depth is work.
+pub const MAX_DEPTH: usize = 256;
+/// The longest name of one component: NAME_MAX of tmpfs, squashfs, erofs.
+pub const MAX_NAME: usize = 255;
+
+/// How far a reader may go with one image.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// For an unpack: bytes of file data, each file rounded up to a page as
+    /// tmpfs stores it. For a reader into memory: bytes read, in all.
+    pub max_bytes: u64,
+    pub max_entries: u64,
+    /// For an unpack: what all unpacks of this process may still take
+    /// together (`unpack_total_limit`), charged as `max_bytes` is.
+    pub pool: Option<&'static Pool>,
+}
+
+impl Limits {
+    /// What the readers into memory (the generator's) may read.
+    pub const MEM: Limits = Limits { max_bytes: MAX_MEM_TOTAL, max_entries: MAX_ENTRIES, pool: None };
+
+    /// An unpack bounded by `max_bytes` (`unpack_limit` in the config).
+    pub fn unpack(max_bytes: u64) -> Limits {
+        Limits { max_bytes, max_entries: MAX_ENTRIES, pool: None }
+    }
+}
+
+/// Bytes the image trees unpacked at the same time may still take, all
+/// together: two images unpacked at once cannot each take the whole limit.
+#[derive(Debug)]
+pub struct Pool {
+    left: std::sync::atomic::AtomicU64,
+    pub total: u64,
+}
+
+impl Pool {
+    pub fn new(left: u64, total: u64) -> Pool {
+        Pool { left: left.into(), total }
+    }
+    pub fn left(&self) -> u64 {
+        self.left.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub(super) fn take(&self, n: u64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.left.fetch_update(SeqCst, SeqCst, |l| l.checked_sub(n)).is_ok()
+    }
+    /// Gives back what a failed unpack took (its tree is removed).
+    pub fn give(&self, n: u64) {
+        self.left.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}

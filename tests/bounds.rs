@@ -1,0 +1,176 @@
+//! Issue 9, classes 2 and 8: memory and time are bounded whatever the image.
+//! Hostile archives of a few megabytes (entry counts at the limit, long
+//! paths, a zstd frame asking for a 2 GiB window, more symlinks than the
+//! extractor keeps a list of) go through the generator and through apply
+//! run under `prlimit --data=64MiB` and `timeout`: each is refused with its
+//! limit named (or, for the symlinks, unpacked and checked), never killed,
+//! and the good image beside them is planned and attached.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The whole heap, thread stacks included (RLIMIT_DATA), and the time.
+const BOUND: &str = "timeout 120 prlimit --data=67108864 --";
+
+/// Writes hostile tar `kind` to `out` (uncompressed), with Python's tarfile.
+const MKTAR: &str = r#"
+import io, sys, tarfile
+kind, out = sys.argv[1], sys.argv[2]
+t = tarfile.open(out, "w", format=tarfile.GNU_FORMAT)
+def d(name):
+    ti = tarfile.TarInfo(name); ti.type = tarfile.DIRTYPE; ti.mode = 0o755; t.addfile(ti)
+def f(name, data=b""):
+    ti = tarfile.TarInfo(name); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+def l(name, target):
+    ti = tarfile.TarInfo(name); ti.type = tarfile.SYMTYPE; ti.linkname = target; t.addfile(ti)
+if kind == "many":
+    # One entry more than the policy's 131,072.
+    for i in range(131073):
+        f("f%06d" % i)
+elif kind == "names":
+    # 3,000 directories with 3,800-byte paths: 11 MB of names, 3,016 entries.
+    seg = "d" * 250
+    for k in range(1, 16):
+        d("/".join([seg] * k))
+    base = "/".join([seg] * 15)
+    for i in range(3000):
+        d(base + "/%05d" % i)
+elif kind.startswith("links"):
+    # 30,000 symlinks with 130-byte paths: over the 4 MiB list the
+    # extractor keeps, under the 8 MiB of names; then walked.
+    d("l")
+    f("target", b"x")
+    for i in range(30000):
+        l("l/" + "s" * 120 + "%06d" % i, "../target")
+    if kind == "links-escape":
+        # `x/y -> .` keeps `x/y/y/...` in `x`: the chain climbs out.
+        d("x"); l("x/y", "."); l("esc", "x/y/y/y/y/y/../../../../../../canary")
+t.close()
+"#;
+
+fn hostile_tar(dir: &Path, kind: &str) -> PathBuf {
+    let script = dir.join("mktar.py");
+    write(&script, MKTAR);
+    let out = dir.join(format!("{kind}.tar"));
+    let st = Command::new("python3").arg(&script).arg(kind).arg(&out).status().unwrap();
+    assert!(st.success(), "python3 mktar.py {kind}");
+    out
+}
+
+fn compress(tar: &Path, dest: &Path, tool: &[&str]) {
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} < '{}' > '{}'", tool.join(" "), tar.display(), dest.display()))
+        .status()
+        .unwrap();
+    assert!(st.success(), "{tool:?}");
+}
+
+/// A root whose vendor profile lists the good image `good:1` and the
+/// hostile ones, each as `NAME:1`; returns it and the hostile names.
+fn hostile_store(t: &TestRoot, links: &str) -> Vec<&'static str> {
+    let work = t.scratch("mk");
+    let store = t.path(USER_STORE);
+    compress(&hostile_tar(&work, "many"), &store.join("many:1.torcx.tgz"), &["gzip", "-1"]);
+    compress(&hostile_tar(&work, "names"), &store.join("names:1.torcx.tgz"), &["gzip", "-1"]);
+    // Read from a pipe, zstd cannot shrink the window to the input: the
+    // frame asks for 2 GiB (`--long=31`).
+    let small = hostile_tar(&work, "links");
+    compress(&small, &store.join("window:1.torcx.tar.zst"), &["zstd", "-q", "-c", "--long=31", "-1"]);
+    compress(&hostile_tar(&work, links), &store.join("links:1.torcx.tgz"), &["gzip", "-1"]);
+    let good = Image::new(t, "good", "1");
+    good.manifest(json!({"bin": ["/bin/good"], "units": ["/lib/systemd/system/good.service"]}))
+        .exec("bin/good", "#!/bin/sh\necho good\n")
+        .file("lib/systemd/system/good.service", "[Service]\nExecStart=/run/torcx/bin/good\n");
+    good.pack(t, USER_STORE, Fmt::Zst);
+    t.vendor_profile(&[("many", "1"), ("names", "1"), ("window", "1"), ("links", "1"), ("good", "1")]);
+    vec!["many", "names", "window"]
+}
+
+/// The refusal each hostile image gets, in every reader.
+fn cause(name: &str) -> &'static str {
+    match name {
+        "many" => "more than 131072 entries: refused as an archive bomb",
+        "names" => "paths and link targets longer than 8388608 bytes in all: refused",
+        "window" => "zstd frame needs a window over the limit of 16 MiB (made with --long? use --long=24 or less)",
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn the_generator_stays_within_64_mib_and_refuses_with_the_limit_named() {
+    require_root("the_generator_stays_within_64_mib_and_refuses_with_the_limit_named");
+    require_tool("the_generator_stays_within_64_mib_and_refuses_with_the_limit_named", "prlimit", "util-linux");
+    let t = TestRoot::new();
+    let hostile = hostile_store(&t, "links");
+    let out = tempfile::tempdir().unwrap();
+    let normal = std::fs::canonicalize(out.path()).unwrap();
+    let mut ns = Ns::new(&t);
+    ns.wrap(BOUND);
+    ns.generator(&["--root", t.root.to_str().unwrap(), normal.to_str().unwrap()]);
+    let s = ns.run().pop().unwrap();
+    // Failed images make the generator exit 1; a kill (memory, time) would not.
+    assert_eq!(s.code, 1, "{}", s.describe());
+    for name in &hostile {
+        let line = s.log.lines().find(|l| l.contains(&format!("image {name}:1:"))).unwrap_or_else(|| {
+            panic!("no line for {name}:\n{}", s.describe());
+        });
+        assert!(line.contains(cause(name)), "{name}: {line}");
+        assert!(line.len() < 1024, "{name}: a long line: {} bytes", line.len());
+        assert!(!normal.join(format!("{name}.service")).exists());
+    }
+    assert!(s.log.contains("image links:1: 0 unit files planned"), "{}", s.describe());
+    assert!(s.log.contains("image good:1: 3 unit files planned"), "{}", s.describe());
+    assert!(normal.join("good.service").exists());
+    t.assert_canary();
+}
+
+#[test]
+fn apply_stays_within_64_mib_and_the_good_image_is_attached() {
+    require_root("apply_stays_within_64_mib_and_the_good_image_is_attached");
+    require_tool("apply_stays_within_64_mib_and_the_good_image_is_attached", "prlimit", "util-linux");
+    for links in ["links", "links-escape"] {
+        let t = TestRoot::new();
+        let hostile = hostile_store(&t, links);
+        let mut ns = Ns::new(&t);
+        ns.wrap(BOUND);
+        ns.torcx_env(&[("TORCX_UNPACK_LIMIT", "1G")], &["apply"]);
+        let s = ns.run().pop().unwrap();
+        assert_ne!(s.code, 0, "{}", s.describe());
+        let doc = read_json(&t.path("run/torcx/status.json"));
+        for name in &hostile {
+            let err = status_error(&doc, &format!("{name}:1"));
+            assert!(err.contains(cause(name)), "{name}: {err}");
+            assert!(err.len() < 1024, "{name}: a long error: {} bytes", err.len());
+        }
+        let links_state = if links == "links" { "attached" } else { "failed" };
+        assert_eq!(
+            status_states(&doc),
+            pairs(&[
+                ("many:1", "failed"),
+                ("names:1", "failed"),
+                ("window:1", "failed"),
+                ("links:1", links_state),
+                ("good:1", "attached")
+            ]),
+            "{}",
+            s.describe()
+        );
+        if links == "links-escape" {
+            let err = status_error(&doc, "links:1");
+            assert!(err.contains("entry \"esc\": symlink resolves outside the image"), "{err}");
+        }
+        // Nothing of a refused image stays: no tree, no binary.
+        for name in ["many", "names", "window"] {
+            assert!(s.mount_at(&t.path(&format!("run/torcx/unpack/{name}"))).is_none(), "{}", s.describe());
+        }
+        assert!(t.exists("run/torcx/bin/good"));
+        assert!(t.exists("run/systemd/system/good.service"));
+        t.assert_canary();
+    }
+}
