@@ -39,6 +39,12 @@ elif kind == "names":
     base = "/".join([seg] * 15)
     for i in range(3000):
         d(base + "/%05d" % i)
+elif kind == "deep":
+    # 20,000 files, each 200 directories deep in a tree of its own, with no
+    # directory entries: 4 million directories (with 800 MB of paths)
+    # implied by 8 MB of paths. Both readers stop at the same entry.
+    for i in range(20000):
+        f("%05d/" % i + "a/" * 199 + "f")
 elif kind.startswith("links"):
     # 30,000 symlinks with 130-byte paths: over the 4 MiB list the
     # extractor keeps, under the 8 MiB of names; then walked.
@@ -78,6 +84,7 @@ fn hostile_store(t: &TestRoot, links: &str) -> Vec<&'static str> {
     let store = t.path(USER_STORE);
     compress(&hostile_tar(&work, "many"), &store.join("many:1.torcx.tgz"), &["gzip", "-1"]);
     compress(&hostile_tar(&work, "names"), &store.join("names:1.torcx.tgz"), &["gzip", "-1"]);
+    compress(&hostile_tar(&work, "deep"), &store.join("deep:1.torcx.tgz"), &["gzip", "-1"]);
     // Read from a pipe, zstd cannot shrink the window to the input: the
     // frame asks for 2 GiB (`--long=31`).
     let small = hostile_tar(&work, "links");
@@ -88,8 +95,8 @@ fn hostile_store(t: &TestRoot, links: &str) -> Vec<&'static str> {
         .exec("bin/good", "#!/bin/sh\necho good\n")
         .file("lib/systemd/system/good.service", "[Service]\nExecStart=/run/torcx/bin/good\n");
     good.pack(t, USER_STORE, Fmt::Zst);
-    t.vendor_profile(&[("many", "1"), ("names", "1"), ("window", "1"), ("links", "1"), ("good", "1")]);
-    vec!["many", "names", "window"]
+    t.vendor_profile(&[("many", "1"), ("names", "1"), ("deep", "1"), ("window", "1"), ("links", "1"), ("good", "1")]);
+    vec!["many", "names", "deep", "window"]
 }
 
 /// The refusal each hostile image gets, in every reader.
@@ -97,6 +104,7 @@ fn cause(name: &str) -> &'static str {
     match name {
         "many" => "more than 131072 entries: refused as an archive bomb",
         "names" => "paths and link targets longer than 8388608 bytes in all: refused",
+        "deep" => "paths and link targets longer than 8388608 bytes in all (with the directories paths imply): refused",
         "window" => "zstd frame needs a window over the limit of 16 MiB (made with --long? use --long=24 or less)",
         _ => unreachable!(),
     }
@@ -154,6 +162,7 @@ fn apply_stays_within_64_mib_and_the_good_image_is_attached() {
             pairs(&[
                 ("many:1", "failed"),
                 ("names:1", "failed"),
+                ("deep:1", "failed"),
                 ("window:1", "failed"),
                 ("links:1", links_state),
                 ("good:1", "attached")
@@ -166,7 +175,7 @@ fn apply_stays_within_64_mib_and_the_good_image_is_attached() {
             assert!(err.contains("entry \"esc\": symlink resolves outside the image"), "{err}");
         }
         // Nothing of a refused image stays: no tree, no binary.
-        for name in ["many", "names", "window"] {
+        for name in &hostile {
             assert!(s.mount_at(&t.path(&format!("run/torcx/unpack/{name}"))).is_none(), "{}", s.describe());
         }
         assert!(t.exists("run/torcx/bin/good"));

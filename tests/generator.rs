@@ -413,3 +413,40 @@ fn the_cache_is_used_only_when_it_passes_the_policy() {
     let out = run(&t);
     assert_x_planned(&out);
 }
+
+/// Issue 9, class 3: an image without a manifest whose tar has no
+/// directory entries (only files and links, as `tar --no-recursion` or a
+/// hand-made archive writes them) is planned by the generator exactly as
+/// apply places it: same unit, same drop-in, same `.wants` link.
+#[test]
+fn a_manifest_less_tar_without_directory_entries_is_planned_as_apply_places_it() {
+    require_root("a_manifest_less_tar_without_directory_entries_is_planned_as_apply_places_it");
+    let t = TestRoot::new();
+    py_tar(
+        &t.path(USER_STORE).join("bare:1.torcx.tgz"),
+        Fmt::Tgz,
+        &[
+            e_file_mode("usr/bin/bare", b"#!/bin/sh\necho bare\n", 0o755),
+            e_file(
+                "usr/lib/systemd/system/bare.service",
+                b"[Service]\nExecStart=/run/torcx/bin/bare\n[Install]\nWantedBy=multi-user.target\n",
+            ),
+            e_symlink("usr/lib/systemd/system/multi-user.target.wants/bare.service", "../bare.service"),
+        ],
+    );
+    t.vendor_profile(&[("bare", "1")]);
+    let out = Out::new();
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    ns.apply();
+    let steps = ns.run();
+    assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
+    assert_eq!(steps[1].code, 0, "{}", steps[1].describe());
+    let mut planned = listing(&out.normal);
+    planned.remove("sysinit.target.wants");
+    planned.remove(APPLY_LINK);
+    let placed = listing(&t.path("run/systemd/system"));
+    assert!(placed.contains_key("bare.service"), "{placed:#?}");
+    assert!(placed.contains_key("multi-user.target.wants/bare.service"), "{placed:#?}");
+    assert_eq!(planned, placed, "generator and apply placed different units");
+}

@@ -96,6 +96,12 @@ impl Extractor {
                 let parent = if have == 0 { &self.root } else { &self.cache[&key(have)] };
                 let (fd, created) = open_dir_step(parent, raw, comps[have], create)?;
                 self.stats.dirs += u64::from(created);
+                if created {
+                    // A directory no entry made: it counts as one.
+                    let bytes = comps[..=have].iter().map(|c| c.len() as u64 + 1).sum::<u64>() - 1;
+                    policy::count_implied(raw, 1, bytes, &mut self.count, &self.limits)?;
+                    self.stats.names = self.count.names;
+                }
                 self.cache.insert(key(have + 1), fd);
                 have += 1;
             }

@@ -361,16 +361,20 @@ fn collect(path: &Path, r: &Resolved, extra: &[PathBuf], limits: &Limits) -> Res
     Ok((tree, unread))
 }
 
-fn to_mem(t: &Tree) -> Mem {
+/// The merged tree as the generator's `Mem`. The directories the kept
+/// paths imply are counted against the limits as the unpack counts them.
+fn to_mem(t: &Tree) -> Result<Mem> {
     let mut m = Mem::default();
+    let mut count = policy::Count::default();
     for (p, n) in t {
-        match n {
+        let (dirs, bytes) = match n {
             Node::Dir => m.insert_dir(p.clone()),
             Node::Link(target) => m.insert_link(p.clone(), target.clone()),
             Node::File(d) => m.insert_file(p.clone(), d.clone()),
-        }
+        };
+        policy::count_implied(p.as_os_str().as_bytes(), dirs, bytes, &mut count, &Limits::MEM)?;
     }
-    m
+    Ok(m)
 }
 
 /// Paths the generator needs that `keep` did not keep: the manifest behind a
@@ -409,7 +413,7 @@ pub fn read_units_with(path: &Path, tag: &str, limits: &Limits) -> Result<Mem> {
     // left unread (the generator then reports the unit missing).
     for round in 0.. {
         let (tree, unread) = collect(path, &r, &extra, limits)?;
-        let mem = to_mem(&tree);
+        let mem = to_mem(&tree)?;
         let more: Vec<PathBuf> =
             missed(&mem, &extra).into_iter().chain(unread).filter(|p| !extra.contains(p)).collect();
         if more.is_empty() || round == MAX_READS - 1 {

@@ -248,6 +248,36 @@ pub fn count_entry(raw: &[u8], link: Option<&[u8]>, count: &mut Count, limits: &
     Ok(())
 }
 
+/// Counts `dirs` directories the path of entry `raw` implies and no entry
+/// made (an archive need not list a file's parents), `bytes` of paths in
+/// all: they cost what entries do, in every reader alike, so a few
+/// thousand deep paths cannot make millions of directories.
+pub fn count_implied(raw: &[u8], dirs: u64, bytes: u64, count: &mut Count, limits: &Limits) -> Result<()> {
+    if dirs == 0 {
+        return Ok(());
+    }
+    count.entries += dirs;
+    if count.entries > limits.max_entries {
+        return Err(entry_err(
+            raw,
+            format!(
+                "more than {} entries (with the directories paths imply): refused as an archive bomb",
+                limits.max_entries
+            ),
+        ));
+    }
+    count.names += bytes;
+    if count.names > MAX_NAMES {
+        return Err(entry_err(
+            raw,
+            format!(
+                "paths and link targets longer than {MAX_NAMES} bytes in all (with the directories paths imply): refused"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What [`count_entry`] has counted of one image.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Count {
@@ -372,6 +402,9 @@ pub struct Paths {
     ids: u32,
     /// The id of the image root (an opaque whiteout of the root renews it).
     root: u32,
+    /// The directories made for parents no entry made, bounded as entries
+    /// are (each costs a slot here).
+    implied: Count,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -487,12 +520,15 @@ impl Paths {
         let keys = self.prefixes(comps);
         let slots = self.live(&keys);
         let mut parent = self.root;
+        let mut len = 0u64;
         for ((c, k), s) in parents.iter().zip(&keys).zip(&slots) {
+            len += c.len() as u64 + u64::from(len > 0);
             parent = match s {
                 Some(Slot { node: Node::Dir, id, .. }) => *id,
                 Some(_) => return Err(through_non_dir(raw, c)),
                 // The extractor creates missing parents.
                 None => {
+                    count_implied(raw, 1, len, &mut self.implied, &Limits::MEM)?;
                     let id = self.new_id();
                     self.seen.insert(*k, Slot { node: Node::Dir, id, parent });
                     id

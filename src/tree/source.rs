@@ -170,8 +170,14 @@ impl Mem {
             };
             policy::count_entry(raw, link, &mut count, &Limits::MEM)?;
             match &e.node {
-                fsimage::Node::Dir => mem.insert_dir(e.path.clone()),
-                fsimage::Node::Link(t) => mem.insert_link(e.path.clone(), t.clone()),
+                // The index lists every directory, parents first: nothing
+                // is implied here that was not counted as an entry.
+                fsimage::Node::Dir => {
+                    mem.insert_dir(e.path.clone());
+                }
+                fsimage::Node::Link(t) => {
+                    mem.insert_link(e.path.clone(), t.clone());
+                }
                 fsimage::Node::File { size, handle } => {
                     files.insert(e.path.clone(), (*size, handle));
                 }
@@ -224,15 +230,23 @@ impl Mem {
         self.dirs.iter()
     }
 
-    /// Adds a regular file (for readers of other formats).
-    pub fn insert_file(&mut self, rel: PathBuf, data: Vec<u8>) {
+    /// Adds a regular file (for readers of other formats). Its parents are
+    /// directories, whether or not the reader met an entry for them.
+    /// Returns the directories this implied, as `add_dirs` does.
+    pub fn insert_file(&mut self, rel: PathBuf, data: Vec<u8>) -> (u64, u64) {
+        let implied = self.add_dirs(rel.parent());
         self.files.insert(rel, data);
+        implied
     }
-    pub fn insert_link(&mut self, rel: PathBuf, target: PathBuf) {
+    pub fn insert_link(&mut self, rel: PathBuf, target: PathBuf) -> (u64, u64) {
+        let implied = self.add_dirs(rel.parent());
         self.links.insert(rel, target);
+        implied
     }
-    pub fn insert_dir(&mut self, rel: PathBuf) {
+    pub fn insert_dir(&mut self, rel: PathBuf) -> (u64, u64) {
+        let implied = self.add_dirs(rel.parent());
         self.dirs.insert(rel);
+        implied
     }
 
     /// What the generator needs of an unpacked image: its manifest and the
@@ -328,8 +342,17 @@ impl Mem {
             // listed path may reach them through a symlink (`lib -> usr/lib`).
             let keep =
                 looks_like_unit_path(&rel) || wanted.as_ref().is_some_and(|w| w.iter().any(|p| rel.starts_with(p)));
+            // Parents are directories even when the archive has no entry
+            // for them (`tar --no-recursion`): the scan lists them, as the
+            // unpacked tree would show them. They count as the extractor
+            // counts the directories it creates for them.
+            let (n, bytes) = m.add_dirs(rel.parent());
+            policy::count_implied(&raw, n, bytes, &mut count, limits)?;
             match checked.kind {
-                EntryKind::Dir => m.add_dirs(Some(&rel)),
+                // Its parents are in (above): this adds the entry itself.
+                EntryKind::Dir => {
+                    m.add_dirs(Some(&rel));
+                }
                 // A hard link to a unit already read is that unit under another name.
                 EntryKind::HardLink => {
                     let t = link.unwrap_or_default();
@@ -390,12 +413,19 @@ impl Mem {
     /// recorded has its parents recorded too, so this stops there: the
     /// work for an entry does not grow with its depth once its directory is
     /// known.
-    fn add_dirs(&mut self, dir: Option<&Path>) {
+    /// Returns how many were new (the root aside) and the bytes of their paths.
+    fn add_dirs(&mut self, dir: Option<&Path>) -> (u64, u64) {
+        let (mut n, mut bytes) = (0, 0);
         for d in dir.into_iter().flat_map(Path::ancestors) {
             if !self.dirs.insert(d.to_path_buf()) {
                 break;
             }
+            if !d.as_os_str().is_empty() {
+                n += 1;
+                bytes += d.as_os_str().len() as u64;
+            }
         }
+        (n, bytes)
     }
 
     /// A unit that is a hard link to a file read past (one outside the unit
