@@ -402,7 +402,9 @@ fn every_reader_stops_an_entry_bomb_alike() {
     let mut entries = prelude();
     entries.extend([E::File("bin/a", b""), E::File("bin/b", b""), E::File("bin/c", b"")]);
     let tar = tar_of(&entries);
-    let want = "entry \"bin/b\": more than 5 entries: refused as an archive bomb";
+    // bin, bin/tool, lib, lib/systemd/system and lib/systemd (implied by
+    // it, with no entry of its own): five; bin/a is the sixth.
+    let want = "entry \"bin/a\": more than 5 entries: refused as an archive bomb";
     for (name, read, _) in READERS {
         let dir = tempfile::tempdir().unwrap();
         let got = format!("{:#}", read(&tar, dir.path(), lim).unwrap_err());

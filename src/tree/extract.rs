@@ -10,7 +10,7 @@ use crate::tree::policy::{self, Kind, Limits, entry_err};
 use anyhow::{Context, Result, anyhow, bail};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -61,8 +61,13 @@ fn open_dir_step(parent: &OwnedFd, raw: &[u8], c: &OsStr, create: bool) -> Resul
 
 pub(super) struct Extractor {
     pub(super) root: OwnedFd,
-    /// Parent directories already open, by path (see [`DIR_CACHE`]).
-    pub(super) cache: std::collections::HashMap<Vec<OsString>, OwnedFd>,
+    /// Parent directories already open, by the keyed hash of their path
+    /// (see [`DIR_CACHE`]): finding the deepest one open costs one hash of
+    /// the path, not a key per level. (A collision, one in 2^64 with keys
+    /// an archive cannot know, would put a file in another directory of
+    /// the same tree, never outside it.)
+    pub(super) cache: std::collections::HashMap<u64, OwnedFd>,
+    keys: std::collections::hash_map::RandomState,
     pub(super) limits: Limits,
     pub(super) stats: Stats,
     pub(super) count: policy::Count,
@@ -85,7 +90,20 @@ impl Extractor {
         if comps.is_empty() {
             return Ok(&self.root);
         }
-        let key = |n: usize| -> Vec<OsString> { comps[..n].iter().map(|c| c.to_os_string()).collect() };
+        // The hash of every prefix, in one pass over the path.
+        let hashes: Vec<u64> = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = self.keys.build_hasher();
+            comps
+                .iter()
+                .map(|c| {
+                    h.write(c.as_bytes());
+                    h.write_u8(0);
+                    h.clone().finish()
+                })
+                .collect()
+        };
+        let key = |n: usize| hashes[n - 1];
         if !self.cache.contains_key(&key(comps.len())) {
             if self.cache.len() >= DIR_CACHE {
                 self.cache.clear();
@@ -120,6 +138,7 @@ impl Extractor {
         Extractor {
             root,
             cache: Default::default(),
+            keys: Default::default(),
             limits,
             stats,
             count,

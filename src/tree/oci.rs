@@ -255,6 +255,35 @@ struct Budget {
     limits: Limits,
     count: policy::Count,
     bytes: u64,
+    /// The directories met so far, in any layer, by keyed hash of their
+    /// path: a parent not among them is one the unpack creates, and counts.
+    dirs: std::collections::HashSet<u64>,
+    keys: std::collections::hash_map::RandomState,
+}
+
+impl Budget {
+    /// Counts the parents of `comps` no entry made yet (as the unpack
+    /// counts the directories it creates), and notes `comps` itself when it
+    /// is a directory.
+    fn implied(&mut self, raw: &[u8], comps: &[&std::ffi::OsStr], is_dir: bool) -> Result<()> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.keys.build_hasher();
+        let (mut n, mut bytes, mut len) = (0u64, 0u64, 0u64);
+        for (i, c) in comps.iter().enumerate() {
+            h.write(c.as_encoded_bytes());
+            h.write_u8(0);
+            len += c.len() as u64 + u64::from(i > 0);
+            let new = self.dirs.insert(h.clone().finish());
+            if new && i + 1 < comps.len() {
+                n += 1;
+                bytes += len;
+            }
+            if i + 1 == comps.len() && !is_dir && new {
+                self.dirs.remove(&h.clone().finish());
+            }
+        }
+        policy::count_implied(raw, n, bytes, &mut self.count, &self.limits)
+    }
 }
 
 /// Reads one layer (decompressing on the fly) into what it does to the
@@ -298,6 +327,7 @@ fn read_layer(src: impl Read, l: &Layer, extra: &[PathBuf], budget: &mut Budget)
             let Some(checked) = policy::check_tar(&raw, ty, link.as_deref())? else { continue };
             let path = dir.join(name);
             let kind = checked.kind;
+            budget.implied(&raw, &checked.comps, kind == Kind::Dir)?;
             let mut data = None;
             if kind == Kind::File && path == Path::new(MANIFEST_PATH) {
                 policy::check_manifest_size(e.size())?;
@@ -330,7 +360,13 @@ fn collect(path: &Path, r: &Resolved, extra: &[PathBuf], limits: &Limits) -> Res
     let mut next = 0;
     let mut unread = vec![];
     let mut recs: HashMap<String, Rec> = HashMap::new();
-    let mut budget = Budget { limits: *limits, count: Default::default(), bytes: 0 };
+    let mut budget = Budget {
+        limits: *limits,
+        count: Default::default(),
+        bytes: 0,
+        dirs: Default::default(),
+        keys: Default::default(),
+    };
     walk(path, |item, e| {
         let Item::Blob(h) = item else { return Ok(true) };
         let Some((digest, size, layer)) = want.remove(&h) else { return Ok(true) };
