@@ -183,3 +183,117 @@ fn apply_stays_within_64_mib_and_the_good_image_is_attached() {
         t.assert_canary();
     }
 }
+
+/// Index bombs for the squashfs and erofs readers (found by an outside
+/// attack on this change). The index is read in a child process with its
+/// own limits (`tree::isolated`); the generator and apply both refuse, with
+/// the same line, and the good image beside it is planned and attached.
+///   - squashfs: gzip metadata blocks of 4 KB inflating to 4 MiB each,
+///     between the directory table and the id table (the kernel never
+///     reads them; the index reader inflated them all: 418 MB from 400 KB);
+///   - erofs: every level's `b` entry pointing at its sibling directory
+///     `a`, a graph of 2^40 paths (the generator aborted, apply hung).
+const BOMBS: &str = r#"
+import struct, sys, zlib
+kind, src, dst = sys.argv[1], sys.argv[2], sys.argv[3]
+b = bytearray(open(src, "rb").read())
+if kind == "squashfs":
+    used, id_table, xattr, inodes, dirs, frag, export = struct.unpack_from("<QQQQQQQ", b, 40)
+    (id_ptr,) = struct.unpack_from("<Q", b, id_table)
+    blk = zlib.compress(b"\0" * (4 << 20), 9)
+    junk = (struct.pack("<H", len(blk)) + blk) * 100
+    n = len(junk)
+    out = b[:id_ptr] + junk + b[id_ptr:used]
+    struct.pack_into("<Q", out, 40, used + n)
+    struct.pack_into("<Q", out, 48, id_table + n)
+    for off, v in ((56, xattr), (80, frag)):
+        if v != 0xFFFFFFFFFFFFFFFF and v >= id_ptr:
+            struct.pack_into("<Q", out, off, v + n)
+    struct.pack_into("<Q", out, id_table + n, id_ptr + n)
+    out += b"\0" * (-len(out) % 4096)
+else:
+    i = 0
+    while True:
+        i = b.find(b"...ab", i + 1)
+        if i < 0:
+            break
+        s = i - 48
+        offs = [struct.unpack_from("<H", b, s + 12 * k + 8)[0] for k in range(4)]
+        if s >= 0 and offs == [48, 49, 51, 52]:
+            struct.pack_into("<Q", b, s + 36, struct.unpack_from("<Q", b, s + 24)[0])
+    fc = struct.unpack_from("<I", b, 1024 + 8)[0]
+    struct.pack_into("<I", b, 1024 + 8, fc & ~1)
+    out = b
+open(dst, "wb").write(out)
+"#;
+
+#[test]
+fn index_bombs_in_squashfs_and_erofs_are_refused_by_the_generator_and_apply_alike() {
+    let test = "index_bombs_in_squashfs_and_erofs_are_refused_by_the_generator_and_apply_alike";
+    require_root(test);
+    require_tool(test, "mksquashfs", "squashfs-tools");
+    require_tool(test, "mkfs.erofs", "erofs-utils");
+    let t = TestRoot::new();
+    let work = t.scratch("mk");
+    let script = work.join("bombs.py");
+    write(&script, BOMBS);
+    let img = Image::new(&t, "bomb", "1");
+    img.manifest(json!({"units": ["/lib/systemd/system/bomb.service"]}))
+        .file("lib/systemd/system/bomb.service", "[Service]\nExecStart=/bin/true\n");
+    let mut dag = img.dir.join("d");
+    for _ in 0..40 {
+        std::fs::create_dir_all(dag.join("b")).unwrap();
+        dag = dag.join("a");
+    }
+    std::fs::create_dir_all(&dag).unwrap();
+    let run = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+    let (sq, ero) = (work.join("plain.squashfs"), work.join("plain.erofs"));
+    run(Command::new("mksquashfs")
+        .arg(&img.dir)
+        .arg(&sq)
+        .args(["-comp", "gzip", "-no-fragments", "-no-exports"])
+        .args(["-no-xattrs", "-quiet", "-noappend"]));
+    run(Command::new("mkfs.erofs").arg("--quiet").arg(&ero).arg(&img.dir));
+    let store = t.path(USER_STORE);
+    std::fs::create_dir_all(&store).unwrap();
+    run(Command::new("python3").arg(&script).arg("squashfs").arg(&sq).arg(store.join("sq:1.torcx.squashfs")));
+    run(Command::new("python3").arg(&script).arg("erofs").arg(&ero).arg(store.join("ero:1.torcx.erofs")));
+    let good = Image::new(&t, "good", "1");
+    good.manifest(json!({"units": ["/lib/systemd/system/good.service"]}))
+        .file("lib/systemd/system/good.service", "[Service]\nExecStart=/bin/true\n");
+    good.pack(&t, USER_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("sq", "1"), ("ero", "1"), ("good", "1")]);
+
+    let out = tempfile::tempdir().unwrap();
+    let normal = std::fs::canonicalize(out.path()).unwrap();
+    let mut ns = Ns::new(&t);
+    ns.wrap(BOUND);
+    ns.generator(&["--root", t.root.to_str().unwrap(), normal.to_str().unwrap()]);
+    ns.torcx(&["apply"]);
+    let steps = ns.run();
+    let (g, a) = (&steps[0], &steps[1]);
+    assert_eq!(g.code, 1, "{}", g.describe());
+    let doc = read_json(&t.path("run/torcx/status.json"));
+    for (name, fs) in [("sq", "squashfs"), ("ero", "erofs")] {
+        let want = format!("reading the {fs} index took more than 64 MiB of memory: refused");
+        let line = g.log.lines().find(|l| l.contains(&format!("image {name}:1:"))).unwrap_or("");
+        assert!(line.contains(&want), "generator, {name}: {line:?}\n{}", g.describe());
+        let err = status_error(&doc, &format!("{name}:1"));
+        assert!(err.contains(&want), "apply, {name}: {err}");
+        assert!(s_no_mount(a, &t, name), "{}", a.describe());
+    }
+    assert!(normal.join("good.service").exists(), "{}", g.describe());
+    assert!(normal.join("sysinit.target.wants").exists(), "the apply service must still be pulled in");
+    assert!(!normal.join("bomb.service").exists());
+    assert_eq!(
+        status_states(&doc),
+        pairs(&[("sq:1", "failed"), ("ero:1", "failed"), ("good:1", "attached")]),
+        "{}",
+        a.describe()
+    );
+    t.assert_canary();
+}
+
+fn s_no_mount(s: &Step, t: &TestRoot, name: &str) -> bool {
+    s.mount_at(&t.path(&format!("run/torcx/unpack/{name}"))).is_none()
+}

@@ -368,3 +368,29 @@ fn a_duplicate_entry_is_refused() {
         "duplicate entry",
     );
 }
+
+/// A PAX `path` record holding a newline (found by an outside attack): the
+/// tar crate dropped the record and used the 100-byte short name, so torcx
+/// unpacked a different tree than Python or GNU tar show. Refused, by apply
+/// and the generator alike, before the entry is read.
+#[test]
+fn a_pax_path_with_a_newline_is_refused() {
+    require_root("a_pax_path_with_a_newline_is_refused");
+    let t = hostile_root(Fmt::Tgz, &[]);
+    let mut entries = prelude();
+    entries.push(e_file(&format!("bin/{}\nother", "x".repeat(120)), b"x"));
+    py_tar_format(&t.path(ARCHIVE), Fmt::Tgz, &entries, "PAX");
+    let out = t.scratch("gen");
+    let mut ns = Ns::new(&t);
+    ns.generator(&["--root", t.root.to_str().unwrap(), out.to_str().unwrap()]);
+    ns.apply();
+    let steps = ns.run();
+    let want = "a PAX path or link name with a newline (tar readers disagree on it): refused";
+    assert_eq!(steps[0].code, 1, "{}", steps[0].describe());
+    assert_contains(&steps[0].log, want, &steps[0]);
+    assert_eq!(steps[1].code, 1, "{}", steps[1].describe());
+    assert_contains(&steps[1].stderr, want, &steps[1]);
+    assert!(steps[1].unpack.is_empty(), "{:?}", steps[1].unpack);
+    assert!(!t.exists("run/systemd/system/evil.service"));
+    t.assert_canary();
+}

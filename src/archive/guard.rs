@@ -79,6 +79,29 @@ fn header_size(h: &[u8; 512]) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(&s).ok()?.trim(), 8).ok()
 }
 
+/// Whether a `path` or `linkpath` record of PAX header data holds a
+/// newline before its end. Tar readers disagree on such a record (the tar
+/// crate drops it and uses the short name; Python and GNU tar keep it), so
+/// the tree torcx unpacks would not be the one other tools show.
+fn pax_newline_in_path(data: &[u8]) -> bool {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some(sp) = rest.iter().position(|b| *b == b' ') else { return false };
+        let Some(len) = std::str::from_utf8(&rest[..sp]).ok().and_then(|s| s.parse::<usize>().ok()) else {
+            return false;
+        };
+        if len <= sp + 1 || len > rest.len() {
+            return false;
+        }
+        let rec = &rest[sp + 1..len - 1];
+        if (rec.starts_with(b"path=") || rec.starts_with(b"linkpath=")) && rec.contains(&b'\n') {
+            return true;
+        }
+        rest = &rest[len..];
+    }
+    false
+}
+
 /// The `size` record of PAX header data, if any.
 fn pax_size(data: &[u8]) -> Option<u64> {
     let mut rest = data;
@@ -125,6 +148,11 @@ impl<R: Read> TarGuard<R> {
                     *left -= n as u64;
                     buf = &buf[n..];
                     if *left == 0 {
+                        if pax_newline_in_path(&self.pax) {
+                            return Err(refuse(
+                                "a PAX path or link name with a newline (tar readers disagree on it): refused".into(),
+                            ));
+                        }
                         self.pax_size = pax_size(&self.pax);
                         self.pax.clear();
                         self.state =

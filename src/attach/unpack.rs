@@ -72,9 +72,10 @@ pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let fstype = a.format.name();
-    // The generator refuses an image that declares more inodes than the
-    // entry policy allows (it reads the index into memory); so does apply.
-    crate::archive::fsimage::check_inode_count(&a.host, a.format).with_context(|| a.path.display().to_string())?;
+    // Apply refuses what the generator refuses: an image whose index the
+    // entry policy, or the index reader's own limits, refuse (read the same
+    // way, in a child with limits of its own).
+    crate::tree::isolated::read_fsimage_units(a).with_context(|| format!("reading {}", a.path.display()))?;
     // Nothing is unpacked, so nothing was checked on the way in: a symlink
     // out of the tree is refused as in a tar archive.
     if a.format == Format::Erofs && mount::mount_ro(&a.host, &host, fstype).is_ok() {

@@ -77,7 +77,7 @@ pub fn plan_image(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<Im
     let Some(a) = archives.iter().find(|a| &a.id == id) else { bail!("no archive in any store") };
     let mem = match cache::load(cfg, a) {
         Some(m) => m,
-        None => crate::tree::read_units(a).with_context(|| format!("reading {}", a.path.display()))?,
+        None => crate::tree::isolated::read_units(a).with_context(|| format!("reading {}", a.path.display()))?,
     };
     let (manifest, plan) = attach::plan_archive_units(cfg, a, &mem)?;
     // Apply will refuse this image; its units must not shadow the host's meanwhile.

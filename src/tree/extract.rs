@@ -343,6 +343,9 @@ pub fn check_symlinks(dest: &Path) -> Result<()> {
         Ok((fd, dir))
     };
     let mut stack = vec![(PathBuf::new(), open(Path::new(""))?)];
+    // A mounted image is walked here without having been counted: a graph
+    // of hard-linked directories would make the walk endless.
+    let mut seen = 0u64;
     while let Some((rel, (fd, dir))) = stack.last_mut() {
         let Some(e) = dir.next() else {
             stack.pop();
@@ -354,6 +357,10 @@ pub fn check_symlinks(dest: &Path) -> Result<()> {
             continue;
         }
         let name = OsStr::from_bytes(n);
+        seen += 1;
+        if seen > policy::MAX_ENTRIES {
+            bail!("more than {} entries: refused as an archive bomb", policy::MAX_ENTRIES);
+        }
         let ft = match e.file_type() {
             FileType::Unknown => {
                 FileType::from_raw_mode(rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode)

@@ -4,9 +4,11 @@
 
 pub mod cached;
 pub mod extract;
+pub mod isolated;
 pub mod layer;
 pub mod limits;
 pub mod oci;
+pub mod oci_unpack;
 pub mod policy;
 pub mod scan;
 pub mod source;

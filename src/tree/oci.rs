@@ -1,139 +1,24 @@
-//! OCI bundles become trees: `unpack` stages the layer blobs inside the
-//! tree being unpacked, then applies them in order with the confined
-//! extractor; `read_units` (for the read-only generator) decompresses the
-//! layers on the fly and merges just the entries the generator needs. The
-//! bundle format itself is `archive::oci`.
+//! OCI bundles read for the generator: `read_units` decompresses the
+//! layers on the fly and merges just the entries the generator needs.
+//! Unpacking one is `tree::oci_unpack` (re-exported here); the bundle
+//! format itself is `archive::oci`.
 
 use crate::archive::oci::{self, HashRead, Item, Layer, Resolved, check_entry_size, decoder, walk, wanted};
 use crate::sys::fsutil;
-use crate::tree::extract::{self, Stats};
-use crate::tree::layer::{self, LayerPass, Whiteout};
+use crate::tree::layer::{self, Whiteout};
 use crate::tree::policy::{self, Kind, Limits, Paths};
 use crate::tree::source::{self, ImageSource, MANIFEST_PATH, Mem};
 use anyhow::{Context, Result, bail};
-use rustix::fs::{AtFlags, Mode, OFlags};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::io::{BufReader, Read, Seek, Write};
-use std::os::fd::OwnedFd;
+use std::io::{BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+pub use super::oci_unpack::{STAGING, unpack};
+
 /// How many times `read_units` reads a bundle at most (see there).
 const MAX_READS: usize = 4;
-/// Where `unpack` stages layer blobs, inside the tree, until they are applied.
-pub const STAGING: &str = ".torcx-oci-staging";
-
-// ---------------------------------------------------------------------------
-// unpack
-
-/// Applies the layers of `tag` in order into the empty directory `dest`.
-pub fn unpack(path: &Path, tag: &str, dest: &Path, limits: Limits) -> Result<Stats> {
-    let r = oci::resolve(path, tag)?;
-    let root = fsutil::open_dir(dest)?;
-    let (mut staged, mut live) = stage(path, &r, &root, limits)?;
-    let mut stats = Stats::default();
-    for (i, l) in r.layers.iter().enumerate() {
-        let file = &staged[&l.hex].0;
-        // The first layer has nothing below it for whiteouts to remove.
-        let passes: &[LayerPass] =
-            if i == 0 { &[LayerPass::Entries] } else { &[LayerPass::Whiteouts, LayerPass::Entries] };
-        for pass in passes {
-            let mut f = file.try_clone().context("staged blob")?;
-            f.rewind().context("staged blob")?;
-            let lim = Limits { max_bytes: limits.max_bytes.saturating_sub(live), ..limits };
-            let res = decoder(l.comp, BufReader::with_capacity(128 << 10, f))
-                .and_then(|d| layer::extract_layer(d, dest, lim, &mut stats, *pass));
-            if let Err(e) = res {
-                // The tree is removed: what it took is free for the other images.
-                if let Some(pool) = limits.pool {
-                    pool.give(stats.bytes);
-                }
-                return Err(e.context(format!("layer {} ({})", i + 1, l.digest)));
-            }
-        }
-        if !r.layers[i + 1..].iter().any(|x| x.hex == l.hex)
-            && let Some((file, charged)) = staged.remove(&l.hex)
-        {
-            // Closing the unlinked file frees its space for the tree.
-            drop(file);
-            live -= charged;
-        }
-    }
-    extract::check_symlinks(dest)?;
-    Ok(stats)
-}
-
-/// Staged layer blobs by hex digest: the open (unlinked) file and the space charged.
-type Staged = HashMap<String, (std::fs::File, u64)>;
-
-/// Copies the layer blobs of `r` into `dest/.torcx-oci-staging`, checking
-/// each against its descriptor (and the config blob too), and returns them
-/// open. Each staged file is unlinked as soon as it is created, so nothing a
-/// layer writes can reach it and nothing is left if unpacking stops; the
-/// directory goes once staging is done. The space used is charged against
-/// `limits.max_bytes`; also returned, as it stays used until applied.
-fn stage(path: &Path, r: &Resolved, root: &OwnedFd, limits: Limits) -> Result<(Staged, u64)> {
-    rustix::fs::mkdirat(root, STAGING, Mode::from_raw_mode(0o700))
-        .with_context(|| format!("creating {STAGING} in the image tree"))?;
-    let res = (|| -> Result<(Staged, u64)> {
-        let dir = rustix::fs::openat(
-            root,
-            STAGING,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut want = wanted(r);
-        let mut staged = HashMap::new();
-        let mut total = 0u64;
-        let mut buf = vec![0u8; 256 << 10];
-        walk(path, |item, e| {
-            let Item::Blob(h) = item else { return Ok(true) };
-            let Some((digest, size, layer)) = want.remove(&h) else { return Ok(true) };
-            check_entry_size(&digest, size, e)?;
-            let mut hr = HashRead::new(e);
-            if layer {
-                let charge = policy::unpack_cost(size);
-                total += charge;
-                if total > limits.max_bytes {
-                    bail!(
-                        "blob {digest}: staging the layers exceeds the unpack limit of {} bytes (TORCX_UNPACK_LIMIT or unpack_limit in the config)",
-                        limits.max_bytes
-                    );
-                }
-                let fd = rustix::fs::openat(
-                    &dir,
-                    h.as_str(),
-                    OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .with_context(|| format!("blob {digest}: staging"))?;
-                let _ = rustix::fs::unlinkat(&dir, h.as_str(), AtFlags::empty());
-                let mut f = std::fs::File::from(fd);
-                loop {
-                    let n = hr.read(&mut buf).with_context(|| format!("blob {digest}: reading"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    f.write_all(&buf[..n]).with_context(|| format!("blob {digest}: staging"))?;
-                }
-                hr.finish(&digest, size)?;
-                staged.insert(h, (f, charge));
-            } else {
-                hr.finish(&digest, size)?;
-            }
-            Ok(!want.is_empty())
-        })?;
-        if let Some((digest, _, _)) = want.values().next() {
-            bail!("blob {digest}: missing from the bundle");
-        }
-        Ok((staged, total))
-    })();
-    let rm = rustix::fs::unlinkat(root, STAGING, AtFlags::REMOVEDIR);
-    let out = res?;
-    rm.with_context(|| format!("removing {STAGING}"))?;
-    Ok(out)
-}
 
 // ---------------------------------------------------------------------------
 // read_units
@@ -156,6 +41,9 @@ struct Rec {
     /// `(path, opaque)`: remove `path`, or empty it when opaque.
     whiteouts: Vec<(PathBuf, bool)>,
     ops: Vec<Op>,
+    /// What reading it counted: a layer listed again is counted again, as
+    /// the unpack applies it again.
+    counted: policy::Count,
 }
 
 /// One entry of a layer: its name as the archive wrote it (its path is
@@ -376,11 +264,35 @@ fn collect(path: &Path, r: &Resolved, extra: &[PathBuf], limits: &Limits) -> Res
             return Ok(!want.is_empty());
         }
         let l = r.layers.iter().find(|l| l.hex == h).unwrap();
-        recs.insert(h, read_layer(e, l, extra, &mut budget)?);
+        let before = budget.count;
+        let mut rec = read_layer(e, l, extra, &mut budget)?;
+        rec.counted =
+            policy::Count { entries: budget.count.entries - before.entries, names: budget.count.names - before.names };
+        recs.insert(h, rec);
         while next < r.layers.len()
             && let Some(rec) = recs.get(&r.layers[next].hex)
         {
             let l = &r.layers[next];
+            if r.layers[..next].iter().any(|x| x.hex == l.hex) {
+                budget.count.entries += rec.counted.entries;
+                budget.count.names += rec.counted.names;
+                if budget.count.entries > budget.limits.max_entries {
+                    bail!(
+                        "layer {} ({}): more than {} entries: refused as an archive bomb",
+                        next + 1,
+                        l.digest,
+                        budget.limits.max_entries
+                    );
+                }
+                if budget.count.names > policy::MAX_NAMES {
+                    bail!(
+                        "layer {} ({}): paths and link targets longer than {} bytes in all: refused",
+                        next + 1,
+                        l.digest,
+                        policy::MAX_NAMES
+                    );
+                }
+            }
             merge(&mut tree, &mut paths, rec, extra, &mut unread)
                 .with_context(|| format!("layer {} ({})", next + 1, l.digest))?;
             // A layer listed again later is kept for then.
@@ -487,6 +399,7 @@ mod tests {
                 op("c", Kind::Symlink, Some("a"), None),
                 op("d", Kind::File, None, None),
             ],
+            counted: Default::default(),
         };
         merge(&mut t, &mut paths, &rec1, &[], &mut vec![]).unwrap();
         let rec2 = Rec {
@@ -499,18 +412,23 @@ mod tests {
                 // A file the generator did not keep is a file all the same.
                 op("e", Kind::HardLink, Some("d"), None),
             ],
+            counted: Default::default(),
         };
         merge(&mut t, &mut paths, &rec2, &[], &mut vec![]).unwrap();
         let keys: Vec<String> = t.keys().map(|k| k.display().to_string()).collect();
         assert_eq!(keys, ["a", "a/h", "b", "b/new"]);
         assert!(matches!(&t[&p("a/h")], Node::File(d) if d == b"y"));
         // What the whiteouts removed is gone for the layers above too.
-        let rec3 = Rec { whiteouts: vec![], ops: vec![op("f", Kind::HardLink, Some("b/z"), None)] };
+        let rec3 = Rec {
+            whiteouts: vec![],
+            ops: vec![op("f", Kind::HardLink, Some("b/z"), None)],
+            counted: Default::default(),
+        };
         assert_eq!(
             format!("{}", merge(&mut t, &mut paths, &rec3, &[], &mut vec![]).unwrap_err()),
             "entry \"f\": hard link to \"b/z\", which is not a regular file already in the image"
         );
-        let rec4 = Rec { whiteouts: vec![], ops: vec![op("d/x", Kind::File, None, None)] };
+        let rec4 = Rec { whiteouts: vec![], ops: vec![op("d/x", Kind::File, None, None)], counted: Default::default() };
         assert_eq!(
             format!("{}", merge(&mut t, &mut paths, &rec4, &[], &mut vec![]).unwrap_err()),
             "entry \"d/x\": \"d\" is a symlink or a file, not a directory: writing through it is refused"
