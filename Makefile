@@ -2,7 +2,7 @@
 #   make                          build the release binary
 #   make install DESTDIR=/stage   install into a staging root (PREFIX=/usr)
 #   make deb                      build target/debian/torcx_VERSION_ARCH.deb
-#   make fuzz                     fuzz every target (FUZZ_SECONDS each, FUZZ_JOBS at once)
+#   make fuzz                     fuzz every target (FUZZ_SECONDS each, FUZZ_JOBS processes)
 #   make fuzz-seeds               rebuild the seed corpora from the test suite's images
 # TORCX_BIN=path installs an already built binary instead of building one.
 
@@ -61,7 +61,7 @@ fuzz:
 	cd fuzz && cargo fuzz build -s none
 	for t in $(FUZZ_TARGETS); do \
 	  (cd fuzz && cargo fuzz run -s none $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
-	    -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) -print_final_stats=1 $(FUZZ_FLAGS)) || exit 1; \
+	    $(if $(filter-out 1,$(FUZZ_JOBS)),-fork=$(FUZZ_JOBS)) -print_final_stats=1 $(FUZZ_FLAGS)) || exit 1; \
 	done
 	$(MAKE) fuzz-cmin
 

@@ -746,15 +746,21 @@ fn all_trees_together_stay_within_the_total_limit() {
     let t = TestRoot::new();
     image_simple(&t, "first", "1").file("data/fill", vec![7u8; 3 << 20]).pack(&t, USER_STORE, Fmt::Tgz);
     image_simple(&t, "second", "1").file("data/fill", vec![7u8; 3 << 20]).pack(&t, USER_STORE, Fmt::Zst);
+    // A reattach does not count the tree it replaces (both are there only
+    // until the switch): 3 MiB more for first:2 fits.
+    image_simple(&t, "first", "2").file("data/fill", vec![8u8; 3 << 20]).pack(&t, USER_STORE, Fmt::Tgz);
     let mut ns = Ns::new(&t);
     ns.torcx_env(&env, &["attach", "first:1"]);
     ns.torcx_env(&env, &["attach", "second:1"]);
+    ns.torcx_env(&env, &["reattach", "first:2"]);
     let steps = ns.run();
     assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
     assert_ne!(steps[1].code, 0, "{}", steps[1].describe());
     assert!(steps[1].stderr.contains("for all images (TORCX_UNPACK_TOTAL_LIMIT"), "{}", steps[1].describe());
     assert!(steps[1].mount_at(&t.path("run/torcx/unpack/second")).is_none(), "{}", steps[1].describe());
     assert!(!t.exists("run/torcx/attached/second.json"));
+    assert_eq!(steps[2].code, 0, "{}", steps[2].describe());
+    assert_eq!(steps[2].json()["value"]["attachment"]["reference"], "2", "{}", steps[2].describe());
 
     // Within a total that holds both: both attached.
     let t = TestRoot::new();

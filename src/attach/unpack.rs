@@ -41,10 +41,18 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked
 /// What all image trees unpacked by this process may take together: the
 /// limit for all images, less what trees already mounted (by an earlier
 /// apply or attach) hold. Each unpack charges its files to it as it goes.
-fn pool(cfg: &Config) -> &'static Pool {
+/// A reattach (unpacking `.NAME.next`) does not count the tree of `NAME` it
+/// replaces: both are there only until the switch.
+fn pool(cfg: &Config, host: &Path) -> &'static Pool {
     static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let taken = mount::tmpfs_taken_below(&cfg.host(&cfg.unpack_dir()), Path::new(""));
+        let under = cfg.host(&cfg.unpack_dir());
+        let name = host.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let replaced = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".next")) {
+            Some(n) => under.join(n),
+            None => host.to_path_buf(),
+        };
+        let taken = mount::tmpfs_taken_below(&under, &replaced);
         Pool::new(cfg.unpack_total_limit.saturating_sub(taken), cfg.unpack_total_limit)
     })
 }
@@ -52,7 +60,7 @@ fn pool(cfg: &Config) -> &'static Pool {
 /// Mounts the tmpfs for the tree at `host`, of the image's own limit or of
 /// what is left for all images, if less; returns the limits to unpack in.
 fn mount_tmpfs(cfg: &Config, host: &Path) -> Result<Limits> {
-    let pool = pool(cfg);
+    let pool = pool(cfg, host);
     let left = pool.left();
     if left < 1 << 20 {
         anyhow::bail!(

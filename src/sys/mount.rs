@@ -22,7 +22,7 @@ pub fn tmpfs_taken_below(under: &Path, except: &Path) -> u64 {
     parse_mountinfo(&text)
         .into_iter()
         .filter(|m| m.fstype == "tmpfs" && m.source == "torcx")
-        .filter(|m| m.mount_point.starts_with(&under) && m.mount_point != except)
+        .filter(|m| m.mount_point.starts_with(&under) && !m.mount_point.starts_with(&except))
         .filter_map(|m| {
             let s = rustix::fs::statvfs(&m.mount_point).ok()?;
             let ro = m.options.split(',').any(|o| o == "ro");
