@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use torcx::archive::{Archive, Format};
 use torcx::model::config::{Config, Overrides};
 use torcx::model::names::ImageId;
@@ -127,10 +127,10 @@ pub fn reader_fsimage(data: &[u8]) {
     for format in [Format::Squashfs, Format::Erofs] {
         let a = archive(data, format);
         generator(&a);
-        if let Ok(fs) = torcx::archive::fsimage::FsImage::open(&a.host, format) {
-            if let Err(e) = fs.entries() {
-                check_error(&e);
-            }
+        if let Ok(fs) = torcx::archive::fsimage::FsImage::open(&a.host, format)
+            && let Err(e) = fs.entries()
+        {
+            check_error(&e);
         }
     }
 }
