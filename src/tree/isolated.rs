@@ -28,6 +28,9 @@ pub const CHILD_DATA: u64 = 64 << 20;
 /// The child's CPU time: a real index of the largest image the entry
 /// policy allows reads in well under a second.
 pub const CHILD_CPU_SECONDS: u64 = 20;
+/// The decoder's error when the child's output ends before its end mark.
+const STOPPED: &str = "the index reader stopped early";
+
 /// The argument that makes the binary the child (not a command).
 pub const CHILD_ARG: &str = "--torcx-internal-read-index";
 
@@ -60,6 +63,14 @@ pub fn read_fsimage_units(a: &Archive) -> Result<Mem> {
         v
     });
     let mem = decode(BufReader::new(out));
+    if let Err(e) = &mem
+        && !e.to_string().contains(STOPPED)
+    {
+        // What it sent broke the bounds: it may be blocked writing more.
+        let _ = child.kill();
+        let _ = child.wait();
+        return mem;
+    }
     let status = child.wait().context("waiting for the index reader")?;
     let err = err.join().unwrap_or_default();
     let line = String::from_utf8_lossy(&err).lines().next().unwrap_or("").to_string();
@@ -132,14 +143,14 @@ fn decode(mut r: impl Read) -> Result<Mem> {
     let mut total = 0u64;
     let mut get = |r: &mut dyn Read, max: usize| -> Result<Vec<u8>> {
         let mut n = [0u8; 4];
-        r.read_exact(&mut n)?;
+        r.read_exact(&mut n).map_err(|_| anyhow!(STOPPED))?;
         let n = u32::from_le_bytes(n) as usize;
         total += n as u64;
         if n > max || total > MAX_MEM_TOTAL + 2 * MAX_NAMES {
             bail!("the index reader sent more than the limits allow");
         }
         let mut v = vec![0; n];
-        r.read_exact(&mut v)?;
+        r.read_exact(&mut v).map_err(|_| anyhow!(STOPPED))?;
         Ok(v)
     };
     let path = |b: Vec<u8>| PathBuf::from(std::ffi::OsString::from_vec(b));
@@ -147,7 +158,7 @@ fn decode(mut r: impl Read) -> Result<Mem> {
     let mut m = Mem::default();
     loop {
         let mut tag = [0u8; 1];
-        r.read_exact(&mut tag).map_err(|_| anyhow!("the index reader stopped early"))?;
+        r.read_exact(&mut tag).map_err(|_| anyhow!(STOPPED))?;
         match &tag {
             b"F" => {
                 let p = get(&mut r, MAX_PATH)?;
@@ -176,5 +187,30 @@ pub fn read_units(a: &Archive) -> Result<Mem> {
     match a.format {
         Format::Squashfs | Format::Erofs => read_fsimage_units(a),
         _ => crate::tree::read_units(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_are_bounded() {
+        let mut m = Mem::default();
+        m.insert_file(PathBuf::from("lib/systemd/system/a.service"), b"[Service]\n".to_vec());
+        m.insert_link(PathBuf::from("lib/systemd/system/b.service"), PathBuf::from("a.service"));
+        m.insert_dir(PathBuf::from("usr"));
+        let mut out = vec![];
+        encode(&m, &mut out).unwrap();
+        let back = decode(&out[..]).unwrap();
+        assert_eq!(back.files().collect::<Vec<_>>(), m.files().collect::<Vec<_>>());
+        assert_eq!(back.links().collect::<Vec<_>>(), m.links().collect::<Vec<_>>());
+        assert_eq!(back.dirs().collect::<Vec<_>>(), m.dirs().collect::<Vec<_>>());
+        // Cut short: the child stopped (its exit status then says why).
+        assert_eq!(decode(&out[..out.len() - 1]).unwrap_err().to_string(), STOPPED);
+        // A path longer than PATH_MAX is not read into memory.
+        let mut bad = b"D".to_vec();
+        bad.extend_from_slice(&(MAX_PATH as u32 + 1).to_le_bytes());
+        assert_eq!(decode(&bad[..]).unwrap_err().to_string(), "the index reader sent more than the limits allow");
     }
 }
