@@ -50,7 +50,12 @@ fn config() -> &'static Config {
 
 fn check_error(e: &anyhow::Error) {
     let text = format!("{e:#}");
-    assert!(text.len() <= MAX_ERROR, "error of {} bytes: {}...", text.len(), &text[..200]);
+    assert!(
+        text.len() <= MAX_ERROR,
+        "error of {} bytes: {}...",
+        text.len(),
+        text.chars().take(200).collect::<String>()
+    );
 }
 
 fn gz(d: &[u8], level: u32) -> Vec<u8> {

@@ -12,12 +12,24 @@ fn check(what: &str, s: &str, extra: &[u8]) -> Result<()> {
     }
     if !ok_first || !ok_rest || b.len() > 255 {
         bail!(
-            "invalid {what} {s:?}: must start with a letter or digit and contain only \
+            "invalid {what} {}: must start with a letter or digit and contain only \
              letters, digits and {} (at most 255 characters)",
+            shown(s),
             if extra.is_empty() { "'.', '_', '-'" } else { "'.', '_', '-', '+'" }
         );
     }
     Ok(())
+}
+
+/// A refused name for a message: quoted, and cut past 64 characters with
+/// its length (a name comes from a profile or a file name: a message never
+/// echoes it whole).
+fn shown(s: &str) -> String {
+    if s.chars().count() <= 64 {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(48).collect();
+    format!("{:?} ({} bytes)", format!("{head}..."), s.len())
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`
@@ -59,6 +71,17 @@ impl std::fmt::Display for ImageId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_refused_name_is_cut_in_the_message() {
+        // Found by the `parse` fuzz target: a store file name of 15 KB was
+        // echoed whole.
+        let long = format!("a:{}", "x\u{fffd}".repeat(5000));
+        let e = validate_name(&long).unwrap_err().to_string();
+        assert!(e.starts_with("invalid image name \"a:x\u{fffd}x"), "{e}");
+        assert!(e.contains(&format!("...\" ({} bytes): must start", long.len())), "{e}");
+        assert!(e.len() < 300, "{} bytes", e.len());
+    }
 
     #[test]
     fn names() {

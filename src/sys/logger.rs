@@ -32,6 +32,7 @@ impl Log for Sink {
         let ident = self.ident;
         let msg = r.args().to_string();
         let msg = escape_controls(&msg);
+        let msg = bounded(&msg);
         if let Some(k) = self.kmsg.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             // One write per record: kmsg takes each write as one message.
             let line = format!("<{prio}>{ident}[{}]: {msg}\n", std::process::id());
@@ -58,6 +59,21 @@ pub fn init(ident: &'static str, kmsg: bool, level: LevelFilter) {
 /// A message as one line with nothing a terminal or the journal would act
 /// on: control characters (a newline that would forge a `torcx:` line, an
 /// escape sequence) are written as `\xNN`.
+/// The longest log line: a message past it is cut, with its length, so no
+/// input (a name, a path, a parser's echo) makes a line without end.
+pub const MAX_LINE: usize = 4096;
+
+fn bounded(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_LINE {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = MAX_LINE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len()).into()
+}
+
 pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(s);
@@ -67,6 +83,14 @@ pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lines_are_bounded() {
+        let long = "é".repeat(3000);
+        let b = super::bounded(&long);
+        assert!(b.len() < super::MAX_LINE + 32 && b.ends_with("... (6000 bytes)"), "{}", b.len());
+        assert_eq!(super::bounded("short"), "short");
+    }
+
     #[test]
     fn controls_are_escaped() {
         assert_eq!(super::escape_controls("plain"), "plain");
