@@ -168,11 +168,11 @@ impl Config {
         };
         let ctx = || format!("config {}", logical.display());
         let v: ConfigValue = crate::model::manifest::parse_envelope(&text, &["torcx-config-v0"])
-            .and_then(|(_, v)| serde_json::from_value(v).map_err(anyhow::Error::from))
+            .and_then(|(_, v)| serde_json::from_value(v).map_err(super::parse_error))
             .with_context(ctx)?;
         let abs = |field: &str, s: &str| -> Result<PathBuf> {
             if !s.starts_with('/') {
-                bail!("config {}: field {field}: {s:?} is not an absolute path", logical.display());
+                bail!("config {}: field {field}: {} is not an absolute path", logical.display(), super::quoted(s));
             }
             Ok(PathBuf::from(s))
         };
@@ -195,7 +195,13 @@ impl Config {
                 Some(serde_json::Value::String(s)) => {
                     *into = parse_size(&s).with_context(|| format!("config {}: field {field}", logical.display()))?
                 }
-                Some(other) => bail!("config {}: field {field}: {other} is not a size", logical.display()),
+                Some(other) => {
+                    bail!(
+                        "config {}: field {field}: {} is not a size",
+                        logical.display(),
+                        super::quoted(&other.to_string())
+                    )
+                }
             }
             Ok(())
         };
@@ -275,11 +281,13 @@ pub fn parse_size(s: &str) -> Result<u64> {
         Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
         _ => (s, 1),
     };
-    let n: u64 =
-        num.trim().parse().map_err(|_| anyhow::anyhow!("{s:?} is not a size (bytes, or a number with K, M or G)"))?;
-    let v = n.checked_mul(mul).ok_or_else(|| anyhow::anyhow!("{s:?} is too large"))?;
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{} is not a size (bytes, or a number with K, M or G)", super::quoted(s)))?;
+    let v = n.checked_mul(mul).ok_or_else(|| anyhow::anyhow!("{} is too large", super::quoted(s)))?;
     if v < 4096 {
-        bail!("{s:?} is too small: an image needs at least 4K");
+        bail!("{} is too small: an image needs at least 4K", super::quoted(s));
     }
     Ok(v)
 }

@@ -14,12 +14,12 @@ pub fn parse_envelope(text: &str, kinds: &[&str]) -> Result<(String, serde_json:
     let mut it = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
     let doc = match it.next() {
         None => bail!("empty document, expected one of kind {}", kinds.join(", ")),
-        Some(r) => r.context("invalid JSON")?,
+        Some(r) => r.map_err(super::parse_error).context("invalid JSON")?,
     };
     let obj = doc.as_object().ok_or_else(|| anyhow!("not a JSON object"))?;
     let kind = obj.get("kind").and_then(|k| k.as_str()).ok_or_else(|| anyhow!("missing \"kind\""))?;
     if !kinds.contains(&kind) {
-        bail!("unknown kind {kind:?} (expected {})", kinds.join(" or "));
+        bail!("unknown kind {} (expected {})", super::quoted(kind), kinds.join(" or "));
     }
     let value = obj.get("value").cloned().ok_or_else(|| anyhow!("missing \"value\""))?;
     Ok((kind.to_string(), value))
@@ -51,7 +51,7 @@ pub fn parse_profile(text: &str) -> Result<Vec<ProfileEntry>> {
     if value.is_null() {
         return Ok(vec![]);
     }
-    let v: ProfileValue = serde_json::from_value(value).context("invalid profile value")?;
+    let v: ProfileValue = serde_json::from_value(value).map_err(super::parse_error).context("invalid profile value")?;
     Ok(v.images.unwrap_or_default())
 }
 
@@ -92,12 +92,28 @@ pub fn parse_image_manifest(text: &str) -> Result<ImageManifest> {
     if value.is_null() {
         return Ok(ImageManifest::default());
     }
-    serde_json::from_value(value).context("invalid image manifest value")
+    serde_json::from_value(value).map_err(super::parse_error).context("invalid image manifest value")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_kinds_and_fields_are_cut_in_messages() {
+        // Found by the `parse` fuzz target: a 20 KB kind, or an unknown
+        // field, was echoed whole.
+        let long = "1".repeat(20000);
+        let e = format!("{:#}", parse_profile(&format!(r#"{{"kind":"{long}","value":{{}}}}"#)).unwrap_err());
+        assert!(e.contains("unknown kind \"1111") && e.contains("...\" (20000 bytes)"), "{e}");
+        assert!(e.len() < 300, "{} bytes", e.len());
+        let e = format!(
+            "{:#}",
+            parse_image_manifest(&format!(r#"{{"kind":"image-manifest-v0","value":{{"{long}":1}}}}"#)).unwrap_err()
+        );
+        assert!(e.contains("unknown field") && e.contains("bytes)"), "{e}");
+        assert!(e.len() < 700, "{} bytes", e.len());
+    }
 
     #[test]
     fn profiles() {

@@ -8,6 +8,30 @@ pub mod manifest;
 pub mod names;
 pub mod units;
 
+/// A string from a document or a file name, quoted for a message, and cut
+/// past 64 characters with its length: a message never echoes it whole.
+pub fn quoted(s: &str) -> String {
+    if s.chars().count() <= 64 {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(48).collect();
+    format!("{:?} ({} bytes)", format!("{head}..."), s.len())
+}
+
+/// A parser's error (serde echoes unknown fields and values whole), cut
+/// past 512 bytes with its length.
+pub fn parse_error(e: impl std::fmt::Display) -> anyhow::Error {
+    let s = e.to_string();
+    if s.len() <= 512 {
+        return anyhow::anyhow!(s);
+    }
+    let mut end = 400;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    anyhow::anyhow!("{}... ({} bytes)", &s[..end], s.len())
+}
+
 /// A small enum stored as a fixed string in records and JSON output: the
 /// serde names and [`std::fmt::Display`] are the same string.
 macro_rules! string_enum {

@@ -14,22 +14,11 @@ fn check(what: &str, s: &str, extra: &[u8]) -> Result<()> {
         bail!(
             "invalid {what} {}: must start with a letter or digit and contain only \
              letters, digits and {} (at most 255 characters)",
-            shown(s),
+            super::quoted(s),
             if extra.is_empty() { "'.', '_', '-'" } else { "'.', '_', '-', '+'" }
         );
     }
     Ok(())
-}
-
-/// A refused name for a message: quoted, and cut past 64 characters with
-/// its length (a name comes from a profile or a file name: a message never
-/// echoes it whole).
-fn shown(s: &str) -> String {
-    if s.chars().count() <= 64 {
-        return format!("{s:?}");
-    }
-    let head: String = s.chars().take(48).collect();
-    format!("{:?} ({} bytes)", format!("{head}..."), s.len())
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`
