@@ -110,7 +110,7 @@ impl Config {
         let abs = |var: &str, v: String| -> Result<PathBuf> {
             let p = PathBuf::from(&v);
             if !p.is_absolute() {
-                bail!("environment variable {var}={v:?}: must be an absolute path");
+                bail!("environment variable {var}={}: must be an absolute path", super::quoted(&v));
             }
             Ok(p)
         };
@@ -129,7 +129,8 @@ impl Config {
         let run = c.run_dir.to_string_lossy();
         if let Some(bad) = run.chars().find(|ch| !plain_path_char(*ch)) {
             bail!(
-                "run_dir {run:?}: {bad:?} is not allowed (only letters, digits and / . _ - + : @): it is written into unit files"
+                "run_dir {}: {bad:?} is not allowed (only letters, digits and / . _ - + : @): it is written into unit files",
+                super::quoted(&run)
             );
         }
         // Upstream ignores a relative USR mountpoint rather than failing.
@@ -333,6 +334,16 @@ mod tests {
         assert_eq!(c.extra_stores, vec![PathBuf::from("/a"), "/b".into(), "/c".into()]);
         let e = load(t.path(), &[("TORCX_RUNDIR", "run")]).unwrap_err();
         assert!(format!("{e:#}").contains("TORCX_RUNDIR"), "{e:#}");
+    }
+
+    #[test]
+    fn a_long_run_dir_is_cut_in_the_message() {
+        // Found by the `parse` fuzz target: a 24 KB run_dir was echoed whole.
+        let t = tempfile::tempdir().unwrap();
+        let long = format!("/{}", "1,".repeat(10000));
+        let e = format!("{:#}", load(t.path(), &[("TORCX_RUNDIR", &long)]).unwrap_err());
+        assert!(e.starts_with("run_dir \"/1,1,") && e.contains("(20001 bytes): ',' is not allowed"), "{e}");
+        assert!(e.len() < 300, "{} bytes", e.len());
     }
 
     #[test]
