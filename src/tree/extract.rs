@@ -90,19 +90,7 @@ impl Extractor {
         if comps.is_empty() {
             return Ok(&self.root);
         }
-        // The hash of every prefix, in one pass over the path.
-        let hashes: Vec<u64> = {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = self.keys.build_hasher();
-            comps
-                .iter()
-                .map(|c| {
-                    h.write(c.as_bytes());
-                    h.write_u8(0);
-                    h.clone().finish()
-                })
-                .collect()
-        };
+        let hashes = policy::prefix_hashes(&self.keys, comps);
         let key = |n: usize| hashes[n - 1];
         if !self.cache.contains_key(&key(comps.len())) {
             if self.cache.len() >= DIR_CACHE {

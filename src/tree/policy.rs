@@ -414,19 +414,26 @@ struct Slot {
     parent: u32,
 }
 
+/// The keyed hash of every prefix of `comps` (the last is the whole path),
+/// in one pass over the path. Components hold no NUL (refused above), so
+/// the NUL after each keeps `a/bc` and `ab/c` apart.
+pub fn prefix_hashes(keys: &std::collections::hash_map::RandomState, comps: &[&OsStr]) -> Vec<u64> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = keys.build_hasher();
+    comps
+        .iter()
+        .map(|c| {
+            h.write(c.as_bytes());
+            h.write_u8(0);
+            h.clone().finish()
+        })
+        .collect()
+}
+
 impl Paths {
     /// The hash of every prefix of `comps` (the last is the whole path).
     fn prefixes(&self, comps: &[&OsStr]) -> Vec<u64> {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = self.keys.build_hasher();
-        comps
-            .iter()
-            .map(|c| {
-                h.write(c.as_bytes());
-                h.write_u8(0);
-                h.clone().finish()
-            })
-            .collect()
+        prefix_hashes(&self.keys, comps)
     }
 
     /// The key of a whole path (for readers that match paths by it).
