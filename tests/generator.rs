@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const X_SERVICE: &str = "[Unit]\nDescription=x\n\n[Service]\nExecStart=/run/torcx/bin/x\n";
@@ -184,13 +185,12 @@ fn generator_writes_nothing_outside_its_output_directory() {
     assert_x_planned(&out1);
 }
 
-#[test]
-fn generator_and_apply_agree_on_units_and_dropins() {
-    require_root("generator_and_apply_agree_on_units_and_dropins");
-    let t = root_with_x();
+/// Runs the generator, then `torcx apply`, both succeeding: what the
+/// generator planned (its own apply link aside) and what apply placed.
+fn generator_then_apply(t: &TestRoot) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let out = Out::new();
-    let mut ns = Ns::new(&t);
-    ns.generator(&out.args(&t));
+    let mut ns = Ns::new(t);
+    ns.generator(&out.args(t));
     ns.apply();
     let steps = ns.run();
     assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
@@ -198,7 +198,14 @@ fn generator_and_apply_agree_on_units_and_dropins() {
     let mut planned = listing(&out.normal);
     planned.remove("sysinit.target.wants");
     planned.remove(APPLY_LINK);
-    let placed = listing(&t.path("run/systemd/system"));
+    (planned, listing(&t.path("run/systemd/system")))
+}
+
+#[test]
+fn generator_and_apply_agree_on_units_and_dropins() {
+    require_root("generator_and_apply_agree_on_units_and_dropins");
+    let t = root_with_x();
+    let (planned, placed) = generator_then_apply(&t);
     assert_eq!(planned, placed, "generator and apply placed different units");
 }
 
@@ -435,17 +442,7 @@ fn a_manifest_less_tar_without_directory_entries_is_planned_as_apply_places_it()
         ],
     );
     t.vendor_profile(&[("bare", "1")]);
-    let out = Out::new();
-    let mut ns = Ns::new(&t);
-    ns.generator(&out.args(&t));
-    ns.apply();
-    let steps = ns.run();
-    assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
-    assert_eq!(steps[1].code, 0, "{}", steps[1].describe());
-    let mut planned = listing(&out.normal);
-    planned.remove("sysinit.target.wants");
-    planned.remove(APPLY_LINK);
-    let placed = listing(&t.path("run/systemd/system"));
+    let (planned, placed) = generator_then_apply(&t);
     assert!(placed.contains_key("bare.service"), "{placed:#?}");
     assert!(placed.contains_key("multi-user.target.wants/bare.service"), "{placed:#?}");
     assert_eq!(planned, placed, "generator and apply placed different units");
