@@ -9,6 +9,7 @@ pub mod archive;
 pub mod attach;
 pub mod boot;
 pub mod cli;
+pub mod fetch;
 pub mod image;
 pub mod model;
 pub mod profile;

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 /// The stages in the order data flows through them.
-const STAGES: [&str; 10] = ["model", "sys", "archive", "tree", "store", "profile", "attach", "boot", "image", "cli"];
+const STAGES: [&str; 11] =
+    ["model", "sys", "archive", "tree", "store", "profile", "fetch", "attach", "boot", "image", "cli"];
 const MAX_LINES: usize = 650;
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -1,10 +1,13 @@
 //! Archive formats behind one interface: a tar stream to unpack, and a
 //! cheap read of just the manifest and unit files for the generator.
 
+use crate::archive::digest::{HashingReader, Seen};
 use crate::archive::{Archive, Format};
+use crate::model::remote::Algo;
 use anyhow::{Context, Result, bail};
 use std::io::{BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 const CHUNK: usize = 128 * 1024;
 const QUEUE: usize = 4;
@@ -13,7 +16,15 @@ const QUEUE: usize = 4;
 /// thread, so inflating and writing the tree overlap on two cores; buffers
 /// go back and forth, so memory stays at a few chunks.
 pub fn open_tar(a: &Archive) -> Result<Pipe> {
+    Ok(open_tar_hashed(a, &[])?.0)
+}
+
+/// Like [`open_tar`], hashing the archive's bytes with `algos` as they are
+/// read (on the inflating thread): the digests are in the returned slot
+/// once the stream was read to its end.
+pub fn open_tar_hashed(a: &Archive, algos: &[Algo]) -> Result<(Pipe, Arc<Mutex<Seen>>)> {
     let file = std::fs::File::open(&a.host).with_context(|| format!("opening archive {}", a.path.display()))?;
+    let (file, seen) = HashingReader::new(file, algos);
     let buffered = BufReader::with_capacity(64 * 1024, file);
     let dec: Box<dyn Read + Send> = match a.format {
         Format::Tgz => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
@@ -21,7 +32,7 @@ pub fn open_tar(a: &Archive) -> Result<Pipe> {
         Format::Squashfs | Format::Erofs | Format::Oci => bail!("{} archives are not tar streams", a.format.name()),
     };
     // Bounded before the tar crate reads it (extension records, trailer).
-    Ok(Pipe::spawn(Box::new(crate::archive::guard::TarGuard::new(dec))))
+    Ok((Pipe::spawn(Box::new(crate::archive::guard::TarGuard::new(dec))), seen))
 }
 
 /// The largest zstd window accepted, as a power of two (16 MiB). The

@@ -6,10 +6,11 @@ use super::plan::{CopyMode, Origin, Placement, plan};
 use super::portable::{self, Sandbox};
 use super::record::RecordOrigin;
 use super::unpack;
-use crate::model::config::Config;
+use crate::fetch::trust;
+use crate::model::config::{Config, Verify};
 use crate::sys::crash;
 use crate::tree::source::{self, Tree};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use std::path::Path;
 
 #[derive(Debug, Clone, Default)]
@@ -34,10 +35,19 @@ pub(super) fn prepare(
     final_tree: &Path,
     opts: &Options,
 ) -> Result<(unpack::Unpacked, Vec<Placement>)> {
+    // With `verify: signed`, what a signed index lists the archive with.
+    let want = match img {
+        ImageFrom::Archive(a) => trust::requirement(cfg, &a.id, &a.path)?,
+        ImageFrom::Dir { path, .. } if cfg.verify == Verify::Signed => {
+            bail!("{}: verify is signed, and an image directory has no hash to verify", path.display())
+        }
+        ImageFrom::Dir { .. } => None,
+    };
+    let want = want.as_deref();
     let unpacked = match img {
-        ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree)?,
-        ImageFrom::Archive(a) if a.format == crate::archive::Format::Oci => unpack::unpack_oci(cfg, a, tree)?,
-        ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree)?,
+        ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree, want)?,
+        ImageFrom::Archive(a) if a.format == crate::archive::Format::Oci => unpack::unpack_oci(cfg, a, tree, want)?,
+        ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree, want)?,
         ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
     };
     let src = Tree::open(&cfg.host(tree))?;

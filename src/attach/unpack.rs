@@ -1,8 +1,11 @@
 //! Turning an archive (or a directory) into the image's own read-only tree.
 
+use crate::archive::digest::file_digests;
 use crate::archive::stream;
 use crate::archive::{Archive, Format};
+use crate::fetch::trust;
 use crate::model::config::Config;
+use crate::model::remote::{Algo, Digest};
 use crate::sys::crash;
 use crate::sys::loopdev;
 use crate::sys::mount;
@@ -22,16 +25,24 @@ pub struct Unpacked {
 
 /// Mounts a fresh tmpfs at `tree` (logical), unpacks `a` into it with the
 /// confined extractor, and makes it read-only.
-pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
+/// With `want` (`verify: signed`), the archive's hash, computed as it
+/// unpacks, must be one of those; otherwise the unpack fails (and the caller
+/// takes the tree down).
+pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]>) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let limits = mount_tmpfs(cfg, &host)?;
     crash::point("mounted")?;
-    let digest = stream::digest_in_background(&a.host);
-    let mut stream = stream::open_tar(a)?;
+    let mut algos = vec![Algo::Sha256];
+    algos.extend(want.unwrap_or_default().iter().map(|d| d.algo));
+    let (mut stream, seen) = stream::open_tar_hashed(a, &algos)?;
     let stats = extract::extract(&mut stream, &host, limits)?;
     stream.finish()?;
-    let digest = digest.join().ok().flatten();
+    let got = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take().unwrap_or_default();
+    if let Some(want) = want {
+        trust::check(&a.path, &a.id, want, &got)?;
+    }
+    let digest = got.iter().find(|d| d.algo == Algo::Sha256).map(|d| format!("sha256:{}", d.hex));
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
@@ -76,10 +87,20 @@ fn mount_tmpfs(cfg: &Config, host: &Path) -> Result<Limits> {
 /// Mounts a squashfs or erofs image read-only, `nodev,nosuid`, at `tree`:
 /// erofs straight from the file where the kernel can (Linux ≥ 6.12), else
 /// both through a loop device that frees itself on unmount.
-pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
+/// With `want`, the file is hashed first (the kernel reads a mounted image
+/// lazily, so there is no unpacking to hash along with).
+pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]>) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let fstype = a.format.name();
+    let mut digest = None;
+    if let Some(want) = want {
+        let mut algos = vec![Algo::Sha256];
+        algos.extend(want.iter().map(|d| d.algo));
+        let got = file_digests(&a.host, &algos).with_context(|| format!("reading {}", a.path.display()))?;
+        trust::check(&a.path, &a.id, want, &got)?;
+        digest = got.iter().find(|d| d.algo == Algo::Sha256).map(|d| format!("sha256:{}", d.hex));
+    }
     // Apply refuses what the generator refuses: an image whose index the
     // entry policy, or the index reader's own limits, refuse (read the same
     // way, in a child with limits of its own).
@@ -89,14 +110,14 @@ pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
     if a.format == Format::Erofs && mount::mount_ro(&a.host, &host, fstype).is_ok() {
         crash::point("mounted")?;
         extract::check_symlinks(&host)?;
-        return Ok(Unpacked::default());
+        return Ok(Unpacked { digest, ..Unpacked::default() });
     }
     let (dev, _keep_until_mounted) = loopdev::attach(&a.host)?;
     mount::mount_ro(&dev, &host, fstype)
         .with_context(|| format!("mounting {} ({})", a.path.display(), dev.display()))?;
     crash::point("mounted")?;
     extract::check_symlinks(&host)?;
-    Ok(Unpacked { bytes: 0, digest: None, loop_device: Some(dev) })
+    Ok(Unpacked { bytes: 0, digest, loop_device: Some(dev) })
 }
 
 /// Binds an unpacked image directory read-only (and `nodev,nosuid`) at `tree`.
@@ -111,14 +132,23 @@ pub fn bind_dir(cfg: &Config, dir: &Path, tree: &Path) -> Result<Unpacked> {
 
 /// Mounts a fresh tmpfs at `tree` and applies the layers of the OCI bundle's
 /// tag `a.id.reference` into it, then makes it read-only.
-pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path) -> Result<Unpacked> {
+/// With `want`, the bundle is hashed on a thread of its own while its
+/// layers unpack (a bundle is read more than once, by tag and by blob).
+pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]>) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let limits = mount_tmpfs(cfg, &host)?;
     crash::point("mounted")?;
-    let digest = stream::digest_in_background(&a.host);
+    let mut algos = vec![Algo::Sha256];
+    algos.extend(want.unwrap_or_default().iter().map(|d| d.algo));
+    let path = a.host.clone();
+    let hashing = std::thread::spawn(move || file_digests(&path, &algos));
     let stats = crate::tree::oci::unpack(&a.host, &a.id.reference, &host, limits)?;
-    let digest = digest.join().ok().flatten();
+    let got = hashing.join().ok().and_then(|r| r.ok()).unwrap_or_default();
+    if let Some(want) = want {
+        trust::check(&a.path, &a.id, want, &got)?;
+    }
+    let digest = got.iter().find(|d| d.algo == Algo::Sha256).map(|d| format!("sha256:{}", d.hex));
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;

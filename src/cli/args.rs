@@ -133,6 +133,11 @@ pub enum ProfileCmd {
     /// The booted lower and upper profiles, the run profile, the next profile, all profiles
     List,
     /// Check a profile as a boot would, without changing anything
+    #[command(long_about = "Check a profile as a boot would, without changing anything.\n\n\
+Every image must be in a store, readable, with a valid manifest, and no two images may place the same unit \
+or binary. With --remote-only, only the images that name a remote are checked, against their remote instead: \
+remote.json is found, the signed index fetches and verifies, and lists the image with a hash and a well-named \
+file. Nothing is downloaded. Exit 1 with one line per problem.")]
     Check {
         /// A user profile (default: the next profile, merged as at boot)
         #[arg(long, conflicts_with = "file")]
@@ -140,6 +145,43 @@ pub enum ProfileCmd {
         /// A profile file
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Check only the images that name a remote, against their remote
+        #[arg(long)]
+        remote_only: bool,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// Download the profile's images that name a remote and are in no store
+    #[command(long_about = "Download the profile's images that name a remote and are in no store.\n\n\
+The profile is --name, --file, or the next profile. For each image whose entry names a remote (profile-manifest-v1) \
+and that no store has, the remote's index (BASE_URL/torcx_remote_contents.json.asc) is fetched and its OpenPGP \
+signature checked against the keys remote.json lists; the image's version (com.coreos.cl: the index's \
+defaultVersion) gives the archive's location and hash. The archive is streamed into a temporary file in the \
+user store (/var/lib/torcx/store, or /var/lib/torcx/store/VERSION_ID with -n) and hashed as it streams, then \
+synced and renamed to NAME:VERSION.torcx.FORMAT; for com.coreos.cl a link NAME:com.coreos.cl.torcx.FORMAT \
+points to it. The index is kept in the store's .torcx-remotes directory, for verify: signed. An interrupted \
+download resumes where it stopped, in this run or the next. Refused, leaving nothing in the store: an HTTP error, \
+an unsigned index (unless --allow-unsigned), a signature by a key the remote does not list, data after the \
+signature, a missing or malformed hash, a file not named NAME:VERSION.torcx.FORMAT, a hash mismatch.\n\n\
+On a terminal each download shows a progress bar; otherwise one JSON line per image (size, time, rate) is \
+printed. HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured; HTTPS is verified against \
+/etc/ssl/certs/ca-certificates.crt or SSL_CERT_FILE. Exit 0 when every image is present afterwards, else 1 \
+with one line per image that failed.")]
+    Populate {
+        /// A user profile (default: the next profile)
+        #[arg(long, conflicts_with = "file")]
+        name: Option<String>,
+        /// A profile file
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Populate the versioned store of this OS version (VERSION_ID), for the next boot after an update
+        #[arg(short = 'n', long = "os-release", value_name = "VERSION_ID")]
+        os_release: Option<String>,
+        /// Downloads at once
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
+        jobs: u8,
+        #[command(flatten)]
+        fetch: FetchArgs,
     },
     /// Create a profile, empty or as a copy
     New {
@@ -181,6 +223,20 @@ pub enum ProfileCmd {
     },
 }
 
+/// How to fetch from remotes.
+#[derive(clap::Args, Clone)]
+pub struct FetchArgs {
+    /// Accept a remote index that is not signed
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Seconds to wait for a connection, for an answer, and for each read: never for a whole download
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Tries per request; the waits between them double from one second
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub tries: u32,
+}
+
 #[derive(Subcommand)]
 pub enum ImageCmd {
     /// Archives in the stores: name, reference, store, path, format, size
@@ -202,4 +258,15 @@ pub enum ImageCmd {
     Pack(crate::image::pack::PackArgs),
     /// Format, size, digest, manifest, what would be placed where, and lint findings
     Inspect(crate::image::inspect::InspectArgs),
+    /// Check archives against the signed remote indexes kept in the stores
+    #[command(long_about = "Check archives against the signed remote indexes kept in the stores.\n\n\
+IMAGE is NAME, NAME:REF, or the path of an archive; without it, every archive outside the vendor store \
+(/usr/share/torcx/store, which the verification of /usr covers). Each archive is read once and its hash looked \
+up in the indexes profile populate kept (STORE/.torcx-remotes/REMOTE/*.json.asc), whose signatures must verify \
+against the keys their remote lists now. An archive no index lists is a failure. Exit 1 with one line per \
+failure.")]
+    Verify {
+        /// NAME, NAME:REF, or an archive's path
+        image: Option<String>,
+    },
 }

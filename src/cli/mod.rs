@@ -7,6 +7,7 @@ mod attach;
 pub mod docs;
 mod image;
 mod output;
+mod populate;
 mod profile;
 mod status;
 
@@ -41,6 +42,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
         Command::Profile(p) => profile::cmd_profile(&cfg, p, json),
         Command::GenerateDocs { dir } => crate::cli::docs::generate(dir).map(|_| 0),
         Command::Image(ImageCmd::Inspect(args)) => crate::image::inspect::run(&cfg, args, json),
+        Command::Image(ImageCmd::Verify { image }) => populate::cmd_verify(&cfg, image.as_deref(), json),
     }
 }
 

@@ -35,7 +35,19 @@ pub(super) fn cmd_profile(cfg: &Config, p: &ProfileCmd, json: bool) -> Result<i3
             }
             Ok(0)
         }
-        ProfileCmd::Check { name, file } => {
+        ProfileCmd::Check { name, file, remote_only: true, fetch } => {
+            super::populate::cmd_check_remotes(cfg, name.as_deref(), file.as_deref(), fetch, json)
+        }
+        ProfileCmd::Populate { name, file, os_release, jobs, fetch } => super::populate::cmd_populate(
+            cfg,
+            name.as_deref(),
+            file.as_deref(),
+            os_release.as_deref(),
+            fetch,
+            *jobs,
+            json,
+        ),
+        ProfileCmd::Check { name, file, remote_only: false, .. } => {
             let c = crate::boot::check::check(cfg, Target::from_args(name.as_deref(), file.as_deref())?)?;
             output(json, "torcx-profile-check-v0", json!(c), || {
                 let mut s = format!(

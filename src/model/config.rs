@@ -45,7 +45,16 @@ pub struct Config {
     pub unpack_total_limit: u64,
     /// Where the configuration came from, for messages.
     pub config_file: Option<PathBuf>,
+    /// Which archives `apply` and `attach` accept (`torcx-config-v1`).
+    pub verify: Verify,
 }
+
+super::string_enum!(
+    /// `verify` of `torcx-config-v1`: `signed` accepts an archive outside the
+    /// vendor store only when a signed remote index lists its hash.
+    #[derive(Default)]
+    Verify { #[default] None = "none", Signed = "signed" }
+);
 
 /// `torcx-config-v0`, with torcx's own `unpack_limit` added.
 #[derive(Debug, Deserialize, Default)]
@@ -63,6 +72,9 @@ struct ConfigValue {
     unpack_limit: Option<serde_json::Value>,
     #[serde(default)]
     unpack_total_limit: Option<serde_json::Value>,
+    /// Only in `torcx-config-v1`.
+    #[serde(default)]
+    verify: Option<Verify>,
 }
 
 /// What can come from outside the config file: the environment and the CLI.
@@ -93,6 +105,7 @@ impl Config {
             unpack_limit: default_unpack_limit(),
             unpack_total_limit: default_unpack_limit(),
             config_file: None,
+            verify: Verify::None,
         };
 
         // The kernel command line may point at another config file.
@@ -168,9 +181,16 @@ impl Config {
             Err(e) => return Err(e).with_context(|| format!("config {}", logical.display())),
         };
         let ctx = || format!("config {}", logical.display());
-        let v: ConfigValue = crate::model::manifest::parse_envelope(&text, &["torcx-config-v0"])
-            .and_then(|(_, v)| serde_json::from_value(v).map_err(super::parse_error))
-            .with_context(ctx)?;
+        let (kind, v): (String, ConfigValue) =
+            crate::model::manifest::parse_envelope(&text, &["torcx-config-v0", "torcx-config-v1"])
+                .and_then(|(k, v)| Ok((k, serde_json::from_value(v).map_err(super::parse_error)?)))
+                .with_context(ctx)?;
+        if let Some(verify) = v.verify {
+            if kind == "torcx-config-v0" {
+                bail!("config {}: field verify needs \"kind\": \"torcx-config-v1\"", logical.display());
+            }
+            self.verify = verify;
+        }
         let abs = |field: &str, s: &str| -> Result<PathBuf> {
             if !s.starts_with('/') {
                 bail!("config {}: field {field}: {} is not an absolute path", logical.display(), super::quoted(s));
@@ -248,6 +268,18 @@ impl Config {
     pub fn vendor_dir(&self) -> PathBuf {
         self.usr_dir.join("share/torcx")
     }
+    /// Remote directories (`NAME/remote.json` in each), lowest precedence first.
+    pub fn remote_dirs(&self) -> Vec<PathBuf> {
+        vec![self.vendor_dir().join("remotes"), PathBuf::from(OEM_DIR).join("remotes"), self.conf_dir.join("remotes")]
+    }
+    /// The user store, versioned when `version` is given: where populate writes.
+    pub fn user_store(&self, version: Option<&str>) -> PathBuf {
+        let s = self.base_dir.join("store");
+        match version {
+            Some(v) => s.join(v),
+            None => s,
+        }
+    }
     /// Profile directories, lowest precedence first.
     pub fn profile_dirs(&self) -> Vec<PathBuf> {
         vec![
@@ -261,11 +293,16 @@ impl Config {
 /// Shell-style `KEY=value` lookup in an os-release file; quotes are stripped
 /// (upstream kept them, which made `"1.2.3"` a store directory name).
 pub fn read_version_id(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let v = text.lines().find_map(|l| l.trim().strip_prefix("VERSION_ID="))?;
-    let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+    let v = read_os_release(path, "VERSION_ID")?;
     // A versioned store is a directory name: refuse anything that is not one.
     (!v.is_empty() && v != "." && v != ".." && !v.contains('/')).then(|| v.to_string())
+}
+
+/// One `KEY=value` of an os-release file, quotes stripped.
+pub fn read_os_release(path: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v = text.lines().find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))?;
+    Some(v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
 }
 
 /// `1048576`, `512K`, `450M`, `2G` (powers of 1024).
@@ -366,9 +403,16 @@ mod tests {
         std::fs::write(&f, r#"{"kind":"torcx-config-v0","value":{"store_path":["/x"]}}"#).unwrap();
         let e = format!("{:#}", load(t.path(), &[]).unwrap_err());
         assert!(e.contains("store_path"), "{e}");
-        std::fs::write(&f, r#"{"kind":"torcx-config-v1","value":{}}"#).unwrap();
+        std::fs::write(&f, r#"{"kind":"torcx-config-v2","value":{}}"#).unwrap();
         let e = format!("{:#}", load(t.path(), &[]).unwrap_err());
-        assert!(e.contains("torcx-config-v1"), "{e}");
+        assert!(e.contains("torcx-config-v2"), "{e}");
+        std::fs::write(&f, r#"{"kind":"torcx-config-v0","value":{"verify":"signed"}}"#).unwrap();
+        let e = format!("{:#}", load(t.path(), &[]).unwrap_err());
+        assert!(e.contains("field verify needs"), "{e}");
+        std::fs::write(&f, r#"{"kind":"torcx-config-v1","value":{"verify":"sometimes"}}"#).unwrap();
+        assert!(load(t.path(), &[]).is_err());
+        std::fs::write(&f, r#"{"kind":"torcx-config-v1","value":{"verify":"signed"}}"#).unwrap();
+        assert_eq!(load(t.path(), &[]).unwrap().verify, Verify::Signed);
         std::fs::write(&f, "").unwrap();
         assert!(load(t.path(), &[]).is_err());
         // The kernel command line points elsewhere.

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod manifest;
 pub mod names;
+pub mod remote;
 pub mod units;
 
 /// A string from a document or a file name, quoted for a message, and cut

@@ -41,6 +41,18 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
     res.with_context(|| format!("writing {}", path.display()))
 }
 
+/// A whole file of at most `max` bytes; a larger one is an error, not cut.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut v = vec![];
+    f.take(max + 1).read_to_end(&mut v).with_context(|| format!("reading {}", path.display()))?;
+    if v.len() as u64 > max {
+        anyhow::bail!("{}: larger than the limit of {max} bytes", path.display());
+    }
+    Ok(v)
+}
+
 /// A new file next to `dest` (`.NAME.WHAT.XXXXXX`, created exclusively),
 /// removed when dropped unless persisted.
 pub fn temp_file_beside(dest: &Path, what: &str) -> std::io::Result<tempfile::NamedTempFile> {

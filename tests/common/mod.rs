@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod remote;
+
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -25,6 +27,15 @@ pub fn clean_env(c: &mut Command) -> &mut Command {
         "TORCX_STOREPATH",
         "TORCX_USR_MOUNTPOINT",
         "TORCX_UNPACK_LIMIT",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
     ] {
         c.env_remove(v);
     }

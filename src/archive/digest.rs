@@ -1,0 +1,113 @@
+//! Hashing an archive's bytes as they are read: the sha256 torcx records,
+//! and whatever algorithm a signed index lists the archive with.
+
+use crate::model::remote::{Algo, Digest};
+use sha2::Digest as _;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+enum One {
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+}
+
+impl One {
+    fn new(a: Algo) -> One {
+        match a {
+            Algo::Sha256 => One::Sha256(sha2::Sha256::new()),
+            Algo::Sha384 => One::Sha384(sha2::Sha384::new()),
+            Algo::Sha512 => One::Sha512(sha2::Sha512::new()),
+        }
+    }
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            One::Sha256(h) => h.update(b),
+            One::Sha384(h) => h.update(b),
+            One::Sha512(h) => h.update(b),
+        }
+    }
+    fn finish(self) -> Digest {
+        let (algo, bytes) = match self {
+            One::Sha256(h) => (Algo::Sha256, h.finalize().to_vec()),
+            One::Sha384(h) => (Algo::Sha384, h.finalize().to_vec()),
+            One::Sha512(h) => (Algo::Sha512, h.finalize().to_vec()),
+        };
+        Digest { algo, hex: crate::sys::fsutil::hex(&bytes) }
+    }
+}
+
+/// Several algorithms over the same bytes.
+pub struct Hasher {
+    hashers: Vec<One>,
+    pub bytes: u64,
+}
+
+impl Hasher {
+    /// Each algorithm once.
+    pub fn new(algos: &[Algo]) -> Hasher {
+        let mut seen = vec![];
+        for a in algos {
+            if !seen.contains(a) {
+                seen.push(*a);
+            }
+        }
+        Hasher { hashers: seen.into_iter().map(One::new).collect(), bytes: 0 }
+    }
+    pub fn update(&mut self, b: &[u8]) {
+        self.bytes += b.len() as u64;
+        for h in &mut self.hashers {
+            h.update(b);
+        }
+    }
+    pub fn finish(self) -> Vec<Digest> {
+        self.hashers.into_iter().map(One::finish).collect()
+    }
+}
+
+/// What a [`HashingReader`] saw, once it reached the end.
+#[derive(Default)]
+pub struct Seen {
+    pub digests: Option<Vec<Digest>>,
+    pub bytes: u64,
+}
+
+/// A reader that hashes what passes through it. The result is shared, so it
+/// can be collected after the reader moved into a decoder on another thread;
+/// it is there only if the reader reached the end of its input.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Option<Hasher>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R, algos: &[Algo]) -> (HashingReader<R>, Arc<Mutex<Seen>>) {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        (HashingReader { inner, hasher: Some(Hasher::new(algos)), seen: seen.clone() }, seen)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+            if n == 0 && !buf.is_empty() {
+                let h = self.hasher.take().unwrap();
+                let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                s.bytes = h.bytes;
+                s.digests = Some(h.finish());
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The digests of a whole file, read once.
+pub fn file_digests(path: &std::path::Path, algos: &[Algo]) -> std::io::Result<Vec<Digest>> {
+    let (mut r, seen) = HashingReader::new(std::fs::File::open(path)?, algos);
+    std::io::copy(&mut r, &mut std::io::sink())?;
+    let d = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take();
+    Ok(d.unwrap_or_default())
+}

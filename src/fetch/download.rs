@@ -1,0 +1,212 @@
+//! One archive from a URL into a store: streamed to `.FILE.part` in the
+//! store and hashed as it streams, resumed with a range request after an
+//! interruption (in this run or the next), checked whole against the index,
+//! then synced, renamed into place, and the directory synced.
+
+use super::http::{Client, Failure};
+use crate::archive::digest::Hasher;
+use crate::model::remote::Digest;
+use anyhow::{Context, Result, anyhow, bail};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The largest archive accepted from a remote.
+pub const MAX_ARCHIVE: u64 = 16 << 30;
+
+pub struct Job {
+    pub url: String,
+    pub digest: Digest,
+    /// The archive's final path (host), and as the booted system sees it.
+    pub dest: PathBuf,
+    pub shown: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Done {
+    pub bytes: u64,
+    /// Bytes a partial download of an earlier attempt or run already had.
+    pub resumed: u64,
+    pub seconds: f64,
+}
+
+pub struct Retry {
+    pub attempts: u32,
+    pub first_wait: Duration,
+}
+
+/// `progress(done, total)` is called as bytes arrive.
+pub fn download(
+    client: &Client,
+    job: &Job,
+    retry: &Retry,
+    progress: &(dyn Fn(u64, Option<u64>) + Sync),
+) -> Result<Done> {
+    let started = Instant::now();
+    let dir = job.dest.parent().context("no store directory")?;
+    let file = job.dest.file_name().context("no file name")?.to_string_lossy().into_owned();
+    let part = dir.join(format!(".{file}.part"));
+    let mut resumed = 0;
+    let mut restarted = false;
+    let mut wait = retry.first_wait;
+    let mut attempt = 0;
+    let mut hasher = Hasher::new(&[job.digest.algo]);
+    loop {
+        attempt += 1;
+        match attempt_once(client, job, &part, progress, &mut resumed, &mut hasher) {
+            Ok(bytes) => {
+                let got = std::mem::replace(&mut hasher, Hasher::new(&[job.digest.algo])).finish().remove(0);
+                if got != job.digest {
+                    if resumed > 0 && !restarted {
+                        // The part may be of an older file of the same name: once more from the start.
+                        log::warn!("{}: hash mismatch after resuming; downloading it again whole", job.url);
+                        let _ = std::fs::remove_file(&part);
+                        restarted = true;
+                        resumed = 0;
+                        continue;
+                    }
+                    let _ = std::fs::remove_file(&part);
+                    bail!("hash mismatch: the index lists {}, the download is {got}", job.digest);
+                }
+                install(&part, &job.dest).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&part);
+                })?;
+                return Ok(Done { bytes, resumed, seconds: started.elapsed().as_secs_f64() });
+            }
+            Err(f) if f.retry && attempt < retry.attempts => {
+                log::warn!(
+                    "{:#} (attempt {attempt} of {}; again in {} s)",
+                    f.error,
+                    retry.attempts,
+                    wait.as_secs_f32()
+                );
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            Err(f) => {
+                // An interrupted transfer keeps its bytes for the next run; nothing else is left.
+                if !f.retry || std::fs::metadata(&part).map(|m| m.len() == 0).unwrap_or(true) {
+                    let _ = std::fs::remove_file(&part);
+                }
+                return Err(f.error);
+            }
+        }
+    }
+}
+
+/// One request: appends to the part from where it ends. Returns the part's
+/// length once the body ended where the server said it would.
+fn attempt_once(
+    client: &Client,
+    job: &Job,
+    part: &Path,
+    progress: &(dyn Fn(u64, Option<u64>) + Sync),
+    resumed: &mut u64,
+    hasher: &mut Hasher,
+) -> Result<u64, Failure> {
+    let io = |e: std::io::Error, what: &str| Failure { retry: false, error: anyhow!("{what} {}: {e}", part.display()) };
+    let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let opened = match client.open(&job.url, have) {
+        Err(f) if have > 0 && f.error.to_string().contains("HTTP 416") => {
+            // The part is no prefix of this file: start over.
+            let _ = std::fs::remove_file(part);
+            client.open(&job.url, 0)?
+        }
+        r => r?,
+    };
+    // Created only once the server answered: a refused request leaves nothing.
+    let dir = part.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io(e, "creating the directory of"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(false)
+        .write(true)
+        .truncate(false)
+        .open(part)
+        .map_err(|e| io(e, "creating"))?;
+    if f.try_lock().is_err() {
+        return Err(Failure { retry: false, error: anyhow!("{}: another torcx is downloading it", part.display()) });
+    }
+    let start = if opened.start == 0 { 0 } else { have };
+    if start == 0 && have > 0 {
+        log::info!("{}: the server sent the whole file; not resuming", job.url);
+    }
+    if start > 0 && *resumed == 0 {
+        *resumed = start;
+    }
+    f.set_len(start).map_err(|e| io(e, "truncating"))?;
+    if hasher.bytes != start {
+        // Bytes from an earlier run: hashed once, before the rest streams in.
+        *hasher = Hasher::new(&[job.digest.algo]);
+        hash_prefix(part, start, hasher).map_err(|e| io(e, "reading"))?;
+    }
+    f.seek(std::io::SeekFrom::Start(start)).map_err(|e| io(e, "seeking"))?;
+    if let Some(t) = opened.total
+        && t > MAX_ARCHIVE
+    {
+        return Err(Failure::fatal_msg(format!("{}: {t} bytes, over the limit of {MAX_ARCHIVE}", job.url)));
+    }
+    let mut r = opened.reader;
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut done = start;
+    progress(done, opened.total);
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = f.sync_data();
+                return Err(Failure {
+                    retry: true,
+                    error: anyhow!("{}: interrupted after {done} bytes: {e}", job.url),
+                });
+            }
+        };
+        hasher.update(&buf[..n]);
+        f.write_all(&buf[..n]).map_err(|e| io(e, "writing"))?;
+        done += n as u64;
+        if done > MAX_ARCHIVE {
+            return Err(Failure::fatal_msg(format!("{}: larger than the limit of {MAX_ARCHIVE} bytes", job.url)));
+        }
+        progress(done, opened.total);
+    }
+    if let Some(t) = opened.total
+        && done != t
+    {
+        let _ = f.sync_data();
+        return Err(Failure { retry: true, error: anyhow!("{}: the body ended after {done} of {t} bytes", job.url) });
+    }
+    f.sync_all().map_err(|e| io(e, "syncing"))?;
+    Ok(done)
+}
+
+impl Failure {
+    fn fatal_msg(m: String) -> Failure {
+        Failure { retry: false, error: anyhow!(m) }
+    }
+}
+
+/// The first `len` bytes of the part, into `h`.
+fn hash_prefix(part: &Path, len: u64, h: &mut Hasher) -> std::io::Result<()> {
+    let mut f = std::fs::File::open(part)?.take(len);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Renames the verified part into place and syncs the directory.
+fn install(part: &Path, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(part, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("chmod {}", part.display()))?;
+    std::fs::rename(part, dest).with_context(|| format!("renaming {} to {}", part.display(), dest.display()))?;
+    let dir = dest.parent().context("no directory")?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Getting bytes from a URL: `http://` and `https://` through ureq (rustls,
+//! verified against the system CA bundle), `file://` from local media. Every
+//! request can start at an offset, for resuming.
+//!
+//! Timeouts are per connection and per read, never for a whole transfer: a
+//! large image on a slow link finishes as long as bytes keep coming.
+
+use anyhow::{Context, Result, anyhow};
+use std::io::{Read, Seek};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A failed request, and whether trying again may help (a dropped
+/// connection, a timeout, a 5xx) or not (a 404, a bad certificate).
+#[derive(Debug)]
+pub struct Failure {
+    pub retry: bool,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    fn fatal(e: anyhow::Error) -> Failure {
+        Failure { retry: false, error: e }
+    }
+}
+
+/// An open response body.
+pub struct Opened {
+    pub reader: Box<dyn Read + Send>,
+    /// Where the body starts in the file: the offset asked for, or 0 when
+    /// the server sent the whole file instead.
+    pub start: u64,
+    /// The whole file's length, when the server said it.
+    pub total: Option<u64>,
+}
+
+pub struct Client {
+    timeout: Duration,
+    /// Direct, through `http_proxy`, through `https_proxy`.
+    agents: [OnceLock<Result<ureq::Agent, String>>; 3],
+}
+
+impl Client {
+    /// `timeout`: the longest wait for a connection, for response headers,
+    /// and for each read of the body.
+    pub fn new(timeout: Duration) -> Client {
+        Client { timeout, agents: Default::default() }
+    }
+
+    /// GETs `url` from byte `offset` on. The HTTP status is checked.
+    pub fn open(&self, url: &str, offset: u64) -> Result<Opened, Failure> {
+        if let Some(path) = url.strip_prefix("file://") {
+            return open_file(path, offset).map_err(Failure::fatal);
+        }
+        let agent = self.agent_for(url).map_err(Failure::fatal)?;
+        let mut req = agent.get(url);
+        if offset > 0 {
+            req = req.header("Range", format!("bytes={offset}-"));
+        }
+        let resp = req.call().map_err(|e| {
+            let retry = !matches!(e, ureq::Error::Tls(_) | ureq::Error::BadUri(_) | ureq::Error::Rustls(_));
+            Failure { retry, error: anyhow!("GET {url}: {e}") }
+        })?;
+        let status = resp.status().as_u16();
+        let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
+        let (start, total) = match status {
+            200 => (0, length),
+            206 if offset > 0 => {
+                // Content-Range: bytes START-END/TOTAL
+                let cr = header("content-range").unwrap_or_default();
+                let (range, total) = cr.strip_prefix("bytes ").and_then(|r| r.split_once('/')).unwrap_or(("", ""));
+                let start = range.split_once('-').and_then(|(s, _)| s.parse::<u64>().ok());
+                if start != Some(offset) {
+                    return Err(Failure::fatal(anyhow!("GET {url}: the server answered range {offset}- with {cr:?}")));
+                }
+                (offset, total.parse().ok())
+            }
+            // The part already has every byte (or more): start over.
+            416 => return Err(Failure { retry: true, error: anyhow!("GET {url}: HTTP 416 for bytes {offset}-") }),
+            _ => {
+                let retry = status >= 500 || status == 429 || status == 408;
+                let reason = resp.status().canonical_reason().unwrap_or("");
+                return Err(Failure { retry, error: anyhow!("GET {url}: HTTP {status} {reason}") });
+            }
+        };
+        Ok(Opened { reader: Box::new(resp.into_body().into_reader()), start, total })
+    }
+
+    fn agent_for(&self, url: &str) -> Result<&ureq::Agent> {
+        let https = url.starts_with("https://");
+        let host = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+        let host = host.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
+        };
+        let proxy_var = if https { ["HTTPS_PROXY", "https_proxy"] } else { ["HTTP_PROXY", "http_proxy"] };
+        let proxy = proxy_var.iter().find_map(|v| std::env::var(v).ok()).filter(|p| !p.is_empty());
+        let idx = match &proxy {
+            Some(_) if !no_proxy(host) => {
+                if https {
+                    2
+                } else {
+                    1
+                }
+            }
+            _ => 0,
+        };
+        let slot = &self.agents[idx];
+        let built = slot.get_or_init(|| {
+            let proxy = if idx == 0 { None } else { proxy.clone() };
+            self.build(proxy.as_deref()).map_err(|e| format!("{e:#}"))
+        });
+        built.as_ref().map_err(|e| anyhow!("{e}"))
+    }
+
+    fn build(&self, proxy: Option<&str>) -> Result<ureq::Agent> {
+        let proxy = match proxy {
+            Some(p) => Some(ureq::Proxy::new(p).map_err(|e| anyhow!("proxy {}: {e}", crate::model::quoted(p)))?),
+            None => None,
+        };
+        let t = Some(self.timeout);
+        let config = ureq::Agent::config_builder()
+            .proxy(proxy)
+            .http_status_as_error(false)
+            .tls_config(tls_config()?)
+            .user_agent(concat!("torcx/", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(t)
+            .timeout_recv_response(t)
+            .timeout_per_read(t)
+            .build();
+        Ok(ureq::Agent::new_with_config(config))
+    }
+}
+
+/// `NO_PROXY`: hosts (and their subdomains) reached directly; `*` is all.
+fn no_proxy(host: &str) -> bool {
+    let list = ["NO_PROXY", "no_proxy"].iter().find_map(|v| std::env::var(v).ok()).unwrap_or_default();
+    no_proxy_in(&list, host)
+}
+
+fn no_proxy_in(list: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    list.split(',')
+        .map(|e| e.trim().trim_start_matches('*').trim_start_matches('.').to_ascii_lowercase())
+        .any(|e| !e.is_empty() && (e == host || host.ends_with(&format!(".{e}"))) || e.is_empty() && list.trim() == "*")
+}
+
+/// The CA bundle: `$SSL_CERT_FILE`, else the system's.
+fn tls_config() -> Result<ureq::tls::TlsConfig> {
+    let path = std::env::var("SSL_CERT_FILE").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| CA_BUNDLE.to_string());
+    let pem = crate::sys::fsutil::read_bounded(std::path::Path::new(&path), 16 << 20)
+        .with_context(|| format!("reading the CA bundle {path} (SSL_CERT_FILE)"))?;
+    let mut certs = vec![];
+    for item in ureq::tls::parse_pem(&pem) {
+        if let Ok(ureq::tls::PemItem::Certificate(c)) = item {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        anyhow::bail!("the CA bundle {path} holds no certificate");
+    }
+    Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&certs)).build())
+}
+
+fn open_file(path: &str, offset: u64) -> Result<Opened> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    let total = f.metadata().with_context(|| format!("reading {path}"))?.len();
+    f.seek(std::io::SeekFrom::Start(offset.min(total))).with_context(|| format!("reading {path}"))?;
+    Ok(Opened { reader: Box::new(f), start: offset.min(total), total: Some(total) })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_proxy_matching() {
+        let l = "localhost, .internal,example.com";
+        assert!(super::no_proxy_in(l, "localhost"));
+        assert!(super::no_proxy_in(l, "a.internal"));
+        assert!(super::no_proxy_in(l, "www.example.com"));
+        assert!(!super::no_proxy_in(l, "example.org"));
+        assert!(super::no_proxy_in("*", "anything"));
+        assert!(!super::no_proxy_in("", "anything"));
+    }
+}
