@@ -55,6 +55,9 @@ _torcx() {
             torcx__subcmd__image,pack)
                 cmd="torcx__subcmd__image__subcmd__pack"
                 ;;
+            torcx__subcmd__image,verify)
+                cmd="torcx__subcmd__image__subcmd__verify"
+                ;;
             torcx__subcmd__profile,check)
                 cmd="torcx__subcmd__profile__subcmd__check"
                 ;;
@@ -63,6 +66,9 @@ _torcx() {
                 ;;
             torcx__subcmd__profile,new)
                 cmd="torcx__subcmd__profile__subcmd__new"
+                ;;
+            torcx__subcmd__profile,populate)
+                cmd="torcx__subcmd__profile__subcmd__populate"
                 ;;
             torcx__subcmd__profile,remove-image)
                 cmd="torcx__subcmd__profile__subcmd__remove__subcmd__image"
@@ -198,7 +204,7 @@ _torcx() {
             return 0
             ;;
         torcx__subcmd__image)
-            opts="-v -q -h --root --json --verbose --quiet --store --help list clear-versioned pack inspect"
+            opts="-v -q -h --root --json --verbose --quiet --store --help list clear-versioned pack inspect verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -343,6 +349,28 @@ _torcx() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        torcx__subcmd__image__subcmd__verify)
+            opts="-v -q -h --root --json --verbose --quiet --store --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         torcx__subcmd__is__subcmd__attached)
             opts="-v -q -h --root --json --verbose --quiet --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -366,7 +394,7 @@ _torcx() {
             return 0
             ;;
         torcx__subcmd__profile)
-            opts="-v -q -h --root --json --verbose --quiet --store --help list check new set-next use-image remove-image"
+            opts="-v -q -h --root --json --verbose --quiet --store --help list check populate new set-next use-image remove-image"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -388,7 +416,7 @@ _torcx() {
             return 0
             ;;
         torcx__subcmd__profile__subcmd__check)
-            opts="-v -q -h --name --file --root --json --verbose --quiet --store --help"
+            opts="-v -q -h --name --file --remote-only --allow-unsigned --timeout --tries --root --json --verbose --quiet --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -399,6 +427,14 @@ _torcx() {
                     return 0
                     ;;
                 --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tries)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -455,6 +491,56 @@ _torcx() {
                     return 0
                     ;;
                 --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        torcx__subcmd__profile__subcmd__populate)
+            opts="-n -v -q -h --name --file --os-release --jobs --allow-unsigned --timeout --tries --root --json --verbose --quiet --store --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --os-release)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tries)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -92,16 +92,17 @@ complete -c torcx -n "__fish_torcx_using_subcommand status" -l json -d 'Print JS
 complete -c torcx -n "__fish_torcx_using_subcommand status" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand status" -s q -l quiet -d 'Only errors'
 complete -c torcx -n "__fish_torcx_using_subcommand status" -s h -l help -d 'Print help'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -l json -d 'Print JSON (the default when stdout is not a terminal)'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -s v -l verbose -d 'More messages (-v info, -vv debug)'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -s q -l quiet -d 'Only errors'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -s h -l help -d 'Print help'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -f -a "list" -d 'Archives in the stores: name, reference, store, path, format, size'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -f -a "clear-versioned" -d 'Remove versioned user stores other than the kept versions (or only NAME\'s archives in them)'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -f -a "pack" -d 'Build an archive from a directory, writing its manifest when it has none'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect" -f -a "inspect" -d 'Format, size, digest, manifest, what would be placed where, and lint findings'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -l json -d 'Print JSON (the default when stdout is not a terminal)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -s v -l verbose -d 'More messages (-v info, -vv debug)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -s q -l quiet -d 'Only errors'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -s h -l help -d 'Print help'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -f -a "list" -d 'Archives in the stores: name, reference, store, path, format, size'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -f -a "clear-versioned" -d 'Remove versioned user stores other than the kept versions (or only NAME\'s archives in them)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -f -a "pack" -d 'Build an archive from a directory, writing its manifest when it has none'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -f -a "inspect" -d 'Format, size, digest, manifest, what would be placed where, and lint findings'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect verify" -f -a "verify" -d 'Check archives against the signed remote indexes kept in the stores'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from list" -s n -l os-release -d 'List the stores of this OS version (VERSION_ID) instead of this one\'s' -r
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from list" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from list" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
@@ -136,18 +137,25 @@ complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subco
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from inspect" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from inspect" -s q -l quiet -d 'Only errors'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from inspect" -s h -l help -d 'Print help'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -l json -d 'Print JSON (the default when stdout is not a terminal)'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -s v -l verbose -d 'More messages (-v info, -vv debug)'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -s q -l quiet -d 'Only errors'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -s h -l help -d 'Print help'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -f -a "list" -d 'The booted lower and upper profiles, the run profile, the next profile, all profiles'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -f -a "check" -d 'Check a profile as a boot would, without changing anything'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -f -a "new" -d 'Create a profile, empty or as a copy'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -f -a "set-next" -d 'Select the profile the next boot applies'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -f -a "use-image" -d 'Pin an image reference in a profile (default: the next profile)'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check new set-next use-image remove-image" -f -a "remove-image" -d 'Remove an image from a profile (default: the next profile)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from verify" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from verify" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from verify" -l json -d 'Print JSON (the default when stdout is not a terminal)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'More messages (-v info, -vv debug)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'Only errors'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -l json -d 'Print JSON (the default when stdout is not a terminal)'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -s v -l verbose -d 'More messages (-v info, -vv debug)'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -s q -l quiet -d 'Only errors'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -s h -l help -d 'Print help'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -f -a "list" -d 'The booted lower and upper profiles, the run profile, the next profile, all profiles'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -f -a "check" -d 'Check a profile as a boot would, without changing anything'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -f -a "populate" -d 'Download the profile\'s images that name a remote and are in no store'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -f -a "new" -d 'Create a profile, empty or as a copy'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -f -a "set-next" -d 'Select the profile the next boot applies'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -f -a "use-image" -d 'Pin an image reference in a profile (default: the next profile)'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and not __fish_seen_subcommand_from list check populate new set-next use-image remove-image" -f -a "remove-image" -d 'Remove an image from a profile (default: the next profile)'
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from list" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from list" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from list" -l json -d 'Print JSON (the default when stdout is not a terminal)'
@@ -156,12 +164,29 @@ complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_sub
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -l name -d 'A user profile (default: the next profile, merged as at boot)' -r
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -l file -d 'A profile file' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -l timeout -d 'Seconds to wait for a connection, for an answer, and for each read: never for a whole download' -r
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -l tries -d 'Tries per request; the waits between them double from one second' -r
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -l remote-only -d 'Check only the images that name a remote, against their remote'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -l allow-unsigned -d 'Accept a remote index that is not signed'
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -l json -d 'Print JSON (the default when stdout is not a terminal)'
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -s q -l quiet -d 'Only errors'
-complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -l name -d 'A user profile (default: the next profile)' -r
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -l file -d 'A profile file' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -s n -l os-release -d 'Populate the versioned store of this OS version (VERSION_ID), for the next boot after an update' -r
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -l jobs -d 'Downloads at once' -r
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -l timeout -d 'Seconds to wait for a connection, for an answer, and for each read: never for a whole download' -r
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -l tries -d 'Tries per request; the waits between them double from one second' -r
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -l allow-unsigned -d 'Accept a remote index that is not signed'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -l json -d 'Print JSON (the default when stdout is not a terminal)'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -s v -l verbose -d 'More messages (-v info, -vv debug)'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -s q -l quiet -d 'Only errors'
+complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from populate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from new" -l name -d 'Create /etc/torcx/profiles/NAME.json' -r
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from new" -l file -d 'Create this file (must end in .json)' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand profile; and __fish_seen_subcommand_from new" -l from -d 'Copy this profile' -r

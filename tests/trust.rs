@@ -22,9 +22,11 @@ fn sha512(path: &Path) -> String {
 /// Image `NAME:REF` with a binary and a service.
 fn image(t: &TestRoot, name: &str, reference: &str, text: &str) -> Image {
     let img = Image::new(t, name, reference);
-    img.manifest(json!({"bin": [format!("/bin/{name}-tool")], "units": [format!("/lib/systemd/system/{name}.service")]}))
-        .exec(&format!("bin/{name}-tool"), format!("#!/bin/sh\necho {text}\n"))
-        .file(&format!("lib/systemd/system/{name}.service"), A_UNIT.replace("a-tool", &format!("{name}-tool")));
+    img.manifest(
+        json!({"bin": [format!("/bin/{name}-tool")], "units": [format!("/lib/systemd/system/{name}.service")]}),
+    )
+    .exec(&format!("bin/{name}-tool"), format!("#!/bin/sh\necho {text}\n"))
+    .file(&format!("lib/systemd/system/{name}.service"), A_UNIT.replace("a-tool", &format!("{name}-tool")));
     img
 }
 
@@ -77,7 +79,10 @@ impl Signed {
             .iter()
             .map(|(n, r, rem)| json!({"name": n, "reference": r, "remote": rem}))
             .collect();
-        s.t.write("etc/torcx/profiles/p.json", json!({"kind": "profile-manifest-v1", "value": {"images": images}}).to_string());
+        s.t.write(
+            "etc/torcx/profiles/p.json",
+            json!({"kind": "profile-manifest-v1", "value": {"images": images}}).to_string(),
+        );
         s.t.write("etc/torcx/next-profile", "p\n");
         let (code, out, err) = torcx_in(None, &["--root", s.t.root.to_str().unwrap(), "profile", "populate"]);
         assert_eq!(code, 0, "{out}{err}");
@@ -116,7 +121,13 @@ fn signed_boot_accepts_populated_and_vendor_archives() {
     let (_d, g) = gen_dirs();
     let mut ns = Ns::new(&s.t);
     let (n, e, l) = (g.join("normal"), g.join("early"), g.join("late"));
-    ns.generator(&["--root", s.t.root.to_str().unwrap(), n.to_str().unwrap(), e.to_str().unwrap(), l.to_str().unwrap()]);
+    ns.generator(&[
+        "--root",
+        s.t.root.to_str().unwrap(),
+        n.to_str().unwrap(),
+        e.to_str().unwrap(),
+        l.to_str().unwrap(),
+    ]);
     ns.apply();
     let steps = ns.run();
     assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
@@ -144,7 +155,13 @@ fn a_changed_archive_fails_by_name_and_nothing_of_it_is_placed_or_sealed() {
         let (_d, g) = gen_dirs();
         let (n, e, l) = (g.join("normal"), g.join("early"), g.join("late"));
         let mut ns = Ns::new(&s.t);
-        ns.generator(&["--root", s.t.root.to_str().unwrap(), n.to_str().unwrap(), e.to_str().unwrap(), l.to_str().unwrap()]);
+        ns.generator(&[
+            "--root",
+            s.t.root.to_str().unwrap(),
+            n.to_str().unwrap(),
+            e.to_str().unwrap(),
+            l.to_str().unwrap(),
+        ]);
         ns.apply();
         let steps = ns.run();
         let want = format!("{USER_STORE}/{file}: hash mismatch for image {name}:1: the signed index lists sha512-");
@@ -156,7 +173,11 @@ fn a_changed_archive_fails_by_name_and_nothing_of_it_is_placed_or_sealed() {
         // Apply: the image fails by name, its tree is taken down, no seal.
         assert_eq!(steps[1].code, 1, "{}", steps[1].describe());
         assert_contains(&steps[1].stderr, &want, &steps[1]);
-        assert!(!steps[1].unpack.keys().any(|k| k.starts_with(&format!("{name}/"))), "{file}: {:?}", steps[1].unpack.keys());
+        assert!(
+            !steps[1].unpack.keys().any(|k| k.starts_with(&format!("{name}/"))),
+            "{file}: {:?}",
+            steps[1].unpack.keys()
+        );
         assert!(steps[1].mounts_after.iter().all(|m| !m.mount_point.ends_with(&format!("unpack/{name}"))));
         assert!(!s.t.exists(&format!("run/systemd/system/{name}.service")));
         assert!(!s.t.exists(&format!("run/torcx/bin/{name}-tool")));
@@ -186,7 +207,11 @@ fn an_archive_no_index_lists_is_refused_before_unpacking() {
     ns.torcx(&["attach", "a:1", "--no-reload"]);
     let steps = ns.run();
     assert_eq!(steps[0].code, 1);
-    assert_contains(&steps[0].stderr, &format!("{USER_STORE}/c:1.torcx.tgz: verify is signed and no signed remote index lists image c:1"), &steps[0]);
+    assert_contains(
+        &steps[0].stderr,
+        &format!("{USER_STORE}/c:1.torcx.tgz: verify is signed and no signed remote index lists image c:1"),
+        &steps[0],
+    );
     assert!(steps[0].mounts_after.len() == steps[0].mounts_before.len(), "something was mounted");
     assert_eq!(steps[1].code, 1);
     assert_contains(&steps[1].stderr, "no signed remote index lists image o:1", &steps[1]);
@@ -197,11 +222,19 @@ fn an_archive_no_index_lists_is_refused_before_unpacking() {
     let (code, out, err) = torcx_in(None, &["--root", s.t.root.to_str().unwrap(), "--json", "image", "verify"]);
     assert_eq!(code, 1);
     let doc: Value = serde_json::from_str(&out).unwrap();
-    let mut got: Vec<(String, bool)> =
-        doc["value"].as_array().unwrap().iter().map(|v| (v["image"].as_str().unwrap().into(), v["ok"].as_bool().unwrap())).collect();
+    let mut got: Vec<(String, bool)> = doc["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["image"].as_str().unwrap().into(), v["ok"].as_bool().unwrap()))
+        .collect();
     got.sort();
     // The vendor store's v:1 is not checked: /usr is verified by the OS.
-    assert_eq!(got, [("a:1".into(), true), ("c:1".into(), false), ("o:1".into(), false), ("s:1".into(), true)], "{err}");
+    assert_eq!(
+        got,
+        [("a:1".into(), true), ("c:1".into(), false), ("o:1".into(), false), ("s:1".into(), true)],
+        "{err}"
+    );
 }
 
 #[test]
@@ -216,7 +249,8 @@ fn an_index_is_trusted_only_while_its_signature_verifies_against_the_remote_keys
     assert_contains(&step.stderr, "does not verify against any key the remote lists", &step);
     // A kept index edited in place does not verify either.
     s.t.write("etc/torcx/remotes/media/key.asc", s.gpg.public_armored());
-    let kept = std::fs::read_dir(s.t.path(USER_STORE).join(".torcx-remotes/media")).unwrap().next().unwrap().unwrap().path();
+    let kept =
+        std::fs::read_dir(s.t.path(USER_STORE).join(".torcx-remotes/media")).unwrap().next().unwrap().unwrap().path();
     let text = std::fs::read_to_string(&kept).unwrap();
     std::fs::write(&kept, text.replace(&sha512(&s.user_archive("a:1.torcx.tgz")), &"0".repeat(128))).unwrap();
     let step = apply_once(&s.t, &[]);

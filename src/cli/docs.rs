@@ -81,6 +81,32 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
         "torcx profile use-image docker:24.0 --name mine --allow=missing",
     ),
     ("torcx-profile-remove-image", "Stop adding an image at boot", "torcx profile remove-image socat"),
+    (
+        "torcx-profile-check",
+        "Before an update, check that every remote image of the next profile is listed by its signed index",
+        "torcx profile check --remote-only",
+    ),
+    (
+        "torcx-profile-populate",
+        "Download the next profile's remote images, then check them",
+        "torcx profile populate\ntorcx image verify",
+    ),
+    (
+        "torcx-profile-populate",
+        "Fetch what the boot of OS version 3850.0.0 will need, before updating to it",
+        "torcx profile populate -n 3850.0.0",
+    ),
+    (
+        "torcx-profile-populate",
+        "From a remote that is not signed yet (refused without this flag)",
+        "torcx profile populate --name lab --allow-unsigned",
+    ),
+    (
+        "torcx-image-verify",
+        "Check every archive outside the vendor store, for a script",
+        "torcx image verify --json | jq '.value[] | select(.ok | not)'",
+    ),
+    ("torcx-image-verify", "Check one image", "torcx image verify docker:20.10"),
 ];
 
 fn roff_escape(s: &str) -> String {
