@@ -72,29 +72,51 @@ pub struct Seen {
     pub bytes: u64,
 }
 
-/// A reader that hashes what passes through it. The result is shared, so it
-/// can be collected after the reader moved into a decoder on another thread;
-/// it is there only if the reader reached the end of its input.
+/// A reader that hashes what passes through it, on a thread of its own:
+/// the reading thread (which inflates) only copies each chunk, so hashing
+/// takes the other core's slack instead of the boot's critical path. The
+/// result is shared, so it can be collected after the reader moved into a
+/// decoder on another thread; it is there only if the reader reached the
+/// end of its input.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Option<Hasher>,
+    /// Chunks to the hashing thread, and empty buffers back.
+    full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<Hasher>>,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R, algos: &[Algo]) -> (HashingReader<R>, Arc<Mutex<Seen>>) {
         let seen = Arc::new(Mutex::new(Seen::default()));
-        (HashingReader { inner, hasher: Some(Hasher::new(algos)), seen: seen.clone() }, seen)
+        let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (empty_tx, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(10);
+        let mut hasher = Hasher::new(algos);
+        let thread = std::thread::spawn(move || {
+            for chunk in full_rx {
+                hasher.update(&chunk);
+                let _ = empty_tx.try_send(chunk);
+            }
+            hasher
+        });
+        (HashingReader { inner, full: Some(full), empty, thread: Some(thread), seen: seen.clone() }, seen)
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(h) = self.hasher.as_mut() {
-            h.update(&buf[..n]);
-            if n == 0 && !buf.is_empty() {
-                let h = self.hasher.take().unwrap();
+        if n > 0
+            && let Some(tx) = &self.full
+        {
+            let mut chunk = self.empty.try_recv().unwrap_or_default();
+            chunk.clear();
+            chunk.extend_from_slice(&buf[..n]);
+            let _ = tx.send(chunk);
+        } else if n == 0 && !buf.is_empty() && self.full.take().is_some() {
+            // The end: the hashing thread finishes what it was sent.
+            if let Some(h) = self.thread.take().and_then(|t| t.join().ok()) {
                 let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
                 s.bytes = h.bytes;
                 s.digests = Some(h.finish());

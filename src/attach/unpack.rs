@@ -33,20 +33,36 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Dig
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let limits = mount_tmpfs(cfg, &host)?;
     crash::point("mounted")?;
-    let mut algos = vec![Algo::Sha256];
-    algos.extend(want.unwrap_or_default().iter().map(|d| d.algo));
-    let (mut stream, seen) = stream::open_tar_hashed(a, &algos)?;
+    let (mut stream, seen) = stream::open_tar_hashed(a, &algos(want))?;
     let stats = extract::extract(&mut stream, &host, limits)?;
     stream.finish()?;
     let got = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take().unwrap_or_default();
-    if let Some(want) = want {
-        trust::check(&a.path, &a.id, want, &got)?;
-    }
-    let digest = got.iter().find(|d| d.algo == Algo::Sha256).map(|d| format!("sha256:{}", d.hex));
+    let digest = recorded(a, want, &got)?;
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
     Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None })
+}
+
+/// What to hash an archive with: what the index lists it with when it must
+/// be verified (that digest is recorded then), else the sha256 records keep.
+fn algos(want: Option<&[Digest]>) -> Vec<Algo> {
+    match want {
+        Some(w) => w.iter().map(|d| d.algo).collect(),
+        None => vec![Algo::Sha256],
+    }
+}
+
+/// Checks the digests against `want`, and returns the one to record as `ALGO:HEX`.
+fn recorded(a: &Archive, want: Option<&[Digest]>, got: &[Digest]) -> Result<Option<String>> {
+    if let Some(want) = want {
+        trust::check(&a.path, &a.id, want, got)?;
+    }
+    let d = match want {
+        Some(w) => got.iter().find(|g| w.contains(g)),
+        None => got.iter().find(|d| d.algo == Algo::Sha256),
+    };
+    Ok(d.map(|d| format!("{}:{}", d.algo, d.hex)))
 }
 
 /// What all image trees unpacked by this process may take together: the
@@ -94,12 +110,9 @@ pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let fstype = a.format.name();
     let mut digest = None;
-    if let Some(want) = want {
-        let mut algos = vec![Algo::Sha256];
-        algos.extend(want.iter().map(|d| d.algo));
-        let got = file_digests(&a.host, &algos).with_context(|| format!("reading {}", a.path.display()))?;
-        trust::check(&a.path, &a.id, want, &got)?;
-        digest = got.iter().find(|d| d.algo == Algo::Sha256).map(|d| format!("sha256:{}", d.hex));
+    if want.is_some() {
+        let got = file_digests(&a.host, &algos(want)).with_context(|| format!("reading {}", a.path.display()))?;
+        digest = recorded(a, want, &got)?;
     }
     // Apply refuses what the generator refuses: an image whose index the
     // entry policy, or the index reader's own limits, refuse (read the same
@@ -139,16 +152,11 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let limits = mount_tmpfs(cfg, &host)?;
     crash::point("mounted")?;
-    let mut algos = vec![Algo::Sha256];
-    algos.extend(want.unwrap_or_default().iter().map(|d| d.algo));
-    let path = a.host.clone();
+    let (path, algos) = (a.host.clone(), algos(want));
     let hashing = std::thread::spawn(move || file_digests(&path, &algos));
     let stats = crate::tree::oci::unpack(&a.host, &a.id.reference, &host, limits)?;
     let got = hashing.join().ok().and_then(|r| r.ok()).unwrap_or_default();
-    if let Some(want) = want {
-        trust::check(&a.path, &a.id, want, &got)?;
-    }
-    let digest = got.iter().find(|d| d.algo == Algo::Sha256).map(|d| format!("sha256:{}", d.hex));
+    let digest = recorded(a, want, &got)?;
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
