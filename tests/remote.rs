@@ -426,3 +426,27 @@ fn check_remote_only_fetches_no_archive() {
     assert!(f.server.requests_for("/a:1.torcx.tgz").is_empty());
     assert_eq!(f.store(), Vec::<String>::new());
 }
+
+#[test]
+fn on_a_terminal_a_bar_then_a_line_per_image() {
+    require_tool("on_a_terminal_a_bar_then_a_line_per_image", "script", "bsdutils");
+    let f = Fleet::new();
+    // Slow enough for the bar to be drawn.
+    f.server.set_rules(json!({"/a:1.torcx.tgz": {"delay": 0.5}}));
+    let cmd = format!("'{TORCX}' --root '{}' profile populate", f.t.root.display());
+    let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("a:1: downloaded from remote main: "), "{text}");
+    assert!(text.contains(" bytes in ") && text.contains(" MB/s)"), "{text}");
+    // The bar: the image's name padded, then bytes done of the whole, rate, time left.
+    let size = std::fs::metadata(f.serve.join("a:1.torcx.tgz")).unwrap().len();
+    assert!(
+        text.lines().any(|l| l
+            .trim_start_matches(|c: char| c == '\x1b' || "[0123456789ABK".contains(c))
+            .starts_with("a:1 ")
+            && l.contains(&format!("{size} B/{size} B"))
+            && l.contains(" B/s")),
+        "{text}"
+    );
+}
