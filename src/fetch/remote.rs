@@ -30,13 +30,8 @@ pub fn find(cfg: &Config, name: &str) -> Result<Option<PathBuf>> {
 /// Loads remote `name`. `version_id` replaces `${VERSION_ID}` (populating
 /// for the next OS version fetches that version's images).
 pub fn load(cfg: &Config, name: &str, version_id: Option<&str>) -> Result<Remote> {
-    let manifest = find(cfg, name)?.ok_or_else(|| {
-        let dirs: Vec<String> = cfg.remote_dirs().iter().map(|d| d.display().to_string()).collect();
-        anyhow!("no remote.json for remote {name} (searched {})", dirs.join(", "))
-    })?;
+    let (manifest, m) = read(cfg, name)?;
     let ctx = || format!("remote {name}: {}", manifest.display());
-    let text = crate::sys::fsutil::read_bounded(&cfg.host(&manifest), 1 << 20).with_context(ctx)?;
-    let m = remote::parse_remote(&String::from_utf8_lossy(&text)).with_context(ctx)?;
     let os_release = cfg.host(&cfg.usr_dir.join("lib/os-release"));
     let vars = |v: &str| -> Option<String> {
         match v {
@@ -51,6 +46,29 @@ pub fn load(cfg: &Config, name: &str, version_id: Option<&str>) -> Result<Remote
     if !base_url.ends_with('/') {
         base_url.push('/');
     }
+    let keys = keys(cfg, name, &manifest, &m)?;
+    Ok(Remote { name: name.to_string(), manifest, base_url, keys })
+}
+
+/// Only the keys of remote `name`: what checking a kept index needs (its
+/// base URL may name a variable this boot cannot expand).
+pub fn load_keys(cfg: &Config, name: &str) -> Result<Vec<SignedPublicKey>> {
+    let (manifest, m) = read(cfg, name)?;
+    keys(cfg, name, &manifest, &m)
+}
+
+fn read(cfg: &Config, name: &str) -> Result<(PathBuf, remote::RemoteManifest)> {
+    let manifest = find(cfg, name)?.ok_or_else(|| {
+        let dirs: Vec<String> = cfg.remote_dirs().iter().map(|d| d.display().to_string()).collect();
+        anyhow!("no remote.json for remote {name} (searched {})", dirs.join(", "))
+    })?;
+    let ctx = || format!("remote {name}: {}", manifest.display());
+    let text = crate::sys::fsutil::read_bounded(&cfg.host(&manifest), 1 << 20).with_context(ctx)?;
+    let m = remote::parse_remote(&String::from_utf8_lossy(&text)).with_context(ctx)?;
+    Ok((manifest, m))
+}
+
+fn keys(cfg: &Config, name: &str, manifest: &Path, m: &remote::RemoteManifest) -> Result<Vec<SignedPublicKey>> {
     let dir = manifest.parent().unwrap_or(Path::new("/"));
     let mut keys = vec![];
     for k in &m.keys {
@@ -65,7 +83,7 @@ pub fn load(cfg: &Config, name: &str, version_id: Option<&str>) -> Result<Remote
         let p = dir.join(rel);
         keys.extend(sig::read_keyring(&cfg.host(&p), &p).with_context(|| format!("remote {name}"))?);
     }
-    Ok(Remote { name: name.to_string(), manifest, base_url, keys })
+    Ok(keys)
 }
 
 fn check_scheme(url: &str) -> Result<()> {

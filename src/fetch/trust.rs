@@ -55,7 +55,8 @@ impl Trusted {
     /// Reads and verifies the kept indexes of every store but the vendor one.
     pub fn load(cfg: &Config) -> Trusted {
         let mut t = Trusted::default();
-        let mut keys: std::collections::BTreeMap<String, Result<remote::Remote, String>> = Default::default();
+        let mut keys: std::collections::BTreeMap<String, Result<Vec<pgp::composed::SignedPublicKey>, String>> =
+            Default::default();
         let vendor = cfg.vendor_dir().join("store");
         for dir in store::store_dirs(cfg) {
             if dir.logical == vendor {
@@ -83,11 +84,11 @@ impl Trusted {
                 let logical = dir.logical.join(KEPT_DIR).join(&rname).join(&file);
                 let r = keys
                     .entry(rname.clone())
-                    .or_insert_with(|| remote::load(cfg, &rname, None).map_err(|e| format!("{e:#}")));
+                    .or_insert_with(|| remote::load_keys(cfg, &rname).map_err(|e| format!("{e:#}")));
                 let res = (|| -> Result<()> {
                     let r = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
                     let bytes = crate::sys::fsutil::read_bounded(&cfg.host(&logical), sig::MAX_INDEX)?;
-                    let (contents, _) = sig::open_index(&bytes, &r.keys, false)?;
+                    let (contents, _) = sig::open_index(&bytes, r, false)?;
                     for img in contents.images.iter().filter(|i| !i.name.is_empty()) {
                         for v in &img.versions {
                             let Ok(digest) = v.hash.parse::<Digest>() else { continue };
