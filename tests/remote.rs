@@ -339,6 +339,14 @@ fn https_is_verified_against_the_ca_bundle() {
     assert!(err.contains("image a:1 (remote main)") && err.to_lowercase().contains("certificate"), "{err}");
     assert_eq!(f.store(), Vec::<String>::new());
     let ca_pem = ca.ca_pem.display().to_string();
+    // A redirect from https:// to http:// is refused.
+    let plain = Server::start(&f.serve, None);
+    f.server.set_rules(json!({"/a:1.torcx.tgz": {"redirect": format!("{}/a:1.torcx.tgz", plain.url())}}));
+    let (code, _, err) = f.torcx(&[("SSL_CERT_FILE", &ca_pem)], &["profile", "populate", "--tries", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(plain.requests().is_empty(), "followed a redirect to http://");
+    assert_eq!(f.store(), Vec::<String>::new());
+    f.server.set_rules(json!({}));
     let (code, _, err) = f.torcx(&[("SSL_CERT_FILE", &ca_pem)], &["profile", "populate"]);
     assert_eq!(code, 0, "{err}");
     assert!(f.t.path("var/lib/torcx/store/a:1.torcx.tgz").is_file());
@@ -449,4 +457,107 @@ fn on_a_terminal_a_bar_then_a_line_per_image() {
             && l.contains(" B/s")),
         "{text}"
     );
+}
+
+/// Found by the attack on issue 10: a `.part` planted as a symlink, or a
+/// FIFO, is not followed or waited on; the file it points at is untouched.
+#[test]
+fn a_planted_part_is_never_followed() {
+    let f = Fleet::new();
+    let victim = f.t.scratch("outside").join("shadow");
+    write(&victim, "root:secret\n");
+    let store = f.t.path(USER_STORE);
+    std::fs::create_dir_all(&store).unwrap();
+    std::os::unix::fs::symlink(&victim, store.join(".a:1.torcx.tgz.part")).unwrap();
+    let (code, _, err) = f.populate(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(read(&victim), "root:secret\n");
+    assert!(std::fs::symlink_metadata(store.join("a:1.torcx.tgz")).unwrap().file_type().is_file());
+    assert_eq!(sha512(&store.join("a:1.torcx.tgz")), sha512(&f.serve.join("a:1.torcx.tgz")));
+    // A FIFO there, and one on the media: refused or replaced, never waited on.
+    std::fs::remove_file(store.join("a:1.torcx.tgz")).unwrap();
+    let fifo = |p: &Path| assert!(std::process::Command::new("mkfifo").arg(p).status().unwrap().success());
+    fifo(&store.join(".a:1.torcx.tgz.part"));
+    let (code, _, err) = f.populate(&[]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_file(store.join("a:1.torcx.tgz")).unwrap();
+    let _ = std::fs::remove_dir_all(store.join(".torcx-remotes"));
+    f.remote(&format!("file://{}", f.serve.display()), true);
+    std::fs::remove_file(f.serve.join("a:1.torcx.tgz")).unwrap();
+    fifo(&f.serve.join("a:1.torcx.tgz"));
+    refused(&f, &[], "not a regular file");
+}
+
+/// Found by the attack on issue 10: a part being written by another torcx
+/// (it holds the lock) is neither written nor removed.
+#[test]
+fn a_part_another_torcx_holds_is_left_alone() {
+    let f = Fleet::new();
+    let store = f.t.path(USER_STORE);
+    let part = store.join(".a:1.torcx.tgz.part");
+    write(&part, "12345");
+    let mut holder = std::process::Command::new("flock").arg(&part).args(["sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, _, err) = f.populate(&["--tries", "1"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, 1);
+    assert!(err.contains("another torcx is downloading it"), "{err}");
+    assert_eq!(read(&part), "12345");
+}
+
+/// Found by the attack on issue 10: an archive already at the version's
+/// name is accepted only with the listed hash, and never replaced.
+#[test]
+fn an_archive_already_there_must_match_the_index() {
+    let f = Fleet::new();
+    f.profile(&[("a", "com.coreos.cl", "main")]);
+    f.t.write(&format!("{USER_STORE}/a:1.torcx.tgz"), "something else");
+    let (code, out, err) = f.populate(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("/var/lib/torcx/store/a:1.torcx.tgz is there but is not the archive the index lists"),
+        "{err}"
+    );
+    assert_eq!(read(&f.t.path(&format!("{USER_STORE}/a:1.torcx.tgz"))), "something else");
+    assert!(!f.t.exists(&format!("{USER_STORE}/a:com.coreos.cl.torcx.tgz")));
+    // The right one: present, linked, not fetched again.
+    std::fs::copy(f.serve.join("a:1.torcx.tgz"), f.t.path(&format!("{USER_STORE}/a:1.torcx.tgz"))).unwrap();
+    let (code, out, err) = f.populate(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lines(&out)[0]["value"]["state"], "present");
+    assert!(f.server.requests_for("/a:1.torcx.tgz").is_empty());
+    assert!(f.t.exists(&format!("{USER_STORE}/a:com.coreos.cl.torcx.tgz")));
+}
+
+/// Found by the attack on issue 10: an expired signature, or one by an
+/// expired or revoked key, vouches for nothing.
+#[test]
+fn expired_and_revoked_keys_do_not_sign() {
+    let f = Fleet::new();
+    let plain = serde_json::to_string(&f.contents()).unwrap();
+    // A signature that expires two seconds after it is made.
+    let out = std::process::Command::new("date").args(["-u", "-d", "+2 seconds", "+%Y%m%dT%H%M%S"]).output().unwrap();
+    let soon = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let old = f.gpg.gpg(
+        &["--default-sig-expire", &soon, "--local-user", &f.gpg.fingerprint, "--clearsign"],
+        Some(plain.as_bytes()),
+    );
+    f.publish(&String::from_utf8(old).unwrap());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    refused(&f, &[], "the signature has expired");
+    // A key that expired.
+    let exp = Gpg::new(&f.t.scratch("expiring"), "expiring <e@torcx.invalid>", "ed25519");
+    f.publish(&exp.clearsign(&plain));
+    exp.gpg(&["--quick-set-expire", &exp.fingerprint, "seconds=1"], None);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    write(&f.t.path("etc/torcx/remotes/main/key.asc"), exp.public_armored());
+    refused(&f, &[], "the signing key has expired");
+    // The remote's own key, revoked (gpg made the certificate at key creation).
+    f.publish(&f.gpg.clearsign(&plain));
+    let rev = f.gpg.home.join(format!("openpgp-revocs.d/{}.rev", f.gpg.fingerprint));
+    let cert = read(&rev).replacen(":-----BEGIN", "-----BEGIN", 1);
+    f.gpg.gpg(&["--import"], Some(cert.as_bytes()));
+    write(&f.t.path("etc/torcx/remotes/main/key.asc"), f.gpg.public_armored());
+    refused(&f, &[], "the signing key is revoked");
 }

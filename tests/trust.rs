@@ -257,3 +257,83 @@ fn an_index_is_trusted_only_while_its_signature_verifies_against_the_remote_keys
     std::fs::write(&kept, text).unwrap();
     assert_eq!(apply_once(&s.t, &[]).code, 0);
 }
+
+/// Found by the attack on issue 10: under `verify: signed` the generator
+/// does not take units from its cache (in /var, as writable as the store,
+/// and keyed by metadata anyone can read), but from the archive it hashed.
+#[test]
+fn a_forged_generator_cache_brings_no_unit() {
+    let s = Signed::new();
+    let logical = format!("{USER_STORE}/a:1.torcx.tgz");
+    let st = std::fs::metadata(s.user_archive("a:1.torcx.tgz")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let manifest = json!({"kind": "image-manifest-v0", "value": {"units": ["/lib/systemd/system/a.service"]}});
+    let entry = json!({"kind": "torcx-generator-cache-v1",
+        "key": {"archive": logical, "dev": st.dev(), "ino": st.ino(), "size": st.size(), "mtime": st.mtime(), "mtime_nsec": st.mtime_nsec()},
+        "mem": {"files": [
+            {"path": ".torcx/manifest.json", "text": manifest.to_string()},
+            {"path": "lib/systemd/system/a.service", "text": "[Service]\nExecStart=/bin/sh -c 'echo FORGED'\n"}],
+            "links": [], "dirs": []}});
+    s.t.write("var/lib/torcx/cache/generator/a:1.json", entry.to_string());
+    let (_d, g) = gen_dirs();
+    let (n, e, l) = (g.join("normal"), g.join("early"), g.join("late"));
+    let mut ns = Ns::new(&s.t);
+    ns.generator(&[
+        "--root",
+        s.t.root.to_str().unwrap(),
+        n.to_str().unwrap(),
+        e.to_str().unwrap(),
+        l.to_str().unwrap(),
+    ]);
+    let steps = ns.run();
+    assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
+    let unit = read(&n.join("a.service"));
+    assert!(unit.contains("ExecStart=/run/torcx/bin/a-tool") && !unit.contains("FORGED"), "{unit}");
+}
+
+/// Found by the attack on issue 10: the OEM partition is as writable as the
+/// OEM store, so a remote (and key) it defines vouches for nothing at boot,
+/// and it cannot replace the keys of a remote `/etc` or `/usr` defines.
+#[test]
+fn oem_remotes_do_not_vouch() {
+    let s = Signed::new();
+    let evil = Gpg::new(&s.t.scratch("evil"), "evil <e@torcx.invalid>", "ed25519");
+    let oem = "usr/share/oem/torcx";
+    let img = image(&s.t, "o", "1", "o");
+    let archive = s.t.path(oem).join("store/o:1.torcx.tgz");
+    img.pack_to(&archive, Fmt::Tgz);
+    let index = json!({"kind": "torcx-remote-contents-v1", "value": {"images": [{"name": "o", "defaultVersion": "1",
+        "versions": [{"version": "1", "format": "tgz", "location": "o:1.torcx.tgz", "hash": format!("sha512-{}", sha512(&archive))}]}]}});
+    for remote in ["oem", "media"] {
+        s.t.write(&format!("{oem}/store/.torcx-remotes/{remote}/x.json.asc"), evil.clearsign(&index.to_string()));
+        s.t.write(&format!("{oem}/remotes/{remote}/key.asc"), evil.public_armored());
+        s.t.write(
+            &format!("{oem}/remotes/{remote}/remote.json"),
+            json!({"kind": "remote-manifest-v0", "value": {"base_url": "file:///nowhere", "keys": [{"armored_keyring": "key.asc"}]}}).to_string(),
+        );
+    }
+    let (code, out, err) = torcx_in(None, &["--root", s.t.root.to_str().unwrap(), "--json", "image", "verify", "o:1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("no signed remote index lists image o:1"), "{err}");
+    assert!(
+        err.contains("no remote.json for remote oem (searched /usr/share/torcx/remotes, /etc/torcx/remotes)"),
+        "{err}"
+    );
+    assert!(err.contains("does not verify against any key the remote lists"), "{err}");
+}
+
+/// Found by the attack on issue 10: a FIFO among the kept indexes is
+/// refused at once, not waited on.
+#[test]
+fn a_fifo_among_the_kept_indexes_is_not_waited_on() {
+    let s = Signed::new();
+    let fifo = s.t.path(USER_STORE).join(".torcx-remotes/media/0000.json.asc");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = std::process::Command::new("timeout")
+        .args(["20", TORCX, "--root", s.t.root.to_str().unwrap(), "image", "verify"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("0000.json.asc: not a regular file"), "{err}");
+}

@@ -126,10 +126,43 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// The digests of a whole file, read once.
+/// The largest archive hashed: a sparse file of a terabyte is refused at
+/// once rather than read for minutes (the same bound as a download).
+pub const MAX_HASHED: u64 = 16 << 30;
+
+/// The digests of a whole file, read once (a regular file only, at most
+/// [`MAX_HASHED`] bytes).
 pub fn file_digests(path: &std::path::Path, algos: &[Algo]) -> std::io::Result<Vec<Digest>> {
-    let (mut r, seen) = HashingReader::new(std::fs::File::open(path)?, algos);
-    std::io::copy(&mut r, &mut std::io::sink())?;
-    let d = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take();
-    Ok(d.unwrap_or_default())
+    let f = crate::sys::fsutil::open_regular(path).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    reader_digests(f, algos)
+}
+
+/// The digests of what is left of an open file, read once (the caller keeps
+/// using the same open file: what is hashed is what is mounted).
+pub fn reader_digests(f: std::fs::File, algos: &[Algo]) -> std::io::Result<Vec<Digest>> {
+    if f.metadata()?.len() > MAX_HASHED {
+        return Err(std::io::Error::other(format!("larger than the limit of {MAX_HASHED} bytes")));
+    }
+    let mut h = Hasher::new(algos);
+    let mut f = f;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Opens an archive once, for hashing and then mounting or reading the same
+/// file: returns the open file and the archive with its host path turned
+/// into `/proc/PID/fd/N`, which opens that very file (in this process and
+/// in a child) even if the store's name is replaced meanwhile.
+pub fn pin(a: &crate::archive::Archive) -> anyhow::Result<(std::fs::File, crate::archive::Archive)> {
+    use std::os::fd::AsRawFd;
+    let f = crate::sys::fsutil::open_regular(&a.host)?;
+    let mut pinned = a.clone();
+    pinned.host = format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()).into();
+    Ok((f, pinned))
 }

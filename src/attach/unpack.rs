@@ -1,6 +1,6 @@
 //! Turning an archive (or a directory) into the image's own read-only tree.
 
-use crate::archive::digest::file_digests;
+use crate::archive::digest::{pin, reader_digests};
 use crate::archive::stream;
 use crate::archive::{Archive, Format};
 use crate::fetch::trust;
@@ -104,16 +104,27 @@ fn mount_tmpfs(cfg: &Config, host: &Path) -> Result<Limits> {
 /// erofs straight from the file where the kernel can (Linux ≥ 6.12), else
 /// both through a loop device that frees itself on unmount.
 /// With `want`, the file is hashed first (the kernel reads a mounted image
-/// lazily, so there is no unpacking to hash along with).
+/// lazily, so there is no unpacking to hash along with), through the open
+/// file that is then read and mounted: a name replaced meanwhile changes
+/// nothing.
 pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]>) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let fstype = a.format.name();
     let mut digest = None;
-    if want.is_some() {
-        let got = file_digests(&a.host, &algos(want)).with_context(|| format!("reading {}", a.path.display()))?;
+    let mut _pinned_file = None;
+    let pinned;
+    let a = if want.is_some() {
+        let (file, p) = pin(a).with_context(|| format!("reading {}", a.path.display()))?;
+        let got =
+            reader_digests(file.try_clone()?, &algos(want)).with_context(|| format!("reading {}", a.path.display()))?;
         digest = recorded(a, want, &got)?;
-    }
+        _pinned_file = Some(file);
+        pinned = p;
+        &pinned
+    } else {
+        a
+    };
     // Apply refuses what the generator refuses: an image whose index the
     // entry policy, or the index reader's own limits, refuse (read the same
     // way, in a child with limits of its own).
@@ -145,16 +156,19 @@ pub fn bind_dir(cfg: &Config, dir: &Path, tree: &Path) -> Result<Unpacked> {
 
 /// Mounts a fresh tmpfs at `tree` and applies the layers of the OCI bundle's
 /// tag `a.id.reference` into it, then makes it read-only.
-/// With `want`, the bundle is hashed on a thread of its own while its
-/// layers unpack (a bundle is read more than once, by tag and by blob).
+/// The bundle is hashed on a thread of its own while its layers unpack (a
+/// bundle is read more than once, by tag and by blob), all through one open
+/// file.
 pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]>) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let limits = mount_tmpfs(cfg, &host)?;
     crash::point("mounted")?;
-    let (path, algos) = (a.host.clone(), algos(want));
-    let hashing = std::thread::spawn(move || file_digests(&path, &algos));
-    let stats = crate::tree::oci::unpack(&a.host, &a.id.reference, &host, limits)?;
+    let (file, pinned) = pin(a).with_context(|| format!("reading {}", a.path.display()))?;
+    let (reader, algos) = (file.try_clone()?, algos(want));
+    let hashing = std::thread::spawn(move || reader_digests(reader, &algos));
+    let stats = crate::tree::oci::unpack(&pinned.host, &a.id.reference, &host, limits)?;
+    drop(file);
     let got = hashing.join().ok().and_then(|r| r.ok()).unwrap_or_default();
     let digest = recorded(a, want, &got)?;
     crash::point("unpacked")?;

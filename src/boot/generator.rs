@@ -75,20 +75,26 @@ pub struct ImagePlan {
 /// apply would refuse them.
 pub fn plan_image(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<ImagePlan> {
     let Some(a) = archives.iter().find(|a| &a.id == id) else { bail!("no archive in any store") };
-    // With `verify: signed`, no unit of an archive no signed index vouches for
-    // reaches systemd: apply would refuse the image, but the units would be
-    // loaded (and could run host binaries) before it. The cache is keyed by
-    // file metadata, which whoever can write the store can forge, so the
-    // archive is hashed every boot.
-    if let Some(want) = crate::fetch::trust::requirement(cfg, &a.id, &a.path)? {
-        let algos: Vec<_> = want.iter().map(|d| d.algo).collect();
-        let got = crate::archive::digest::file_digests(&a.host, &algos)
-            .with_context(|| format!("reading {}", a.path.display()))?;
-        crate::fetch::trust::check(&a.path, &a.id, &want, &got)?;
-    }
-    let mem = match cache::load(cfg, a) {
-        Some(m) => m,
-        None => crate::tree::isolated::read_units(a).with_context(|| format!("reading {}", a.path.display()))?,
+    let ctx = || format!("reading {}", a.path.display());
+    let mem = match crate::fetch::trust::requirement(cfg, &a.id, &a.path)? {
+        // With `verify: signed`, no unit of an archive no signed index vouches
+        // for reaches systemd: apply would refuse the image, but its units
+        // would be loaded (and could run host binaries) before. The archive
+        // is hashed every boot, and the cache is not used: it is keyed by file
+        // metadata and lives in /var, both as forgeable as the store.
+        Some(want) => {
+            use crate::archive::digest;
+            let algos: Vec<_> = want.iter().map(|d| d.algo).collect();
+            // One open file for the hash and the read: a name replaced between them changes nothing.
+            let (file, pinned) = digest::pin(a).with_context(ctx)?;
+            let got = digest::reader_digests(file.try_clone()?, &algos).with_context(ctx)?;
+            crate::fetch::trust::check(&a.path, &a.id, &want, &got)?;
+            crate::tree::isolated::read_units(&pinned).with_context(ctx)?
+        }
+        None => match cache::load(cfg, a) {
+            Some(m) => m,
+            None => crate::tree::isolated::read_units(a).with_context(ctx)?,
+        },
     };
     let (manifest, plan) = attach::plan_archive_units(cfg, a, &mem)?;
     // Apply will refuse this image; its units must not shadow the host's meanwhile.

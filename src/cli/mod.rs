@@ -50,6 +50,10 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
 /// 1 failure, 2 usage error, which clap exits with itself).
 pub fn main() -> i32 {
     use std::io::IsTerminal;
+    // Like other Unix tools: a closed pipe (`torcx ... | head`) ends the
+    // process quietly, instead of a panic on the next line printed.
+    // SAFETY: restoring the default action of one signal, before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => log::LevelFilter::Error,

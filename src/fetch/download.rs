@@ -46,32 +46,31 @@ pub fn download(
     let dir = job.dest.parent().context("no store directory")?;
     let file = job.dest.file_name().context("no file name")?.to_string_lossy().into_owned();
     let part = dir.join(format!(".{file}.part"));
-    let mut resumed = 0;
+    let mut st = State { resumed: 0, hasher: Hasher::new(&[job.digest.algo]), busy: false, ident: (0, 0) };
     let mut restarted = false;
     let mut wait = retry.first_wait;
     let mut attempt = 0;
-    let mut hasher = Hasher::new(&[job.digest.algo]);
     loop {
         attempt += 1;
-        match attempt_once(client, job, &part, progress, &mut resumed, &mut hasher) {
+        match attempt_once(client, job, &part, progress, &mut st) {
             Ok(bytes) => {
-                let got = std::mem::replace(&mut hasher, Hasher::new(&[job.digest.algo])).finish().remove(0);
+                let got = std::mem::replace(&mut st.hasher, Hasher::new(&[job.digest.algo])).finish().remove(0);
                 if got != job.digest {
-                    if resumed > 0 && !restarted {
+                    if st.resumed > 0 && !restarted {
                         // The part may be of an older file of the same name: once more from the start.
                         log::warn!("{}: hash mismatch after resuming; downloading it again whole", job.url);
                         let _ = std::fs::remove_file(&part);
                         restarted = true;
-                        resumed = 0;
+                        st.resumed = 0;
                         continue;
                     }
                     let _ = std::fs::remove_file(&part);
                     bail!("hash mismatch: the index lists {}, the download is {got}", job.digest);
                 }
-                install(&part, &job.dest).inspect_err(|_| {
+                install(&part, &job.dest, st.ident).inspect_err(|_| {
                     let _ = std::fs::remove_file(&part);
                 })?;
-                return Ok(Done { bytes, resumed, seconds: started.elapsed().as_secs_f64() });
+                return Ok(Done { bytes, resumed: st.resumed, seconds: started.elapsed().as_secs_f64() });
             }
             Err(f) if f.retry && attempt < retry.attempts => {
                 log::warn!(
@@ -84,14 +83,27 @@ pub fn download(
                 wait = (wait * 2).min(Duration::from_secs(30));
             }
             Err(f) => {
-                // An interrupted transfer keeps its bytes for the next run; nothing else is left.
-                if !f.retry || std::fs::metadata(&part).map(|m| m.len() == 0).unwrap_or(true) {
+                // An interrupted transfer keeps its bytes for the next run; nothing else is
+                // left. Another download's part is not ours to remove.
+                if !st.busy && (!f.retry || std::fs::metadata(&part).map(|m| m.len() == 0).unwrap_or(true)) {
                     let _ = std::fs::remove_file(&part);
                 }
                 return Err(f.error);
             }
         }
     }
+}
+
+/// What the attempts of one download share.
+struct State {
+    /// Bytes an earlier attempt or run had when this download resumed.
+    resumed: u64,
+    /// The part's bytes so far, hashed.
+    hasher: Hasher,
+    /// Another torcx holds the part's lock.
+    busy: bool,
+    /// The part's device and inode, to check that the installed file is it.
+    ident: (u64, u64),
 }
 
 /// One request: appends to the part from where it ends. Returns the part's
@@ -101,11 +113,10 @@ fn attempt_once(
     job: &Job,
     part: &Path,
     progress: &(dyn Fn(u64, Option<u64>) + Sync),
-    resumed: &mut u64,
-    hasher: &mut Hasher,
+    st: &mut State,
 ) -> Result<u64, Failure> {
     let io = |e: std::io::Error, what: &str| Failure { retry: false, error: anyhow!("{what} {}: {e}", part.display()) };
-    let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let have = part_len(part);
     let opened = match client.open(&job.url, have) {
         Err(f) if have > 0 && f.error.to_string().contains("HTTP 416") => {
             // The part is no prefix of this file: start over.
@@ -115,30 +126,28 @@ fn attempt_once(
         r => r?,
     };
     // Created only once the server answered: a refused request leaves nothing.
-    let dir = part.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io(e, "creating the directory of"))?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(false)
-        .write(true)
-        .truncate(false)
-        .open(part)
-        .map_err(|e| io(e, "creating"))?;
+    let mut f = open_part(part).map_err(|e| Failure { retry: false, error: e })?;
     if f.try_lock().is_err() {
+        st.busy = true;
         return Err(Failure { retry: false, error: anyhow!("{}: another torcx is downloading it", part.display()) });
+    }
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata().map_err(|e| io(e, "reading"))?;
+        st.ident = (m.dev(), m.ino());
     }
     let start = if opened.start == 0 { 0 } else { have };
     if start == 0 && have > 0 {
         log::info!("{}: the server sent the whole file; not resuming", job.url);
     }
-    if start > 0 && *resumed == 0 {
-        *resumed = start;
+    if start > 0 && st.resumed == 0 {
+        st.resumed = start;
     }
     f.set_len(start).map_err(|e| io(e, "truncating"))?;
-    if hasher.bytes != start {
+    if st.hasher.bytes != start {
         // Bytes from an earlier run: hashed once, before the rest streams in.
-        *hasher = Hasher::new(&[job.digest.algo]);
-        hash_prefix(part, start, hasher).map_err(|e| io(e, "reading"))?;
+        st.hasher = Hasher::new(&[job.digest.algo]);
+        hash_prefix(part, start, &mut st.hasher).map_err(|e| io(e, "reading"))?;
     }
     f.seek(std::io::SeekFrom::Start(start)).map_err(|e| io(e, "seeking"))?;
     if let Some(t) = opened.total
@@ -163,7 +172,7 @@ fn attempt_once(
                 });
             }
         };
-        hasher.update(&buf[..n]);
+        st.hasher.update(&buf[..n]);
         f.write_all(&buf[..n]).map_err(|e| io(e, "writing"))?;
         done += n as u64;
         if done > MAX_ARCHIVE {
@@ -176,6 +185,10 @@ fn attempt_once(
     {
         let _ = f.sync_data();
         return Err(Failure { retry: true, error: anyhow!("{}: the body ended after {done} of {t} bytes", job.url) });
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| io(e, "chmod"))?;
     }
     f.sync_all().map_err(|e| io(e, "syncing"))?;
     Ok(done)
@@ -200,12 +213,49 @@ fn hash_prefix(part: &Path, len: u64, h: &mut Hasher) -> std::io::Result<()> {
     }
 }
 
-/// Renames the verified part into place and syncs the directory.
-fn install(part: &Path, dest: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(part, std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("chmod {}", part.display()))?;
+/// The length of a part left by an earlier run; anything but a plain file
+/// of ours (a symlink planted there, a FIFO, a hard link) is removed.
+fn part_len(part: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(part) {
+        Ok(m) if m.file_type().is_file() && m.nlink() == 1 => m.len(),
+        Ok(m) if m.is_dir() => 0,
+        Ok(_) => {
+            let _ = std::fs::remove_file(part);
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Opens (or creates) the part without following a symlink or blocking on
+/// a FIFO, and makes sure it is a plain file with no other name.
+fn open_part(part: &Path) -> Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let dir = part.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let flags =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let fd = rustix::fs::open(part, flags, Mode::from_raw_mode(0o600))
+        .with_context(|| format!("opening {}", part.display()))?;
+    let st = rustix::fs::fstat(&fd).with_context(|| format!("opening {}", part.display()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile || st.st_nlink != 1 {
+        bail!("{}: not a plain file", part.display());
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).with_context(|| format!("opening {}", part.display()))?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Renames the verified part into place (checking it is still the file that
+/// was verified) and syncs the directory.
+fn install(part: &Path, dest: &Path, written: (u64, u64)) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::rename(part, dest).with_context(|| format!("renaming {} to {}", part.display(), dest.display()))?;
+    let after = std::fs::symlink_metadata(dest).with_context(|| format!("reading {}", dest.display()))?;
+    if (after.dev(), after.ino()) != written || !after.file_type().is_file() {
+        let _ = std::fs::remove_file(dest);
+        bail!("{}: replaced while it was installed", dest.display());
+    }
     let dir = dest.parent().context("no directory")?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())

@@ -38,8 +38,9 @@ pub struct Opened {
 
 pub struct Client {
     timeout: Duration,
-    /// Direct, through `http_proxy`, through `https_proxy`.
-    agents: [OnceLock<Result<ureq::Agent, String>>; 3],
+    /// For http:// URLs direct and through `http_proxy`, for https:// URLs
+    /// direct and through `https_proxy`.
+    agents: [OnceLock<Result<ureq::Agent, String>>; 4],
 }
 
 impl Client {
@@ -100,25 +101,14 @@ impl Client {
         };
         let proxy_var = if https { ["HTTPS_PROXY", "https_proxy"] } else { ["HTTP_PROXY", "http_proxy"] };
         let proxy = proxy_var.iter().find_map(|v| std::env::var(v).ok()).filter(|p| !p.is_empty());
-        let idx = match &proxy {
-            Some(_) if !no_proxy(host) => {
-                if https {
-                    2
-                } else {
-                    1
-                }
-            }
-            _ => 0,
-        };
-        let slot = &self.agents[idx];
-        let built = slot.get_or_init(|| {
-            let proxy = if idx == 0 { None } else { proxy.clone() };
-            self.build(proxy.as_deref()).map_err(|e| format!("{e:#}"))
-        });
+        let proxy = proxy.filter(|_| !no_proxy(host));
+        let idx = usize::from(https) * 2 + usize::from(proxy.is_some());
+        let built = self.agents[idx].get_or_init(|| self.build(proxy.as_deref(), https).map_err(|e| format!("{e:#}")));
         built.as_ref().map_err(|e| anyhow!("{e}"))
     }
 
-    fn build(&self, proxy: Option<&str>) -> Result<ureq::Agent> {
+    /// An agent; for https:// URLs, one that refuses a redirect to http://.
+    fn build(&self, proxy: Option<&str>, https_only: bool) -> Result<ureq::Agent> {
         let proxy = match proxy {
             Some(p) => Some(ureq::Proxy::new(p).map_err(|e| anyhow!("proxy {}: {e}", crate::model::quoted(p)))?),
             None => None,
@@ -127,6 +117,7 @@ impl Client {
         let config = ureq::Agent::config_builder()
             .proxy(proxy)
             .http_status_as_error(false)
+            .https_only(https_only)
             .tls_config(tls_config()?)
             .user_agent(concat!("torcx/", env!("CARGO_PKG_VERSION")))
             .timeout_connect(t)
@@ -167,11 +158,14 @@ fn tls_config() -> Result<ureq::tls::TlsConfig> {
     Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&certs)).build())
 }
 
+/// A local file: regular files only (a FIFO or `/dev/zero` on the media is
+/// refused, not read forever). A part longer than the file starts over.
 fn open_file(path: &str, offset: u64) -> Result<Opened> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    let mut f = crate::sys::fsutil::open_regular(std::path::Path::new(path))?;
     let total = f.metadata().with_context(|| format!("reading {path}"))?.len();
-    f.seek(std::io::SeekFrom::Start(offset.min(total))).with_context(|| format!("reading {path}"))?;
-    Ok(Opened { reader: Box::new(f), start: offset.min(total), total: Some(total) })
+    let start = if offset > total { 0 } else { offset };
+    f.seek(std::io::SeekFrom::Start(start)).with_context(|| format!("reading {path}"))?;
+    Ok(Opened { reader: Box::new(f.take(total - start)), start, total: Some(total) })
 }
 
 #[cfg(test)]

@@ -68,6 +68,11 @@ fn entries(cfg: &Config, target: Option<&Target>) -> Result<(String, Vec<Profile
     };
     let text = std::fs::read_to_string(&host).with_context(|| format!("profile {shown}"))?;
     let e = crate::model::manifest::parse_profile(&text).with_context(|| format!("profile {shown}"))?;
+    // As a boot: one entry per image (two would download to the same file at once).
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = e.iter().find(|x| !seen.insert(x.name.as_str())) {
+        bail!("profile {shown}: image {} is listed more than once", crate::model::quoted(&d.name));
+    }
     Ok((shown, e))
 }
 
@@ -142,8 +147,11 @@ pub fn populate(cfg: &Config, opts: &Options, progress: &dyn Progress) -> Result
                     let Some((w, job, link, index)) = jobs.get(i) else { break };
                     let shown = w.id.to_string();
                     let bar = progress.start(&shown);
-                    let res = if job.dest.exists() {
-                        Ok(download::Done::default())
+                    // The version's archive may be there already (the profile names
+                    // com.coreos.cl): it counts only if it is the one the index lists.
+                    let existing = std::fs::symlink_metadata(&job.dest).is_ok();
+                    let res = if existing {
+                        check_existing(job).map(|()| download::Done::default())
                     } else {
                         download::download(&client, job, &retry, &*bar)
                     };
@@ -158,6 +166,7 @@ pub fn populate(cfg: &Config, opts: &Options, progress: &dyn Progress) -> Result
                     });
                     drop(bar);
                     let o = match res {
+                        Ok(d) if existing => outcome(&w.id, &w.remote, "present", Some(job.shown.clone()), d, None),
                         Ok(d) => outcome(&w.id, &w.remote, "downloaded", Some(job.shown.clone()), d, None),
                         Err(e) => outcome(&w.id, &w.remote, "failed", None, Default::default(), Some(format!("{e:#}"))),
                     };
@@ -225,7 +234,7 @@ fn open_remote(cfg: &Config, client: &Client, name: &str, opts: &Options) -> Res
     if t == sig::Trust::Unsigned {
         log::warn!("remote {name}: {url} is not signed; accepted because of --allow-unsigned");
     }
-    Ok((r, contents, bytes, t == sig::Trust::Signed))
+    Ok((r, contents, bytes, t != sig::Trust::Unsigned))
 }
 
 /// Where the archive of `id` comes from and goes: its URL and hash from the
@@ -256,6 +265,21 @@ fn plan(
     let link = (id.reference == DEFAULT_REFERENCE)
         .then(|| store_host.join(format!("{}:{DEFAULT_REFERENCE}{}", id.name, format.suffix())));
     Ok((Job { url, digest, dest: store_host.join(&name), shown: store_logical.join(&name) }, link))
+}
+
+/// An archive already at the job's destination must have the listed hash.
+fn check_existing(job: &Job) -> Result<()> {
+    let f = crate::sys::fsutil::open_regular(&job.dest)?;
+    let got = crate::archive::digest::reader_digests(f, &[job.digest.algo])
+        .with_context(|| format!("reading {}", job.shown.display()))?;
+    if !got.contains(&job.digest) {
+        bail!(
+            "{} is there but is not the archive the index lists ({}); remove it to download it",
+            job.shown.display(),
+            job.digest
+        );
+    }
+    Ok(())
 }
 
 /// `NAME:com.coreos.cl.torcx.FMT` → `NAME:VERSION.torcx.FMT`, replacing an older link.

@@ -21,12 +21,6 @@ pub struct Remote {
     pub keys: Vec<SignedPublicKey>,
 }
 
-/// The logical path of `NAME/remote.json`, from the last directory that has it.
-pub fn find(cfg: &Config, name: &str) -> Result<Option<PathBuf>> {
-    names::validate_name(name).context("remote name")?;
-    Ok(cfg.remote_dirs().iter().rev().map(|d| d.join(name).join("remote.json")).find(|p| cfg.host(p).is_file()))
-}
-
 /// Loads remote `name`. `version_id` replaces `${VERSION_ID}` (populating
 /// for the next OS version fetches that version's images).
 pub fn load(cfg: &Config, name: &str, version_id: Option<&str>) -> Result<Remote> {
@@ -50,18 +44,32 @@ pub fn load(cfg: &Config, name: &str, version_id: Option<&str>) -> Result<Remote
     Ok(Remote { name: name.to_string(), manifest, base_url, keys })
 }
 
-/// Only the keys of remote `name`: what checking a kept index needs (its
-/// base URL may name a variable this boot cannot expand).
-pub fn load_keys(cfg: &Config, name: &str) -> Result<Vec<SignedPublicKey>> {
-    let (manifest, m) = read(cfg, name)?;
-    keys(cfg, name, &manifest, &m)
+/// Only the keys of remote `name`, for checking a kept index at boot: its
+/// base URL may name a variable this boot cannot expand, and only `/usr`
+/// (verified by the OS) and `/etc` are trusted with keys. The OEM partition
+/// is as writable as the OEM store, so its remotes can fetch, but what they
+/// sign vouches for nothing unless `/usr` or `/etc` has that remote too.
+pub fn load_trusted_keys(cfg: &Config) -> impl Fn(&str) -> Result<Vec<SignedPublicKey>> + '_ {
+    move |name| {
+        let dirs = [cfg.vendor_dir().join("remotes"), cfg.conf_dir.join("remotes")];
+        let (manifest, m) = read_in(cfg, name, &dirs)?;
+        keys(cfg, name, &manifest, &m)
+    }
 }
 
 fn read(cfg: &Config, name: &str) -> Result<(PathBuf, remote::RemoteManifest)> {
-    let manifest = find(cfg, name)?.ok_or_else(|| {
-        let dirs: Vec<String> = cfg.remote_dirs().iter().map(|d| d.display().to_string()).collect();
-        anyhow!("no remote.json for remote {name} (searched {})", dirs.join(", "))
-    })?;
+    read_in(cfg, name, &cfg.remote_dirs())
+}
+
+fn read_in(cfg: &Config, name: &str, dirs: &[PathBuf]) -> Result<(PathBuf, remote::RemoteManifest)> {
+    names::validate_name(name).context("remote name")?;
+    let manifest =
+        dirs.iter().rev().map(|d| d.join(name).join("remote.json")).find(|p| cfg.host(p).is_file()).ok_or_else(
+            || {
+                let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+                anyhow!("no remote.json for remote {name} (searched {})", dirs.join(", "))
+            },
+        )?;
     let ctx = || format!("remote {name}: {}", manifest.display());
     let text = crate::sys::fsutil::read_bounded(&cfg.host(&manifest), 1 << 20).with_context(ctx)?;
     let m = remote::parse_remote(&String::from_utf8_lossy(&text)).with_context(ctx)?;

@@ -9,7 +9,7 @@ use crate::model::config::{Config, DEFAULT_REFERENCE, Verify};
 use crate::model::names::ImageId;
 use crate::model::remote::Digest;
 use crate::store;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 pub const KEPT_DIR: &str = ".torcx-remotes";
@@ -25,6 +25,8 @@ pub struct Vouched {
     pub digest: Digest,
     pub remote: String,
     pub index: PathBuf,
+    /// When the index was signed (seconds since the epoch).
+    pub signed_at: u64,
 }
 
 /// Every entry of every kept index that verified; and why the others did not.
@@ -38,8 +40,17 @@ pub struct Trusted {
 /// made of its hash, so an older index stays for the archives it listed.
 pub fn keep_index(store_host: &Path, remote: &str, bytes: &[u8]) -> Result<PathBuf> {
     let id = &crate::sys::fsutil::sha256_hex(bytes)[..16];
-    let p = store_host.join(KEPT_DIR).join(remote).join(format!("{id}.json.asc"));
-    if !p.exists() {
+    // Real directories only: a symlink planted there would send the index elsewhere.
+    let dir = store_host.join(KEPT_DIR).join(remote);
+    for d in [store_host.join(KEPT_DIR), dir.clone()] {
+        match std::fs::symlink_metadata(&d) {
+            Err(_) => std::fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?,
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!("{}: not a directory", d.display()),
+        }
+    }
+    let p = dir.join(format!("{id}.json.asc"));
+    if std::fs::symlink_metadata(&p).is_err() {
         crate::sys::fsutil::atomic_write(&p, bytes, 0o644)?;
     }
     Ok(p)
@@ -57,6 +68,7 @@ impl Trusted {
         let mut t = Trusted::default();
         let mut keys: std::collections::BTreeMap<String, Result<Vec<pgp::composed::SignedPublicKey>, String>> =
             Default::default();
+        let trusted_keys = remote::load_trusted_keys(cfg);
         let vendor = cfg.vendor_dir().join("store");
         for dir in store::store_dirs(cfg) {
             if dir.logical == vendor {
@@ -67,28 +79,33 @@ impl Trusted {
             for r in remotes.flatten() {
                 let rname = r.file_name().to_string_lossy().into_owned();
                 for f in std::fs::read_dir(r.path()).into_iter().flatten().flatten() {
-                    if f.file_name().to_string_lossy().ends_with(".json.asc") {
-                        files.push((rname.clone(), f.file_name().to_string_lossy().into_owned()));
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if name.ends_with(".json.asc") {
+                        let mtime = f.metadata().ok().and_then(|m| m.modified().ok());
+                        files.push((std::cmp::Reverse(mtime), rname.clone(), name));
                     }
                 }
             }
+            // The newest first: past the limit, the oldest are left out.
             files.sort();
             if files.len() > MAX_KEPT {
                 t.problems.push(format!(
-                    "{}: over {MAX_KEPT} kept indexes; only the first are read",
+                    "{}: over {MAX_KEPT} kept indexes; only the newest are read",
                     dir.logical.join(KEPT_DIR).display()
                 ));
                 files.truncate(MAX_KEPT);
             }
-            for (rname, file) in files {
+            for (_, rname, file) in files {
                 let logical = dir.logical.join(KEPT_DIR).join(&rname).join(&file);
-                let r = keys
-                    .entry(rname.clone())
-                    .or_insert_with(|| remote::load_keys(cfg, &rname).map_err(|e| format!("{e:#}")));
+                let r = keys.entry(rname.clone()).or_insert_with(|| trusted_keys(&rname).map_err(|e| format!("{e:#}")));
                 let res = (|| -> Result<()> {
                     let r = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
                     let bytes = crate::sys::fsutil::read_bounded(&cfg.host(&logical), sig::MAX_INDEX)?;
-                    let (contents, _) = sig::open_index(&bytes, r, false)?;
+                    let (contents, trust) = sig::open_index(&bytes, r, false)?;
+                    let signed_at = match trust {
+                        sig::Trust::Signed { at } => at,
+                        sig::Trust::Unsigned => 0,
+                    };
                     for img in contents.images.iter().filter(|i| !i.name.is_empty()) {
                         for v in &img.versions {
                             let Ok(digest) = v.hash.parse::<Digest>() else { continue };
@@ -99,6 +116,7 @@ impl Trusted {
                                 digest,
                                 remote: rname.clone(),
                                 index: logical.clone(),
+                                signed_at,
                             });
                         }
                     }
@@ -112,13 +130,22 @@ impl Trusted {
         t
     }
 
-    /// The hashes the indexes list for `id` (`com.coreos.cl`: the default version's).
+    /// The hashes the indexes list for `id`. A pinned version may come from
+    /// any index that lists it; `com.coreos.cl` only from the newest index of
+    /// each remote (by its signature), so an older signed index cannot move
+    /// the default back to an older version.
     pub fn expected(&self, id: &ImageId) -> Vec<&Vouched> {
+        if id.reference != DEFAULT_REFERENCE {
+            return self.entries.iter().filter(|v| v.name == id.name && v.version == id.reference).collect();
+        }
+        let mut newest: std::collections::BTreeMap<&str, u64> = Default::default();
+        for v in &self.entries {
+            let n = newest.entry(&v.remote).or_default();
+            *n = (*n).max(v.signed_at);
+        }
         self.entries
             .iter()
-            .filter(|v| {
-                v.name == id.name && (v.version == id.reference || id.reference == DEFAULT_REFERENCE && v.is_default)
-            })
+            .filter(|v| v.name == id.name && v.is_default && newest.get(v.remote.as_str()) == Some(&v.signed_at))
             .collect()
     }
 }
@@ -153,4 +180,37 @@ pub fn check(logical: &Path, id: &ImageId, want: &[Digest], got: &[Digest]) -> R
         want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" or "),
         if shown.is_empty() { "unknown (not read to its end)".to_string() } else { shown.join(", ") }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(remote: &str, version: &str, is_default: bool, signed_at: u64, hex: char) -> Vouched {
+        Vouched {
+            name: "a".into(),
+            version: version.into(),
+            is_default,
+            digest: Digest { algo: crate::model::remote::Algo::Sha512, hex: hex.to_string().repeat(128) },
+            remote: remote.into(),
+            index: PathBuf::from(format!("/s/.torcx-remotes/{remote}/{signed_at}.json.asc")),
+            signed_at,
+        }
+    }
+
+    #[test]
+    fn the_default_comes_only_from_the_newest_index_of_each_remote() {
+        // Found by the attack on issue 10: an older signed index moved the
+        // default back to a version with known holes.
+        let t = Trusted {
+            entries: vec![v("r", "1", true, 100, '1'), v("r", "1", false, 200, '1'), v("r", "2", true, 200, '2')],
+            problems: vec![],
+        };
+        let id = |r: &str| ImageId::new("a", r).unwrap();
+        let got: Vec<&str> = t.expected(&id(DEFAULT_REFERENCE)).iter().map(|v| v.version.as_str()).collect();
+        assert_eq!(got, ["2"]);
+        // A pinned version: any index that lists it.
+        assert_eq!(t.expected(&id("1")).len(), 2);
+        assert!(t.expected(&id("3")).is_empty());
+    }
 }

@@ -41,10 +41,25 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
     res.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Opens a regular file for reading (following symlinks): a FIFO, a device
+/// or a directory is refused at once, never waited on or read forever.
+pub fn open_regular(path: &Path) -> Result<File> {
+    let fd =
+        rustix::fs::open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())
+            .with_context(|| format!("opening {}", path.display()))?;
+    let st = rustix::fs::fstat(&fd).with_context(|| format!("reading {}", path.display()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        anyhow::bail!("{}: not a regular file", path.display());
+    }
+    // Regular files ignore O_NONBLOCK; cleared all the same.
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).with_context(|| format!("opening {}", path.display()))?;
+    Ok(File::from(fd))
+}
+
 /// A whole file of at most `max` bytes; a larger one is an error, not cut.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f = open_regular(path)?;
     let mut v = vec![];
     f.take(max + 1).read_to_end(&mut v).with_context(|| format!("reading {}", path.display()))?;
     if v.len() as u64 > max {
