@@ -287,6 +287,9 @@ fn signatures_are_required_and_must_be_the_remotes() {
     // Data after the signature.
     f.publish(&format!("{good}{{\"kind\":\"torcx-remote-contents-v1\"}}\n"));
     refused(&f, &["--allow-unsigned"], "trailing data");
+    // Every byte bounded: an index past 8 MiB is refused, not parsed.
+    f.publish(&format!("{good}{}", " ".repeat(9 << 20)));
+    refused(&f, &[], "the index is larger than 8388608 bytes");
     f.publish(&good);
     let (code, _, err) = f.populate(&[]);
     assert_eq!(code, 0, "{err}");

@@ -106,28 +106,39 @@ impl Signed {
     }
 }
 
-fn gen_dirs() -> (tempfile::TempDir, PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let base = std::fs::canonicalize(d.path()).unwrap();
-    for s in ["normal", "early", "late"] {
-        std::fs::create_dir(base.join(s)).unwrap();
+/// The generator's three output directories, in a directory of their own.
+struct GenOut {
+    _dir: tempfile::TempDir,
+    normal: PathBuf,
+    early: PathBuf,
+    late: PathBuf,
+}
+
+impl GenOut {
+    fn new() -> GenOut {
+        let d = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(d.path()).unwrap();
+        let (normal, early, late) = (base.join("normal"), base.join("early"), base.join("late"));
+        for p in [&normal, &early, &late] {
+            std::fs::create_dir(p).unwrap();
+        }
+        GenOut { _dir: d, normal, early, late }
     }
-    (d, base)
+
+    /// Adds `torcx-generator --root ROOT NORMAL EARLY LATE` to the session.
+    fn run_in(&self, ns: &mut Ns, t: &TestRoot) {
+        let p = |p: &Path| p.to_str().unwrap().to_string();
+        ns.generator(&["--root", t.root.to_str().unwrap(), &p(&self.normal), &p(&self.early), &p(&self.late)]);
+    }
 }
 
 #[test]
 fn signed_boot_accepts_populated_and_vendor_archives() {
     let s = Signed::new();
-    let (_d, g) = gen_dirs();
+    let g = GenOut::new();
+    let n = &g.normal;
     let mut ns = Ns::new(&s.t);
-    let (n, e, l) = (g.join("normal"), g.join("early"), g.join("late"));
-    ns.generator(&[
-        "--root",
-        s.t.root.to_str().unwrap(),
-        n.to_str().unwrap(),
-        e.to_str().unwrap(),
-        l.to_str().unwrap(),
-    ]);
+    g.run_in(&mut ns, &s.t);
     ns.apply();
     let steps = ns.run();
     assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
@@ -150,16 +161,10 @@ fn a_changed_archive_fails_by_name_and_nothing_of_it_is_placed_or_sealed() {
         let s = Signed::new();
         s.tamper(file);
         let name = &file[..1];
-        let (_d, g) = gen_dirs();
-        let (n, e, l) = (g.join("normal"), g.join("early"), g.join("late"));
+        let g = GenOut::new();
+        let n = &g.normal;
         let mut ns = Ns::new(&s.t);
-        ns.generator(&[
-            "--root",
-            s.t.root.to_str().unwrap(),
-            n.to_str().unwrap(),
-            e.to_str().unwrap(),
-            l.to_str().unwrap(),
-        ]);
+        g.run_in(&mut ns, &s.t);
         ns.apply();
         let steps = ns.run();
         let want = format!("{USER_STORE}/{file}: hash mismatch for image {name}:1: the signed index lists sha512-");
@@ -275,16 +280,10 @@ fn a_forged_generator_cache_brings_no_unit() {
             {"path": "lib/systemd/system/a.service", "text": "[Service]\nExecStart=/bin/sh -c 'echo FORGED'\n"}],
             "links": [], "dirs": []}});
     s.t.write("var/lib/torcx/cache/generator/a:1.json", entry.to_string());
-    let (_d, g) = gen_dirs();
-    let (n, e, l) = (g.join("normal"), g.join("early"), g.join("late"));
+    let g = GenOut::new();
+    let n = &g.normal;
     let mut ns = Ns::new(&s.t);
-    ns.generator(&[
-        "--root",
-        s.t.root.to_str().unwrap(),
-        n.to_str().unwrap(),
-        e.to_str().unwrap(),
-        l.to_str().unwrap(),
-    ]);
+    g.run_in(&mut ns, &s.t);
     let steps = ns.run();
     assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
     let unit = read(&n.join("a.service"));
