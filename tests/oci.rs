@@ -756,3 +756,26 @@ fn a_layer_listed_twice_counts_twice_in_the_generator_as_in_apply() {
     assert!(status_error(&st, "twice:1").contains(want), "{}", steps[1].describe());
     assert!(!t.exists("run/systemd/system/r.service"));
 }
+
+/// Issue 11, item 11: a bundle named as a plain archive (`NAME:REF.torcx.tgz`,
+/// as seed 001's "a gzip tar of an OCI layout" invites) is refused by the
+/// generator and by apply with the file name that reads it as a bundle;
+/// its layout is never attached as a tree.
+#[test]
+fn a_bundle_named_as_a_plain_archive_is_refused_with_the_right_name() {
+    require_root("a_bundle_named_as_a_plain_archive_is_refused_with_the_right_name");
+    let t = TestRoot::new();
+    with_good_image(&t);
+    Bundle::new(layered()).write(&t.path(&format!("{USER_STORE}/bad:1.torcx.tgz")));
+    let (_d, g) = gen_dirs();
+    let (n, e, l) = (g.join("normal"), g.join("early"), g.join("late"));
+    let mut ns = Ns::new(&t);
+    ns.generator(&["--root", t.root.to_str().unwrap(), n.to_str().unwrap(), e.to_str().unwrap(), l.to_str().unwrap()]);
+    ns.apply();
+    let steps = ns.run();
+    let needle = "entry \"oci-layout\": this archive is an OCI image layout, not an image tree: a torcx bundle is named NAME.torcx.oci.tgz";
+    assert_eq!(steps[0].code, 1, "{}", steps[0].describe());
+    assert_contains(&steps[0].log, &format!("image bad:1: reading {USER_STORE}/bad:1.torcx.tgz: {needle}"), &steps[0]);
+    assert_bad_failed(&t, &steps[1], needle);
+    assert_contains(&steps[1].stderr, &format!("{USER_STORE}/bad:1.torcx.tgz"), &steps[1]);
+}

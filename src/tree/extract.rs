@@ -142,6 +142,7 @@ impl Extractor {
         let Some(checked) = policy::check_tar(&raw, e.header().entry_type(), link.as_deref())? else {
             return Ok(());
         };
+        policy::check_not_bundle(&raw, &checked)?;
         // "./" itself: the tree root already exists.
         let Some((name, parent)) = checked.comps.split_last() else { return Ok(()) };
         self.count_entry(&raw, link.as_deref())?;

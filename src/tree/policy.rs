@@ -235,6 +235,22 @@ pub fn check_tar<'a>(raw: &'a [u8], ty: tar::EntryType, link: Option<&[u8]>) -> 
     Ok(Some(Checked { comps, kind }))
 }
 
+/// A tar image whose top holds `oci-layout` is an OCI image layout: a torcx
+/// bundle named as a plain archive (seed 001 calls a bundle "a gzip tar of
+/// an OCI layout", so `NAME:REF.torcx.tgz` is an easy mistake). Attached as
+/// a tree it would be `index.json` and `blobs/`, so it is refused, naming
+/// the file name that reads it as a bundle.
+pub fn check_not_bundle(raw: &[u8], c: &Checked<'_>) -> Result<()> {
+    if c.kind == Kind::File && c.comps.len() == 1 && c.comps[0] == "oci-layout" {
+        return Err(entry_err(
+            raw,
+            "this archive is an OCI image layout, not an image tree: a torcx bundle is named \
+             NAME.torcx.oci.tgz (its images are NAME:TAG, one per tag)",
+        ));
+    }
+    Ok(())
+}
+
 /// Counts one more entry against `limits`.
 pub fn count_entry(raw: &[u8], link: Option<&[u8]>, count: &mut Count, limits: &Limits) -> Result<()> {
     count.entries += 1;

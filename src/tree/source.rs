@@ -316,6 +316,7 @@ impl Mem {
             let Some(checked) = policy::check_tar(&raw, e.header().entry_type(), link.as_deref())? else {
                 continue;
             };
+            policy::check_not_bundle(&raw, &checked)?;
             let rel: PathBuf = checked.comps.iter().collect();
             if let Some(w) = &wanted {
                 // Tar writers put a directory's subtree together: once we
