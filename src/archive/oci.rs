@@ -49,8 +49,8 @@ pub struct Descriptor {
 
 #[derive(Deserialize, Clone, Debug)]
 pub struct Platform {
-    architecture: String,
-    os: String,
+    pub architecture: String,
+    pub os: String,
 }
 
 #[derive(Deserialize, Debug)]
@@ -155,7 +155,7 @@ fn parse_manifest(what: &str, data: &[u8]) -> Result<Manifest> {
 }
 
 /// This machine's architecture as OCI (GOARCH) names it.
-fn goarch() -> &'static str {
+pub fn goarch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "x86" => "386",

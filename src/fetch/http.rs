@@ -55,7 +55,7 @@ impl Client {
         if let Some(path) = url.strip_prefix("file://") {
             return open_file(path, offset).map_err(Failure::fatal);
         }
-        let agent = self.agent_for(url).map_err(Failure::fatal)?;
+        let agent = self.agent(url).map_err(Failure::fatal)?;
         let mut req = agent.get(url);
         if offset > 0 {
             req = req.header("Range", format!("bytes={offset}-"));
@@ -90,7 +90,8 @@ impl Client {
         Ok(Opened { reader: Box::new(resp.into_body().into_reader()), start, total })
     }
 
-    fn agent_for(&self, url: &str) -> Result<&ureq::Agent> {
+    /// The agent for `url`: its scheme, its proxy (or none, per `NO_PROXY`).
+    pub fn agent(&self, url: &str) -> Result<&ureq::Agent> {
         let https = url.starts_with("https://");
         let host = url.split_once("://").map(|(_, r)| r).unwrap_or("");
         let host = host.split(['/', '?', '#']).next().unwrap_or("");

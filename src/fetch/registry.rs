@@ -1,0 +1,541 @@
+//! OCI registries (the distribution API): references, authentication
+//! (anonymous, Bearer token challenges, Basic from a containers `auth.json`),
+//! manifests and image indexes (OCI and Docker v2), and blobs streamed with
+//! their digest checked as they come, resumed with a range request.
+//!
+//! A pull writes an OCI image layout directory: blobs by digest, shared by
+//! every tag of the repository, and `index.json` naming each tag. Nothing
+//! is in the layout until it is verified.
+
+use super::http::Client;
+use crate::archive::oci::{ANNOTATION, Descriptor, REF_NAME, digest_hex};
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::Digest as _;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// The largest manifest or index read (the distribution spec's limit).
+const MAX_MANIFEST: u64 = 4 << 20;
+/// The largest token answer read.
+const MAX_TOKEN: u64 = 64 << 10;
+/// The largest blob fetched.
+const MAX_BLOB: u64 = 16 << 30;
+
+/// `[oci://]HOST[:PORT]/PATH[:TAG|@sha256:HEX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ref {
+    pub host: String,
+    pub repo: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl std::str::FromStr for Ref {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Ref> {
+        let bad = |why: &str| anyhow!("registry reference {}: {why}", crate::model::quoted(s));
+        let rest = s.strip_prefix("oci://").unwrap_or(s);
+        let (host, path) = rest.split_once('/').ok_or_else(|| bad("no repository after the host"))?;
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+            return Err(bad("not a host[:port]"));
+        }
+        let (path, digest) = match path.split_once('@') {
+            Some((p, d)) => {
+                digest_hex(d).map_err(|_| bad("the digest is not sha256:HEX"))?;
+                (p, Some(d.to_string()))
+            }
+            None => (path, None),
+        };
+        // A tag follows the last `:` of the last component.
+        let (repo, tag) = match path.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, Some(t.to_string())),
+            _ => (path, None),
+        };
+        let comp_ok = |c: &str| {
+            !c.is_empty()
+                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.as_bytes()[0].is_ascii_alphanumeric()
+        };
+        if repo.len() > 255 || !repo.split('/').all(comp_ok) {
+            return Err(bad("the repository must be lower-case letters, digits, '.', '_', '-' and '/'"));
+        }
+        if let Some(t) = &tag {
+            let ok = t.len() <= 128
+                && t.as_bytes()[0] != b'.'
+                && t.as_bytes()[0] != b'-'
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(bad("the tag must be letters, digits, '.', '_', '-' (at most 128)"));
+            }
+        }
+        if tag.is_none() && digest.is_none() {
+            return Err(bad("name a tag (:TAG) or a digest (@sha256:HEX)"));
+        }
+        Ok(Ref { host: host.to_string(), repo: repo.to_string(), tag, digest })
+    }
+}
+
+impl Ref {
+    /// What the manifest is fetched by: the digest when there is one.
+    pub fn reference(&self) -> &str {
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("")
+    }
+    /// The repository's last component: the image name unless told otherwise.
+    pub fn name(&self) -> &str {
+        self.repo.rsplit('/').next().unwrap_or(&self.repo)
+    }
+    fn loopback(&self) -> bool {
+        let h = match self.host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => self.host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&self.host),
+        };
+        h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// Basic credentials for `host` from a containers `auth.json`
+/// (`{"auths": {"HOST[:PORT]": {"auth": "BASE64(user:pass)"}}}`), kept
+/// encoded: they are only ever sent, never shown.
+pub fn basic_auth(file: &Path, host: &str) -> Result<Option<String>> {
+    let text = match crate::sys::fsutil::read_bounded(file, 1 << 20) {
+        Ok(t) => t,
+        Err(_) if !file.exists() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|_| anyhow!("{}: not valid JSON", file.display()))?;
+    let auth = v.get("auths").and_then(|a| a.get(host)).and_then(|h| h.get("auth")).and_then(|a| a.as_str());
+    Ok(auth.filter(|a| !a.is_empty()).map(String::from))
+}
+
+/// A registry, once reached: its scheme and what authenticates to it.
+pub struct Registry<'a> {
+    http: &'a Client,
+    base: String,
+    basic: Option<String>,
+    token: Mutex<Option<String>>,
+}
+
+/// A response body, and its headers of interest.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub digest: Option<String>,
+    pub length: Option<u64>,
+    pub content_range: Option<String>,
+    pub body: Box<dyn Read + Send>,
+}
+
+impl<'a> Registry<'a> {
+    /// Reaches `r.host` over HTTPS; plain HTTP only when `plain_http`, or
+    /// for a loopback host after HTTPS failed there (as Docker does).
+    pub fn connect(http: &'a Client, r: &Ref, basic: Option<String>, plain_http: bool) -> Result<Registry<'a>> {
+        let mk = |scheme: &str| Registry {
+            http,
+            base: format!("{scheme}://{}", r.host),
+            basic: basic.clone(),
+            token: Mutex::new(None),
+        };
+        if plain_http {
+            let reg = mk("http");
+            reg.ping()?;
+            return Ok(reg);
+        }
+        let reg = mk("https");
+        match reg.ping() {
+            Ok(()) => Ok(reg),
+            Err(e) if r.loopback() => {
+                log::info!("{}: {e:#}; trying plain HTTP on this loopback address", r.host);
+                let reg = mk("http");
+                reg.ping()?;
+                Ok(reg)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn ping(&self) -> Result<()> {
+        let a = self.get("/v2/", &[], None)?;
+        if a.status != 200 {
+            bail!("{}/v2/: HTTP {}: not an OCI registry", self.base, a.status);
+        }
+        Ok(())
+    }
+
+    /// GETs `path`, answering an authentication challenge once.
+    pub fn get(&self, path: &str, accept: &[&str], range: Option<u64>) -> Result<Answer> {
+        let url = format!("{}{path}", self.base);
+        let mut answered = false;
+        loop {
+            let agent = self.http.agent(&url)?;
+            let mut req = agent.get(&url);
+            if !accept.is_empty() {
+                req = req.header("Accept", accept.join(", "));
+            }
+            if let Some(n) = range.filter(|n| *n > 0) {
+                req = req.header("Range", format!("bytes={n}-"));
+            }
+            if let Some(t) = self.token.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+                req = req.header("Authorization", format!("Bearer {t}"));
+            } else if answered && let Some(b) = &self.basic {
+                req = req.header("Authorization", format!("Basic {b}"));
+            }
+            // The error of a failed request says what failed, never a header.
+            let resp = req.call().map_err(|e| anyhow!("GET {url}: {e}"))?;
+            let status = resp.status().as_u16();
+            let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+            if status == 401 && !answered {
+                answered = true;
+                let challenge = h("www-authenticate").unwrap_or_default();
+                self.answer(&challenge, &url)?;
+                continue;
+            }
+            if status == 401 {
+                bail!(
+                    "GET {url}: HTTP 401: {}",
+                    if self.basic.is_some() {
+                        "the credentials were refused"
+                    } else {
+                        "the registry wants credentials (auth.json)"
+                    }
+                );
+            }
+            return Ok(Answer {
+                status,
+                content_type: h("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_string()),
+                digest: h("docker-content-digest"),
+                length: h("content-length").and_then(|v| v.parse().ok()),
+                content_range: h("content-range"),
+                body: Box::new(resp.into_body().into_reader()),
+            });
+        }
+    }
+
+    /// Answers `WWW-Authenticate`: a Bearer challenge gets a token from its
+    /// realm (with the Basic credentials, if any); a Basic one, the credentials.
+    fn answer(&self, challenge: &str, url: &str) -> Result<()> {
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            if self.basic.is_none() {
+                bail!("GET {url}: HTTP 401: the registry wants credentials (auth.json)");
+            }
+            return Ok(());
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            bail!(
+                "GET {url}: HTTP 401 with an authentication scheme torcx does not speak ({})",
+                crate::model::quoted(scheme)
+            );
+        }
+        let p = challenge_params(params);
+        let realm = p
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| anyhow!("GET {url}: a Bearer challenge without a realm"))?;
+        if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+            bail!("GET {url}: the token realm is not an http(s) URL");
+        }
+        let mut token_url = realm.to_string();
+        let mut sep = if realm.contains('?') { '&' } else { '?' };
+        for key in ["service", "scope"] {
+            if let Some((_, v)) = p.iter().find(|(k, _)| k == key) {
+                token_url += &format!("{sep}{key}={}", urlencode(v));
+                sep = '&';
+            }
+        }
+        let agent = self.http.agent(&token_url)?;
+        let mut req = agent.get(&token_url);
+        if let Some(b) = &self.basic {
+            req = req.header("Authorization", format!("Basic {b}"));
+        }
+        let resp = req.call().map_err(|e| anyhow!("token from {realm}: {e}"))?;
+        if resp.status().as_u16() != 200 {
+            bail!("token from {realm}: HTTP {}", resp.status().as_u16());
+        }
+        let mut body = vec![];
+        resp.into_body()
+            .into_reader()
+            .take(MAX_TOKEN)
+            .read_to_end(&mut body)
+            .with_context(|| format!("token from {realm}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| anyhow!("token from {realm}: not JSON"))?;
+        let t = v.get("token").or_else(|| v.get("access_token")).and_then(|t| t.as_str()).filter(|t| !t.is_empty());
+        let t = t.ok_or_else(|| anyhow!("token from {realm}: no token in the answer"))?;
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.to_string());
+        Ok(())
+    }
+
+    /// A manifest or index by tag or digest: its bytes, media type and
+    /// digest, checked against the digest asked for and the one the registry
+    /// says.
+    pub fn manifest(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, String, String)> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let a = self.get(&path, &[MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST], None)?;
+        if a.status != 200 {
+            bail!("{repo}:{reference}: HTTP {} for the manifest", a.status);
+        }
+        let mut body = vec![];
+        a.body
+            .take(MAX_MANIFEST + 1)
+            .read_to_end(&mut body)
+            .with_context(|| format!("{repo}:{reference}: reading the manifest"))?;
+        if body.len() as u64 > MAX_MANIFEST {
+            bail!("{repo}:{reference}: the manifest is larger than {MAX_MANIFEST} bytes");
+        }
+        let digest = format!("sha256:{}", crate::sys::fsutil::hex(&sha2::Sha256::digest(&body)));
+        if reference.starts_with("sha256:") && reference != digest {
+            bail!("{repo}@{reference}: the registry sent a manifest whose digest is {digest}");
+        }
+        if let Some(d) = a.digest.filter(|d| d.starts_with("sha256:"))
+            && d != digest
+        {
+            bail!("{repo}:{reference}: the registry says the manifest is {d}, its bytes are {digest}");
+        }
+        let mt = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(String::from))
+            .or(a.content_type)
+            .unwrap_or_default();
+        Ok((body, mt, digest))
+    }
+
+    /// Fetches blob `d` into `dir/HEX`, through `dir/.HEX.part`: resumed
+    /// from where an earlier try stopped, the digest and size checked over
+    /// the whole blob before it takes its name. Returns the bytes fetched
+    /// now, 0 when it was there already.
+    pub fn blob(&self, repo: &str, d: &Descriptor, dir: &Path) -> Result<u64> {
+        let hex = digest_hex(&d.digest)?;
+        let dest = dir.join(hex);
+        if dest.is_file() {
+            return Ok(0);
+        }
+        if d.size > MAX_BLOB {
+            bail!("blob {}: {} bytes, over the limit of {MAX_BLOB}", d.digest, d.size);
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let part = dir.join(format!(".{hex}.part"));
+        let mut have = std::fs::symlink_metadata(&part).ok().filter(|m| m.is_file()).map(|m| m.len()).unwrap_or(0);
+        if have > d.size {
+            have = 0;
+        }
+        let a = self.get(&format!("/v2/{repo}/blobs/{}", d.digest), &[], Some(have))?;
+        let start = match a.status {
+            200 => 0,
+            206 if a.content_range.as_deref().is_some_and(|c| c.starts_with(&format!("bytes {have}-"))) => have,
+            416 => 0,
+            s => bail!("blob {}: HTTP {s}", d.digest),
+        };
+        let mut h = sha2::Sha256::new();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&part)
+            .with_context(|| format!("opening {}", part.display()))?;
+        if start > 0 {
+            let mut old = std::fs::File::open(&part)?.take(start);
+            std::io::copy(&mut old, &mut HashWriter(&mut h)).with_context(|| format!("reading {}", part.display()))?;
+        }
+        f.set_len(start)?;
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(start))?;
+        let mut n = start;
+        let mut body = a.body.take(d.size - start + 1);
+        let mut buf = vec![0u8; 128 * 1024];
+        loop {
+            let k = body.read(&mut buf).with_context(|| format!("blob {}: interrupted after {n} bytes", d.digest))?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            f.write_all(&buf[..k]).with_context(|| format!("writing {}", part.display()))?;
+            n += k as u64;
+        }
+        if n != d.size {
+            if n > d.size {
+                let _ = std::fs::remove_file(&part);
+            }
+            bail!("blob {}: {n} bytes, the descriptor says {}", d.digest, d.size);
+        }
+        let got = crate::sys::fsutil::hex(&h.finalize());
+        if got != hex {
+            let _ = std::fs::remove_file(&part);
+            bail!("blob {}: digest mismatch (got sha256:{got})", d.digest);
+        }
+        f.sync_all()?;
+        std::fs::rename(&part, &dest).with_context(|| format!("renaming {}", part.display()))?;
+        Ok(n - start)
+    }
+}
+
+struct HashWriter<'a>(&'a mut sha2::Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `key="value", key2="value2"` of a challenge.
+fn challenge_params(s: &str) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let mut rest = s.trim();
+    while let Some((k, r)) = rest.split_once('=') {
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let (v, r) = match r.strip_prefix('"') {
+            Some(q) => q.split_once('"').unwrap_or((q, "")),
+            None => r.split_once(',').unwrap_or((r, "")),
+        };
+        out.push((k, v.to_string()));
+        rest = r.trim_start_matches(',').trim();
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What a pull did.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Pulled {
+    pub fetched_bytes: u64,
+    pub reused_bytes: u64,
+    pub blobs: usize,
+}
+
+/// Pulls `r` into the OCI image layout `layout` as tag `tag`: the manifest
+/// (through an index, this machine's), its config and layers, each checked;
+/// then `index.json` names the tag. An image without the torcx annotation
+/// is refused before any blob is fetched.
+pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path) -> Result<Pulled> {
+    let (mut bytes, mut mt, mut digest) = reg.manifest(&r.repo, r.reference())?;
+    let mut marked = false;
+    if mt == MT_OCI_INDEX || mt == MT_DOCKER_LIST {
+        let index: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| anyhow!("{}: the index is not JSON", r.repo))?;
+        marked |= annotated(&index);
+        let ds: Vec<Descriptor> = serde_json::from_value(index.get("manifests").cloned().unwrap_or_default())
+            .map_err(|e| anyhow!("{}: invalid index: {}", r.repo, crate::model::parse_error(e)))?;
+        let d = pick_platform(&ds).with_context(|| format!("{}:{}", r.repo, r.reference()))?;
+        marked |= d.annotations.get(ANNOTATION).is_some_and(|v| v == "yes");
+        (bytes, mt, digest) = reg.manifest(&r.repo, &d.digest)?;
+    }
+    if mt != MT_OCI_MANIFEST && mt != MT_DOCKER_MANIFEST {
+        bail!("{}:{}: media type {} is not an image manifest", r.repo, r.reference(), crate::model::quoted(&mt));
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| anyhow!("{}: the manifest is not JSON", r.repo))?;
+    marked |= annotated(&m);
+    if !marked {
+        bail!("{}:{}: not a torcx image (no \"{ANNOTATION}\": \"yes\" annotation)", r.repo, r.reference());
+    }
+    let config: Descriptor = serde_json::from_value(m.get("config").cloned().unwrap_or_default())
+        .map_err(|e| anyhow!("{}: invalid manifest config: {}", r.repo, crate::model::parse_error(e)))?;
+    let layers: Vec<Descriptor> = serde_json::from_value(m.get("layers").cloned().unwrap_or_default())
+        .map_err(|e| anyhow!("{}: invalid manifest layers: {}", r.repo, crate::model::parse_error(e)))?;
+    let blobs = layout.join("blobs/sha256");
+    let mut p = Pulled::default();
+    for d in std::iter::once(&config).chain(layers.iter()) {
+        let got = reg.blob(&r.repo, d, &blobs)?;
+        p.fetched_bytes += got;
+        p.reused_bytes += d.size - got.min(d.size);
+        p.blobs += 1;
+    }
+    // The manifest last: a layout never names what it does not hold.
+    let mhex = digest_hex(&digest)?.to_string();
+    if !blobs.join(&mhex).is_file() {
+        crate::sys::fsutil::atomic_write(&blobs.join(&mhex), &bytes, 0o644)?;
+    }
+    crate::sys::fsutil::atomic_write(&layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value = std::fs::read(&index_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": []}));
+    let entry = serde_json::json!({"mediaType": mt, "digest": digest, "size": bytes.len(),
+        "annotations": {REF_NAME: tag, ANNOTATION: "yes"}});
+    let list = index["manifests"].as_array_mut().ok_or_else(|| anyhow!("{}: invalid", index_path.display()))?;
+    list.retain(|d| d["annotations"][REF_NAME].as_str() != Some(tag));
+    list.push(entry);
+    crate::sys::fsutil::atomic_write(&index_path, &serde_json::to_vec_pretty(&index)?, 0o644)?;
+    Ok(p)
+}
+
+fn annotated(v: &serde_json::Value) -> bool {
+    v.get("annotations").and_then(|a| a.get(ANNOTATION)).and_then(|a| a.as_str()) == Some("yes")
+}
+
+/// The index entry for linux on this machine's architecture; an error
+/// listing what the index offers otherwise.
+fn pick_platform(ds: &[Descriptor]) -> Result<&Descriptor> {
+    let arch = crate::archive::oci::goarch();
+    if let [d] = ds
+        && d.platform.is_none()
+    {
+        return Ok(d);
+    }
+    ds.iter().find(|d| d.platform.as_ref().is_some_and(|p| p.architecture == arch && p.os == "linux")).ok_or_else(
+        || {
+            let offered: Vec<String> = ds
+                .iter()
+                .map(|d| d.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)).unwrap_or("(none)".into()))
+                .collect();
+            anyhow!("no image for linux/{arch} (the index offers {})", offered.join(", "))
+        },
+    )
+}
+
+/// Where a pull of `name` goes in the store directory `store`.
+pub fn layout_dir(store: &Path, name: &str) -> PathBuf {
+    store.join(format!("{name}.torcx.oci"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        let r: Ref = "oci://127.0.0.1:5000/torcx/docker:20.10".parse().unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.repo.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "torcx/docker", Some("20.10"))
+        );
+        assert_eq!((r.name(), r.reference()), ("docker", "20.10"));
+        assert!(r.loopback());
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r: Ref = format!("registry.example/a/b@{d}").parse().unwrap();
+        assert_eq!((r.tag.as_deref(), r.digest.as_deref(), r.reference()), (None, Some(d.as_str()), d.as_str()));
+        assert!(!"registry.example/a/b:1".parse::<Ref>().unwrap().loopback());
+        for bad in ["host", "host/Repo:1", "host/a", "host/a:-x", "host/a@sha256:00", "host/../a:1", "ho st/a:1"] {
+            assert!(bad.parse::<Ref>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn challenges() {
+        let p = challenge_params(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:a/b:pull".into()));
+        assert_eq!(urlencode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+}

@@ -1,0 +1,280 @@
+//! Pulling torcx images from a real OCI registry (Debian's `docker-registry`,
+//! the CNCF distribution registry) on loopback, with images pushed by
+//! `skopeo`, the independent client; and what skopeo reads back from the
+//! layout torcx wrote. The library's registry client, before the commands
+//! that use it.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use torcx::fetch::http::Client;
+use torcx::fetch::registry::{Ref, Registry, pull_to_layout};
+
+/// A `docker-registry` on a free loopback port, its storage and log in a scratch dir.
+struct Reg {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Reg {
+    fn start() -> Reg {
+        require_tool("registry", "docker-registry", "docker-registry");
+        require_tool("registry", "skopeo", "skopeo");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().display()
+        );
+        write(&dir.path().join("config.yml"), config);
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let r = Reg { dir, port, child };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return r;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("docker-registry did not start: {}", read(&r.dir.path().join("log")));
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `skopeo copy oci:LAYOUT:TAG docker://HOST/REPO:TAG2`.
+    fn push(&self, layout: &Path, tag: &str, repo_tag: &str) {
+        let out = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repo_tag}", self.host()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The blob GETs the registry served, from its access log.
+    fn blob_gets(&self) -> usize {
+        read(&self.dir.path().join("log")).lines().filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/")).count()
+    }
+
+    /// A blob's file in the registry's storage.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+
+    /// PUTs a manifest or index document under `repo:tag`.
+    fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, doc: &Value) {
+        let out = Command::new("curl")
+            .args(["-sSf", "-X", "PUT", "-H", &format!("Content-Type: {media_type}"), "--data-binary", "@-"])
+            .arg(format!("http://{}/v2/{repo}/manifests/{tag}", self.host()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(doc.to_string().as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success(), "PUT manifest: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Reg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An image `a` packed by `torcx image pack --format oci` as tag `1`, unpacked to an OCI layout.
+fn layout(t: &TestRoot) -> PathBuf {
+    let img = Image::new(t, "a", "1");
+    img.manifest(json!({"bin": ["/bin/a-tool"]})).exec("bin/a-tool", "#!/bin/sh\necho a\n");
+    let out = t.scratch("packed");
+    let (code, _, err) = torcx_in(
+        None,
+        &[
+            "image",
+            "pack",
+            img.dir.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--name",
+            "a",
+            "--reference",
+            "1",
+            "--format",
+            "oci",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let l = t.scratch("layout");
+    let st = Command::new("tar").arg("-xzf").arg(out.join("a.torcx.oci.tgz")).arg("-C").arg(&l).status().unwrap();
+    assert!(st.success());
+    l
+}
+
+fn sha256(data: &[u8]) -> String {
+    let mut c = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(data).unwrap();
+    let out = c.wait_with_output().unwrap();
+    format!("sha256:{}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap())
+}
+
+/// The manifest of tag `tag` in a layout, and its descriptor.
+fn layout_manifest(l: &Path, tag: &str) -> (Value, Value) {
+    let index = read_json(&l.join("index.json"));
+    let d = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()
+        .clone();
+    let hex = d["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_string();
+    (read_json(&l.join("blobs/sha256").join(hex)), d)
+}
+
+fn pull(reg: &Reg, reference: &str, tag: &str, dest: &Path) -> anyhow::Result<torcx::fetch::registry::Pulled> {
+    let http = Client::new(std::time::Duration::from_secs(10));
+    let r: Ref = format!("oci://{}/{reference}", reg.host()).parse()?;
+    // HTTPS first: this registry speaks plain HTTP, allowed because it is on loopback.
+    let registry = Registry::connect(&http, &r, None, false)?;
+    pull_to_layout(&registry, &r, tag, dest)
+}
+
+#[test]
+fn a_pull_writes_a_layout_skopeo_reads_and_a_second_tag_fetches_no_blob_again() {
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    let l = layout(&t);
+    reg.push(&l, "1", "torcx/a:1");
+    reg.push(&l, "1", "torcx/a:2");
+    let dest = t.scratch("store").join("a.torcx.oci");
+    let p = pull(&reg, "torcx/a:1", "1", &dest).unwrap();
+    let (m, d) = layout_manifest(&l, "1");
+    let sizes: u64 = m["layers"].as_array().unwrap().iter().map(|x| x["size"].as_u64().unwrap()).sum::<u64>()
+        + m["config"]["size"].as_u64().unwrap();
+    assert_eq!((p.fetched_bytes, p.reused_bytes, p.blobs), (sizes, 0, 2));
+    // The same manifest bytes (digest), every blob identical to what was pushed.
+    let (m2, d2) = layout_manifest(&dest, "1");
+    assert_eq!((&m2, &d2["digest"]), (&m, &d["digest"]));
+    for b in std::fs::read_dir(l.join("blobs/sha256")).unwrap().flatten() {
+        assert_eq!(
+            std::fs::read(b.path()).unwrap(),
+            std::fs::read(dest.join("blobs/sha256").join(b.file_name())).unwrap()
+        );
+    }
+    // skopeo, the independent client, reads the layout torcx wrote.
+    let out = Command::new("skopeo").arg("inspect").arg(format!("oci:{}:1", dest.display())).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A second tag: its blobs are there, none is fetched again.
+    let gets = reg.blob_gets();
+    let p = pull(&reg, "torcx/a:2", "2", &dest).unwrap();
+    assert_eq!((p.fetched_bytes, p.reused_bytes), (0, sizes));
+    assert_eq!(reg.blob_gets(), gets, "blobs fetched again");
+    let tags: Vec<String> = read_json(&dest.join("index.json"))["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tags, ["1", "2"]);
+}
+
+#[test]
+fn a_partial_blob_resumes_and_a_corrupted_one_is_refused() {
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    let l = layout(&t);
+    reg.push(&l, "1", "torcx/a:1");
+    let (m, _) = layout_manifest(&l, "1");
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let size = m["layers"][0]["size"].as_u64().unwrap();
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    // A killed pull left the first 100 bytes.
+    let dest = t.scratch("store").join("a.torcx.oci");
+    let data = std::fs::read(l.join("blobs/sha256").join(hex)).unwrap();
+    write(&dest.join(format!("blobs/sha256/.{hex}.part")), &data[..100]);
+    let p = pull(&reg, "torcx/a:1", "1", &dest).unwrap();
+    assert_eq!(p.fetched_bytes, m["config"]["size"].as_u64().unwrap() + size - 100);
+    assert_eq!(std::fs::read(dest.join("blobs/sha256").join(hex)).unwrap(), data);
+    // A blob changed in the registry's storage: refused, and the layout does not name the tag.
+    let dest2 = t.scratch("store2").join("a.torcx.oci");
+    let mut bad = data.clone();
+    bad[10] ^= 0xff;
+    std::fs::write(reg.blob_file(&layer), &bad).unwrap();
+    let e = format!("{:#}", pull(&reg, "torcx/a:1", "1", &dest2).unwrap_err());
+    assert!(e.contains(&format!("blob {layer}: digest mismatch")), "{e}");
+    assert!(!dest2.join("blobs/sha256").join(hex).exists());
+    assert!(!dest2.join("index.json").exists());
+}
+
+#[test]
+fn an_image_without_the_annotation_is_refused_and_an_index_picks_this_machine() {
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    let l = layout(&t);
+    reg.push(&l, "1", "torcx/a:1");
+    let (m, d) = layout_manifest(&l, "1");
+    // The same image without the torcx annotation.
+    let mut plain = m.clone();
+    plain.as_object_mut().unwrap().remove("annotations");
+    reg.put_manifest("torcx/a", "plain", "application/vnd.oci.image.manifest.v1+json", &plain);
+    let dest = t.scratch("store").join("a.torcx.oci");
+    let e = format!("{:#}", pull(&reg, "torcx/a:plain", "plain", &dest).unwrap_err());
+    assert!(e.contains("not a torcx image (no \"com.coreos.torcx.bundle.v0\": \"yes\" annotation)"), "{e}");
+    assert!(!dest.exists(), "something was stored");
+    // An index: the entry for this machine is the annotated image, the other one is not.
+    let plain_bytes = plain.to_string();
+    let entry = |digest: &str, size: usize, arch: &str| {
+        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+               "platform": {"os": "linux", "architecture": arch}})
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let other = if arch == "amd64" { "arm64" } else { "amd64" };
+    let index = |entries: Vec<Value>| json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+    reg.put_manifest(
+        "torcx/a",
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &index(vec![
+            entry(&sha256(plain_bytes.as_bytes()), plain_bytes.len(), other),
+            entry(d["digest"].as_str().unwrap(), d["size"].as_u64().unwrap() as usize, arch),
+        ]),
+    );
+    pull(&reg, "torcx/a:multi", "multi", &dest).unwrap();
+    assert_eq!(layout_manifest(&dest, "multi").1["digest"], d["digest"]);
+    // An index without this machine names what it offers.
+    reg.put_manifest(
+        "torcx/a",
+        "foreign",
+        "application/vnd.oci.image.index.v1+json",
+        &index(vec![entry(&sha256(plain_bytes.as_bytes()), plain_bytes.len(), other)]),
+    );
+    let e = format!("{:#}", pull(&reg, "torcx/a:foreign", "foreign", &dest).unwrap_err());
+    assert!(e.contains(&format!("no image for linux/{arch} (the index offers linux/{other})")), "{e}");
+    // By digest: the manifest's bytes must have that digest.
+    let r = format!("torcx/a@{}", d["digest"].as_str().unwrap());
+    pull(&reg, &r, "pinned", &dest).unwrap();
+}
