@@ -55,6 +55,9 @@ _torcx() {
             torcx__subcmd__image,pack)
                 cmd="torcx__subcmd__image__subcmd__pack"
                 ;;
+            torcx__subcmd__image,pull)
+                cmd="torcx__subcmd__image__subcmd__pull"
+                ;;
             torcx__subcmd__image,verify)
                 cmd="torcx__subcmd__image__subcmd__verify"
                 ;;
@@ -204,7 +207,7 @@ _torcx() {
             return 0
             ;;
         torcx__subcmd__image)
-            opts="-v -q -h --root --json --verbose --quiet --store --help list clear-versioned pack inspect verify"
+            opts="-v -q -h --root --json --verbose --quiet --store --help list clear-versioned pack inspect pull verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -331,6 +334,44 @@ _torcx() {
                     return 0
                     ;;
                 --reference)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        torcx__subcmd__image__subcmd__pull)
+            opts="-n -v -q -h --name --os-release --plain-http --timeout --root --json --verbose --quiet --store --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --os-release)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -58,12 +58,14 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
                     continue;
                 }
             };
-            // Follows symlinks: a dangling link or a directory is not an archive.
-            if !std::fs::metadata(&host).is_ok_and(|m| m.is_file()) {
+            // Follows symlinks: a dangling link is not an archive, nor a
+            // directory, but for an OCI layout, which is one.
+            let want_dir = format == Format::OciLayout;
+            if !std::fs::metadata(&host).is_ok_and(|m| if want_dir { m.is_dir() } else { m.is_file() }) {
                 continue;
             }
             // A bundle offers one image per tag.
-            let ids = if format == Format::Oci {
+            let ids = if format.is_oci() {
                 match crate::archive::oci::list_tags(&host) {
                     Ok(tags) => tags.iter().filter_map(|t| ImageId::new(&id.name, t).ok()).collect(),
                     Err(e) => {

@@ -278,3 +278,51 @@ fn an_image_without_the_annotation_is_refused_and_an_index_picks_this_machine() 
     let r = format!("torcx/a@{}", d["digest"].as_str().unwrap());
     pull(&reg, &r, "pinned", &dest).unwrap();
 }
+
+/// `torcx image pull` puts the image in the user store, where `image list`,
+/// the generator and apply see it as `NAME:TAG`.
+#[test]
+fn image_pull_then_boot() {
+    require_root("image_pull_then_boot");
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    let l = layout(&t);
+    reg.push(&l, "1", "torcx/a:1");
+    let root = t.root.to_str().unwrap();
+    let (code, out, err) =
+        torcx_in(None, &["--root", root, "--json", "image", "pull", &format!("oci://{}/torcx/a:1", reg.host())]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((v["kind"].as_str(), v["value"]["image"].as_str()), (Some("torcx-image-pull-v0"), Some("a:1")));
+    assert_eq!(v["value"]["path"], format!("{USER_STORE}/a.torcx.oci"));
+    assert_eq!(v["value"]["reused_bytes"], 0);
+    // Pulled again: nothing fetched.
+    let (code, out, _) =
+        torcx_in(None, &["--root", root, "--json", "image", "pull", &format!("{}/torcx/a:1", reg.host())]);
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap()["value"]["fetched_bytes"], 0);
+    let (_, out, _) = torcx_in(None, &["--root", root, "--json", "image", "list"]);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows["value"][0]["name"], "a");
+    assert_eq!(rows["value"][0]["reference"], "1");
+    assert_eq!(rows["value"][0]["format"], "oci-layout");
+    // A pull by digest needs the name; an unknown tag fails with exit 1.
+    let (code, _, err) = torcx_in(
+        None,
+        &["--root", root, "image", "pull", &format!("{}/torcx/a@sha256:{}", reg.host(), "0".repeat(64))],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("a pull by digest needs --name NAME:REF"), "{err}");
+    let (code, _, err) = torcx_in(None, &["--root", root, "image", "pull", &format!("{}/torcx/a:9", reg.host())]);
+    assert_eq!(code, 1);
+    assert!(err.contains("torcx/a:9: HTTP 404 for the manifest"), "{err}");
+    // Boot: the generator plans its units, apply attaches it.
+    t.vendor_profile(&[("a", "1")]);
+    let s = apply_once(&t, &[]);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert!(s.unpack.contains_key("a/bin/a-tool"), "{:?}", s.unpack.keys());
+    assert_eq!(
+        std::fs::read_link(t.path("run/torcx/bin/a-tool")).unwrap(),
+        Path::new("/run/torcx/unpack/a/bin/a-tool")
+    );
+}

@@ -6,6 +6,7 @@ pub mod digest;
 pub mod fsimage;
 pub mod guard;
 pub mod oci;
+pub mod oci_layout;
 pub mod stream;
 #[doc(hidden)]
 pub mod testkit;
@@ -26,10 +27,16 @@ pub enum Format {
     /// A gzip tar of an OCI image layout (seed 001): `NAME.torcx.oci.tgz`,
     /// one image `NAME:TAG` per tag.
     Oci,
+    /// An OCI image layout directory, `NAME.torcx.oci/`, as `image pull`
+    /// writes it: every tag of a repository shares its blobs. Read as the
+    /// bundle it would be (see `oci_layout`).
+    #[serde(rename = "oci-layout")]
+    OciLayout,
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [Format::Tgz, Format::TarZst, Format::Squashfs, Format::Erofs, Format::Oci];
+    pub const ALL: [Format; 6] =
+        [Format::Tgz, Format::TarZst, Format::Squashfs, Format::Erofs, Format::Oci, Format::OciLayout];
 
     pub fn suffix(self) -> &'static str {
         match self {
@@ -38,6 +45,7 @@ impl Format {
             Format::Squashfs => ".torcx.squashfs",
             Format::Erofs => ".torcx.erofs",
             Format::Oci => ".torcx.oci.tgz",
+            Format::OciLayout => ".torcx.oci",
         }
     }
 
@@ -48,6 +56,7 @@ impl Format {
             Format::Squashfs => "squashfs",
             Format::Erofs => "erofs",
             Format::Oci => "oci",
+            Format::OciLayout => "oci-layout",
         }
     }
 
@@ -55,6 +64,11 @@ impl Format {
     /// same image wherever they are (as upstream did for squashfs).
     pub fn mounted(self) -> bool {
         matches!(self, Format::Squashfs | Format::Erofs)
+    }
+
+    /// OCI images: a bundle file or a layout directory, one image per tag.
+    pub fn is_oci(self) -> bool {
+        matches!(self, Format::Oci | Format::OciLayout)
     }
 }
 

@@ -218,6 +218,9 @@ fn describe(i: &Item) -> String {
 
 /// The bundle's tar stream, inflated on a thread of its own.
 fn open_bundle(path: &Path) -> Result<crate::archive::stream::Pipe> {
+    if path.is_dir() {
+        return crate::archive::oci_layout::open(path);
+    }
     let a = Archive {
         id: ImageId { name: "bundle".into(), reference: "oci".into() },
         format: Format::Tgz,

@@ -29,7 +29,9 @@ pub fn open_tar_hashed(a: &Archive, algos: &[Algo]) -> Result<(Pipe, Arc<Mutex<S
     let dec: Box<dyn Read + Send> = match a.format {
         Format::Tgz => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
         Format::TarZst => Box::new(zstd_decoder(buffered)?),
-        Format::Squashfs | Format::Erofs | Format::Oci => bail!("{} archives are not tar streams", a.format.name()),
+        Format::Squashfs | Format::Erofs | Format::Oci | Format::OciLayout => {
+            bail!("{} archives are not tar streams", a.format.name())
+        }
     };
     // Bounded before the tar crate reads it (extension records, trailer).
     Ok((Pipe::spawn(Box::new(crate::archive::guard::TarGuard::new(dec))), seen))
@@ -98,6 +100,11 @@ pub struct Pipe {
 }
 
 impl Pipe {
+    /// Any byte stream, read on a thread of its own.
+    pub fn from_reader(src: Box<dyn Read + Send>) -> Pipe {
+        Pipe::spawn(src)
+    }
+
     fn spawn(mut src: Box<dyn Read + Send>) -> Pipe {
         let (full_tx, full) = sync_channel::<std::io::Result<Vec<u8>>>(QUEUE);
         let (empty, empty_rx) = sync_channel::<Vec<u8>>(QUEUE + 2);

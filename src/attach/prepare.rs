@@ -46,7 +46,7 @@ pub(super) fn prepare(
     let want = want.as_deref();
     let unpacked = match img {
         ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree, want)?,
-        ImageFrom::Archive(a) if a.format == crate::archive::Format::Oci => unpack::unpack_oci(cfg, a, tree, want)?,
+        ImageFrom::Archive(a) if a.format.is_oci() => unpack::unpack_oci(cfg, a, tree, want)?,
         ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree, want)?,
         ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
     };

@@ -63,7 +63,7 @@ impl From<Format> for RecordFormat {
             Format::TarZst => RecordFormat::TarZst,
             Format::Squashfs => RecordFormat::Squashfs,
             Format::Erofs => RecordFormat::Erofs,
-            Format::Oci => RecordFormat::Oci,
+            Format::Oci | Format::OciLayout => RecordFormat::Oci,
         }
     }
 }

@@ -258,6 +258,34 @@ pub enum ImageCmd {
     Pack(crate::image::pack::PackArgs),
     /// Format, size, digest, manifest, what would be placed where, and lint findings
     Inspect(crate::image::inspect::InspectArgs),
+    /// Pull an image from an OCI registry into the user store
+    #[command(long_about = "Pull an image from an OCI registry into the user store.\n\n\
+REFERENCE is [oci://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]. The image is NAME:REF: by default the last \
+component of PATH and the tag; --name says otherwise, and a pull by digest needs --name NAME:REF. OCI and \
+Docker v2 manifests and image indexes are accepted; from an index, the manifest for linux on this machine's \
+architecture (none is an error listing those offered). An image without the \"com.coreos.torcx.bundle.v0\": \
+\"yes\" annotation is refused. Every blob's digest is checked as it streams, and a partial blob resumes \
+with a range request. The image lands in /var/lib/torcx/store/NAME.torcx.oci (or the versioned store with -n), \
+an OCI image layout whose blobs every tag shares: a second tag fetches only the blobs it does not share. HTTPS \
+is verified against the system CA bundle; plain HTTP is used with --plain-http, or for a registry on a \
+loopback address once HTTPS failed there. Credentials: Basic from /etc/torcx/auth.json or \
+$REGISTRY_AUTH_FILE (containers auth.json), and Bearer token challenges. Exit 1 on any failure.")]
+    Pull {
+        /// [oci://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]
+        reference: String,
+        /// The image's NAME[:REF]
+        #[arg(long)]
+        name: Option<String>,
+        /// Pull into the versioned store of this OS version (VERSION_ID)
+        #[arg(short = 'n', long = "os-release", value_name = "VERSION_ID")]
+        os_release: Option<String>,
+        /// Speak plain HTTP to the registry
+        #[arg(long)]
+        plain_http: bool,
+        /// Seconds to wait for a connection, for an answer, and for each read
+        #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
+    },
     /// Check archives against the signed remote indexes kept in the stores
     #[command(long_about = "Check archives against the signed remote indexes kept in the stores.\n\n\
 IMAGE is NAME, NAME:REF, or the path of an archive; without it, every archive outside the vendor store \

@@ -107,6 +107,16 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
         "torcx image verify --json | jq '.value[] | select(.ok | not)'",
     ),
     ("torcx-image-verify", "Check one image", "torcx image verify docker:20.10"),
+    (
+        "torcx-image-pull",
+        "Pull a version from the fleet's registry, then pin it for the next boot",
+        "torcx image pull registry.example.com/torcx/docker:24.0\ntorcx profile use-image docker:24.0",
+    ),
+    (
+        "torcx-image-pull",
+        "Before an OS update, pull what its boot will need into its versioned store",
+        "torcx image pull -n 3850.0.0 registry.example.com/torcx/docker:24.0",
+    ),
 ];
 
 fn roff_escape(s: &str) -> String {

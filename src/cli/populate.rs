@@ -186,3 +186,32 @@ pub(super) fn cmd_verify(cfg: &Config, image: Option<&str>, json: bool) -> Resul
     }
     Ok(if res.iter().all(|v| v.ok) { 0 } else { 1 })
 }
+
+pub(super) fn cmd_pull(
+    cfg: &Config,
+    reference: &str,
+    name: Option<&str>,
+    version: Option<&str>,
+    plain_http: bool,
+    timeout: u64,
+    json: bool,
+) -> Result<i32> {
+    let o = crate::fetch::registry::pull(cfg, reference, name, version, plain_http, Duration::from_secs(timeout))?;
+    let line = format!(
+        "{}: pulled from {}: {} bytes fetched, {} reused ({} blobs) in {:.2} s, into {}",
+        o.image,
+        esc(&o.reference),
+        o.pulled.fetched_bytes,
+        o.pulled.reused_bytes,
+        o.pulled.blobs,
+        o.seconds,
+        o.path.display()
+    );
+    log::info!("{line}");
+    if json {
+        println!("{}", json!({"kind": "torcx-image-pull-v0", "value": o}));
+    } else {
+        println!("{line}");
+    }
+    Ok(0)
+}

@@ -507,6 +507,58 @@ pub fn layout_dir(store: &Path, name: &str) -> PathBuf {
     store.join(format!("{name}.torcx.oci"))
 }
 
+/// What `torcx image pull` reports.
+#[derive(Debug, serde::Serialize)]
+pub struct PullOutcome {
+    pub image: String,
+    pub reference: String,
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub pulled: Pulled,
+    pub seconds: f64,
+}
+
+/// `torcx image pull`: `reference` into the user store (versioned with
+/// `version`) as `NAME.torcx.oci`, tag `REF`. `name` (`NAME[:REF]`) names
+/// the image; by default the repository's last component and the tag. A
+/// pull by digest needs `NAME:REF`.
+pub fn pull(
+    cfg: &crate::model::config::Config,
+    reference: &str,
+    name: Option<&str>,
+    version: Option<&str>,
+    plain_http: bool,
+    timeout: std::time::Duration,
+) -> Result<PullOutcome> {
+    let started = std::time::Instant::now();
+    let r: Ref = reference.parse()?;
+    let (n, t) = match name.map(|n| n.split_once(':').map(|(a, b)| (a, Some(b))).unwrap_or((n, None))) {
+        Some((n, t)) => (n.to_string(), t.map(String::from).or(r.tag.clone())),
+        None => (r.name().to_string(), r.tag.clone()),
+    };
+    let t = t.ok_or_else(|| anyhow!("{reference}: a pull by digest needs --name NAME:REF"))?;
+    let id = crate::model::names::ImageId::new(&n, &t)?;
+    if let Some(v) = version {
+        crate::model::names::validate_reference(v).context("-n")?;
+    }
+    let store = cfg.user_store(version);
+    let auth_file = std::env::var_os("REGISTRY_AUTH_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cfg.host(&cfg.conf_dir.join("auth.json")));
+    let basic = basic_auth(&auth_file, &r.host)?;
+    let http = Client::new(timeout);
+    let reg = Registry::connect(&http, &r, basic, plain_http)?;
+    let dir = layout_dir(&cfg.host(&store), &id.name);
+    let pulled = pull_to_layout(&reg, &r, &id.reference, &dir).with_context(|| format!("image {id}"))?;
+    Ok(PullOutcome {
+        image: id.to_string(),
+        reference: reference.to_string(),
+        path: layout_dir(&store, &id.name),
+        pulled,
+        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,7 +174,7 @@ fn subject(cfg: &Config, arg: &str) -> Result<Subject> {
         };
         let mut id_known = id.is_some();
         let mut id = id.unwrap_or_else(placeholder);
-        if format == Format::Oci {
+        if format.is_oci() {
             // A bundle offers one image per tag: the one its name says, else its only one.
             let tags = crate::archive::oci::list_tags(&abs)?;
             if !tags.contains(&id.reference) {
@@ -380,7 +380,7 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
             findings.extend(match a.format {
                 Format::Tgz | Format::TarZst => unpack_tar(cfg, a, &dest)?,
                 Format::Squashfs | Format::Erofs => unpack_fsimage(cfg, a, &dest)?,
-                Format::Oci => {
+                Format::Oci | Format::OciLayout => {
                     crate::tree::oci::unpack(&a.host, &a.id.reference, &dest, limits(cfg))?;
                     vec![]
                 }

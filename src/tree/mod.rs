@@ -23,6 +23,6 @@ pub fn read_units(a: &Archive) -> anyhow::Result<Mem> {
     match a.format {
         Format::Tgz | Format::TarZst => Mem::from_archive(a),
         Format::Squashfs | Format::Erofs => Mem::from_fsimage(&FsImage::open(&a.host, a.format)?),
-        Format::Oci => oci::read_units(&a.host, &a.id.reference),
+        Format::Oci | Format::OciLayout => oci::read_units(&a.host, &a.id.reference),
     }
 }

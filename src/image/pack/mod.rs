@@ -143,7 +143,7 @@ fn target(args: &PackArgs) -> Result<Target> {
 /// `NAME:REF.torcx.FMT`; a bundle is `NAME.torcx.oci.tgz`, its reference a tag inside.
 fn archive_file_name(id: &ImageId, format: Format) -> String {
     match format {
-        Format::Oci => format!("{}{}", id.name, format.suffix()),
+        Format::Oci | Format::OciLayout => format!("{}{}", id.name, format.suffix()),
         _ => format!("{}:{}{}", id.name, id.reference, format.suffix()),
     }
 }
@@ -277,6 +277,12 @@ fn write_archive(
                 run_tool("mkfs.erofs", "erofs-utils", &args)?;
             }
             std::fs::File::open(tmp.path())?.sync_all()?;
+        }
+        Format::OciLayout => {
+            bail!(
+                "{}: image pack writes a bundle file (NAME.torcx.oci.tgz); a layout directory (NAME.torcx.oci) is what image pull writes",
+                dest.display()
+            )
         }
         Format::Oci => {
             let tag = id.map(|i| i.reference.clone()).unwrap_or_else(|| DEFAULT_REFERENCE.to_string());
