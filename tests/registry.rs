@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::remote::TestCa;
 use common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -22,13 +23,20 @@ struct Reg {
 
 impl Reg {
     fn start() -> Reg {
+        Reg::start_with(|_| String::new())
+    }
+
+    /// With `extra(dir)` appended to the config (`http.tls`, `auth`), the
+    /// scratch dir given to write what it names.
+    fn start_with(extra: impl FnOnce(&Path) -> String) -> Reg {
         require_tool("registry", "docker-registry", "docker-registry");
         require_tool("registry", "skopeo", "skopeo");
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().display()
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+            dir.path().display(),
+            extra(dir.path())
         );
         write(&dir.path().join("config.yml"), config);
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
@@ -55,8 +63,13 @@ impl Reg {
 
     /// `skopeo copy oci:LAYOUT:TAG docker://HOST/REPO:TAG2`.
     fn push(&self, layout: &Path, tag: &str, repo_tag: &str) {
+        self.push_as(layout, tag, repo_tag, &[]);
+    }
+
+    fn push_as(&self, layout: &Path, tag: &str, repo_tag: &str, extra: &[&str]) {
         let out = Command::new("skopeo")
             .args(["copy", "--dest-tls-verify=false"])
+            .args(extra)
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{repo_tag}", self.host()))
             .output()
@@ -324,5 +337,146 @@ fn image_pull_then_boot() {
     assert_eq!(
         std::fs::read_link(t.path("run/torcx/bin/a-tool")).unwrap(),
         Path::new("/run/torcx/unpack/a/bin/a-tool")
+    );
+}
+
+/// Basic credentials from a containers `auth.json`, over HTTPS verified
+/// against a test CA: refused without them or with wrong ones, and never
+/// shown.
+#[test]
+fn basic_credentials_over_tls_from_auth_json() {
+    require_tool("basic_credentials_over_tls_from_auth_json", "htpasswd", "apache2-utils");
+    let t = TestRoot::new();
+    let ca = TestCa::new(&t.scratch("ca"));
+    let (cert, key) = (ca.cert.clone(), ca.key.clone());
+    let reg = Reg::start_with(|dir| {
+        let out = Command::new("htpasswd").args(["-Bbn", "fleet", "s3cret-pass"]).output().unwrap();
+        write(&dir.join("htpasswd"), &out.stdout);
+        format!(
+            "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: torcx-test\n    path: {}/htpasswd\n",
+            cert.display(),
+            key.display(),
+            dir.display()
+        )
+    });
+    let l = layout(&t);
+    reg.push_as(&l, "1", "torcx/a:1", &["--dest-creds", "fleet:s3cret-pass"]);
+    let root = t.root.to_str().unwrap().to_string();
+    let ca_pem = ca.ca_pem.display().to_string();
+    let auth = t.scratch("auth").join("auth.json");
+    let pull = |auth_b64: Option<&str>| {
+        if let Some(a) = auth_b64 {
+            write(&auth, json!({"auths": {reg.host(): {"auth": a}}}).to_string());
+        }
+        let mut c = Command::new(TORCX);
+        clean_env(&mut c);
+        let out = c
+            .env("SSL_CERT_FILE", &ca_pem)
+            .env("REGISTRY_AUTH_FILE", &auth)
+            .args(["--root", &root, "image", "pull", &format!("{}/torcx/a:1", reg.host())])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = pull(None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("HTTP 401: the registry wants credentials (auth.json)"), "{out}");
+    let b64 = |s: &str| {
+        let mut c = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let wrong = b64("fleet:wrong-pass");
+    let (code, out) = pull(Some(&wrong));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("HTTP 401: the credentials were refused"), "{out}");
+    assert!(!out.contains(&wrong) && !out.contains("wrong-pass"), "credentials shown: {out}");
+    let right = b64("fleet:s3cret-pass");
+    let (code, out) = pull(Some(&right));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains(&right) && !out.contains("s3cret"), "credentials shown: {out}");
+    assert!(t.path(&format!("{USER_STORE}/a.torcx.oci/index.json")).is_file());
+    // Without the test CA, HTTPS is not trusted, and a non-loopback rule does not apply: refused.
+    let mut c = Command::new(TORCX);
+    clean_env(&mut c);
+    let out = c
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["--root", &root, "image", "pull", "--name", "b:1", &format!("{}/torcx/a:1", reg.host())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+}
+
+/// The Bearer token challenge, as the large registries ask even for
+/// anonymous pulls: the registry's `auth: token` points at a test issuer
+/// (`tests/fixtures/token_server.py`, ES256 JWTs) which wants Basic
+/// credentials; torcx asks it for a token with the challenge's service and
+/// scope and pulls with the token.
+#[test]
+fn a_bearer_token_challenge_is_answered() {
+    let t = TestRoot::new();
+    let tok = t.scratch("token");
+    let mut issuer = Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/token_server.py"))
+        .args(["--dir", tok.to_str().unwrap(), "--user", "fleet", "--password", "t0ken-pass"])
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    for _ in 0..200 {
+        if let Ok(p) = std::fs::read_to_string(tok.join("port")) {
+            port = p;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!port.is_empty(), "the token issuer did not start (needs python3-cryptography)");
+    let realm = format!("http://127.0.0.1:{port}/token");
+    let bundle = tok.join("cert.pem");
+    let reg = Reg::start_with(|_| {
+        format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: torcx-test\n    issuer: torcx-test-issuer\n    rootcertbundle: {}\n",
+            bundle.display()
+        )
+    });
+    let l = layout(&t);
+    reg.push_as(&l, "1", "torcx/a:1", &["--dest-creds", "fleet:t0ken-pass"]);
+    let root = t.root.to_str().unwrap().to_string();
+    let auth = t.scratch("auth").join("auth.json");
+    let b64 = "ZmxlZXQ6dDBrZW4tcGFzcw=="; // fleet:t0ken-pass
+    let pull = |with: Option<&str>| {
+        let doc = match with {
+            Some(a) => json!({"auths": {reg.host(): {"auth": a}}}),
+            None => json!({"auths": {}}),
+        };
+        write(&auth, doc.to_string());
+        let mut c = Command::new(TORCX);
+        clean_env(&mut c);
+        let out = c
+            .env("REGISTRY_AUTH_FILE", &auth)
+            .args(["--root", &root, "image", "pull", &format!("{}/torcx/a:1", reg.host())])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The issuer wants credentials: refused without them.
+    let (code, err) = pull(None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("token from {realm}: HTTP 401")), "{err}");
+    let (code, err) = pull(Some(b64));
+    let _ = issuer.kill();
+    let _ = issuer.wait();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains(b64) && !err.contains("t0ken-pass"), "credentials shown: {err}");
+    assert!(t.path(&format!("{USER_STORE}/a.torcx.oci/index.json")).is_file());
+    // The issuer was asked for this repository, pull, with the challenge's service.
+    let asked: Vec<Value> = read(&tok.join("log")).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        asked.iter().any(|r| r["service"] == "torcx-test"
+            && r["scope"] == json!(["repository:torcx/a:pull"])
+            && r["credentials"] == true),
+        "{asked:?}"
     );
 }

@@ -152,8 +152,11 @@ impl<'a> Registry<'a> {
             Err(e) if r.loopback() => {
                 log::info!("{}: {e:#}; trying plain HTTP on this loopback address", r.host);
                 let reg = mk("http");
-                reg.ping()?;
-                Ok(reg)
+                match reg.ping() {
+                    Ok(()) => Ok(reg),
+                    // Both failed: the HTTPS error is the one that explains.
+                    Err(plain) => Err(anyhow!("{e:#} (and over plain HTTP: {plain:#})")),
+                }
             }
             Err(e) => Err(e),
         }
