@@ -480,3 +480,45 @@ fn a_bearer_token_challenge_is_answered() {
         "{asked:?}"
     );
 }
+
+/// A remote whose `base_url` is `oci://HOST/PREFIX` is a registry: populate
+/// pulls `PREFIX/NAME:REF` (no keys, no index: digests verify the
+/// transfer), and `profile check --remote-only` asks it for the tag.
+#[test]
+fn populate_pulls_from_a_registry_remote() {
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    let l = layout(&t);
+    reg.push(&l, "1", "fleet/torcx/a:1");
+    t.write(
+        "etc/torcx/remotes/reg/remote.json",
+        json!({"kind": "remote-manifest-v0", "value": {"base_url": format!("oci://{}/fleet/torcx", reg.host())}})
+            .to_string(),
+    );
+    let images =
+        json!([{"name": "a", "reference": "1", "remote": "reg"}, {"name": "b", "reference": "2", "remote": "reg"}]);
+    t.write(
+        "etc/torcx/profiles/p.json",
+        json!({"kind": "profile-manifest-v1", "value": {"images": images}}).to_string(),
+    );
+    t.write("etc/torcx/next-profile", "p\n");
+    let root = t.root.to_str().unwrap();
+    let (code, out, err) = torcx_in(None, &["--root", root, "profile", "check", "--remote-only"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("image b:2: remote reg: fleet/torcx/b:2: HTTP 404 for the manifest"), "{err}");
+    assert!(!err.contains("image a:1"), "{err}");
+    let (code, out, err) = torcx_in(None, &["--root", root, "profile", "populate"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let states: Vec<(String, String)> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["value"]["image"].as_str().unwrap().into(), v["value"]["state"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(states, pairs(&[("a:1", "downloaded"), ("b:2", "failed")]));
+    assert!(err.contains("image b:2 (remote reg): "), "{err}");
+    assert!(t.path(&format!("{USER_STORE}/a.torcx.oci/index.json")).is_file());
+    assert!(!t.exists(&format!("{USER_STORE}/b.torcx.oci/index.json")));
+    // Present afterwards.
+    let (_, out, _) = torcx_in(None, &["--root", root, "profile", "populate"]);
+    assert!(out.contains("\"state\":\"present\""), "{out}");
+}

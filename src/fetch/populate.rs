@@ -113,6 +113,17 @@ pub fn populate(cfg: &Config, opts: &Options, progress: &dyn Progress) -> Result
     let store_host = cfg.host(&store_logical);
     let mut jobs: Vec<(Want, Job, Option<PathBuf>, Vec<u8>)> = vec![];
     for (rname, wants) in by_remote {
+        // A registry remote: each image pulled into its layout in the store.
+        if let Ok(r) = remote::load(cfg, &rname, opts.version.as_deref())
+            && r.is_registry()
+        {
+            for w in wants {
+                let o = pull_from_registry(cfg, &r, &w.id, opts);
+                progress.done(&o);
+                outcomes.push(o);
+            }
+            continue;
+        }
         match open_remote(cfg, &client, &rname, opts) {
             Err(e) => {
                 for w in wants {
@@ -199,6 +210,20 @@ fn outcome(
         seconds: (d.seconds * 1000.0).round() / 1000.0,
         bytes_per_second: if d.seconds > 0.0 { (fetched as f64 / d.seconds) as u64 } else { 0 },
         error,
+    }
+}
+
+/// `NAME:REF` from a registry remote, into the layout `NAME.torcx.oci` of the store.
+fn pull_from_registry(cfg: &Config, r: &Remote, id: &ImageId, opts: &Options) -> Outcome {
+    let reference = r.registry_ref(&id.name, &id.reference).unwrap_or_default();
+    let res =
+        super::registry::pull(cfg, &reference, Some(&id.to_string()), opts.version.as_deref(), false, opts.timeout);
+    match res {
+        Ok(p) => {
+            let d = download::Done { bytes: p.pulled.fetched_bytes, resumed: 0, seconds: p.seconds };
+            outcome(id, &r.name, "downloaded", Some(p.path), d, None)
+        }
+        Err(e) => outcome(id, &r.name, "failed", None, Default::default(), Some(format!("{e:#}"))),
     }
 }
 
@@ -307,10 +332,15 @@ pub fn check_remotes(cfg: &Config, opts: &Options) -> Result<Vec<(String, Option
             continue;
         }
         let id = ImageId::new(&e.name, &e.reference)?;
-        let o = opened.entry(r.clone()).or_insert_with(|| {
-            open_remote(cfg, &client, &r, opts).map(|(r, c, _, _)| (r, c)).map_err(|e| format!("{e:#}"))
+        let o = opened.entry(r.clone()).or_insert_with(|| match remote::load(cfg, &r, opts.version.as_deref()) {
+            Ok(rem) if rem.is_registry() => Ok((rem, Contents::default())),
+            _ => open_remote(cfg, &client, &r, opts).map(|(r, c, _, _)| (r, c)).map_err(|e| format!("{e:#}")),
         });
         let res = match o {
+            Ok((rem, _)) if rem.is_registry() => {
+                let reference = rem.registry_ref(&id.name, &id.reference).unwrap_or_default();
+                super::registry::check(cfg, &reference, opts.timeout).map_err(|e| format!("remote {r}: {e:#}"))
+            }
             Err(e) => Err(e.clone()),
             Ok((rem, c)) => {
                 plan(rem, c, &id, &store, &cfg.host(&store)).map(|_| ()).map_err(|e| format!("remote {r}: {e:#}"))

@@ -510,6 +510,24 @@ pub fn layout_dir(store: &Path, name: &str) -> PathBuf {
     store.join(format!("{name}.torcx.oci"))
 }
 
+/// That a registry has `reference` (a manifest or index), for
+/// `profile check --remote-only`: nothing is stored.
+pub fn check(cfg: &crate::model::config::Config, reference: &str, timeout: std::time::Duration) -> Result<()> {
+    let r: Ref = reference.parse()?;
+    let auth_file = auth_file(cfg);
+    let http = Client::new(timeout);
+    let reg = Registry::connect(&http, &r, basic_auth(&auth_file, &r.host)?, false)?;
+    reg.manifest(&r.repo, r.reference())?;
+    Ok(())
+}
+
+/// `$REGISTRY_AUTH_FILE`, else `/etc/torcx/auth.json`.
+fn auth_file(cfg: &crate::model::config::Config) -> PathBuf {
+    std::env::var_os("REGISTRY_AUTH_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cfg.host(&cfg.conf_dir.join("auth.json")))
+}
+
 /// What `torcx image pull` reports.
 #[derive(Debug, serde::Serialize)]
 pub struct PullOutcome {
@@ -545,10 +563,7 @@ pub fn pull(
         crate::model::names::validate_reference(v).context("-n")?;
     }
     let store = cfg.user_store(version);
-    let auth_file = std::env::var_os("REGISTRY_AUTH_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cfg.host(&cfg.conf_dir.join("auth.json")));
-    let basic = basic_auth(&auth_file, &r.host)?;
+    let basic = basic_auth(&auth_file(cfg), &r.host)?;
     let http = Client::new(timeout);
     let reg = Registry::connect(&http, &r, basic, plain_http)?;
     let dir = layout_dir(&cfg.host(&store), &id.name);

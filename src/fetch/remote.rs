@@ -95,14 +95,25 @@ fn keys(cfg: &Config, name: &str, manifest: &Path, m: &remote::RemoteManifest) -
 }
 
 fn check_scheme(url: &str) -> Result<()> {
-    let ok = ["http://", "https://", "file:///"].iter().any(|s| url.starts_with(s));
+    let ok = ["http://", "https://", "file:///", "oci://"].iter().any(|s| url.starts_with(s));
     if !ok {
-        bail!("base_url {}: only http://, https:// and file:/// URLs", crate::model::quoted(url));
+        bail!("base_url {}: only http://, https://, file:/// and oci:// URLs", crate::model::quoted(url));
     }
     Ok(())
 }
 
 impl Remote {
+    /// An `oci://HOST[:PORT]/PREFIX` remote is a registry: `NAME:REF` is
+    /// pulled from `PREFIX/NAME:REF`, with no index (digests verify the
+    /// transfer).
+    pub fn registry_ref(&self, name: &str, reference: &str) -> Option<String> {
+        self.is_registry().then(|| format!("{}{name}:{reference}", self.base_url))
+    }
+
+    pub fn is_registry(&self) -> bool {
+        self.base_url.starts_with("oci://")
+    }
+
     pub fn index_url(&self) -> String {
         format!("{}{CONTENTS_FILE}", self.base_url)
     }
