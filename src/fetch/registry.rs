@@ -8,7 +8,9 @@
 //! is in the layout until it is verified.
 
 use super::http::Client;
+use crate::archive::digest::HashingReader;
 use crate::archive::oci::{ANNOTATION, Descriptor, REF_NAME, digest_hex};
+use crate::model::remote::Algo;
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest as _;
 use std::io::{Read, Write};
@@ -335,31 +337,37 @@ impl<'a> Registry<'a> {
             416 => 0,
             s => bail!("blob {}: HTTP {s}", d.digest),
         };
-        let mut h = sha2::Sha256::new();
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(false)
             .open(&part)
             .with_context(|| format!("opening {}", part.display()))?;
-        if start > 0 {
-            let mut old = std::fs::File::open(&part)?.take(start);
-            std::io::copy(&mut old, &mut HashWriter(&mut h)).with_context(|| format!("reading {}", part.display()))?;
-        }
+        // The bytes of an earlier try are hashed again, then the body: on a
+        // thread of its own, so hashing overlaps the transfer.
+        let prefix = std::fs::File::open(&part)?.take(start);
+        let body = prefix.chain(a.body.take(d.size - start + 1));
+        let (mut body, seen) = HashingReader::new(body, &[Algo::Sha256]);
         f.set_len(start)?;
         use std::io::Seek;
         f.seek(std::io::SeekFrom::Start(start))?;
-        let mut n = start;
-        let mut body = a.body.take(d.size - start + 1);
+        let mut n = 0u64;
+        let mut flushed = start;
         let mut buf = vec![0u8; 128 * 1024];
         loop {
             let k = body.read(&mut buf).with_context(|| format!("blob {}: interrupted after {n} bytes", d.digest))?;
             if k == 0 {
                 break;
             }
-            h.update(&buf[..k]);
-            f.write_all(&buf[..k]).with_context(|| format!("writing {}", part.display()))?;
+            // The prefix is in the file already.
+            let skip = start.saturating_sub(n).min(k as u64) as usize;
+            f.write_all(&buf[skip..k]).with_context(|| format!("writing {}", part.display()))?;
             n += k as u64;
+            // Start writing back as it comes, so the final fsync has little left to do.
+            if n - flushed >= WRITEBACK_STEP {
+                start_writeback(&f, flushed, n - flushed);
+                flushed = n;
+            }
         }
         if n != d.size {
             if n > d.size {
@@ -367,7 +375,8 @@ impl<'a> Registry<'a> {
             }
             bail!("blob {}: {n} bytes, the descriptor says {}", d.digest, d.size);
         }
-        let got = crate::sys::fsutil::hex(&h.finalize());
+        let got = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take().unwrap_or_default();
+        let got = got.first().map(|g| g.hex.clone()).unwrap_or_default();
         if got != hex {
             let _ = std::fs::remove_file(&part);
             bail!("blob {}: digest mismatch (got sha256:{got})", d.digest);
@@ -378,15 +387,18 @@ impl<'a> Registry<'a> {
     }
 }
 
-struct HashWriter<'a>(&'a mut sha2::Sha256);
+/// How much a blob download writes before it asks the kernel to start
+/// writing it back.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
-impl Write for HashWriter<'_> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.update(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts writeback of a range
+/// without waiting for it (a hint: an error changes nothing, the final
+/// fsync is what makes the blob durable).
+fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a valid open file descriptor.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
