@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use torcx::fetch::http::Client;
-use torcx::fetch::registry::{Ref, Registry, pull_to_layout};
+use torcx::fetch::pull::pull_to_layout;
+use torcx::fetch::registry::{Ref, Registry};
 
 /// A `docker-registry` on a free loopback port, its storage and log in a scratch dir.
 struct Reg {
@@ -164,7 +165,7 @@ fn layout_manifest(l: &Path, tag: &str) -> (Value, Value) {
     (read_json(&l.join("blobs/sha256").join(hex)), d)
 }
 
-fn pull(reg: &Reg, reference: &str, tag: &str, dest: &Path) -> anyhow::Result<torcx::fetch::registry::Pulled> {
+fn pull(reg: &Reg, reference: &str, tag: &str, dest: &Path) -> anyhow::Result<torcx::fetch::pull::Pulled> {
     let http = Client::new(std::time::Duration::from_secs(10));
     let r: Ref = format!("oci://{}/{reference}", reg.host()).parse()?;
     // HTTPS first: this registry speaks plain HTTP, allowed because it is on loopback.

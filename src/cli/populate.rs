@@ -196,7 +196,7 @@ pub(super) fn cmd_pull(
     timeout: u64,
     json: bool,
 ) -> Result<i32> {
-    let o = crate::fetch::registry::pull(cfg, reference, name, version, plain_http, Duration::from_secs(timeout))?;
+    let o = crate::fetch::pull::pull(cfg, reference, name, version, plain_http, Duration::from_secs(timeout))?;
     let line = format!(
         "{}: pulled from {}: {} bytes fetched, {} reused ({} blobs) in {:.2} s, into {}",
         o.image,

@@ -5,6 +5,7 @@
 pub mod download;
 pub mod http;
 pub mod populate;
+pub mod pull;
 pub mod registry;
 pub mod remote;
 pub mod sig;

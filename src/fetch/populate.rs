@@ -216,8 +216,7 @@ fn outcome(
 /// `NAME:REF` from a registry remote, into the layout `NAME.torcx.oci` of the store.
 fn pull_from_registry(cfg: &Config, r: &Remote, id: &ImageId, opts: &Options) -> Outcome {
     let reference = r.registry_ref(&id.name, &id.reference).unwrap_or_default();
-    let res =
-        super::registry::pull(cfg, &reference, Some(&id.to_string()), opts.version.as_deref(), false, opts.timeout);
+    let res = super::pull::pull(cfg, &reference, Some(&id.to_string()), opts.version.as_deref(), false, opts.timeout);
     match res {
         Ok(p) => {
             let d = download::Done { bytes: p.pulled.fetched_bytes, resumed: 0, seconds: p.seconds };
@@ -339,7 +338,7 @@ pub fn check_remotes(cfg: &Config, opts: &Options) -> Result<Vec<(String, Option
         let res = match o {
             Ok((rem, _)) if rem.is_registry() => {
                 let reference = rem.registry_ref(&id.name, &id.reference).unwrap_or_default();
-                super::registry::check(cfg, &reference, opts.timeout).map_err(|e| format!("remote {r}: {e:#}"))
+                super::pull::check(cfg, &reference, opts.timeout).map_err(|e| format!("remote {r}: {e:#}"))
             }
             Err(e) => Err(e.clone()),
             Ok((rem, c)) => {

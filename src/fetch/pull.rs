@@ -1,0 +1,172 @@
+//! Pulls (`torcx image pull`, and `oci://` remotes of `profile populate`):
+//! a registry image into an OCI image layout directory in a store, whose
+//! blobs every tag shares. Nothing is in the layout until it is verified.
+
+use super::http::Client;
+use super::registry::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
+use super::registry::{Ref, Registry, basic_auth};
+use crate::archive::oci::{ANNOTATION, Descriptor, REF_NAME, digest_hex};
+use anyhow::{Context, Result, anyhow, bail};
+use std::path::{Path, PathBuf};
+
+/// What a pull did.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Pulled {
+    pub fetched_bytes: u64,
+    pub reused_bytes: u64,
+    pub blobs: usize,
+}
+
+/// Pulls `r` into the OCI image layout `layout` as tag `tag`: the manifest
+/// (through an index, this machine's), its config and layers, each checked;
+/// then `index.json` names the tag. An image without the torcx annotation
+/// is refused before any blob is fetched.
+pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path) -> Result<Pulled> {
+    let (mut bytes, mut mt, mut digest) = reg.manifest(&r.repo, r.reference())?;
+    let mut marked = false;
+    if mt == MT_OCI_INDEX || mt == MT_DOCKER_LIST {
+        let index: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| anyhow!("{}: the index is not JSON", r.repo))?;
+        marked |= annotated(&index);
+        let ds: Vec<Descriptor> = serde_json::from_value(index.get("manifests").cloned().unwrap_or_default())
+            .map_err(|e| anyhow!("{}: invalid index: {}", r.repo, crate::model::parse_error(e)))?;
+        let d = pick_platform(&ds).with_context(|| format!("{}:{}", r.repo, r.reference()))?;
+        marked |= d.annotations.get(ANNOTATION).is_some_and(|v| v == "yes");
+        (bytes, mt, digest) = reg.manifest(&r.repo, &d.digest)?;
+    }
+    if mt != MT_OCI_MANIFEST && mt != MT_DOCKER_MANIFEST {
+        bail!("{}:{}: media type {} is not an image manifest", r.repo, r.reference(), crate::model::quoted(&mt));
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| anyhow!("{}: the manifest is not JSON", r.repo))?;
+    marked |= annotated(&m);
+    if !marked {
+        bail!("{}:{}: not a torcx image (no \"{ANNOTATION}\": \"yes\" annotation)", r.repo, r.reference());
+    }
+    let config: Descriptor = serde_json::from_value(m.get("config").cloned().unwrap_or_default())
+        .map_err(|e| anyhow!("{}: invalid manifest config: {}", r.repo, crate::model::parse_error(e)))?;
+    let layers: Vec<Descriptor> = serde_json::from_value(m.get("layers").cloned().unwrap_or_default())
+        .map_err(|e| anyhow!("{}: invalid manifest layers: {}", r.repo, crate::model::parse_error(e)))?;
+    let blobs = layout.join("blobs/sha256");
+    let mut p = Pulled::default();
+    for d in std::iter::once(&config).chain(layers.iter()) {
+        let got = reg.blob(&r.repo, d, &blobs)?;
+        p.fetched_bytes += got;
+        p.reused_bytes += d.size - got.min(d.size);
+        p.blobs += 1;
+    }
+    // The manifest last: a layout never names what it does not hold.
+    let mhex = digest_hex(&digest)?.to_string();
+    if !blobs.join(&mhex).is_file() {
+        crate::sys::fsutil::atomic_write(&blobs.join(&mhex), &bytes, 0o644)?;
+    }
+    crate::sys::fsutil::atomic_write(&layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value = std::fs::read(&index_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": []}));
+    let entry = serde_json::json!({"mediaType": mt, "digest": digest, "size": bytes.len(),
+        "annotations": {REF_NAME: tag, ANNOTATION: "yes"}});
+    let list = index["manifests"].as_array_mut().ok_or_else(|| anyhow!("{}: invalid", index_path.display()))?;
+    list.retain(|d| d["annotations"][REF_NAME].as_str() != Some(tag));
+    list.push(entry);
+    crate::sys::fsutil::atomic_write(&index_path, &serde_json::to_vec_pretty(&index)?, 0o644)?;
+    Ok(p)
+}
+
+fn annotated(v: &serde_json::Value) -> bool {
+    v.get("annotations").and_then(|a| a.get(ANNOTATION)).and_then(|a| a.as_str()) == Some("yes")
+}
+
+/// The index entry for linux on this machine's architecture; an error
+/// listing what the index offers otherwise.
+fn pick_platform(ds: &[Descriptor]) -> Result<&Descriptor> {
+    let arch = crate::archive::oci::goarch();
+    if let [d] = ds
+        && d.platform.is_none()
+    {
+        return Ok(d);
+    }
+    ds.iter().find(|d| d.platform.as_ref().is_some_and(|p| p.architecture == arch && p.os == "linux")).ok_or_else(
+        || {
+            let offered: Vec<String> = ds
+                .iter()
+                .map(|d| d.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)).unwrap_or("(none)".into()))
+                .collect();
+            anyhow!("no image for linux/{arch} (the index offers {})", offered.join(", "))
+        },
+    )
+}
+
+/// Where a pull of `name` goes in the store directory `store`.
+pub fn layout_dir(store: &Path, name: &str) -> PathBuf {
+    store.join(format!("{name}.torcx.oci"))
+}
+
+/// That a registry has `reference` (a manifest or index), for
+/// `profile check --remote-only`: nothing is stored.
+pub fn check(cfg: &crate::model::config::Config, reference: &str, timeout: std::time::Duration) -> Result<()> {
+    let r: Ref = reference.parse()?;
+    let auth_file = auth_file(cfg);
+    let http = Client::new(timeout);
+    let reg = Registry::connect(&http, &r, basic_auth(&auth_file, &r.host)?, false)?;
+    reg.manifest(&r.repo, r.reference())?;
+    Ok(())
+}
+
+/// `$REGISTRY_AUTH_FILE`, else `/etc/torcx/auth.json`.
+fn auth_file(cfg: &crate::model::config::Config) -> PathBuf {
+    std::env::var_os("REGISTRY_AUTH_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cfg.host(&cfg.conf_dir.join("auth.json")))
+}
+
+/// What `torcx image pull` reports.
+#[derive(Debug, serde::Serialize)]
+pub struct PullOutcome {
+    pub image: String,
+    pub reference: String,
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub pulled: Pulled,
+    pub seconds: f64,
+}
+
+/// `torcx image pull`: `reference` into the user store (versioned with
+/// `version`) as `NAME.torcx.oci`, tag `REF`. `name` (`NAME[:REF]`) names
+/// the image; by default the repository's last component and the tag. A
+/// pull by digest needs `NAME:REF`.
+pub fn pull(
+    cfg: &crate::model::config::Config,
+    reference: &str,
+    name: Option<&str>,
+    version: Option<&str>,
+    plain_http: bool,
+    timeout: std::time::Duration,
+) -> Result<PullOutcome> {
+    let started = std::time::Instant::now();
+    let r: Ref = reference.parse()?;
+    let (n, t) = match name.map(|n| n.split_once(':').map(|(a, b)| (a, Some(b))).unwrap_or((n, None))) {
+        Some((n, t)) => (n.to_string(), t.map(String::from).or(r.tag.clone())),
+        None => (r.name().to_string(), r.tag.clone()),
+    };
+    let t = t.ok_or_else(|| anyhow!("{reference}: a pull by digest needs --name NAME:REF"))?;
+    let id = crate::model::names::ImageId::new(&n, &t)?;
+    if let Some(v) = version {
+        crate::model::names::validate_reference(v).context("-n")?;
+    }
+    let store = cfg.user_store(version);
+    let basic = basic_auth(&auth_file(cfg), &r.host)?;
+    let http = Client::new(timeout);
+    let reg = Registry::connect(&http, &r, basic, plain_http)?;
+    let dir = layout_dir(&cfg.host(&store), &id.name);
+    let pulled = pull_to_layout(&reg, &r, &id.reference, &dir).with_context(|| format!("image {id}"))?;
+    Ok(PullOutcome {
+        image: id.to_string(),
+        reference: reference.to_string(),
+        path: layout_dir(&store, &id.name),
+        pulled,
+        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    })
+}
