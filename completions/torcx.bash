@@ -58,6 +58,9 @@ _torcx() {
             torcx__subcmd__image,pull)
                 cmd="torcx__subcmd__image__subcmd__pull"
                 ;;
+            torcx__subcmd__image,push)
+                cmd="torcx__subcmd__image__subcmd__push"
+                ;;
             torcx__subcmd__image,verify)
                 cmd="torcx__subcmd__image__subcmd__verify"
                 ;;
@@ -207,7 +210,7 @@ _torcx() {
             return 0
             ;;
         torcx__subcmd__image)
-            opts="-v -q -h --root --json --verbose --quiet --store --help list clear-versioned pack inspect pull verify"
+            opts="-v -q -h --root --json --verbose --quiet --store --help list clear-versioned pack inspect pull push verify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -371,6 +374,32 @@ _torcx() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        torcx__subcmd__image__subcmd__push)
+            opts="-v -q -h --plain-http --timeout --root --json --verbose --quiet --store --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -92,18 +92,19 @@ complete -c torcx -n "__fish_torcx_using_subcommand status" -l json -d 'Print JS
 complete -c torcx -n "__fish_torcx_using_subcommand status" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand status" -s q -l quiet -d 'Only errors'
 complete -c torcx -n "__fish_torcx_using_subcommand status" -s h -l help -d 'Print help'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -l json -d 'Print JSON (the default when stdout is not a terminal)'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -s v -l verbose -d 'More messages (-v info, -vv debug)'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -s q -l quiet -d 'Only errors'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -s h -l help -d 'Print help'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -f -a "list" -d 'Archives in the stores: name, reference, store, path, format, size'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -f -a "clear-versioned" -d 'Remove versioned user stores other than the kept versions (or only NAME\'s archives in them)'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -f -a "pack" -d 'Build an archive from a directory, writing its manifest when it has none'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -f -a "inspect" -d 'Format, size, digest, manifest, what would be placed where, and lint findings'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -f -a "pull" -d 'Pull an image from an OCI registry into the user store'
-complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull verify" -f -a "verify" -d 'Check archives against the signed remote indexes kept in the stores'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -l json -d 'Print JSON (the default when stdout is not a terminal)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -s v -l verbose -d 'More messages (-v info, -vv debug)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -s q -l quiet -d 'Only errors'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -s h -l help -d 'Print help'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -f -a "list" -d 'Archives in the stores: name, reference, store, path, format, size'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -f -a "clear-versioned" -d 'Remove versioned user stores other than the kept versions (or only NAME\'s archives in them)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -f -a "pack" -d 'Build an archive from a directory, writing its manifest when it has none'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -f -a "inspect" -d 'Format, size, digest, manifest, what would be placed where, and lint findings'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -f -a "pull" -d 'Pull an image from an OCI registry into the user store'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -f -a "push" -d 'Publish an image to an OCI registry'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -f -a "verify" -d 'Check archives against the signed remote indexes kept in the stores'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from list" -s n -l os-release -d 'List the stores of this OS version (VERSION_ID) instead of this one\'s' -r
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from list" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from list" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
@@ -148,6 +149,14 @@ complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subco
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pull" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pull" -s q -l quiet -d 'Only errors'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from pull" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from push" -l timeout -d 'Seconds to wait for a connection, for an answer, and for each read' -r
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from push" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from push" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from push" -l plain-http -d 'Speak plain HTTP to the registry'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from push" -l json -d 'Print JSON (the default when stdout is not a terminal)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from push" -s v -l verbose -d 'More messages (-v info, -vv debug)'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from push" -s q -l quiet -d 'Only errors'
+complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from push" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from verify" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from verify" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and __fish_seen_subcommand_from verify" -l json -d 'Print JSON (the default when stdout is not a terminal)'

@@ -467,9 +467,20 @@ fn a_bearer_token_challenge_is_answered() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains(&format!("token from {realm}: HTTP 401")), "{err}");
     let (code, err) = pull(Some(b64));
+    assert_eq!(code, Some(0), "{err}");
+    // A push asks for a token with the push scope.
+    let img = Image::new(&t, "b", "1");
+    img.exec("bin/b-tool", "#!/bin/sh\n");
+    let mut c = Command::new(TORCX);
+    clean_env(&mut c);
+    let out = c
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["image", "push", img.dir.to_str().unwrap(), &format!("{}/torcx/b:1", reg.host())])
+        .output()
+        .unwrap();
     let _ = issuer.kill();
     let _ = issuer.wait();
-    assert_eq!(code, Some(0), "{err}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!err.contains(b64) && !err.contains("t0ken-pass"), "credentials shown: {err}");
     assert!(t.path(&format!("{USER_STORE}/a.torcx.oci/index.json")).is_file());
     // The issuer was asked for this repository, pull, with the challenge's service.
@@ -480,6 +491,7 @@ fn a_bearer_token_challenge_is_answered() {
             && r["credentials"] == true),
         "{asked:?}"
     );
+    assert!(asked.iter().any(|r| r["scope"] == json!(["repository:torcx/b:pull,push"])), "{asked:?}");
 }
 
 /// A remote whose `base_url` is `oci://HOST/PREFIX` is a registry: populate
@@ -522,4 +534,60 @@ fn populate_pulls_from_a_registry_remote() {
     // Present afterwards.
     let (_, out, _) = torcx_in(None, &["--root", root, "profile", "populate"]);
     assert!(out.contains("\"state\":\"present\""), "{out}");
+}
+
+/// `torcx image push` from a directory, a tar archive and a bundle: skopeo
+/// sees the annotated manifest and copies it; a second push sends no blob;
+/// torcx pulls back what it pushed.
+#[test]
+fn image_push_publishes_what_skopeo_and_pull_read() {
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    let img = Image::new(&t, "p", "1");
+    img.exec("usr/bin/p-tool", "#!/bin/sh\necho p\n");
+    let push = |source: &Path, to: &str| {
+        let (code, out, err) =
+            torcx_in(None, &["--json", "image", "push", source.to_str().unwrap(), &format!("{}/{to}", reg.host())]);
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str::<Value>(out.trim()).unwrap()["value"].clone()
+    };
+    let v = push(&img.dir, "torcx/p:1");
+    assert!(v["sent_bytes"].as_u64().unwrap() > 0 && v["skipped_bytes"] == 0, "{v}");
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/torcx/p:1", reg.host())])
+        .output()
+        .unwrap();
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["annotations"]["com.coreos.torcx.bundle.v0"], "yes", "{m}");
+    assert_eq!(format!("sha256:{}", &sha256(&out.stdout)[7..]), v["manifest"].as_str().unwrap());
+    let copy = t.scratch("copy");
+    let st = Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false", &format!("docker://{}/torcx/p:1", reg.host())])
+        .arg(format!("oci:{}:1", copy.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Again, under another tag: every blob is there already.
+    let v2 = push(&img.dir, "torcx/p:again");
+    assert_eq!((v2["sent_bytes"].as_u64(), v2["skipped_bytes"].as_u64()), (Some(0), v["sent_bytes"].as_u64()));
+    // A tar archive and a bundle.
+    let tgz = t.scratch("archives").join("p:1.torcx.tgz");
+    img.pack_to(&tgz, Fmt::Tgz);
+    push(&tgz, "torcx/from-tgz:1");
+    push(&layout(&t).parent().unwrap().join("packed/a.torcx.oci.tgz"), "torcx/a:9");
+    // Pulled back by torcx: the tree is the directory pushed.
+    let root = t.root.to_str().unwrap();
+    let (code, _, err) = torcx_in(
+        None,
+        &["--root", root, "image", "pull", &format!("{}/torcx/from-tgz:1", reg.host()), "--name", "p:1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = torcx_in(None, &["--root", root, "image", "pull", &format!("{}/torcx/a:9", reg.host())]);
+    assert_eq!(code, 0, "{err}");
+    // squashfs is not repacked: a clear refusal.
+    let sq = t.scratch("archives").join("q:1.torcx.squashfs");
+    write(&sq, "x");
+    let (code, _, err) = torcx_in(None, &["image", "push", sq.to_str().unwrap(), &format!("{}/torcx/q:1", reg.host())]);
+    assert_eq!(code, 1);
+    assert!(err.contains("push the image directory, or a tar archive (squashfs images are not repacked yet)"), "{err}");
 }

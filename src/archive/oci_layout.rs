@@ -61,3 +61,34 @@ fn open_nofollow(p: &Path) -> std::io::Result<std::fs::File> {
     }
     Ok(std::fs::File::from(fd))
 }
+
+/// Unpacks a bundle (`NAME.torcx.oci.tgz`) into the layout directory `dest`:
+/// its `oci-layout`, `index.json` and blobs, nothing else.
+pub fn from_bundle(bundle: &Path, dest: &Path) -> Result<()> {
+    use anyhow::Context;
+    let a = crate::archive::Archive {
+        id: crate::model::names::ImageId { name: "bundle".into(), reference: "oci".into() },
+        format: crate::archive::Format::Tgz,
+        path: bundle.to_path_buf(),
+        host: bundle.to_path_buf(),
+    };
+    let mut ar = tar::Archive::new(crate::archive::stream::open_tar(&a)?);
+    std::fs::create_dir_all(dest.join("blobs/sha256"))?;
+    for e in ar.entries().context("reading bundle")? {
+        let mut e = e.context("reading bundle")?;
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let raw = String::from_utf8_lossy(&e.path_bytes()).trim_start_matches("./").to_string();
+        let ok = raw == "oci-layout"
+            || raw == "index.json"
+            || raw
+                .strip_prefix("blobs/sha256/")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        if ok {
+            let mut f = std::fs::File::create(dest.join(&raw)).with_context(|| format!("writing {raw}"))?;
+            std::io::copy(&mut e, &mut f).with_context(|| format!("writing {raw}"))?;
+        }
+    }
+    Ok(())
+}

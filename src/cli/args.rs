@@ -286,6 +286,26 @@ $REGISTRY_AUTH_FILE (containers auth.json), and Bearer token challenges. Exit 1 
         #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
     },
+    /// Publish an image to an OCI registry
+    #[command(long_about = "Publish an image to an OCI registry.\n\n\
+SOURCE is an image directory (packed as image pack --format oci does, its manifest scanned when it has none), \
+a tar archive (NAME:REF.torcx.tgz or NAME:REF.torcx.tar.zst: unpacked with the confined extractor, then packed), a \
+bundle (NAME.torcx.oci.tgz: the tag REFERENCE names, else its only one) or a layout directory \
+(NAME.torcx.oci). REFERENCE is [oci://]HOST[:PORT]/PATH:TAG. The manifest carries the \
+\"com.coreos.torcx.bundle.v0\": \"yes\" annotation. Blobs the registry has already (HEAD) are not sent. \
+Credentials and HTTPS as for image pull. Exit 1 on any failure.")]
+    Push {
+        /// An image directory, archive, bundle or layout directory
+        source: PathBuf,
+        /// [oci://]HOST[:PORT]/PATH:TAG
+        reference: String,
+        /// Speak plain HTTP to the registry
+        #[arg(long)]
+        plain_http: bool,
+        /// Seconds to wait for a connection, for an answer, and for each read
+        #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
+    },
     /// Check archives against the signed remote indexes kept in the stores
     #[command(long_about = "Check archives against the signed remote indexes kept in the stores.\n\n\
 IMAGE is NAME, NAME:REF, or the path of an archive; without it, every archive outside the vendor store \

@@ -108,6 +108,21 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ),
     ("torcx-image-verify", "Check one image", "torcx image verify docker:20.10"),
     (
+        "torcx-image-push",
+        "Publish from a build machine: the image tree, straight to the fleet's registry",
+        "torcx image push ./build/docker registry.example.com/torcx/docker:24.0",
+    ),
+    (
+        "torcx-image-push",
+        "Mirror into an air-gapped registry: pull on a connected machine, carry the store, push inside",
+        "torcx image pull registry.example.com/torcx/docker:24.0\ncp -a /var/lib/torcx/store/docker.torcx.oci /media/usb/\ntorcx image push /media/usb/docker.torcx.oci mirror.internal:5000/torcx/docker:24.0",
+    ),
+    (
+        "torcx-image-pull",
+        "On a node: a registry remote in a profile, populated as any remote",
+        "cat /etc/torcx/remotes/fleet/remote.json\n{\"kind\": \"remote-manifest-v0\", \"value\": {\"base_url\": \"oci://registry.example.com/torcx\"}}\ntorcx profile populate",
+    ),
+    (
         "torcx-image-pull",
         "Pull a version from the fleet's registry, then pin it for the next boot",
         "torcx image pull registry.example.com/torcx/docker:24.0\ntorcx profile use-image docker:24.0",

@@ -43,6 +43,9 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
         Command::GenerateDocs { dir } => crate::cli::docs::generate(dir).map(|_| 0),
         Command::Image(ImageCmd::Inspect(args)) => crate::image::inspect::run(&cfg, args, json),
         Command::Image(ImageCmd::Verify { image }) => populate::cmd_verify(&cfg, image.as_deref(), json),
+        Command::Image(ImageCmd::Push { source, reference, plain_http, timeout }) => {
+            populate::cmd_push(&cfg, source, reference, *plain_http, *timeout, json)
+        }
         Command::Image(ImageCmd::Pull { reference, name, os_release, plain_http, timeout }) => {
             populate::cmd_pull(&cfg, reference, name.as_deref(), os_release.as_deref(), *plain_http, *timeout, json)
         }

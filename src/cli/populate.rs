@@ -215,3 +215,31 @@ pub(super) fn cmd_pull(
     }
     Ok(0)
 }
+
+pub(super) fn cmd_push(
+    cfg: &Config,
+    source: &Path,
+    reference: &str,
+    plain_http: bool,
+    timeout: u64,
+    json: bool,
+) -> Result<i32> {
+    let o = crate::image::push::push(cfg, source, reference, plain_http, Duration::from_secs(timeout))?;
+    let line = format!(
+        "{}: pushed to {} ({}): {} bytes sent, {} already there ({} blobs) in {:.2} s",
+        esc(o.source.display()),
+        esc(&o.reference),
+        o.pushed.manifest,
+        o.pushed.sent_bytes,
+        o.pushed.skipped_bytes,
+        o.pushed.blobs,
+        o.seconds
+    );
+    log::info!("{line}");
+    if json {
+        println!("{}", json!({"kind": "torcx-image-push-v0", "value": o}));
+    } else {
+        println!("{line}");
+    }
+    Ok(0)
+}

@@ -6,6 +6,7 @@ pub mod download;
 pub mod http;
 pub mod populate;
 pub mod pull;
+pub mod push;
 pub mod registry;
 pub mod remote;
 pub mod sig;

@@ -128,7 +128,17 @@ pub struct Answer {
     pub digest: Option<String>,
     pub length: Option<u64>,
     pub content_range: Option<String>,
+    pub location: Option<String>,
     pub body: Box<dyn Read + Send>,
+}
+
+/// What a request sends.
+#[derive(Clone, Copy)]
+pub enum Payload<'b> {
+    Empty,
+    Bytes(&'b [u8]),
+    /// Sent once: an authentication challenge to it is not answered.
+    File(&'b std::fs::File),
 }
 
 impl<'a> Registry<'a> {
@@ -172,16 +182,27 @@ impl<'a> Registry<'a> {
 
     /// GETs `path`, answering an authentication challenge once.
     pub fn get(&self, path: &str, accept: &[&str], range: Option<u64>) -> Result<Answer> {
-        let url = format!("{}{path}", self.base);
+        let mut headers: Vec<(&str, String)> = vec![];
+        if !accept.is_empty() {
+            headers.push(("Accept", accept.join(", ")));
+        }
+        if let Some(n) = range.filter(|n| *n > 0) {
+            headers.push(("Range", format!("bytes={n}-")));
+        }
+        self.request("GET", path, &headers, Payload::Empty)
+    }
+
+    /// `method` on `target` (a path on this registry, or a URL it handed out,
+    /// such as an upload's `Location`), answering an authentication
+    /// challenge once when the body can be sent again.
+    pub fn request(&self, method: &str, target: &str, headers: &[(&str, String)], body: Payload<'_>) -> Result<Answer> {
+        let url = if target.starts_with('/') { format!("{}{target}", self.base) } else { target.to_string() };
         let mut answered = false;
         loop {
             let agent = self.http.agent(&url)?;
-            let mut req = agent.get(&url);
-            if !accept.is_empty() {
-                req = req.header("Accept", accept.join(", "));
-            }
-            if let Some(n) = range.filter(|n| *n > 0) {
-                req = req.header("Range", format!("bytes={n}-"));
+            let mut req = ureq::http::Request::builder().method(method).uri(&url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
             }
             if let Some(t) = self.token.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
                 req = req.header("Authorization", format!("Bearer {t}"));
@@ -189,10 +210,16 @@ impl<'a> Registry<'a> {
                 req = req.header("Authorization", format!("Basic {b}"));
             }
             // The error of a failed request says what failed, never a header.
-            let resp = req.call().map_err(|e| anyhow!("GET {url}: {e}"))?;
+            let fail = |e: &dyn std::fmt::Display| anyhow!("{method} {url}: {e}");
+            let resp = match body {
+                Payload::Empty => agent.run(req.body(()).map_err(|e| fail(&e))?),
+                Payload::Bytes(b) => agent.run(req.body(b).map_err(|e| fail(&e))?),
+                Payload::File(f) => agent.run(req.body(f).map_err(|e| fail(&e))?),
+            }
+            .map_err(|e| fail(&e))?;
             let status = resp.status().as_u16();
             let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
-            if status == 401 && !answered {
+            if status == 401 && !answered && !matches!(body, Payload::File(_)) {
                 answered = true;
                 let challenge = h("www-authenticate").unwrap_or_default();
                 self.answer(&challenge, &url)?;
@@ -200,7 +227,7 @@ impl<'a> Registry<'a> {
             }
             if status == 401 {
                 bail!(
-                    "GET {url}: HTTP 401: {}",
+                    "{method} {url}: HTTP 401: {}",
                     if self.basic.is_some() {
                         "the credentials were refused"
                     } else {
@@ -214,6 +241,7 @@ impl<'a> Registry<'a> {
                 digest: h("docker-content-digest"),
                 length: h("content-length").and_then(|v| v.parse().ok()),
                 content_range: h("content-range"),
+                location: h("location"),
                 body: Box::new(resp.into_body().into_reader()),
             });
         }

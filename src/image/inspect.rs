@@ -205,7 +205,7 @@ fn limits(cfg: &Config) -> Limits {
 }
 
 /// Unpacks a tar archive into `dest`; refusals become error findings.
-fn unpack_tar(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
+pub(crate) fn unpack_tar(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
     let mut stream = crate::archive::stream::open_tar(a)?;
     match extract::extract(&mut stream, dest, limits(cfg)).and_then(|_| stream.finish()) {
         Ok(()) => Ok(vec![]),

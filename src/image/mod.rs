@@ -6,3 +6,4 @@ pub mod inspect;
 pub mod lint;
 pub mod list;
 pub mod pack;
+pub mod push;

@@ -294,6 +294,16 @@ fn write_archive(
     Ok(count)
 }
 
+/// `dir` packed as a bundle (`NAME.torcx.oci.tgz`) with the one tag `tag`,
+/// at `dest`: what `image push` sends for a directory.
+pub fn write_bundle(dir: &Path, tag: &str, dest: &Path) -> Result<()> {
+    let entries = walk(dir)?;
+    let (m, generated) = manifest_of(dir, &entries)?;
+    let id = ImageId { name: "image".into(), reference: tag.into() };
+    write_archive(dir, &entries, &m, generated.as_deref(), Format::Oci, Some(&id), dest)?;
+    Ok(())
+}
+
 pub fn run(cfg: &Config, args: &PackArgs, json: bool) -> Result<i32> {
     let dir = std::path::absolute(&args.dir)?;
     if !dir.is_dir() {

@@ -1,0 +1,82 @@
+//! Push: one tag of an OCI image layout to a registry, sending only the
+//! blobs it lacks (`HEAD` first), then the manifest under the tag.
+
+use super::registry::{Payload, Registry};
+use crate::archive::oci::{ANNOTATION, Descriptor, REF_NAME, digest_hex};
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::Digest as _;
+use std::path::Path;
+
+/// What a push did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Pushed {
+    pub manifest: String,
+    pub blobs: usize,
+    pub sent_bytes: u64,
+    /// Blobs the registry had already.
+    pub skipped_bytes: u64,
+}
+
+/// Pushes tag `from` of `layout` as `repo:tag`. The manifest must carry the
+/// torcx annotation: a pull sees only what the manifest says.
+pub fn push_layout(reg: &Registry, layout: &Path, from: &str, repo: &str, tag: &str) -> Result<Pushed> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&crate::sys::fsutil::read_bounded(&layout.join("index.json"), 4 << 20)?)
+            .map_err(|_| anyhow!("{}: index.json is not JSON", layout.display()))?;
+    let ds: Vec<Descriptor> = serde_json::from_value(index["manifests"].clone())
+        .map_err(|e| anyhow!("{}: index.json: {}", layout.display(), crate::model::parse_error(e)))?;
+    let tags: Vec<&str> = ds.iter().filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str)).collect();
+    let d = ds.iter().find(|d| d.annotations.get(REF_NAME).map(String::as_str) == Some(from)).ok_or_else(|| {
+        anyhow!("{}: no tag {} (tags: {})", layout.display(), crate::model::quoted(from), tags.join(", "))
+    })?;
+    let blobs = layout.join("blobs/sha256");
+    let bytes = crate::sys::fsutil::read_bounded(&blobs.join(digest_hex(&d.digest)?), 4 << 20)?;
+    let got = format!("sha256:{}", crate::sys::fsutil::hex(&sha2::Sha256::digest(&bytes)));
+    if got != d.digest {
+        bail!("{}: manifest {}: digest mismatch (got {got})", layout.display(), d.digest);
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| anyhow!("manifest {}: not JSON", d.digest))?;
+    if m["annotations"][ANNOTATION].as_str() != Some("yes") {
+        bail!("manifest {}: no \"{ANNOTATION}\": \"yes\" annotation; pack the image with torcx image pack", d.digest);
+    }
+    let config: Descriptor = serde_json::from_value(m["config"].clone())
+        .map_err(|e| anyhow!("manifest {}: config: {}", d.digest, crate::model::parse_error(e)))?;
+    let layers: Vec<Descriptor> = serde_json::from_value(m["layers"].clone())
+        .map_err(|e| anyhow!("manifest {}: layers: {}", d.digest, crate::model::parse_error(e)))?;
+    let mut p = Pushed { manifest: d.digest.clone(), ..Default::default() };
+    for b in std::iter::once(&config).chain(layers.iter()) {
+        let ctx = || format!("blob {}", b.digest);
+        p.blobs += 1;
+        let head =
+            reg.request("HEAD", &format!("/v2/{repo}/blobs/{}", b.digest), &[], Payload::Empty).with_context(ctx)?;
+        if head.status == 200 {
+            p.skipped_bytes += b.size;
+            continue;
+        }
+        let file = crate::sys::fsutil::open_regular(&blobs.join(digest_hex(&b.digest)?)).with_context(ctx)?;
+        let started =
+            reg.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], Payload::Empty).with_context(ctx)?;
+        let location = match (started.status, started.location) {
+            (202, Some(l)) => l,
+            (s, _) => bail!("blob {}: HTTP {s} starting the upload", b.digest),
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = format!("{location}{sep}digest={}", b.digest);
+        let headers =
+            [("Content-Type", "application/octet-stream".to_string()), ("Content-Length", b.size.to_string())];
+        let done = reg.request("PUT", &put, &headers, Payload::File(&file)).with_context(ctx)?;
+        if done.status != 201 {
+            bail!("blob {}: HTTP {} finishing the upload", b.digest, done.status);
+        }
+        p.sent_bytes += b.size;
+    }
+    let mt = m["mediaType"].as_str().unwrap_or(&d.media_type).to_string();
+    let a = reg
+        .request("PUT", &format!("/v2/{repo}/manifests/{tag}"), &[("Content-Type", mt)], Payload::Bytes(&bytes))
+        .with_context(|| format!("manifest {repo}:{tag}"))?;
+    if a.status != 201 {
+        bail!("manifest {repo}:{tag}: HTTP {}", a.status);
+    }
+    Ok(p)
+}
