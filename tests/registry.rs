@@ -591,3 +591,29 @@ fn image_push_publishes_what_skopeo_and_pull_read() {
     assert_eq!(code, 1);
     assert!(err.contains("push the image directory, or a tar archive (squashfs images are not repacked yet)"), "{err}");
 }
+
+/// A link planted where a pull writes (a partial blob, the layout) is never
+/// followed: what it points at is untouched.
+#[test]
+fn a_planted_link_in_the_layout_is_never_followed() {
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    let l = layout(&t);
+    reg.push(&l, "1", "torcx/a:1");
+    let (m, _) = layout_manifest(&l, "1");
+    let hex = m["layers"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_string();
+    let victim = t.scratch("outside").join("victim");
+    write(&victim, "precious\n");
+    let dest = t.scratch("store").join("a.torcx.oci");
+    std::fs::create_dir_all(dest.join("blobs/sha256")).unwrap();
+    std::os::unix::fs::symlink(&victim, dest.join(format!("blobs/sha256/.{hex}.part"))).unwrap();
+    pull(&reg, "torcx/a:1", "1", &dest).unwrap();
+    assert_eq!(read(&victim), "precious\n");
+    assert!(std::fs::symlink_metadata(dest.join("blobs/sha256").join(&hex)).unwrap().is_file());
+    // The layout itself a link: refused.
+    let other = t.scratch("store2");
+    std::os::unix::fs::symlink(t.scratch("elsewhere"), other.join("a.torcx.oci")).unwrap();
+    let e = format!("{:#}", pull(&reg, "torcx/a:1", "1", &other.join("a.torcx.oci")).unwrap_err());
+    assert!(e.contains("a.torcx.oci: not a directory"), "{e}");
+    assert_eq!(std::fs::read_dir(t.base.join("elsewhere")).unwrap().count(), 0);
+}

@@ -6,6 +6,7 @@
 use super::http::{Client, Failure};
 use crate::archive::digest::Hasher;
 use crate::model::remote::Digest;
+use crate::sys::fsutil;
 use anyhow::{Context, Result, anyhow, bail};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -116,7 +117,7 @@ fn attempt_once(
     st: &mut State,
 ) -> Result<u64, Failure> {
     let io = |e: std::io::Error, what: &str| Failure { retry: false, error: anyhow!("{what} {}: {e}", part.display()) };
-    let have = part_len(part);
+    let have = fsutil::partial_len(part);
     let opened = match client.open(&job.url, have) {
         Err(f) if have > 0 && f.error.to_string().contains("HTTP 416") => {
             // The part is no prefix of this file: start over.
@@ -126,7 +127,7 @@ fn attempt_once(
         r => r?,
     };
     // Created only once the server answered: a refused request leaves nothing.
-    let mut f = open_part(part).map_err(|e| Failure { retry: false, error: e })?;
+    let mut f = fsutil::open_partial(part).map_err(|e| Failure { retry: false, error: e })?;
     if f.try_lock().is_err() {
         st.busy = true;
         return Err(Failure { retry: false, error: anyhow!("{}: another torcx is downloading it", part.display()) });
@@ -211,39 +212,6 @@ fn hash_prefix(part: &Path, len: u64, h: &mut Hasher) -> std::io::Result<()> {
         }
         h.update(&buf[..n]);
     }
-}
-
-/// The length of a part left by an earlier run; anything but a plain file
-/// of ours (a symlink planted there, a FIFO, a hard link) is removed.
-fn part_len(part: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::symlink_metadata(part) {
-        Ok(m) if m.file_type().is_file() && m.nlink() == 1 => m.len(),
-        Ok(m) if m.is_dir() => 0,
-        Ok(_) => {
-            let _ = std::fs::remove_file(part);
-            0
-        }
-        Err(_) => 0,
-    }
-}
-
-/// Opens (or creates) the part without following a symlink or blocking on
-/// a FIFO, and makes sure it is a plain file with no other name.
-fn open_part(part: &Path) -> Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags};
-    let dir = part.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let flags =
-        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let fd = rustix::fs::open(part, flags, Mode::from_raw_mode(0o600))
-        .with_context(|| format!("opening {}", part.display()))?;
-    let st = rustix::fs::fstat(&fd).with_context(|| format!("opening {}", part.display()))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile || st.st_nlink != 1 {
-        bail!("{}: not a plain file", part.display());
-    }
-    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).with_context(|| format!("opening {}", part.display()))?;
-    Ok(std::fs::File::from(fd))
 }
 
 /// Renames the verified part into place (checking it is still the file that

@@ -47,6 +47,12 @@ pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path) -> Resu
         .map_err(|e| anyhow!("{}: invalid manifest config: {}", r.repo, crate::model::parse_error(e)))?;
     let layers: Vec<Descriptor> = serde_json::from_value(m.get("layers").cloned().unwrap_or_default())
         .map_err(|e| anyhow!("{}: invalid manifest layers: {}", r.repo, crate::model::parse_error(e)))?;
+    // Real directories only: a link planted in the store would send the blobs elsewhere.
+    for d in [layout.to_path_buf(), layout.join("blobs"), layout.join("blobs/sha256")] {
+        if std::fs::symlink_metadata(&d).is_ok_and(|m| !m.is_dir()) {
+            bail!("{}: not a directory", d.display());
+        }
+    }
     let blobs = layout.join("blobs/sha256");
     let mut p = Pulled::default();
     for d in std::iter::once(&config).chain(layers.iter()) {

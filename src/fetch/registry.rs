@@ -344,7 +344,9 @@ impl<'a> Registry<'a> {
     pub fn blob(&self, repo: &str, d: &Descriptor, dir: &Path) -> Result<u64> {
         let hex = digest_hex(&d.digest)?;
         let dest = dir.join(hex);
-        if dest.is_file() {
+        // There already (a plain file, not a link planted there): the reader
+        // checks its digest whenever it is used.
+        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
             return Ok(0);
         }
         if d.size > MAX_BLOB {
@@ -352,7 +354,7 @@ impl<'a> Registry<'a> {
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let part = dir.join(format!(".{hex}.part"));
-        let mut have = std::fs::symlink_metadata(&part).ok().filter(|m| m.is_file()).map(|m| m.len()).unwrap_or(0);
+        let mut have = crate::sys::fsutil::partial_len(&part);
         if have > d.size {
             have = 0;
         }
@@ -363,12 +365,7 @@ impl<'a> Registry<'a> {
             416 => 0,
             s => bail!("blob {}: HTTP {s}", d.digest),
         };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&part)
-            .with_context(|| format!("opening {}", part.display()))?;
+        let mut f = crate::sys::fsutil::open_partial(&part)?;
         // The bytes of an earlier try are hashed again, then the body: on a
         // thread of its own, so hashing overlaps the transfer.
         let prefix = std::fs::File::open(&part)?.take(start);

@@ -68,6 +68,39 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// The length of a partial download left by an earlier run; anything but a
+/// plain file of ours (a symlink planted there, a FIFO, a hard link) is removed.
+pub fn partial_len(part: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(part) {
+        Ok(m) if m.file_type().is_file() && m.nlink() == 1 => m.len(),
+        Ok(m) if m.is_dir() => 0,
+        Ok(_) => {
+            let _ = std::fs::remove_file(part);
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Opens (or creates) a partial download without following a symlink or
+/// blocking on a FIFO, and makes sure it is a plain file with no other name.
+pub fn open_partial(part: &Path) -> Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let dir = part.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let flags =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let fd = rustix::fs::open(part, flags, Mode::from_raw_mode(0o600))
+        .with_context(|| format!("opening {}", part.display()))?;
+    let st = rustix::fs::fstat(&fd).with_context(|| format!("opening {}", part.display()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile || st.st_nlink != 1 {
+        anyhow::bail!("{}: not a plain file", part.display());
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).with_context(|| format!("opening {}", part.display()))?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// A new file next to `dest` (`.NAME.WHAT.XXXXXX`, created exclusively),
 /// removed when dropped unless persisted.
 pub fn temp_file_beside(dest: &Path, what: &str) -> std::io::Result<tempfile::NamedTempFile> {
