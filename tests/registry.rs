@@ -170,7 +170,7 @@ fn pull(reg: &Reg, reference: &str, tag: &str, dest: &Path) -> anyhow::Result<to
     let r: Ref = format!("oci://{}/{reference}", reg.host()).parse()?;
     // HTTPS first: this registry speaks plain HTTP, allowed because it is on loopback.
     let registry = Registry::connect(&http, &r, None, false)?;
-    pull_to_layout(&registry, &r, tag, dest)
+    pull_to_layout(&registry, &r, tag, dest, &|_, _, _| {})
 }
 
 #[test]
@@ -616,4 +616,20 @@ fn a_planted_link_in_the_layout_is_never_followed() {
     let e = format!("{:#}", pull(&reg, "torcx/a:1", "1", &other.join("a.torcx.oci")).unwrap_err());
     assert!(e.contains("a.torcx.oci: not a directory"), "{e}");
     assert_eq!(std::fs::read_dir(t.base.join("elsewhere")).unwrap().count(), 0);
+}
+
+/// On a terminal, `image pull` draws a bar per blob and one in total, then
+/// prints its line.
+#[test]
+fn pull_on_a_terminal_shows_bars() {
+    require_tool("pull_on_a_terminal_shows_bars", "script", "bsdutils");
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    reg.push(&layout(&t), "1", "torcx/a:1");
+    let cmd = format!("'{TORCX}' --root '{}' image pull {}/torcx/a:1", t.root.display(), reg.host());
+    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.lines().any(|l| l.contains("total ") && l.contains(" B/")), "{text}");
+    assert!(text.contains("a:1: pulled from ") && text.contains(" bytes fetched, 0 reused (2 blobs)"), "{text}");
 }

@@ -196,7 +196,39 @@ pub(super) fn cmd_pull(
     timeout: u64,
     json: bool,
 ) -> Result<i32> {
-    let o = crate::fetch::pull::pull(cfg, reference, name, version, plain_http, Duration::from_secs(timeout))?;
+    use std::io::IsTerminal;
+    // On a terminal: a bar per blob, and one for the whole image.
+    let bars = (!json && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+    let style = |t: &str| {
+        indicatif::ProgressStyle::with_template(t).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    };
+    let total = bars.as_ref().map(|m| {
+        let b = m.add(indicatif::ProgressBar::new(0));
+        b.set_style(style("{prefix:24} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}"));
+        b.set_prefix("total");
+        b
+    });
+    let per: std::sync::Mutex<std::collections::HashMap<String, (indicatif::ProgressBar, u64)>> = Default::default();
+    let progress = |digest: &str, done: u64, size: u64| {
+        let (Some(m), Some(total)) = (&bars, &total) else { return };
+        let mut per = per.lock().unwrap_or_else(|e| e.into_inner());
+        let (bar, last) = per.entry(digest.to_string()).or_insert_with(|| {
+            let b = m.insert_before(total, indicatif::ProgressBar::new(size));
+            b.set_style(style("{prefix:24} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}"));
+            b.set_prefix(digest.get(7..19).unwrap_or(digest).to_string());
+            total.inc_length(size);
+            (b, 0)
+        });
+        bar.set_position(done);
+        total.inc(done.saturating_sub(*last));
+        *last = done;
+    };
+    let res =
+        crate::fetch::pull::pull(cfg, reference, name, version, plain_http, Duration::from_secs(timeout), &progress);
+    if let Some(m) = &bars {
+        let _ = m.clear();
+    }
+    let o = res?;
     let line = format!(
         "{}: pulled from {}: {} bytes fetched, {} reused ({} blobs) in {:.2} s, into {}",
         o.image,

@@ -216,7 +216,15 @@ fn outcome(
 /// `NAME:REF` from a registry remote, into the layout `NAME.torcx.oci` of the store.
 fn pull_from_registry(cfg: &Config, r: &Remote, id: &ImageId, opts: &Options) -> Outcome {
     let reference = r.registry_ref(&id.name, &id.reference).unwrap_or_default();
-    let res = super::pull::pull(cfg, &reference, Some(&id.to_string()), opts.version.as_deref(), false, opts.timeout);
+    let res = super::pull::pull(
+        cfg,
+        &reference,
+        Some(&id.to_string()),
+        opts.version.as_deref(),
+        false,
+        opts.timeout,
+        &|_, _, _| {},
+    );
     match res {
         Ok(p) => {
             let d = download::Done { bytes: p.pulled.fetched_bytes, resumed: 0, seconds: p.seconds };

@@ -21,7 +21,10 @@ pub struct Pulled {
 /// (through an index, this machine's), its config and layers, each checked;
 /// then `index.json` names the tag. An image without the torcx annotation
 /// is refused before any blob is fetched.
-pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path) -> Result<Pulled> {
+/// `progress(digest, done, size)` is called as each blob arrives.
+pub type Progress<'p> = &'p (dyn Fn(&str, u64, u64) + Sync);
+
+pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progress: Progress) -> Result<Pulled> {
     let (mut bytes, mut mt, mut digest) = reg.manifest(&r.repo, r.reference())?;
     let mut marked = false;
     if mt == MT_OCI_INDEX || mt == MT_DOCKER_LIST {
@@ -56,7 +59,7 @@ pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path) -> Resu
     let blobs = layout.join("blobs/sha256");
     let mut p = Pulled::default();
     for d in std::iter::once(&config).chain(layers.iter()) {
-        let got = reg.blob(&r.repo, d, &blobs)?;
+        let got = reg.blob(&r.repo, d, &blobs, &|n| progress(&d.digest, n, d.size))?;
         p.fetched_bytes += got;
         p.reused_bytes += d.size - got.min(d.size);
         p.blobs += 1;
@@ -150,6 +153,7 @@ pub fn pull(
     version: Option<&str>,
     plain_http: bool,
     timeout: std::time::Duration,
+    progress: Progress,
 ) -> Result<PullOutcome> {
     let started = std::time::Instant::now();
     let r: Ref = reference.parse()?;
@@ -167,7 +171,7 @@ pub fn pull(
     let http = Client::new(timeout);
     let reg = Registry::connect(&http, &r, basic, plain_http)?;
     let dir = layout_dir(&cfg.host(&store), &id.name);
-    let pulled = pull_to_layout(&reg, &r, &id.reference, &dir).with_context(|| format!("image {id}"))?;
+    let pulled = pull_to_layout(&reg, &r, &id.reference, &dir, progress).with_context(|| format!("image {id}"))?;
     Ok(PullOutcome {
         image: id.to_string(),
         reference: reference.to_string(),

@@ -341,7 +341,8 @@ impl<'a> Registry<'a> {
     /// from where an earlier try stopped, the digest and size checked over
     /// the whole blob before it takes its name. Returns the bytes fetched
     /// now, 0 when it was there already.
-    pub fn blob(&self, repo: &str, d: &Descriptor, dir: &Path) -> Result<u64> {
+    /// `progress(done)` is called as bytes arrive.
+    pub fn blob(&self, repo: &str, d: &Descriptor, dir: &Path, progress: &dyn Fn(u64)) -> Result<u64> {
         let hex = digest_hex(&d.digest)?;
         let dest = dir.join(hex);
         // There already (a plain file, not a link planted there): the reader
@@ -386,6 +387,7 @@ impl<'a> Registry<'a> {
             let skip = start.saturating_sub(n).min(k as u64) as usize;
             f.write_all(&buf[skip..k]).with_context(|| format!("writing {}", part.display()))?;
             n += k as u64;
+            progress(n);
             // Start writing back as it comes, so the final fsync has little left to do.
             if n - flushed >= WRITEBACK_STEP {
                 start_writeback(&f, flushed, n - flushed);
