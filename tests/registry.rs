@@ -118,7 +118,20 @@ impl Drop for Reg {
 /// An image `a` packed by `torcx image pack --format oci` as tag `1`, unpacked to an OCI layout.
 fn layout(t: &TestRoot) -> PathBuf {
     let img = Image::new(t, "a", "1");
-    img.manifest(json!({"bin": ["/bin/a-tool"]})).exec("bin/a-tool", "#!/bin/sh\necho a\n");
+    // Data past a pipe's 64 KiB that does not compress: a layer long enough
+    // for a reader to stop before its writer (found by the attack on issue 11).
+    let mut x: u32 = 1;
+    let noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    img.manifest(json!({"bin": ["/bin/a-tool"]}))
+        .exec("bin/a-tool", "#!/bin/sh\necho a\n")
+        .file("share/a/noise", noise);
     let out = t.scratch("packed");
     let (code, _, err) = torcx_in(
         None,
@@ -229,6 +242,11 @@ fn a_partial_blob_resumes_and_a_corrupted_one_is_refused() {
     let p = pull(&reg, "torcx/a:1", "1", &dest).unwrap();
     assert_eq!(p.fetched_bytes, m["config"]["size"].as_u64().unwrap() + size - 100);
     assert_eq!(std::fs::read(dest.join("blobs/sha256").join(hex)).unwrap(), data);
+    // A part as long as the blob (a run killed before the rename): fetched whole again.
+    let dest3 = t.scratch("store3").join("a.torcx.oci");
+    write(&dest3.join(format!("blobs/sha256/.{hex}.part")), &data);
+    pull(&reg, "torcx/a:1", "1", &dest3).unwrap();
+    assert_eq!(std::fs::read(dest3.join("blobs/sha256").join(hex)).unwrap(), data);
     // A blob changed in the registry's storage: refused, and the layout does not name the tag.
     let dest2 = t.scratch("store2").join("a.torcx.oci");
     let mut bad = data.clone();
@@ -574,7 +592,8 @@ fn image_push_publishes_what_skopeo_and_pull_read() {
     let tgz = t.scratch("archives").join("p:1.torcx.tgz");
     img.pack_to(&tgz, Fmt::Tgz);
     push(&tgz, "torcx/from-tgz:1");
-    push(&layout(&t).parent().unwrap().join("packed/a.torcx.oci.tgz"), "torcx/a:9");
+    let l_for_links = layout(&t);
+    push(&l_for_links.parent().unwrap().join("packed/a.torcx.oci.tgz"), "torcx/a:9");
     // Pulled back by torcx: the tree is the directory pushed.
     let root = t.root.to_str().unwrap();
     let (code, _, err) = torcx_in(
@@ -584,6 +603,20 @@ fn image_push_publishes_what_skopeo_and_pull_read() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = torcx_in(None, &["--root", root, "image", "pull", &format!("{}/torcx/a:9", reg.host())]);
     assert_eq!(code, 0, "{err}");
+    // A layout whose blob is a link to a file outside it: refused before anything is sent.
+    let evil = t.scratch("evil-layout").join("e.torcx.oci");
+    let st = Command::new("cp").arg("-a").arg(&l_for_links).arg(&evil).status().unwrap();
+    assert!(st.success());
+    let (m, _) = layout_manifest(&evil, "1");
+    let layer = m["layers"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_string();
+    let secret = t.scratch("outside").join("secret");
+    write(&secret, "not for the registry\n");
+    std::fs::remove_file(evil.join("blobs/sha256").join(&layer)).unwrap();
+    std::os::unix::fs::symlink(&secret, evil.join("blobs/sha256").join(&layer)).unwrap();
+    let (code, _, err) =
+        torcx_in(None, &["image", "push", evil.to_str().unwrap(), &format!("{}/torcx/evil:1", reg.host())]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("blob sha256:{layer}")), "{err}");
     // squashfs is not repacked: a clear refusal.
     let sq = t.scratch("archives").join("q:1.torcx.squashfs");
     write(&sq, "x");

@@ -10,30 +10,114 @@ use anyhow::Result;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// The files of the layout at `dir`, in the order a reader wants them.
+fn is_hex(n: &str) -> bool {
+    n.len() == 64 && n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Every `sha256:HEX` a JSON document names, as `"digest"` anywhere in it.
+fn digests_in(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x.as_str().and_then(|d| d.strip_prefix("sha256:"))) {
+                    ("digest", Some(h)) if is_hex(h) => out.push(h.to_string()),
+                    _ => digests_in(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| digests_in(x, out)),
+        _ => {}
+    }
+}
+
+/// The files of the layout at `dir` a reader may need, in the order it
+/// wants them: the layout file, the index, and the blobs the index reaches
+/// (through manifests and nested indexes), not every blob an older pull
+/// left. JSON is read at most 4 MiB a document, 64 documents in all.
 fn files(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut v =
         vec![("oci-layout".to_string(), dir.join("oci-layout")), ("index.json".to_string(), dir.join("index.json"))];
     let blobs = dir.join("blobs/sha256");
-    let mut names: Vec<String> = std::fs::read_dir(&blobs)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        // sha256 hex names only: `.HEX.part` downloads and anything else stay out.
-        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .collect();
-    names.sort();
-    v.extend(names.into_iter().map(|n| (format!("blobs/sha256/{n}"), blobs.join(n))));
+    let json = |p: &Path| -> Option<serde_json::Value> {
+        let f = open_nofollow(p).ok()?;
+        if f.metadata().ok()?.len() > 4 << 20 {
+            return None;
+        }
+        // A layer is not read: JSON starts with `{` in its first bytes.
+        let mut f = f.take(4 << 20);
+        let mut b = vec![];
+        (&mut f).take(512).read_to_end(&mut b).ok()?;
+        if b.iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
+        f.read_to_end(&mut b).ok()?;
+        serde_json::from_slice(&b).ok()
+    };
+    let mut todo = vec![];
+    if let Some(index) = json(&dir.join("index.json")) {
+        digests_in(&index, &mut todo);
+    }
+    let mut seen: Vec<String> = vec![];
+    let mut documents = 0;
+    while let Some(h) = todo.pop() {
+        if seen.contains(&h) {
+            continue;
+        }
+        seen.push(h.clone());
+        if documents < 64
+            && let Some(doc) = json(&blobs.join(&h))
+        {
+            documents += 1;
+            digests_in(&doc, &mut todo);
+        }
+    }
+    seen.sort();
+    v.extend(seen.into_iter().map(|n| (format!("blobs/sha256/{n}"), blobs.join(n))));
     v
+}
+
+/// What the tar writer writes, to the reader in this process: a closed
+/// reader is an error for the writer (an OS pipe would be a SIGPIPE, which
+/// the torcx command leaves fatal).
+struct ChanWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for ChanWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.send(b.to_vec()).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChanReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => (self.cur, self.pos) = (c, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// The layout at `dir` as a tar stream.
 pub fn open(dir: &Path) -> Result<Pipe> {
     let files = files(dir);
-    let (reader, writer) = std::io::pipe()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
     std::thread::spawn(move || {
-        let mut b = tar::Builder::new(writer);
+        let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(128 << 10, ChanWriter(tx)));
         for (name, path) in files {
             let Ok(f) = open_nofollow(&path) else { continue };
             let Ok(len) = f.metadata().map(|m| m.len()) else { continue };
@@ -41,17 +125,18 @@ pub fn open(dir: &Path) -> Result<Pipe> {
             h.set_size(len);
             h.set_mode(0o644);
             h.set_entry_type(tar::EntryType::Regular);
-            // A file that changes size meanwhile ends the stream with an error.
+            // A file that changes size meanwhile, or a reader that stopped, ends the stream.
             if b.append_data(&mut h, &name, f.take(len)).is_err() {
                 return;
             }
         }
         let _ = b.into_inner().and_then(|mut w| w.flush());
     });
-    Ok(Pipe::from_reader(Box::new(reader)))
+    Ok(Pipe::from_reader(Box::new(ChanReader { rx, cur: vec![], pos: 0 })))
 }
 
-fn open_nofollow(p: &Path) -> std::io::Result<std::fs::File> {
+/// Opens a regular file without following a symlink or blocking on a FIFO.
+pub fn open_nofollow(p: &Path) -> std::io::Result<std::fs::File> {
     use rustix::fs::{Mode, OFlags};
     let fd =
         rustix::fs::open(p, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?;
@@ -59,6 +144,7 @@ fn open_nofollow(p: &Path) -> std::io::Result<std::fs::File> {
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
         return Err(std::io::Error::other("not a regular file"));
     }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(std::fs::File::from(fd))
 }
 

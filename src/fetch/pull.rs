@@ -9,6 +9,9 @@ use crate::archive::oci::{ANNOTATION, Descriptor, REF_NAME, digest_hex};
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 
+/// The most layers an image may have (as a bundle may).
+const MAX_LAYERS: usize = 256;
+
 /// What a pull did.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct Pulled {
@@ -35,7 +38,12 @@ pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progres
             .map_err(|e| anyhow!("{}: invalid index: {}", r.repo, crate::model::parse_error(e)))?;
         let d = pick_platform(&ds).with_context(|| format!("{}:{}", r.repo, r.reference()))?;
         marked |= d.annotations.get(ANNOTATION).is_some_and(|v| v == "yes");
+        // By digest only: a tag here would let a pinned index lead to something mutable.
+        digest_hex(&d.digest).with_context(|| format!("{}:{}: index entry", r.repo, r.reference()))?;
         (bytes, mt, digest) = reg.manifest(&r.repo, &d.digest)?;
+        if bytes.len() as u64 != d.size {
+            bail!("{}: manifest {}: {} bytes, the index says {}", r.repo, d.digest, bytes.len(), d.size);
+        }
     }
     if mt != MT_OCI_MANIFEST && mt != MT_DOCKER_MANIFEST {
         bail!("{}:{}: media type {} is not an image manifest", r.repo, r.reference(), crate::model::quoted(&mt));
@@ -50,6 +58,9 @@ pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progres
         .map_err(|e| anyhow!("{}: invalid manifest config: {}", r.repo, crate::model::parse_error(e)))?;
     let layers: Vec<Descriptor> = serde_json::from_value(m.get("layers").cloned().unwrap_or_default())
         .map_err(|e| anyhow!("{}: invalid manifest layers: {}", r.repo, crate::model::parse_error(e)))?;
+    if layers.len() > MAX_LAYERS {
+        bail!("{}:{}: {} layers (at most {MAX_LAYERS})", r.repo, r.reference(), layers.len());
+    }
     // Real directories only: a link planted in the store would send the blobs elsewhere.
     for d in [layout.to_path_buf(), layout.join("blobs"), layout.join("blobs/sha256")] {
         if std::fs::symlink_metadata(&d).is_ok_and(|m| !m.is_dir()) {
@@ -60,19 +71,24 @@ pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progres
     let mut p = Pulled::default();
     for d in std::iter::once(&config).chain(layers.iter()) {
         let got = reg.blob(&r.repo, d, &blobs, &|n| progress(&d.digest, n, d.size))?;
-        p.fetched_bytes += got;
-        p.reused_bytes += d.size - got.min(d.size);
+        p.fetched_bytes = p.fetched_bytes.saturating_add(got);
+        p.reused_bytes = p.reused_bytes.saturating_add(d.size.saturating_sub(got));
         p.blobs += 1;
     }
     // The manifest last: a layout never names what it does not hold.
     let mhex = digest_hex(&digest)?.to_string();
-    if !blobs.join(&mhex).is_file() {
+    if !std::fs::symlink_metadata(blobs.join(&mhex)).is_ok_and(|m| m.is_file()) {
         crate::sys::fsutil::atomic_write(&blobs.join(&mhex), &bytes, 0o644)?;
     }
     crate::sys::fsutil::atomic_write(&layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
     let index_path = layout.join("index.json");
-    let mut index: serde_json::Value = std::fs::read(&index_path)
+    // Bounded, a plain file only: what is there otherwise is replaced by a fresh index.
+    let mut index: serde_json::Value = crate::archive::oci_layout::open_nofollow(&index_path)
         .ok()
+        .and_then(|f| {
+            let mut b = vec![];
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, 4 << 20), &mut b).ok().map(|_| b)
+        })
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": []}));
     let entry = serde_json::json!({"mediaType": mt, "digest": digest, "size": bytes.len(),

@@ -54,7 +54,18 @@ pub fn push_layout(reg: &Registry, layout: &Path, from: &str, repo: &str, tag: &
             p.skipped_bytes += b.size;
             continue;
         }
-        let file = crate::sys::fsutil::open_regular(&blobs.join(digest_hex(&b.digest)?)).with_context(ctx)?;
+        // The blob itself (never through a link), checked before it is sent.
+        let mut file =
+            crate::archive::oci_layout::open_nofollow(&blobs.join(digest_hex(&b.digest)?)).with_context(ctx)?;
+        if file.metadata()?.len() != b.size {
+            bail!("blob {}: the file is not the {} bytes the manifest says", b.digest, b.size);
+        }
+        let got = crate::archive::digest::reader_digests(file.try_clone()?, &[crate::model::remote::Algo::Sha256])?;
+        if got.first().map(|g| format!("sha256:{}", g.hex)).as_deref() != Some(b.digest.as_str()) {
+            bail!("blob {}: the file's digest differs", b.digest);
+        }
+        use std::io::Seek;
+        file.rewind()?;
         let started =
             reg.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], Payload::Empty).with_context(ctx)?;
         let location = match (started.status, started.location) {
@@ -65,7 +76,7 @@ pub fn push_layout(reg: &Registry, layout: &Path, from: &str, repo: &str, tag: &
         let put = format!("{location}{sep}digest={}", b.digest);
         let headers =
             [("Content-Type", "application/octet-stream".to_string()), ("Content-Length", b.size.to_string())];
-        let done = reg.request("PUT", &put, &headers, Payload::File(&file)).with_context(ctx)?;
+        let done = reg.request("PUT", &put, &headers, Payload::File(&file, b.size)).with_context(ctx)?;
         if done.status != 201 {
             bail!("blob {}: HTTP {} finishing the upload", b.digest, done.status);
         }

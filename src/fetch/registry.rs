@@ -118,6 +118,9 @@ pub struct Registry<'a> {
     http: &'a Client,
     base: String,
     basic: Option<String>,
+    /// A Basic challenge was answered: the credentials go with every
+    /// request after it (a file body cannot be sent twice).
+    basic_seen: std::sync::atomic::AtomicBool,
     token: Mutex<Option<String>>,
 }
 
@@ -137,8 +140,9 @@ pub struct Answer {
 pub enum Payload<'b> {
     Empty,
     Bytes(&'b [u8]),
-    /// Sent once: an authentication challenge to it is not answered.
-    File(&'b std::fs::File),
+    /// This many bytes of the file, sent once: an authentication challenge
+    /// to it is not answered.
+    File(&'b std::fs::File, u64),
 }
 
 impl<'a> Registry<'a> {
@@ -149,6 +153,7 @@ impl<'a> Registry<'a> {
             http,
             base: format!("{scheme}://{}", r.host),
             basic: basic.clone(),
+            basic_seen: Default::default(),
             token: Mutex::new(None),
         };
         if plain_http {
@@ -197,6 +202,13 @@ impl<'a> Registry<'a> {
     /// challenge once when the body can be sent again.
     pub fn request(&self, method: &str, target: &str, headers: &[(&str, String)], body: Payload<'_>) -> Result<Answer> {
         let url = if target.starts_with('/') { format!("{}{target}", self.base) } else { target.to_string() };
+        // Credentials go to this registry only: a URL it hands out (an
+        // upload's `Location`) on another host gets none, and an https
+        // registry cannot send the data back over plain http.
+        let same_origin = url.strip_prefix(&self.base).is_some_and(|rest| rest.starts_with('/'));
+        if self.base.starts_with("https://") && url.starts_with("http://") {
+            bail!("{method} {url}: an https registry handed out a plain http URL: refused");
+        }
         let mut answered = false;
         loop {
             let agent = self.http.agent(&url)?;
@@ -204,22 +216,28 @@ impl<'a> Registry<'a> {
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
-            if let Some(t) = self.token.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
-                req = req.header("Authorization", format!("Bearer {t}"));
-            } else if answered && let Some(b) = &self.basic {
-                req = req.header("Authorization", format!("Basic {b}"));
+            let basic_wanted = answered || self.basic_seen.load(std::sync::atomic::Ordering::Relaxed);
+            let token = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match (&token, &self.basic) {
+                _ if !same_origin => {}
+                (Some(t), _) => req = req.header("Authorization", format!("Bearer {t}")),
+                (None, Some(b)) if basic_wanted => req = req.header("Authorization", format!("Basic {b}")),
+                _ => {}
             }
             // The error of a failed request says what failed, never a header.
             let fail = |e: &dyn std::fmt::Display| anyhow!("{method} {url}: {e}");
             let resp = match body {
                 Payload::Empty => agent.run(req.body(()).map_err(|e| fail(&e))?),
                 Payload::Bytes(b) => agent.run(req.body(b).map_err(|e| fail(&e))?),
-                Payload::File(f) => agent.run(req.body(f).map_err(|e| fail(&e))?),
+                Payload::File(f, n) => {
+                    let mut r = f.take(n);
+                    agent.run(req.body(ureq::SendBody::from_reader(&mut r)).map_err(|e| fail(&e))?)
+                }
             }
             .map_err(|e| fail(&e))?;
             let status = resp.status().as_u16();
             let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
-            if status == 401 && !answered && !matches!(body, Payload::File(_)) {
+            if status == 401 && !answered && !matches!(body, Payload::File(..)) {
                 answered = true;
                 let challenge = h("www-authenticate").unwrap_or_default();
                 self.answer(&challenge, &url)?;
@@ -255,6 +273,7 @@ impl<'a> Registry<'a> {
             if self.basic.is_none() {
                 bail!("GET {url}: HTTP 401: the registry wants credentials (auth.json)");
             }
+            self.basic_seen.store(true, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -269,6 +288,9 @@ impl<'a> Registry<'a> {
             .find(|(k, _)| k == "realm")
             .map(|(_, v)| v.as_str())
             .ok_or_else(|| anyhow!("GET {url}: a Bearer challenge without a realm"))?;
+        if self.base.starts_with("https://") && !realm.starts_with("https://") {
+            bail!("GET {url}: an https registry's token realm is not https: refused");
+        }
         if !(realm.starts_with("https://") || realm.starts_with("http://")) {
             bail!("GET {url}: the token realm is not an http(s) URL");
         }
@@ -345,25 +367,31 @@ impl<'a> Registry<'a> {
     pub fn blob(&self, repo: &str, d: &Descriptor, dir: &Path, progress: &dyn Fn(u64)) -> Result<u64> {
         let hex = digest_hex(&d.digest)?;
         let dest = dir.join(hex);
+        if d.size > MAX_BLOB {
+            bail!("blob {}: {} bytes, over the limit of {MAX_BLOB}", d.digest, d.size);
+        }
         // There already (a plain file, not a link planted there): the reader
         // checks its digest whenever it is used.
         if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
             return Ok(0);
         }
-        if d.size > MAX_BLOB {
-            bail!("blob {}: {} bytes, over the limit of {MAX_BLOB}", d.digest, d.size);
-        }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let part = dir.join(format!(".{hex}.part"));
         let mut have = crate::sys::fsutil::partial_len(&part);
-        if have > d.size {
+        // A part as long as the blob (or longer) is not resumed: a range past
+        // its end gets a 416, not bytes.
+        if have >= d.size {
             have = 0;
         }
-        let a = self.get(&format!("/v2/{repo}/blobs/{}", d.digest), &[], Some(have))?;
+        let path = format!("/v2/{repo}/blobs/{}", d.digest);
+        let mut a = self.get(&path, &[], Some(have))?;
+        if a.status == 416 {
+            have = 0;
+            a = self.get(&path, &[], None)?;
+        }
         let start = match a.status {
             200 => 0,
             206 if a.content_range.as_deref().is_some_and(|c| c.starts_with(&format!("bytes {have}-"))) => have,
-            416 => 0,
             s => bail!("blob {}: HTTP {s}", d.digest),
         };
         let mut f = crate::sys::fsutil::open_partial(&part)?;
