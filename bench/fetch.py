@@ -15,55 +15,19 @@ not used): the same for both rows. Everything happens under a scratch
 `--root`; apply runs in a private mount namespace with a tmpfs on ROOT/run.
 Wall time of the whole process, ms, median of N.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import json, os, shutil, statistics, subprocess, tempfile, time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, shell=True, check=True, **kw)
-
-
-def wall(cmd, setup=None):
-    if setup:
-        sh(setup)
-    s = time.monotonic_ns()
-    subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return (time.monotonic_ns() - s) / 1e6
-
-
-def ns_apply(root, torcx):
-    """`torcx --root ROOT apply` in a fresh namespace; its wall time in ms, measured inside."""
-    script = (f"mount -t tmpfs -o mode=755 tmpfs {root}/run && s=$(date +%s%N) && "
-              f"{torcx} --root {root} apply --json >/dev/null && e=$(date +%s%N) && echo $((e - s))")
-    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", script],
-                       check=True, stdout=subprocess.PIPE, text=True)
-    return int(r.stdout.strip().splitlines()[-1]) / 1e6
-
-
-def rss(cmd):
-    r = subprocess.run(f"/usr/bin/time -f %M {cmd} >/dev/null", shell=True, check=True,
-                       stderr=subprocess.PIPE, text=True)
-    return int(r.stderr.strip().splitlines()[-1])
+from benchlib import REPO, args, sh, wall
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=11)
-    ap.add_argument("--corpus", default="/tmp/torcx-bench")
-    ap.add_argument("--torcx", default=os.path.join(REPO, "target/release/torcx"))
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench: run as root (apply mounts tmpfs in private namespaces)")
-    if not os.path.exists(os.path.join(a.corpus, "meta.json")):
-        sh(f"bash {REPO}/../shared/bench/corpus.sh {a.corpus}")
+    a = args()
     for tool, pkg in (("curl", "curl"), ("gpg", "gnupg")):
         if not shutil.which(tool):
             sh(f"apt-get install -y -q {pkg} >/dev/null")
     if not os.path.exists("/usr/bin/time"):
         sh("apt-get install -y -q time >/dev/null")
-    torcx = os.path.abspath(a.torcx)
+    torcx = a.torcx
     c = a.corpus
     # The scratch dir is on the same file system as /var would be (not a tmpfs), so fsync costs what it costs.
     work = tempfile.mkdtemp(prefix="torcx-bench-fetch-", dir="/var/tmp")

@@ -13,40 +13,19 @@ The image is the corpus's large tree packed by `torcx image pack --format
 oci` and pushed by skopeo. Everything is written under /var/tmp (a disk).
 Wall time of the whole process, ms, median of N.
 """
-import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import json, os, shutil, socket, statistics, subprocess, tempfile, time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, shell=True, check=True, **kw)
-
-
-def wall(cmd, setup=None):
-    if setup:
-        sh(setup)
-    s = time.monotonic_ns()
-    subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return (time.monotonic_ns() - s) / 1e6
+from benchlib import REPO, args, sh, wall
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=11)
-    ap.add_argument("--corpus", default="/tmp/torcx-bench")
-    ap.add_argument("--torcx", default=os.path.join(REPO, "target/release/torcx"))
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench: run as root")
-    if not os.path.exists(os.path.join(a.corpus, "meta.json")):
-        sh(f"bash {REPO}/../shared/bench/corpus.sh {a.corpus}")
+    a = args()
     for tool, pkg in (("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("curl", "curl")):
         if not shutil.which(tool):
             sh(f"apt-get install -y -q {pkg} >/dev/null")
     if not os.path.exists("/usr/bin/time"):
         sh("apt-get install -y -q time >/dev/null")
-    torcx = os.path.abspath(a.torcx)
+    torcx = a.torcx
     work = tempfile.mkdtemp(prefix="torcx-bench-registry-", dir="/var/tmp")
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
