@@ -20,6 +20,21 @@ import json, os, shutil, statistics, subprocess, tempfile, time
 from benchlib import REPO, args, sh, wall
 
 
+def ns_apply(root, torcx):
+    """`torcx --root ROOT apply` in a fresh namespace; its wall time in ms, measured inside."""
+    script = (f"mount -t tmpfs -o mode=755 tmpfs {root}/run && s=$(date +%s%N) && "
+              f"{torcx} --root {root} apply --json >/dev/null && e=$(date +%s%N) && echo $((e - s))")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", script],
+                       check=True, stdout=subprocess.PIPE, text=True)
+    return int(r.stdout.strip().splitlines()[-1]) / 1e6
+
+
+def rss(cmd):
+    r = subprocess.run(f"/usr/bin/time -f %M {cmd} >/dev/null", shell=True, check=True,
+                       stderr=subprocess.PIPE, text=True)
+    return int(r.stderr.strip().splitlines()[-1])
+
+
 def main():
     a = args()
     for tool, pkg in (("curl", "curl"), ("gpg", "gnupg")):
