@@ -50,6 +50,10 @@ impl Progress for Shown {
                 bar.set_length(t);
             }
             bar.set_position(done);
+            // The last state is drawn whatever the redraw rate allowed so far.
+            if total.is_some_and(|t| done >= t) {
+                bar.finish();
+            }
         })
     }
 
