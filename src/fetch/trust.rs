@@ -42,11 +42,16 @@ pub fn keep_index(store_host: &Path, remote: &str, bytes: &[u8]) -> Result<PathB
     let id = &crate::sys::fsutil::sha256_hex(bytes)[..16];
     // Real directories only: a symlink planted there would send the index elsewhere.
     let dir = store_host.join(KEPT_DIR).join(remote);
+    // Downloads run in parallel: another one may create them first.
     for d in [store_host.join(KEPT_DIR), dir.clone()] {
-        match std::fs::symlink_metadata(&d) {
-            Err(_) => std::fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?,
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => bail!("{}: not a directory", d.display()),
+        match std::fs::create_dir(&d) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("creating {}", d.display()));
+            }
+            _ => {}
+        }
+        if !std::fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
+            bail!("{}: not a directory", d.display());
         }
     }
     let p = dir.join(format!("{id}.json.asc"));
