@@ -166,11 +166,7 @@ pub fn from_bundle(bundle: &Path, dest: &Path) -> Result<()> {
             continue;
         }
         let raw = String::from_utf8_lossy(&e.path_bytes()).trim_start_matches("./").to_string();
-        let ok = raw == "oci-layout"
-            || raw == "index.json"
-            || raw
-                .strip_prefix("blobs/sha256/")
-                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        let ok = raw == "oci-layout" || raw == "index.json" || raw.strip_prefix("blobs/sha256/").is_some_and(is_hex);
         if ok {
             let mut f = std::fs::File::create(dest.join(&raw)).with_context(|| format!("writing {raw}"))?;
             std::io::copy(&mut e, &mut f).with_context(|| format!("writing {raw}"))?;

@@ -29,6 +29,14 @@ fn options(
     })
 }
 
+/// One bar: what it is, bytes done of all, rate, time left.
+fn bar_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{prefix:24} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+}
+
 /// Bars on a terminal; otherwise one JSON line per image on stdout.
 struct Shown {
     bars: Option<indicatif::MultiProgress>,
@@ -39,11 +47,7 @@ impl Progress for Shown {
     fn start(&self, image: &str) -> Box<dyn Fn(u64, Option<u64>) + Sync + '_> {
         let Some(m) = &self.bars else { return Box::new(|_, _| {}) };
         let bar = m.add(indicatif::ProgressBar::no_length());
-        let style = indicatif::ProgressStyle::with_template(
-            "{prefix:24} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        bar.set_style(style);
+        bar.set_style(bar_style());
         bar.set_prefix(esc(image));
         Box::new(move |done, total| {
             if let Some(t) = total {
@@ -203,12 +207,9 @@ pub(super) fn cmd_pull(
     use std::io::IsTerminal;
     // On a terminal: a bar per blob, and one for the whole image.
     let bars = (!json && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
-    let style = |t: &str| {
-        indicatif::ProgressStyle::with_template(t).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    };
     let total = bars.as_ref().map(|m| {
         let b = m.add(indicatif::ProgressBar::new(0));
-        b.set_style(style("{prefix:24} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}"));
+        b.set_style(bar_style());
         b.set_prefix("total");
         b
     });
@@ -218,7 +219,7 @@ pub(super) fn cmd_pull(
         let mut per = per.lock().unwrap_or_else(|e| e.into_inner());
         let (bar, last) = per.entry(digest.to_string()).or_insert_with(|| {
             let b = m.insert_before(total, indicatif::ProgressBar::new(size));
-            b.set_style(style("{prefix:24} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}"));
+            b.set_style(bar_style());
             b.set_prefix(digest.get(7..19).unwrap_or(digest).to_string());
             total.inc_length(size);
             (b, 0)
@@ -243,12 +244,7 @@ pub(super) fn cmd_pull(
         o.seconds,
         o.path.display()
     );
-    log::info!("{line}");
-    if json {
-        println!("{}", json!({"kind": "torcx-image-pull-v0", "value": o}));
-    } else {
-        println!("{line}");
-    }
+    report(json, "torcx-image-pull-v0", json!(o), &line);
     Ok(0)
 }
 
@@ -271,11 +267,17 @@ pub(super) fn cmd_push(
         o.pushed.blobs,
         o.seconds
     );
+    report(json, "torcx-image-push-v0", json!(o), &line);
+    Ok(0)
+}
+
+/// One summary line for the journal, and on stdout the line for people or
+/// one compact JSON line for programs.
+fn report(json: bool, kind: &str, value: serde_json::Value, line: &str) {
     log::info!("{line}");
     if json {
-        println!("{}", json!({"kind": "torcx-image-push-v0", "value": o}));
+        println!("{}", json!({"kind": kind, "value": value}));
     } else {
         println!("{line}");
     }
-    Ok(0)
 }

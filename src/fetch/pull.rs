@@ -4,7 +4,7 @@
 
 use super::http::Client;
 use super::registry::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
-use super::registry::{Ref, Registry, basic_auth};
+use super::registry::{Ref, Registry};
 use crate::archive::oci::{ANNOTATION, Descriptor, REF_NAME, digest_hex};
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
@@ -133,18 +133,10 @@ pub fn layout_dir(store: &Path, name: &str) -> PathBuf {
 /// `profile check --remote-only`: nothing is stored.
 pub fn check(cfg: &crate::model::config::Config, reference: &str, timeout: std::time::Duration) -> Result<()> {
     let r: Ref = reference.parse()?;
-    let auth_file = auth_file(cfg);
     let http = Client::new(timeout);
-    let reg = Registry::connect(&http, &r, basic_auth(&auth_file, &r.host)?, false)?;
+    let reg = Registry::connect_configured(cfg, &http, &r, false)?;
     reg.manifest(&r.repo, r.reference())?;
     Ok(())
-}
-
-/// `$REGISTRY_AUTH_FILE`, else `/etc/torcx/auth.json`.
-fn auth_file(cfg: &crate::model::config::Config) -> PathBuf {
-    std::env::var_os("REGISTRY_AUTH_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cfg.host(&cfg.conf_dir.join("auth.json")))
 }
 
 /// What `torcx image pull` reports.
@@ -183,9 +175,8 @@ pub fn pull(
         crate::model::names::validate_reference(v).context("-n")?;
     }
     let store = cfg.user_store(version);
-    let basic = basic_auth(&auth_file(cfg), &r.host)?;
     let http = Client::new(timeout);
-    let reg = Registry::connect(&http, &r, basic, plain_http)?;
+    let reg = Registry::connect_configured(cfg, &http, &r, plain_http)?;
     let dir = layout_dir(&cfg.host(&store), &id.name);
     let pulled = pull_to_layout(&reg, &r, &id.reference, &dir, progress).with_context(|| format!("image {id}"))?;
     Ok(PullOutcome {

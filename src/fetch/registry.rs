@@ -177,6 +177,20 @@ impl<'a> Registry<'a> {
         }
     }
 
+    /// [`Registry::connect`] with the credentials the machine has for
+    /// `r.host`: `$REGISTRY_AUTH_FILE`, else `/etc/torcx/auth.json`.
+    pub fn connect_configured(
+        cfg: &crate::model::config::Config,
+        http: &'a Client,
+        r: &Ref,
+        plain_http: bool,
+    ) -> Result<Registry<'a>> {
+        let file = std::env::var_os("REGISTRY_AUTH_FILE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| cfg.host(&cfg.conf_dir.join("auth.json")));
+        Registry::connect(http, r, basic_auth(&file, &r.host)?, plain_http)
+    }
+
     fn ping(&self) -> Result<()> {
         let a = self.get("/v2/", &[], None)?;
         if a.status != 200 {

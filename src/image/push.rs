@@ -4,7 +4,7 @@
 //! with the torcx annotation; only the blobs the registry lacks are sent.
 
 use crate::archive::{Format, parse_archive_name};
-use crate::fetch::registry::{Ref, Registry, basic_auth};
+use crate::fetch::registry::{Ref, Registry};
 use crate::model::config::Config;
 use crate::sys::fsutil::ScratchDir;
 use anyhow::{Context, Result, anyhow, bail};
@@ -86,11 +86,8 @@ pub fn push(
     let source = std::path::absolute(source)?;
     let scratch = ScratchDir::new_in(&std::env::temp_dir(), "torcx-push-")?;
     let (layout, from) = layout_of(cfg, &source, &tag, scratch.path())?;
-    let auth = std::env::var_os("REGISTRY_AUTH_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cfg.host(&cfg.conf_dir.join("auth.json")));
     let http = crate::fetch::http::Client::new(timeout);
-    let reg = Registry::connect(&http, &r, basic_auth(&auth, &r.host)?, plain_http)?;
+    let reg = Registry::connect_configured(cfg, &http, &r, plain_http)?;
     let pushed = crate::fetch::push::push_layout(&reg, &layout, &from, &r.repo, &tag)?;
     Ok(PushOutcome {
         source,
