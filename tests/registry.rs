@@ -89,6 +89,30 @@ impl Reg {
         self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
     }
 
+    /// Uploads `data` as a blob of `repo` (POST, then PUT to the upload's
+    /// location); its digest.
+    fn put_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let out = Command::new("curl")
+            .args(["-sSf", "-X", "POST", "-o", "/dev/null", "-w", "%header{location}"])
+            .arg(format!("http://{}/v2/{repo}/blobs/uploads/", self.host()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "POST upload: {}", String::from_utf8_lossy(&out.stderr));
+        let loc = String::from_utf8(out.stdout).unwrap();
+        let loc = if loc.starts_with('/') { format!("http://{}{loc}", self.host()) } else { loc };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let body = t_file(data);
+        let out = Command::new("curl")
+            .args(["-sSf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+            .arg(format!("@{}", body.path().display()))
+            .arg(format!("{loc}{sep}digest={digest}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "PUT blob: {}", String::from_utf8_lossy(&out.stderr));
+        digest
+    }
+
     /// PUTs a manifest or index document under `repo:tag`.
     fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, doc: &Value) {
         let out = Command::new("curl")
@@ -154,6 +178,13 @@ fn layout(t: &TestRoot) -> PathBuf {
     let st = Command::new("tar").arg("-xzf").arg(out.join("a.torcx.oci.tgz")).arg("-C").arg(&l).status().unwrap();
     assert!(st.success());
     l
+}
+
+/// `data` in a temporary file.
+fn t_file(data: &[u8]) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), data).unwrap();
+    f
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -265,13 +296,21 @@ fn an_image_without_the_annotation_is_refused_and_an_index_picks_this_machine() 
     let l = layout(&t);
     reg.push(&l, "1", "torcx/a:1");
     let (m, d) = layout_manifest(&l, "1");
-    // The same image without the torcx annotation.
+    // The same image without the torcx annotation, nor the label in its config.
     let mut plain = m.clone();
     plain.as_object_mut().unwrap().remove("annotations");
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    plain["config"]["digest"] = json!(reg.put_blob("torcx/a", config));
+    plain["config"]["size"] = json!(config.len());
     reg.put_manifest("torcx/a", "plain", "application/vnd.oci.image.manifest.v1+json", &plain);
     let dest = t.scratch("store").join("a.torcx.oci");
     let e = format!("{:#}", pull(&reg, "torcx/a:plain", "plain", &dest).unwrap_err());
-    assert!(e.contains("not a torcx image (no \"com.coreos.torcx.bundle.v0\": \"yes\" annotation)"), "{e}");
+    assert!(
+        e.contains(
+            "not a torcx image (no \"com.coreos.torcx.bundle.v0\": \"yes\" annotation, nor such a label in its config)"
+        ),
+        "{e}"
+    );
     assert!(!dest.exists(), "something was stored");
     // An index: the entry for this machine is the annotated image, the other one is not.
     let plain_bytes = plain.to_string();
@@ -296,7 +335,17 @@ fn an_image_without_the_annotation_is_refused_and_an_index_picks_this_machine() 
         ]),
     );
     pull(&reg, "torcx/a:multi", "multi", &dest).unwrap();
-    assert_eq!(layout_manifest(&dest, "multi").1["digest"], d["digest"]);
+    // The tag names the index, kept with the manifest picked from it (not the other one).
+    let (top, td) = layout_manifest(&dest, "multi");
+    assert_eq!(td["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(top["manifests"][1]["digest"], d["digest"]);
+    let blob = |d: &Value| dest.join("blobs/sha256").join(d.as_str().unwrap().strip_prefix("sha256:").unwrap());
+    assert!(blob(&d["digest"]).is_file() && !blob(&top["manifests"][0]["digest"]).exists());
+    // torcx reads the tag through the index.
+    let store = dest.parent().unwrap().to_str().unwrap();
+    let (code, out, err) = torcx_in(None, &["--json", "image", "inspect", "--store", store, "a:multi"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("/bin/a-tool"), "{out}");
     // An index without this machine names what it offers.
     reg.put_manifest(
         "torcx/a",
@@ -673,4 +722,148 @@ fn pull_on_a_terminal_shows_bars() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.lines().any(|l| l.contains("total ") && l.contains(" B/")), "{text}");
     assert!(text.contains("a:1: pulled from ") && text.contains(" bytes fetched, 0 reused (2 blobs)"), "{text}");
+}
+
+/// `verify: signed` for registry images: a registry remote with keys reads
+/// its signed index from `index_url`, pulls each image by the manifest
+/// digest listed (a tag moved in the registry changes nothing), and keeps
+/// the index. At boot the generator and apply accept the layout's tag only
+/// while its digest is the one listed; `image verify` says the same.
+#[test]
+fn a_signed_registry_remote_pins_by_digest_and_boot_checks_the_tag() {
+    require_root("a_signed_registry_remote_pins_by_digest_and_boot_checks_the_tag");
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    let l = layout(&t);
+    reg.push(&l, "1", "fleet/torcx/a:1");
+    let (m, d) = layout_manifest(&l, "1");
+    let digest = d["digest"].as_str().unwrap().to_string();
+    // The tag is then moved to another image: populate must not follow it.
+    let mut plain = m.clone();
+    plain.as_object_mut().unwrap().remove("annotations");
+    reg.put_manifest("fleet/torcx/a", "1", "application/vnd.oci.image.manifest.v1+json", &plain);
+    // Another annotated image, for the tampering below.
+    let mut other = m.clone();
+    other["annotations"]["org.example.note"] = json!("not the one signed");
+    reg.put_manifest("fleet/torcx/a", "evil", "application/vnd.oci.image.manifest.v1+json", &other);
+    let gpg = common::remote::Gpg::new(&t.scratch("keys"), "torcx test <test@torcx.invalid>", "ed25519");
+    let media = t.scratch("media");
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let doc = json!({"kind": "torcx-remote-contents-v1", "value": {"images": [{"name": "a", "defaultVersion": "1",
+        "versions": [{"version": "1", "format": "oci", "hash": format!("sha256-{hex}")}]}]}});
+    write(&media.join("index.json.asc"), gpg.clearsign(&doc.to_string()));
+    let remote = |keys: bool| {
+        let mut v = json!({"base_url": format!("oci://{}/fleet/torcx", reg.host()),
+                           "index_url": format!("file://{}/index.json.asc", media.display())});
+        if keys {
+            v["keys"] = json!([{"armored_keyring": "key.asc"}]);
+        }
+        t.write("etc/torcx/remotes/reg/remote.json", json!({"kind": "remote-manifest-v0", "value": v}).to_string());
+    };
+    remote(true);
+    t.write("etc/torcx/remotes/reg/key.asc", gpg.public_armored());
+    t.write(
+        "etc/torcx/profiles/p.json",
+        json!({"kind": "profile-manifest-v1", "value": {"images": [{"name": "a", "reference": "com.coreos.cl", "remote": "reg"}]}})
+            .to_string(),
+    );
+    t.write("etc/torcx/next-profile", "p\n");
+    let root = t.root.to_str().unwrap();
+    let (code, out, err) = torcx_in(None, &["--root", root, "profile", "check", "--remote-only"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = torcx_in(None, &["--root", root, "profile", "populate"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let store = t.path(USER_STORE).join("a.torcx.oci");
+    for tag in ["1", "com.coreos.cl"] {
+        assert_eq!(layout_manifest(&store, tag).1["digest"], digest.as_str(), "tag {tag}");
+    }
+    let kept: Vec<_> = std::fs::read_dir(t.path(USER_STORE).join(".torcx-remotes/reg")).unwrap().collect();
+    assert_eq!(kept.len(), 1);
+    t.write("etc/torcx/config.json", r#"{"kind":"torcx-config-v1","value":{"verify":"signed"}}"#);
+    let boot = |label: &str| {
+        let gen_out = t.scratch(&format!("gen-{label}"));
+        let dirs: Vec<String> =
+            ["normal", "early", "late"].iter().map(|d| gen_out.join(d).to_str().unwrap().to_string()).collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mut ns = Ns::new(&t);
+        ns.generator(&["--root", root, &dirs[0], &dirs[1], &dirs[2]]);
+        ns.apply();
+        (ns.run(), gen_out.join("normal"))
+    };
+    let (steps, _) = boot("good");
+    assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
+    assert_eq!(steps[1].code, 0, "{}", steps[1].describe());
+    assert_contains(&steps[0].log, "image a:com.coreos.cl: 0 unit files planned", &steps[0]);
+    assert!(steps[1].unpack.contains_key("a/bin/a-tool"), "{:?}", steps[1].unpack.keys());
+    let rec = read_json(&t.path("run/torcx/attached/a.json")).to_string();
+    assert!(rec.contains(&format!("sha256:{hex}")), "{rec}");
+    let (code, out, err) = torcx_in(None, &["--root", root, "image", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The tag in the store moved to another annotated image of the registry:
+    // refused by name, by the generator, apply and image verify.
+    let (code, _, err) = torcx_in(
+        None,
+        &["--root", root, "image", "pull", &format!("{}/fleet/torcx/a:evil", reg.host()), "--name", "a:com.coreos.cl"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let _ = std::fs::remove_dir_all(t.path("run"));
+    let (steps, _) = boot("tampered");
+    let want = format!(
+        "{USER_STORE}/a.torcx.oci: hash mismatch for image a:com.coreos.cl: the signed index lists sha256-{hex}, the layout's tag \"com.coreos.cl\" is sha256-"
+    );
+    assert_eq!(steps[0].code, 1, "{}", steps[0].describe());
+    assert_contains(&steps[0].log, &want, &steps[0]);
+    assert!(!steps[0].log.contains("unit files planned"), "{}", steps[0].describe());
+    assert_eq!(steps[1].code, 1, "{}", steps[1].describe());
+    assert_contains(&steps[1].stderr, &want, &steps[1]);
+    assert!(!steps[1].unpack.keys().any(|k| k.starts_with("a/")), "{:?}", steps[1].unpack.keys());
+    assert!(!t.exists("run/torcx/bin/a-tool"));
+    let (code, _, err) = torcx_in(None, &["--root", root, "image", "verify"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("image a:com.coreos.cl") && err.contains("hash mismatch"), "{err}");
+    // Keys without an index to sign are refused by name.
+    t.write(
+        "etc/torcx/remotes/reg/remote.json",
+        json!({"kind": "remote-manifest-v0", "value": {"base_url": format!("oci://{}/fleet/torcx", reg.host()),
+               "keys": [{"armored_keyring": "key.asc"}]}})
+        .to_string(),
+    );
+    let (code, _, err) = torcx_in(None, &["--root", root, "profile", "check", "--remote-only", "--name", "p"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("a registry remote with keys needs index_url"), "{err}");
+    // An index without keys: refused as unsigned unless allowed.
+    remote(false);
+    let _ = std::fs::remove_dir_all(&store);
+    t.write(
+        "etc/torcx/profiles/p.json",
+        json!({"kind": "profile-manifest-v1", "value": {"images": [{"name": "a", "reference": "1", "remote": "reg"}]}})
+            .to_string(),
+    );
+    let (code, _, err) = torcx_in(None, &["--root", root, "profile", "populate"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("image a:1 (remote reg): "), "{err}");
+}
+
+/// Docker's schema 2 (what `skopeo --format v2s2` and older registries
+/// write): pulled, listed and unpacked like an OCI manifest.
+#[test]
+fn a_docker_schema_2_image_pulls_and_unpacks() {
+    let t = TestRoot::new();
+    let reg = Reg::start();
+    let l = layout(&t);
+    reg.push_as(&l, "1", "torcx/d:1", &["--format", "v2s2"]);
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/torcx/d:1", reg.host())])
+        .output()
+        .unwrap();
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{m}");
+    let root = t.root.to_str().unwrap();
+    let (code, _, err) = torcx_in(None, &["--root", root, "image", "pull", &format!("{}/torcx/d:1", reg.host())]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = torcx_in(None, &["--root", root, "--json", "image", "inspect", "d:1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("/bin/a-tool"), "{out}");
 }

@@ -25,6 +25,21 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Docker's schema 2, which registries and `skopeo --format v2s2` still write.
+pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+const MT_DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
+
+/// An image manifest's media type, OCI's or Docker's.
+pub fn is_manifest_type(mt: &str) -> bool {
+    mt == MT_MANIFEST || mt == MT_DOCKER_MANIFEST
+}
+
+/// An image index's media type, OCI's or Docker's manifest list.
+pub fn is_index_type(mt: &str) -> bool {
+    mt == MT_INDEX || mt == MT_DOCKER_LIST
+}
 
 /// Largest `index.json` or manifest read (the OCI distribution limit).
 const MAX_JSON: u64 = 4 << 20;
@@ -88,8 +103,26 @@ fn annotated(a: &BTreeMap<String, String>) -> bool {
 
 fn lacks_annotation() -> anyhow::Error {
     anyhow!(
-        "bundle lacks the \"{ANNOTATION}\": \"yes\" annotation (on index.json, a manifest descriptor or a manifest)"
+        "bundle lacks the \"{ANNOTATION}\": \"yes\" annotation (on index.json, a manifest descriptor or a manifest, or as a label of the image config)"
     )
+}
+
+/// Whether an image config carries the annotation as a label: Docker's
+/// schema 2 has no annotations, so a torcx image in it says so there (as
+/// `LABEL` in a Dockerfile, and `image pack` writes both).
+pub fn config_labelled(config: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| v.get("config")?.get("Labels")?.get(ANNOTATION)?.as_str().map(|l| l == "yes"))
+        .unwrap_or(false)
+}
+
+/// Whether the config of `m` is labelled; its blob is needed first.
+fn labelled(s: &Small, m: &Manifest) -> Result<Step<bool>> {
+    match s.blob(&m.config)? {
+        Some(b) => Ok(Step::Done(config_labelled(b))),
+        None => Ok(Step::Need(vec![Item::Blob(digest_hex(&m.config.digest)?.into())])),
+    }
 }
 
 fn tag_of(d: &Descriptor) -> Option<&str> {
@@ -134,7 +167,7 @@ fn parse_index(what: &str, data: &[u8]) -> Result<Index> {
         bail!("{what}: schemaVersion {} is not supported (2 is)", i.schema_version);
     }
     if let Some(mt) = &i.media_type
-        && mt != MT_INDEX
+        && !is_index_type(mt)
     {
         bail!("{what}: media type {mt:?} is not an image index");
     }
@@ -147,7 +180,7 @@ fn parse_manifest(what: &str, data: &[u8]) -> Result<Manifest> {
         bail!("{what}: schemaVersion {} is not supported (2 is)", m.schema_version);
     }
     if let Some(mt) = &m.media_type
-        && mt != MT_MANIFEST
+        && !is_manifest_type(mt)
     {
         bail!("{what}: media type {mt:?} is not an image manifest");
     }
@@ -418,13 +451,23 @@ pub struct Layer {
 pub struct Resolved {
     pub config: Descriptor,
     pub layers: Vec<Layer>,
+    /// The digests on the way, each checked: the tag's descriptor's, and
+    /// the manifest's when the tag names an index. A signed index may list
+    /// either.
+    pub path: Vec<String>,
 }
+
+/// Approves a resolved tag before its layers are read (`verify: signed`).
+pub type Check<'a> = &'a dyn Fn(&Resolved) -> Result<()>;
 
 fn layer_of(d: &Descriptor) -> Result<Layer> {
     let comp = match d.media_type.strip_prefix(MT_LAYER) {
         Some("") => Comp::Tar,
         Some("+gzip") => Comp::Gzip,
         Some("+zstd") => Comp::Zstd,
+        _ if d.media_type == MT_DOCKER_LAYER => Comp::Tar,
+        _ if d.media_type == format!("{MT_DOCKER_LAYER}.gzip") => Comp::Gzip,
+        _ if d.media_type == format!("{MT_DOCKER_FOREIGN_LAYER}.gzip") => Comp::Gzip,
         _ => bail!(
             "layer {}: media type {:?} is not supported (tar, tar+gzip or tar+zstd layers are)",
             d.digest,
@@ -436,15 +479,15 @@ fn layer_of(d: &Descriptor) -> Result<Layer> {
 
 /// Follows the manifest descriptor `d` of `tag` (through one nested index)
 /// to its manifest; says whether anything on the way carries the annotation.
-fn follow(s: &Small, tag: &str, d: &Descriptor) -> Result<Step<(bool, Manifest)>> {
+fn follow(s: &Small, tag: &str, d: &Descriptor) -> Result<Step<(bool, Manifest, String)>> {
     let mut marked = annotated(&d.annotations);
     let md = match d.media_type.as_str() {
-        MT_MANIFEST => d.clone(),
-        MT_INDEX => {
+        mt if is_manifest_type(mt) => d.clone(),
+        mt if is_index_type(mt) => {
             let Some(b) = s.blob(d)? else { return Ok(Step::Need(vec![Item::Blob(digest_hex(&d.digest)?.into())])) };
             let nested = parse_index(&format!("index {} of tag {tag:?}", d.digest), b)?;
             marked |= annotated(&nested.annotations);
-            let ms: Vec<&Descriptor> = nested.manifests.iter().filter(|m| m.media_type == MT_MANIFEST).collect();
+            let ms: Vec<&Descriptor> = nested.manifests.iter().filter(|m| is_manifest_type(&m.media_type)).collect();
             let m = pick(&format!("index {} of tag {tag:?}", d.digest), &ms)?;
             marked |= annotated(&m.annotations);
             m.clone()
@@ -454,7 +497,7 @@ fn follow(s: &Small, tag: &str, d: &Descriptor) -> Result<Step<(bool, Manifest)>
     let Some(b) = s.blob(&md)? else { return Ok(Step::Need(vec![Item::Blob(digest_hex(&md.digest)?.into())])) };
     let m = parse_manifest(&format!("manifest {} of tag {tag:?}", md.digest), b)?;
     marked |= annotated(&m.annotations);
-    Ok(Step::Done((marked, m)))
+    Ok(Step::Done((marked, m, md.digest)))
 }
 
 fn tags_of(index: &Index) -> Vec<&str> {
@@ -484,19 +527,27 @@ fn resolve_tag(s: &Small, tag: &str) -> Result<Step<Resolved>> {
         bail!("tag {tag:?} not found (tags: {tags})");
     }
     let d = pick(&format!("tag {tag:?}"), &ds)?;
-    let (marked, m) = match follow(s, tag, d)? {
+    let (marked, m, manifest) = match follow(s, tag, d)? {
         Step::Done(x) => x,
         Step::Need(n) => return Ok(Step::Need(n)),
     };
     if !(marked || annotated(&index.annotations)) {
-        return Err(lacks_annotation());
+        match labelled(s, &m)? {
+            Step::Done(true) => {}
+            Step::Done(false) => return Err(lacks_annotation()),
+            Step::Need(n) => return Ok(Step::Need(n)),
+        }
     }
     digest_hex(&m.config.digest)?;
     if m.layers.len() > MAX_LAYERS {
         bail!("tag {tag:?}: {} layers (at most {MAX_LAYERS})", m.layers.len());
     }
     let layers = m.layers.iter().map(layer_of).collect::<Result<Vec<_>>>()?;
-    Ok(Step::Done(Resolved { config: m.config, layers }))
+    let mut path = vec![d.digest.clone()];
+    if manifest != d.digest {
+        path.push(manifest);
+    }
+    Ok(Step::Done(Resolved { config: m.config, layers, path }))
 }
 
 /// The tags (references) a bundle offers: those annotated as torcx bundles.
@@ -529,8 +580,12 @@ pub fn list_tags(path: &Path) -> Result<Vec<String>> {
             }
             // Only the manifests can tell.
             match follow(s, t, pick(&format!("tag {t:?}"), &ds)?)? {
-                Step::Done((true, _)) => tags.push(t.to_string()),
-                Step::Done((false, _)) => {}
+                Step::Done((true, ..)) => tags.push(t.to_string()),
+                Step::Done((false, m, _)) => match labelled(s, &m)? {
+                    Step::Done(true) => tags.push(t.to_string()),
+                    Step::Done(false) => {}
+                    Step::Need(n) => need.extend(n),
+                },
                 Step::Need(n) => need.extend(n),
             }
         }

@@ -166,15 +166,20 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]
     crash::point("mounted")?;
     if a.format == Format::OciLayout {
         // A layout directory is read blob by blob, each checked against its
-        // digest; as a whole it has no hash a signed index could list yet.
-        if want.is_some() {
-            anyhow::bail!("{}: verify is signed, and an OCI layout directory has no hash to verify", a.path.display());
-        }
-        let stats = crate::tree::oci::unpack(&a.host, &a.id.reference, &host, limits)?;
+        // digest: with `want`, the tag's digests are checked before any layer.
+        let listed = std::cell::RefCell::new(None);
+        let check = |r: &crate::archive::oci::Resolved| {
+            if let Some(w) = want {
+                *listed.borrow_mut() = Some(trust::check_layout(&a.path, &a.id, w, &r.path)?);
+            }
+            Ok(())
+        };
+        let stats = crate::tree::oci::unpack_checked(&a.host, &a.id.reference, &host, limits, &check)?;
         crash::point("unpacked")?;
         mount::remount_ro(&host)?;
         crash::point("read-only")?;
-        return Ok(Unpacked { bytes: stats.bytes, digest: None, loop_device: None });
+        let digest = listed.into_inner().map(|d| format!("{}:{}", d.algo, d.hex));
+        return Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None });
     }
     let (file, pinned) = pin(a).with_context(|| format!("reading {}", a.path.display()))?;
     let (reader, algos) = (file.try_clone()?, algos(want));

@@ -82,6 +82,19 @@ pub fn plan_image(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<Im
         // would be loaded (and could run host binaries) before. The archive
         // is hashed every boot, and the cache is not used: it is keyed by file
         // metadata and lives in /var, both as forgeable as the store.
+        // A layout from a registry: its tag's digests, checked as it is read.
+        Some(want) if a.format == crate::archive::Format::OciLayout => {
+            let refused = std::cell::Cell::new(false);
+            let check = |r: &crate::archive::oci::Resolved| {
+                let res = crate::fetch::trust::check_layout(&a.path, &a.id, &want, &r.path);
+                refused.set(res.is_err());
+                res.map(|_| ())
+            };
+            let limits = crate::tree::policy::Limits::MEM;
+            // The refusal names the layout itself.
+            crate::tree::oci::read_units_checked(&a.host, &a.id.reference, &limits, &check)
+                .map_err(|e| if refused.get() { e } else { e.context(ctx()) })?
+        }
         Some(want) => {
             use crate::archive::digest;
             let algos: Vec<_> = want.iter().map(|d| d.algo).collect();

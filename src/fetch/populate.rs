@@ -10,7 +10,7 @@ use crate::archive::{Format, parse_archive_name};
 use crate::model::config::{Config, DEFAULT_REFERENCE};
 use crate::model::manifest::ProfileEntry;
 use crate::model::names::ImageId;
-use crate::model::remote::{Contents, Digest};
+use crate::model::remote::{Algo, Contents, Digest};
 use crate::profile::{self, edit::Target};
 use crate::store;
 use anyhow::{Context, Result, anyhow, bail};
@@ -117,8 +117,16 @@ pub fn populate(cfg: &Config, opts: &Options, progress: &dyn Progress) -> Result
         if let Ok(r) = remote::load(cfg, &rname, opts.version.as_deref())
             && r.is_registry()
         {
+            // With a signed index, each image is pulled by the digest it lists.
+            let index = r.has_index().then(|| open_remote(cfg, &client, &rname, opts));
             for w in wants {
-                let o = pull_from_registry(cfg, &r, &w.id, opts);
+                let o = match &index {
+                    None => pull_from_registry(cfg, &r, &w.id, None, opts),
+                    Some(Ok((_, c, bytes, signed))) => {
+                        pull_from_registry(cfg, &r, &w.id, Some((c, if *signed { bytes } else { &[] })), opts)
+                    }
+                    Some(Err(e)) => outcome(&w.id, &rname, "failed", None, Default::default(), Some(format!("{e:#}"))),
+                };
                 progress.done(&o);
                 outcomes.push(o);
             }
@@ -213,18 +221,31 @@ fn outcome(
     }
 }
 
-/// `NAME:REF` from a registry remote, into the layout `NAME.torcx.oci` of the store.
-fn pull_from_registry(cfg: &Config, r: &Remote, id: &ImageId, opts: &Options) -> Outcome {
-    let reference = r.registry_ref(&id.name, &id.reference).unwrap_or_default();
-    let res = super::pull::pull(
-        cfg,
-        &reference,
-        Some(&id.to_string()),
-        opts.version.as_deref(),
-        false,
-        opts.timeout,
-        &|_, _, _| {},
-    );
+/// `NAME:REF` from a registry remote, into the layout `NAME.torcx.oci` of
+/// the store. With the remote's index (and its bytes, when signed), by the
+/// digest the index lists, as tag `VERSION` (and `com.coreos.cl` when the
+/// profile asks for the default); the signed index is kept beside it, for
+/// `verify: signed`.
+fn pull_from_registry(
+    cfg: &Config,
+    r: &Remote,
+    id: &ImageId,
+    index: Option<(&Contents, &[u8])>,
+    opts: &Options,
+) -> Outcome {
+    let res = (|| -> Result<super::pull::PullOutcome> {
+        let (reference, name) = registry_source(r, index.map(|(c, _)| c), id)?;
+        let version = opts.version.as_deref();
+        let p =
+            super::pull::pull(cfg, &reference, Some(&name.to_string()), version, false, opts.timeout, &|_, _, _| {})?;
+        if name.reference != id.reference {
+            super::pull::tag_also(&cfg.host(&p.path), &name.reference, &id.reference)?;
+        }
+        if let Some((_, bytes)) = index.filter(|(_, b)| !b.is_empty()) {
+            trust::keep_index(&cfg.host(&cfg.user_store(version)), &r.name, bytes)?;
+        }
+        Ok(p)
+    })();
     match res {
         Ok(p) => {
             let d = download::Done { bytes: p.pulled.fetched_bytes, resumed: 0, seconds: p.seconds };
@@ -232,6 +253,24 @@ fn pull_from_registry(cfg: &Config, r: &Remote, id: &ImageId, opts: &Options) ->
         }
         Err(e) => outcome(id, &r.name, "failed", None, Default::default(), Some(format!("{e:#}"))),
     }
+}
+
+/// What a registry remote pulls for `id`: the reference, and the image's
+/// name and tag in the store. With an index, by the digest it lists for the
+/// version (the default version for `com.coreos.cl`).
+fn registry_source(r: &Remote, index: Option<&Contents>, id: &ImageId) -> Result<(String, ImageId)> {
+    let Some(c) = index else { return Ok((r.registry_ref(&id.name, &id.reference).unwrap_or_default(), id.clone())) };
+    let v = c.lookup(&id.name, &id.reference)?;
+    let d: Digest = v.hash.parse().with_context(|| format!("image {}: version {}", id.name, v.version))?;
+    if d.algo != Algo::Sha256 {
+        bail!(
+            "image {}: version {}: a registry image is listed by its sha256 manifest digest, not {}",
+            id.name,
+            v.version,
+            d.algo
+        );
+    }
+    Ok((r.registry_digest_ref(&id.name, &d.hex), ImageId::new(&id.name, &v.version)?))
 }
 
 /// Loads a remote and fetches and checks its index.
@@ -340,14 +379,13 @@ pub fn check_remotes(cfg: &Config, opts: &Options) -> Result<Vec<(String, Option
         }
         let id = ImageId::new(&e.name, &e.reference)?;
         let o = opened.entry(r.clone()).or_insert_with(|| match remote::load(cfg, &r, opts.version.as_deref()) {
-            Ok(rem) if rem.is_registry() => Ok((rem, Contents::default())),
+            Ok(rem) if !rem.has_index() => Ok((rem, Contents::default())),
             _ => open_remote(cfg, &client, &r, opts).map(|(r, c, _, _)| (r, c)).map_err(|e| format!("{e:#}")),
         });
         let res = match o {
-            Ok((rem, _)) if rem.is_registry() => {
-                let reference = rem.registry_ref(&id.name, &id.reference).unwrap_or_default();
-                super::pull::check(cfg, &reference, opts.timeout).map_err(|e| format!("remote {r}: {e:#}"))
-            }
+            Ok((rem, c)) if rem.is_registry() => registry_source(rem, rem.has_index().then_some(&*c), &id)
+                .and_then(|(reference, _)| super::pull::check(cfg, &reference, opts.timeout))
+                .map_err(|e| format!("remote {r}: {e:#}")),
             Err(e) => Err(e.clone()),
             Ok((rem, c)) => {
                 plan(rem, c, &id, &store, &cfg.host(&store)).map(|_| ()).map_err(|e| format!("remote {r}: {e:#}"))

@@ -3,9 +3,8 @@
 //! blobs every tag shares. Nothing is in the layout until it is verified.
 
 use super::http::Client;
-use super::registry::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
 use super::registry::{Ref, Registry};
-use crate::archive::oci::{ANNOTATION, Descriptor, REF_NAME, digest_hex};
+use crate::archive::oci::{ANNOTATION, Descriptor, MT_INDEX, REF_NAME, digest_hex, is_index_type, is_manifest_type};
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 
@@ -30,7 +29,10 @@ pub type Progress<'p> = &'p (dyn Fn(&str, u64, u64) + Sync);
 pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progress: Progress) -> Result<Pulled> {
     let (mut bytes, mut mt, mut digest) = reg.manifest(&r.repo, r.reference())?;
     let mut marked = false;
-    if mt == MT_OCI_INDEX || mt == MT_DOCKER_LIST {
+    // Through an index, the index is kept in the layout too and the tag
+    // names it: a signed index may list the digest of either.
+    let mut through = None;
+    if is_index_type(&mt) {
         let index: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|_| anyhow!("{}: the index is not JSON", r.repo))?;
         marked |= annotated(&index);
@@ -40,22 +42,34 @@ pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progres
         marked |= d.annotations.get(ANNOTATION).is_some_and(|v| v == "yes");
         // By digest only: a tag here would let a pinned index lead to something mutable.
         digest_hex(&d.digest).with_context(|| format!("{}:{}: index entry", r.repo, r.reference()))?;
-        (bytes, mt, digest) = reg.manifest(&r.repo, &d.digest)?;
-        if bytes.len() as u64 != d.size {
-            bail!("{}: manifest {}: {} bytes, the index says {}", r.repo, d.digest, bytes.len(), d.size);
+        let (b, m, dg) = reg.manifest(&r.repo, &d.digest)?;
+        if b.len() as u64 != d.size {
+            bail!("{}: manifest {}: {} bytes, the index says {}", r.repo, d.digest, b.len(), d.size);
         }
+        through =
+            Some((std::mem::replace(&mut bytes, b), std::mem::replace(&mut mt, m), std::mem::replace(&mut digest, dg)));
     }
-    if mt != MT_OCI_MANIFEST && mt != MT_DOCKER_MANIFEST {
+    if !is_manifest_type(&mt) {
         bail!("{}:{}: media type {} is not an image manifest", r.repo, r.reference(), crate::model::quoted(&mt));
     }
     let m: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|_| anyhow!("{}: the manifest is not JSON", r.repo))?;
     marked |= annotated(&m);
-    if !marked {
-        bail!("{}:{}: not a torcx image (no \"{ANNOTATION}\": \"yes\" annotation)", r.repo, r.reference());
-    }
     let config: Descriptor = serde_json::from_value(m.get("config").cloned().unwrap_or_default())
         .map_err(|e| anyhow!("{}: invalid manifest config: {}", r.repo, crate::model::parse_error(e)))?;
+    // Docker's schema 2 has no annotations: the config's label says it then.
+    let mut config_bytes = None;
+    if !marked {
+        let b = reg.small_blob(&r.repo, &config)?;
+        if !crate::archive::oci::config_labelled(&b) {
+            bail!(
+                "{}:{}: not a torcx image (no \"{ANNOTATION}\": \"yes\" annotation, nor such a label in its config)",
+                r.repo,
+                r.reference()
+            );
+        }
+        config_bytes = Some(b);
+    }
     let layers: Vec<Descriptor> = serde_json::from_value(m.get("layers").cloned().unwrap_or_default())
         .map_err(|e| anyhow!("{}: invalid manifest layers: {}", r.repo, crate::model::parse_error(e)))?;
     if layers.len() > MAX_LAYERS {
@@ -69,18 +83,50 @@ pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progres
     }
     let blobs = layout.join("blobs/sha256");
     let mut p = Pulled::default();
+    if let Some(b) = &config_bytes {
+        std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+        keep_document(&blobs, &config.digest, b)?;
+    }
     for d in std::iter::once(&config).chain(layers.iter()) {
         let got = reg.blob(&r.repo, d, &blobs, &|n| progress(&d.digest, n, d.size))?;
         p.fetched_bytes = p.fetched_bytes.saturating_add(got);
         p.reused_bytes = p.reused_bytes.saturating_add(d.size.saturating_sub(got));
         p.blobs += 1;
     }
-    // The manifest last: a layout never names what it does not hold.
-    let mhex = digest_hex(&digest)?.to_string();
-    if !std::fs::symlink_metadata(blobs.join(&mhex)).is_ok_and(|m| m.is_file()) {
-        crate::sys::fsutil::atomic_write(&blobs.join(&mhex), &bytes, 0o644)?;
+    if config_bytes.is_some() {
+        // Fetched above, to read its label.
+        p.reused_bytes = p.reused_bytes.saturating_sub(config.size);
+        p.fetched_bytes = p.fetched_bytes.saturating_add(config.size);
     }
+    // The manifest (and index) last: a layout never names what it does not hold.
+    let (bytes, mt, digest) = match through {
+        Some(top) => {
+            keep_document(&blobs, &digest, &bytes)?;
+            top
+        }
+        None => (bytes, mt, digest),
+    };
+    keep_document(&blobs, &digest, &bytes)?;
     crate::sys::fsutil::atomic_write(&layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
+    let entry = serde_json::json!({"mediaType": mt, "digest": digest, "size": bytes.len(),
+        "annotations": {REF_NAME: tag, ANNOTATION: "yes"}});
+    update_index(layout, |list| {
+        list.retain(|d| d["annotations"][REF_NAME].as_str() != Some(tag));
+        list.push(entry);
+        Ok(())
+    })?;
+    Ok(p)
+}
+
+/// Rewrites the layout's `index.json` with `edit` applied to its entries,
+/// under a lock on the layout: two pulls into one layout both keep their tag.
+fn update_index(layout: &Path, edit: impl FnOnce(&mut Vec<serde_json::Value>) -> Result<()>) -> Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir =
+        rustix::fs::open(layout, flags, Mode::empty()).with_context(|| format!("opening {}", layout.display()))?;
+    rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", layout.display()))?;
     let index_path = layout.join("index.json");
     // Bounded, a plain file only: what is there otherwise is replaced by a fresh index.
     let mut index: serde_json::Value = crate::archive::oci_layout::open_nofollow(&index_path)
@@ -90,14 +136,37 @@ pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progres
             std::io::Read::read_to_end(&mut std::io::Read::take(f, 4 << 20), &mut b).ok().map(|_| b)
         })
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": []}));
-    let entry = serde_json::json!({"mediaType": mt, "digest": digest, "size": bytes.len(),
-        "annotations": {REF_NAME: tag, ANNOTATION: "yes"}});
+        .filter(|v: &serde_json::Value| v["manifests"].is_array())
+        .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": []}));
     let list = index["manifests"].as_array_mut().ok_or_else(|| anyhow!("{}: invalid", index_path.display()))?;
-    list.retain(|d| d["annotations"][REF_NAME].as_str() != Some(tag));
-    list.push(entry);
-    crate::sys::fsutil::atomic_write(&index_path, &serde_json::to_vec_pretty(&index)?, 0o644)?;
-    Ok(p)
+    edit(list)?;
+    crate::sys::fsutil::atomic_write(&index_path, &serde_json::to_vec_pretty(&index)?, 0o644)
+}
+
+/// Names what tag `tag` of the layout names as `also` too (`com.coreos.cl`
+/// beside the version a signed index makes the default).
+pub fn tag_also(layout: &Path, tag: &str, also: &str) -> Result<()> {
+    update_index(layout, |list| {
+        let d = list
+            .iter()
+            .find(|d| d["annotations"][REF_NAME].as_str() == Some(tag))
+            .cloned()
+            .ok_or_else(|| anyhow!("{}: no tag {tag}", layout.display()))?;
+        list.retain(|d| d["annotations"][REF_NAME].as_str() != Some(also));
+        let mut d = d;
+        d["annotations"][REF_NAME] = also.into();
+        list.push(d);
+        Ok(())
+    })
+}
+
+/// Writes a manifest or index (checked already) as its blob, unless it is there.
+fn keep_document(blobs: &Path, digest: &str, bytes: &[u8]) -> Result<()> {
+    let p = blobs.join(digest_hex(digest)?);
+    if !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+        crate::sys::fsutil::atomic_write(&p, bytes, 0o644)?;
+    }
+    Ok(())
 }
 
 fn annotated(v: &serde_json::Value) -> bool {

@@ -7,7 +7,7 @@
 
 use super::http::Client;
 use crate::archive::digest::HashingReader;
-use crate::archive::oci::{Descriptor, digest_hex};
+use crate::archive::oci::{Descriptor, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_INDEX, MT_MANIFEST, digest_hex};
 use crate::model::remote::Algo;
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest as _;
@@ -15,10 +15,6 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
-pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// The largest manifest or index read (the distribution spec's limit).
 const MAX_MANIFEST: u64 = 4 << 20;
 /// The largest token answer read.
@@ -344,7 +340,7 @@ impl<'a> Registry<'a> {
     /// says.
     pub fn manifest(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, String, String)> {
         let path = format!("/v2/{repo}/manifests/{reference}");
-        let a = self.get(&path, &[MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST], None)?;
+        let a = self.get(&path, &[MT_INDEX, MT_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST], None)?;
         if a.status != 200 {
             bail!("{repo}:{reference}: HTTP {} for the manifest", a.status);
         }
@@ -371,6 +367,25 @@ impl<'a> Registry<'a> {
             .or(a.content_type)
             .unwrap_or_default();
         Ok((body, mt, digest))
+    }
+
+    /// A small blob (an image config) into memory, checked against `d`.
+    pub fn small_blob(&self, repo: &str, d: &Descriptor) -> Result<Vec<u8>> {
+        digest_hex(&d.digest)?;
+        if d.size > MAX_MANIFEST {
+            bail!("blob {}: {} bytes, over the limit of {MAX_MANIFEST} for a config", d.digest, d.size);
+        }
+        let a = self.get(&format!("/v2/{repo}/blobs/{}", d.digest), &[], None)?;
+        if a.status != 200 {
+            bail!("blob {}: HTTP {}", d.digest, a.status);
+        }
+        let mut body = vec![];
+        a.body.take(d.size + 1).read_to_end(&mut body).with_context(|| format!("blob {}", d.digest))?;
+        let got = format!("sha256:{}", crate::sys::fsutil::hex(&sha2::Sha256::digest(&body)));
+        if body.len() as u64 != d.size || got != d.digest {
+            bail!("blob {}: {} bytes of digest {got}, the descriptor says {} bytes", d.digest, body.len(), d.size);
+        }
+        Ok(body)
     }
 
     /// Fetches blob `d` into `dir/HEX`, through `dir/.HEX.part`: resumed

@@ -18,6 +18,8 @@ pub struct Remote {
     /// directory even without its trailing slash (upstream lost the last
     /// segment then).
     pub base_url: String,
+    /// `index_url`, expanded, when `remote.json` gives one.
+    pub index: Option<String>,
     pub keys: Vec<SignedPublicKey>,
 }
 
@@ -40,8 +42,26 @@ pub fn load(cfg: &Config, name: &str, version_id: Option<&str>) -> Result<Remote
     if !base_url.ends_with('/') {
         base_url.push('/');
     }
+    let index = match &m.index_url {
+        Some(u) => {
+            let u = remote::expand(u, &vars).with_context(ctx)?;
+            if u.starts_with("oci://") {
+                bail!(
+                    "{}: index_url {}: an index is fetched by http://, https:// or file:///",
+                    ctx(),
+                    crate::model::quoted(&u)
+                );
+            }
+            check_scheme(&u).with_context(ctx)?;
+            Some(u)
+        }
+        None => None,
+    };
     let keys = keys(cfg, name, &manifest, &m)?;
-    Ok(Remote { name: name.to_string(), manifest, base_url, keys })
+    if index.is_none() && base_url.starts_with("oci://") && !keys.is_empty() {
+        bail!("{}: a registry remote with keys needs index_url (where the index they sign is)", ctx());
+    }
+    Ok(Remote { name: name.to_string(), manifest, base_url, index, keys })
 }
 
 /// Only the keys of remote `name`, for checking a kept index at boot: its
@@ -104,10 +124,21 @@ fn check_scheme(url: &str) -> Result<()> {
 
 impl Remote {
     /// An `oci://HOST[:PORT]/PREFIX` remote is a registry: `NAME:REF` is
-    /// pulled from `PREFIX/NAME:REF`, with no index (digests verify the
-    /// transfer).
+    /// pulled from `PREFIX/NAME:REF`; with no index, digests verify the
+    /// transfer. With one (`index_url`), from `PREFIX/NAME@DIGEST`, the
+    /// digest the signed index lists.
     pub fn registry_ref(&self, name: &str, reference: &str) -> Option<String> {
         self.is_registry().then(|| format!("{}{name}:{reference}", self.base_url))
+    }
+
+    pub fn registry_digest_ref(&self, name: &str, sha256_hex: &str) -> String {
+        format!("{}{name}@sha256:{sha256_hex}", self.base_url)
+    }
+
+    /// Whether the remote has a signed index: every HTTP remote, a registry
+    /// with `index_url`.
+    pub fn has_index(&self) -> bool {
+        !self.is_registry() || self.index.is_some()
     }
 
     pub fn is_registry(&self) -> bool {
@@ -115,7 +146,7 @@ impl Remote {
     }
 
     pub fn index_url(&self) -> String {
-        format!("{}{CONTENTS_FILE}", self.base_url)
+        self.index.clone().unwrap_or_else(|| format!("{}{CONTENTS_FILE}", self.base_url))
     }
 
     /// Where an index entry's archive is: `location` relative to the base

@@ -174,16 +174,35 @@ pub fn requirement(cfg: &Config, id: &ImageId, logical: &Path) -> Result<Option<
 
 /// Checks digests computed while unpacking against the requirement.
 pub fn check(logical: &Path, id: &ImageId, want: &[Digest], got: &[Digest]) -> Result<()> {
-    if want.iter().any(|w| got.contains(w)) {
-        return Ok(());
+    check_as(logical, id, want, got, "the archive is").map(|_| ())
+}
+
+/// Checks an OCI layout's tag (`NAME.torcx.oci`, from a registry) against
+/// the requirement: the index may list the digest of the manifest the tag
+/// names, or of the image index it names (then the manifest picked from
+/// it). Those digests were checked against the blobs as they were read;
+/// the layers are checked against the manifest as they are read.
+/// Returns the digest listed.
+pub fn check_layout(logical: &Path, id: &ImageId, want: &[Digest], path: &[String]) -> Result<Digest> {
+    let got: Vec<Digest> = path
+        .iter()
+        .filter_map(|d| d.strip_prefix("sha256:"))
+        .map(|hex| Digest { algo: crate::model::remote::Algo::Sha256, hex: hex.to_string() })
+        .collect();
+    check_as(logical, id, want, &got, &format!("the layout's tag {} is", crate::model::quoted(&id.reference)))
+}
+
+fn check_as(logical: &Path, id: &ImageId, want: &[Digest], got: &[Digest], is: &str) -> Result<Digest> {
+    if let Some(w) = want.iter().find(|w| got.contains(w)) {
+        return Ok(w.clone());
     }
     let shown: Vec<String> =
         got.iter().filter(|g| want.iter().any(|w| w.algo == g.algo)).map(|g| g.to_string()).collect();
     bail!(
-        "{}: hash mismatch for image {id}: the signed index lists {}, the archive is {}",
+        "{}: hash mismatch for image {id}: the signed index lists {}, {is} {}",
         logical.display(),
         want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" or "),
-        if shown.is_empty() { "unknown (not read to its end)".to_string() } else { shown.join(", ") }
+        if shown.is_empty() { "unknown (not read to its end)".to_string() } else { shown.join(" or ") }
     )
 }
 

@@ -46,8 +46,12 @@ pub fn verify(cfg: &Config, archives: &[Archive]) -> Vec<Verified> {
                 return v;
             }
             let algos: Vec<_> = want.iter().map(|w| w.digest.algo).collect();
-            match digest::file_digests(&a.host, &algos) {
-                Err(e) => v.error = Some(format!("reading: {e}")),
+            let got = match a.format {
+                crate::archive::Format::OciLayout => layout_digests(a),
+                _ => digest::file_digests(&a.host, &algos).map_err(anyhow::Error::from),
+            };
+            match got {
+                Err(e) => v.error = Some(format!("reading: {e:#}")),
                 Ok(got) => match want.iter().find(|w| got.contains(&w.digest)) {
                     Some(w) => {
                         v.ok = true;
@@ -58,8 +62,9 @@ pub fn verify(cfg: &Config, archives: &[Archive]) -> Vec<Verified> {
                         let listed: Vec<String> = want.iter().map(|w| w.digest.to_string()).collect();
                         let is: Vec<String> = got.iter().map(|d| d.to_string()).collect();
                         v.error = Some(format!(
-                            "hash mismatch: the signed index lists {}, the archive is {}",
+                            "hash mismatch: the signed index lists {}, the {} is {}",
                             listed.join(" or "),
+                            if a.format == crate::archive::Format::OciLayout { "layout's tag" } else { "archive" },
                             is.join(", ")
                         ));
                     }
@@ -68,4 +73,25 @@ pub fn verify(cfg: &Config, archives: &[Archive]) -> Vec<Verified> {
             v
         })
         .collect()
+}
+
+/// The digests an index may list for a layout's tag (its manifest's, or
+/// the image index's it was picked from), after every blob the tag uses
+/// was read and checked against its descriptor.
+fn layout_digests(a: &Archive) -> anyhow::Result<Vec<crate::model::remote::Digest>> {
+    use crate::archive::oci::{self, HashRead};
+    let r = oci::resolve(&a.host, &a.id.reference)?;
+    let blobs = a.host.join("blobs/sha256");
+    let descriptors = std::iter::once((r.config.digest.clone(), r.config.size))
+        .chain(r.layers.iter().map(|l| (l.digest.clone(), l.size)));
+    for (d, size) in descriptors {
+        let f = crate::archive::oci_layout::open_nofollow(&blobs.join(oci::digest_hex(&d)?))
+            .map_err(|e| anyhow::anyhow!("blob {d}: {e}"))?;
+        HashRead::new(std::io::BufReader::with_capacity(128 << 10, f)).finish(&d, size)?;
+    }
+    Ok(r.path
+        .iter()
+        .filter_map(|d| d.strip_prefix("sha256:"))
+        .map(|hex| crate::model::remote::Digest { algo: crate::model::remote::Algo::Sha256, hex: hex.into() })
+        .collect())
 }

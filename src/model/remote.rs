@@ -17,6 +17,10 @@ pub struct RemoteManifest {
     pub base_url: String,
     #[serde(default)]
     pub keys: Vec<KeyRef>,
+    /// Where the signed index is, when not at `BASE_URL/torcx_remote_contents.json.asc`
+    /// (a torcx extension: a registry remote's index lives outside the registry).
+    #[serde(default)]
+    pub index_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -53,7 +57,9 @@ pub struct ContentsVersion {
     /// Unused, as upstream: the file name says the format.
     #[serde(default)]
     pub format: String,
-    /// Relative to the base URL, or an absolute URL.
+    /// Relative to the base URL, or an absolute URL; unused for a registry
+    /// remote, whose images are pulled by the digest in `hash`.
+    #[serde(default)]
     pub location: String,
     pub hash: String,
 }

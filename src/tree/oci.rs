@@ -15,7 +15,7 @@ use std::io::{BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-pub use super::oci_unpack::{STAGING, unpack};
+pub use super::oci_unpack::{STAGING, unpack, unpack_checked};
 
 /// How many times `read_units` reads a bundle at most (see there).
 const MAX_READS: usize = 4;
@@ -353,7 +353,14 @@ pub fn read_units(path: &Path, tag: &str) -> Result<Mem> {
 
 /// [`read_units`] within `limits` (bytes read into memory, entries).
 pub fn read_units_with(path: &Path, tag: &str, limits: &Limits) -> Result<Mem> {
+    read_units_checked(path, tag, limits, &|_| Ok(()))
+}
+
+/// [`read_units_with`], with `check` approving the resolved tag (its
+/// digests) before any layer is read.
+pub fn read_units_checked(path: &Path, tag: &str, limits: &Limits, check: oci::Check) -> Result<Mem> {
     let r = oci::resolve(path, tag)?;
+    check(&r)?;
     let mut extra: Vec<PathBuf> = vec![];
     // Each further read keeps what the last one found it needed: the
     // manifest or units behind a symlinked directory, the file a unit is a

@@ -20,7 +20,14 @@ pub const STAGING: &str = ".torcx-oci-staging";
 
 /// Applies the layers of `tag` in order into the empty directory `dest`.
 pub fn unpack(path: &Path, tag: &str, dest: &Path, limits: Limits) -> Result<Stats> {
+    unpack_checked(path, tag, dest, limits, &|_| Ok(()))
+}
+
+/// [`unpack`], with `check` approving the resolved tag (its digests) before
+/// any layer is read.
+pub fn unpack_checked(path: &Path, tag: &str, dest: &Path, limits: Limits, check: oci::Check) -> Result<Stats> {
     let r = oci::resolve(path, tag)?;
+    check(&r)?;
     let root = fsutil::open_dir(dest)?;
     let (mut staged, mut live) = stage(path, &r, &root, limits)?;
     let mut stats = Stats::default();

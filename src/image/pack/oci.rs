@@ -63,8 +63,10 @@ pub fn write_oci(
         (b, d)
     };
     let (config, config_digest) = blob(json!({
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "architecture": crate::archive::oci::goarch(),
         "os": "linux",
+        // Docker's schema 2 keeps no annotations: a copy into it keeps this label.
+        "config": {"Labels": {crate::archive::oci::ANNOTATION: "yes"}},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
     }));
     let (manifest, manifest_digest) = blob(json!({
