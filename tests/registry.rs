@@ -674,12 +674,34 @@ fn image_push_publishes_what_skopeo_and_pull_read() {
         torcx_in(None, &["image", "push", evil.to_str().unwrap(), &format!("{}/torcx/evil:1", reg.host())]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("blob sha256:{layer}")), "{err}");
-    // squashfs is not repacked: a clear refusal.
+    // A squashfs image, read by torcx's own reader (no mount) and repacked.
+    require_tool("image_push", "mksquashfs", "squashfs-tools");
     let sq = t.scratch("archives").join("q:1.torcx.squashfs");
-    write(&sq, "x");
-    let (code, _, err) = torcx_in(None, &["image", "push", sq.to_str().unwrap(), &format!("{}/torcx/q:1", reg.host())]);
+    let st =
+        Command::new("mksquashfs").arg(&img.dir).arg(&sq).args(["-quiet", "-noappend", "-all-root"]).status().unwrap();
+    assert!(st.success());
+    push(&sq, "torcx/q:1");
+    // And erofs.
+    require_tool("image_push", "mkfs.erofs", "erofs-utils");
+    let ero = t.scratch("archives").join("e:1.torcx.erofs");
+    let st = Command::new("mkfs.erofs").arg("--quiet").arg(&ero).arg(&img.dir).status().unwrap();
+    assert!(st.success());
+    push(&ero, "torcx/e:1");
+    for name in ["q", "e"] {
+        let from = format!("{}/torcx/{name}:1", reg.host());
+        let (code, _, err) = torcx_in(None, &["--root", root, "image", "pull", &from]);
+        assert_eq!(code, 0, "{err}");
+        let (code, out, err) = torcx_in(None, &["--root", root, "--json", "image", "inspect", &format!("{name}:1")]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("/usr/bin/p-tool"), "{out}");
+    }
+    // Not a squashfs image: one line naming the file.
+    let bad = t.scratch("archives").join("r:1.torcx.squashfs");
+    write(&bad, "x");
+    let (code, _, err) =
+        torcx_in(None, &["image", "push", bad.to_str().unwrap(), &format!("{}/torcx/r:1", reg.host())]);
     assert_eq!(code, 1);
-    assert!(err.contains("push the image directory, or a tar archive (squashfs images are not repacked yet)"), "{err}");
+    assert!(err.contains("r:1.torcx.squashfs"), "{err}");
 }
 
 /// A link planted where a pull writes (a partial blob, the layout) is never

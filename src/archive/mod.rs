@@ -6,6 +6,7 @@ pub mod digest;
 pub mod fsimage;
 pub mod guard;
 pub mod oci;
+mod oci_doc;
 pub mod oci_layout;
 pub mod stream;
 #[doc(hidden)]

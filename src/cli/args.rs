@@ -263,8 +263,9 @@ pub enum ImageCmd {
 REFERENCE is [oci://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]. The image is NAME:REF: by default the last \
 component of PATH and the tag; --name says otherwise, and a pull by digest needs --name NAME:REF. OCI and \
 Docker v2 manifests and image indexes are accepted; from an index, the manifest for linux on this machine's \
-architecture (none is an error listing those offered). An image without the \"com.coreos.torcx.bundle.v0\": \
-\"yes\" annotation is refused. Every blob's digest is checked as it streams, and a partial blob resumes \
+architecture (none is an error listing those offered), and the tag then names the index, kept beside it. An \
+image without the \"com.coreos.torcx.bundle.v0\": \"yes\" annotation (or, in Docker's schema 2, which has no \
+annotations, that label in its config) is refused. Every blob's digest is checked as it streams, and a partial blob resumes \
 with a range request. The image lands in /var/lib/torcx/store/NAME.torcx.oci (or the versioned store with -n), \
 an OCI image layout whose blobs every tag shares: a second tag fetches only the blobs it does not share. HTTPS \
 is verified against the system CA bundle; plain HTTP is used with --plain-http, or for a registry on a \
@@ -289,10 +290,13 @@ $REGISTRY_AUTH_FILE (containers auth.json), and Bearer token challenges. Exit 1 
     /// Publish an image to an OCI registry
     #[command(long_about = "Publish an image to an OCI registry.\n\n\
 SOURCE is an image directory (packed as image pack --format oci does, its manifest scanned when it has none), \
-a tar archive (NAME:REF.torcx.tgz or NAME:REF.torcx.tar.zst: unpacked with the confined extractor, then packed), a \
+a tar, squashfs or erofs archive (NAME:REF.torcx.tgz, .tar.zst, .squashfs or .erofs: unpacked with the confined \
+extractor, squashfs and erofs read by torcx's own reader without mounting, then packed), a \
 bundle (NAME.torcx.oci.tgz: the tag REFERENCE names, else its only one) or a layout directory \
 (NAME.torcx.oci). REFERENCE is [oci://]HOST[:PORT]/PATH:TAG. The manifest carries the \
-\"com.coreos.torcx.bundle.v0\": \"yes\" annotation. Blobs the registry has already (HEAD) are not sent. \
+\"com.coreos.torcx.bundle.v0\": \"yes\" annotation (and its config the same label). Blobs the registry has \
+already (HEAD) are not sent. The manifest digest it prints is what a signed index lists for a registry remote \
+(torcx-config(5)). \
 Credentials and HTTPS as for image pull. Exit 1 on any failure.")]
     Push {
         /// An image directory, archive, bundle or layout directory
@@ -311,7 +315,9 @@ Credentials and HTTPS as for image pull. Exit 1 on any failure.")]
 IMAGE is NAME, NAME:REF, or the path of an archive; without it, every archive outside the vendor store \
 (/usr/share/torcx/store, which the verification of /usr covers). Each archive is read once and its hash looked \
 up in the indexes profile populate kept (STORE/.torcx-remotes/REMOTE/*.json.asc), whose signatures must verify \
-against the keys their remote lists now. An archive no index lists is a failure. Exit 1 with one line per \
+against the keys their remote lists now. A layout from a registry (NAME.torcx.oci) is checked by the digest of \
+its tag's manifest or image index, after every blob the tag uses is checked against its digest. An archive no \
+index lists is a failure. Exit 1 with one line per \
 failure.")]
     Verify {
         /// NAME, NAME:REF, or an archive's path

@@ -124,6 +124,11 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ),
     (
         "torcx-image-pull",
+        "With verify: signed, a registry remote whose signed index lists each version's manifest digest (printed by image push); populate pulls by that digest",
+        "cat /etc/torcx/remotes/fleet/remote.json\n{\"kind\": \"remote-manifest-v0\", \"value\": {\"base_url\": \"oci://registry.example.com/torcx\",\n  \"index_url\": \"https://torcx.example.com/${VERSION_ID}/torcx_remote_contents.json.asc\",\n  \"keys\": [{\"armored_keyring\": \"signing.asc\"}]}}\ntorcx profile populate\ntorcx image verify",
+    ),
+    (
+        "torcx-image-pull",
         "Pull a version from the fleet's registry, then pin it for the next boot",
         "torcx image pull registry.example.com/torcx/docker:24.0\ntorcx profile use-image docker:24.0",
     ),

@@ -222,7 +222,7 @@ pub(crate) fn unpack_tar(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<F
 /// a mount keeps, but torcx never follows) are created afterwards, beneath
 /// `dest`; device nodes, FIFOs and sockets (unusable: the mount is `nodev`)
 /// are left out. Both are reported.
-fn unpack_fsimage(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
+pub(crate) fn unpack_fsimage(cfg: &Config, a: &Archive, dest: &Path) -> Result<Vec<Finding>> {
     let fs = FsImage::open(&a.host, a.format).with_context(|| a.path.display().to_string())?;
     let nodes = fs.entries()?;
     let (reader, writer) = std::io::pipe()?;

@@ -1,6 +1,6 @@
 //! `torcx image push SOURCE REF`: an image directory (packed as `image pack
-//! --format oci` does), a tar archive (unpacked with the confined extractor,
-//! then packed), a bundle or a layout directory, published to a registry
+//! --format oci` does), a tar, squashfs or erofs archive (unpacked with the
+//! confined extractor, then packed), a bundle or a layout directory, published to a registry
 //! with the torcx annotation; only the blobs the registry lacks are sent.
 
 use crate::archive::{Format, parse_archive_name};
@@ -48,7 +48,7 @@ fn layout_of(cfg: &Config, source: &Path, tag: &str, scratch: &Path) -> Result<(
                 crate::archive::oci_layout::from_bundle(source, &layout)?;
                 return Ok((layout, from));
             }
-            Format::Tgz | Format::TarZst => {
+            Format::Tgz | Format::TarZst | Format::Squashfs | Format::Erofs => {
                 let a = crate::archive::Archive {
                     id: id.unwrap_or_else(|_| crate::model::names::ImageId::new("image", tag).expect("a valid id")),
                     format,
@@ -57,16 +57,21 @@ fn layout_of(cfg: &Config, source: &Path, tag: &str, scratch: &Path) -> Result<(
                 };
                 let tree = scratch.join("tree");
                 std::fs::create_dir(&tree)?;
-                if let Some(f) = crate::image::inspect::unpack_tar(cfg, &a, &tree)?.into_iter().next() {
-                    bail!("{}", f.message);
+                // squashfs and erofs are read by torcx's own reader, as `image inspect` does: no mount.
+                let findings = if format.mounted() {
+                    crate::image::inspect::unpack_fsimage(cfg, &a, &tree)?
+                } else {
+                    crate::image::inspect::unpack_tar(cfg, &a, &tree)?
+                };
+                for f in findings {
+                    if f.severity == crate::image::lint::Severity::Error {
+                        bail!("{}", f.message);
+                    }
+                    log::warn!("{}: {}", source.display(), f.message);
                 }
                 crate::image::pack::write_bundle(&tree, tag, &bundle)?;
             }
-            _ => bail!(
-                "{}: push the image directory, or a tar archive ({} images are not repacked yet)",
-                source.display(),
-                format.name()
-            ),
+            Format::OciLayout => bail!("{}: an OCI layout is a directory", source.display()),
         }
     }
     crate::archive::oci_layout::from_bundle(&bundle, &layout)?;
