@@ -346,6 +346,11 @@ fn an_image_without_the_annotation_is_refused_and_an_index_picks_this_machine() 
     let (code, out, err) = torcx_in(None, &["--json", "image", "inspect", "--store", store, "a:multi"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("/bin/a-tool"), "{out}");
+    // Mirrored: the manifest kept with the index is pushed under the tag.
+    let mirror = format!("{}/mirror/a:multi", reg.host());
+    let (code, out, err) = torcx_in(None, &["--json", "image", "push", dest.to_str().unwrap(), &mirror]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(d["digest"].as_str().unwrap()), "{out}");
     // An index without this machine names what it offers.
     reg.put_manifest(
         "torcx/a",
@@ -888,4 +893,11 @@ fn a_docker_schema_2_image_pulls_and_unpacks() {
     let (code, out, err) = torcx_in(None, &["--root", root, "--json", "image", "inspect", "d:1"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("/bin/a-tool"), "{out}");
+    // Pushed on from the store (its config's label marks it), and pulled back.
+    let layout = t.path(USER_STORE).join("d.torcx.oci");
+    let to = format!("{}/mirror/d:1", reg.host());
+    let (code, out, err) = torcx_in(None, &["image", "push", layout.to_str().unwrap(), &to]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = torcx_in(None, &["--root", root, "image", "pull", &to, "--name", "d:2"]);
+    assert_eq!(code, 0, "{err}");
 }

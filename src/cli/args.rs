@@ -293,7 +293,7 @@ SOURCE is an image directory (packed as image pack --format oci does, its manife
 a tar, squashfs or erofs archive (NAME:REF.torcx.tgz, .tar.zst, .squashfs or .erofs: unpacked with the confined \
 extractor, squashfs and erofs read by torcx's own reader without mounting, then packed), a \
 bundle (NAME.torcx.oci.tgz: the tag REFERENCE names, else its only one) or a layout directory \
-(NAME.torcx.oci). REFERENCE is [oci://]HOST[:PORT]/PATH:TAG. The manifest carries the \
+(NAME.torcx.oci; a tag pulled through an image index pushes the manifest kept with it, this machine's). REFERENCE is [oci://]HOST[:PORT]/PATH:TAG. The manifest carries the \
 \"com.coreos.torcx.bundle.v0\": \"yes\" annotation (and its config the same label). Blobs the registry has \
 already (HEAD) are not sent. The manifest digest it prints is what a signed index lists for a registry remote \
 (torcx-config(5)). \

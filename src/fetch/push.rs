@@ -2,9 +2,10 @@
 //! blobs it lacks (`HEAD` first), then the manifest under the tag.
 
 use super::registry::{Payload, Registry};
-use crate::archive::oci::{ANNOTATION, Descriptor, REF_NAME, digest_hex};
+use crate::archive::oci::{ANNOTATION, Descriptor, REF_NAME, digest_hex, is_index_type, is_manifest_type};
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest as _;
+use std::io::Read;
 use std::path::Path;
 
 /// What a push did.
@@ -30,18 +31,42 @@ pub fn push_layout(reg: &Registry, layout: &Path, from: &str, repo: &str, tag: &
         anyhow!("{}: no tag {} (tags: {})", layout.display(), crate::model::quoted(from), tags.join(", "))
     })?;
     let blobs = layout.join("blobs/sha256");
-    let bytes = crate::sys::fsutil::read_bounded(&blobs.join(digest_hex(&d.digest)?), 4 << 20)?;
-    let got = format!("sha256:{}", crate::sys::fsutil::hex(&sha2::Sha256::digest(&bytes)));
-    if got != d.digest {
-        bail!("{}: manifest {}: digest mismatch (got {got})", layout.display(), d.digest);
+    let mut bytes = document(&blobs, &d.digest)?;
+    let mut d = d.clone();
+    // A tag pulled through an index: the manifest kept with it (this
+    // machine's; the others were never fetched) is what is pushed.
+    if is_index_type(&d.media_type) {
+        let index: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| anyhow!("index {}: not JSON", d.digest))?;
+        let ms: Vec<Descriptor> = serde_json::from_value(index["manifests"].clone())
+            .map_err(|e| anyhow!("index {}: {}", d.digest, crate::model::parse_error(e)))?;
+        let arch = crate::archive::oci::goarch();
+        let kept = |m: &&Descriptor| {
+            is_manifest_type(&m.media_type)
+                && digest_hex(&m.digest)
+                    .is_ok_and(|h| std::fs::symlink_metadata(blobs.join(h)).is_ok_and(|x| x.is_file()))
+        };
+        let m = ms
+            .iter()
+            .filter(kept)
+            .find(|m| m.platform.as_ref().is_some_and(|p| p.architecture == arch))
+            .or_else(|| ms.iter().find(kept))
+            .ok_or_else(|| {
+                anyhow!("{}: index {}: none of its manifests is in the layout", layout.display(), d.digest)
+            })?;
+        bytes = document(&blobs, &m.digest)?;
+        d = m.clone();
     }
     let m: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|_| anyhow!("manifest {}: not JSON", d.digest))?;
-    if m["annotations"][ANNOTATION].as_str() != Some("yes") {
-        bail!("manifest {}: no \"{ANNOTATION}\": \"yes\" annotation; pack the image with torcx image pack", d.digest);
-    }
     let config: Descriptor = serde_json::from_value(m["config"].clone())
         .map_err(|e| anyhow!("manifest {}: config: {}", d.digest, crate::model::parse_error(e)))?;
+    // Marked as a pull wants it: annotated, or (Docker's schema 2) labelled.
+    let marked = m["annotations"][ANNOTATION].as_str() == Some("yes")
+        || document(&blobs, &config.digest).is_ok_and(|c| crate::archive::oci::config_labelled(&c));
+    if !marked {
+        bail!("manifest {}: no \"{ANNOTATION}\": \"yes\" annotation; pack the image with torcx image pack", d.digest);
+    }
     let layers: Vec<Descriptor> = serde_json::from_value(m["layers"].clone())
         .map_err(|e| anyhow!("manifest {}: layers: {}", d.digest, crate::model::parse_error(e)))?;
     let mut p = Pushed { manifest: d.digest.clone(), ..Default::default() };
@@ -90,4 +115,18 @@ pub fn push_layout(reg: &Registry, layout: &Path, from: &str, repo: &str, tag: &
         bail!("manifest {repo}:{tag}: HTTP {}", a.status);
     }
     Ok(p)
+}
+
+/// A manifest, index or config of the layout: at most 4 MiB, a plain file,
+/// its digest checked.
+fn document(blobs: &Path, digest: &str) -> Result<Vec<u8>> {
+    let mut bytes = vec![];
+    let f = crate::archive::oci_layout::open_nofollow(&blobs.join(digest_hex(digest)?))
+        .with_context(|| format!("blob {digest}"))?;
+    f.take(4 << 20).read_to_end(&mut bytes).with_context(|| format!("blob {digest}"))?;
+    let got = format!("sha256:{}", crate::sys::fsutil::hex(&sha2::Sha256::digest(&bytes)));
+    if got != digest {
+        bail!("blob {digest}: digest mismatch (got {got})");
+    }
+    Ok(bytes)
 }
