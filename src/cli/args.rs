@@ -291,7 +291,7 @@ $REGISTRY_AUTH_FILE (containers auth.json), and Bearer token challenges. Exit 1 
     #[command(long_about = "Publish an image to an OCI registry.\n\n\
 SOURCE is an image directory (packed as image pack --format oci does, its manifest scanned when it has none), \
 a tar, squashfs or erofs archive (NAME:REF.torcx.tgz, .tar.zst, .squashfs or .erofs: unpacked with the confined \
-extractor, squashfs and erofs read by torcx's own reader without mounting, then packed), a \
+extractor, squashfs and erofs read without mounting, as image inspect does, then packed), a \
 bundle (NAME.torcx.oci.tgz: the tag REFERENCE names, else its only one) or a layout directory \
 (NAME.torcx.oci; a tag pulled through an image index pushes the manifest kept with it, this machine's). REFERENCE is [oci://]HOST[:PORT]/PATH:TAG. The manifest carries the \
 \"com.coreos.torcx.bundle.v0\": \"yes\" annotation (and its config the same label). Blobs the registry has \

@@ -57,7 +57,7 @@ fn layout_of(cfg: &Config, source: &Path, tag: &str, scratch: &Path) -> Result<(
                 };
                 let tree = scratch.join("tree");
                 std::fs::create_dir(&tree)?;
-                // squashfs and erofs are read by torcx's own reader, as `image inspect` does: no mount.
+                // squashfs and erofs are read without mounting (backhand, erofs-rs), as `image inspect` does.
                 let findings = if format.mounted() {
                     crate::image::inspect::unpack_fsimage(cfg, &a, &tree)?
                 } else {
