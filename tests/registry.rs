@@ -901,3 +901,64 @@ fn a_docker_schema_2_image_pulls_and_unpacks() {
     let (code, _, err) = torcx_in(None, &["--root", root, "image", "pull", &to, "--name", "d:2"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Found by the attack on issue 11: a blob redirected to another origin
+/// (blob storage) whose answer is a Bearer challenge must not get the
+/// registry's credentials sent to its realm; and credentials written into a
+/// reference are refused without being shown.
+#[test]
+fn credentials_never_follow_a_redirect_nor_show_from_a_url() {
+    let t = TestRoot::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = t.scratch("evil").join("log");
+    write(&log, "");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/redirecting_registry.py");
+    let mut child = Command::new("/usr/bin/python3").arg(fixture).arg(port.to_string()).arg(&log).spawn().unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // user "fleet", password "s3cret-pass"
+    let auth = t.scratch("auth").join("auth.json");
+    write(&auth, json!({"auths": {format!("127.0.0.1:{port}"): {"auth": "ZmxlZXQ6czNjcmV0LXBhc3M="}}}).to_string());
+    let root = t.root.to_str().unwrap();
+    let out = Command::new(TORCX)
+        .args(["--root", root, "image", "pull", "--plain-http", &format!("127.0.0.1:{port}/x/a:1")])
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("HTTP 401 from http://localhost:") && err.contains("credentials go to the registry only"),
+        "{err}"
+    );
+    assert_eq!(read(&log), "", "the realm was asked");
+    assert!(!err.contains("ZmxlZXQ6") && !err.contains("s3cret"), "{err}");
+    let (code, _, err) =
+        torcx_in(None, &["--root", root, "image", "pull", "oci://fleet:s3cret-pass@127.0.0.1:1/x/a:1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("credentials do not belong in a reference") && !err.contains("s3cret"), "{err}");
+}
+
+/// Found by the attack on issue 11: a layout whose index.json names a flood
+/// of digests is read in bounded time (the digests followed are capped).
+#[test]
+fn a_flood_of_digests_in_a_layout_is_bounded() {
+    let t = TestRoot::new();
+    let store = t.scratch("store");
+    let l = store.join("f.torcx.oci");
+    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
+    write(&l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#);
+    let junk: Vec<Value> = (0..200_000u32).map(|i| json!({"digest": format!("sha256:{:064x}", i)})).collect();
+    write(&l.join("index.json"), json!({"schemaVersion": 2, "manifests": [], "x": junk}).to_string());
+    let out = Command::new("timeout")
+        .args(["60", TORCX, "--json", "image", "list", "--store", store.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(124), "image list did not finish");
+}

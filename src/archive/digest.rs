@@ -80,16 +80,52 @@ pub struct Seen {
 /// end of its input.
 pub struct HashingReader<R> {
     inner: R,
-    /// Chunks to the hashing thread, and empty buffers back.
-    full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    empty: std::sync::mpsc::Receiver<Vec<u8>>,
-    thread: Option<std::thread::JoinHandle<Hasher>>,
+    hashing: Option<HashThread>,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R, algos: &[Algo]) -> (HashingReader<R>, Arc<Mutex<Seen>>) {
         let seen = Arc::new(Mutex::new(Seen::default()));
+        (HashingReader { inner, hashing: Some(HashThread::new(algos)), seen: seen.clone() }, seen)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0
+            && let Some(h) = &self.hashing
+        {
+            let mut chunk = h.buffer(n);
+            chunk.copy_from_slice(&buf[..n]);
+            h.send(chunk);
+        } else if n == 0
+            && !buf.is_empty()
+            && let Some(h) = self.hashing.take()
+        {
+            // The end: the hashing thread finishes what it was sent.
+            if let Some(h) = h.finish() {
+                let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                s.bytes = h.bytes;
+                s.digests = Some(h.finish());
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A thread that hashes the chunks it is handed, in order; the buffers go
+/// back to a pool, so a writer that reads straight into [`HashThread::buffer`]
+/// hashes without copying.
+pub struct HashThread {
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<Hasher>,
+}
+
+impl HashThread {
+    pub fn new(algos: &[Algo]) -> HashThread {
         let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let (empty_tx, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(10);
         let mut hasher = Hasher::new(algos);
@@ -100,29 +136,25 @@ impl<R: Read> HashingReader<R> {
             }
             hasher
         });
-        (HashingReader { inner, full: Some(full), empty, thread: Some(thread), seen: seen.clone() }, seen)
+        HashThread { full, empty, thread }
     }
-}
 
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0
-            && let Some(tx) = &self.full
-        {
-            let mut chunk = self.empty.try_recv().unwrap_or_default();
-            chunk.clear();
-            chunk.extend_from_slice(&buf[..n]);
-            let _ = tx.send(chunk);
-        } else if n == 0 && !buf.is_empty() && self.full.take().is_some() {
-            // The end: the hashing thread finishes what it was sent.
-            if let Some(h) = self.thread.take().and_then(|t| t.join().ok()) {
-                let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                s.bytes = h.bytes;
-                s.digests = Some(h.finish());
-            }
-        }
-        Ok(n)
+    /// A buffer of `len` bytes, from the pool when one is back.
+    pub fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut b = self.empty.try_recv().unwrap_or_default();
+        b.resize(len, 0);
+        b
+    }
+
+    /// Hands `chunk` over to be hashed.
+    pub fn send(&self, chunk: Vec<u8>) {
+        let _ = self.full.send(chunk);
+    }
+
+    /// Everything sent, hashed; `None` if the thread failed.
+    pub fn finish(self) -> Option<Hasher> {
+        drop(self.full);
+        self.thread.join().ok()
     }
 }
 

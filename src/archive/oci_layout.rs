@@ -14,18 +14,26 @@ fn is_hex(n: &str) -> bool {
     n.len() == 64 && n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Every `sha256:HEX` a JSON document names, as `"digest"` anywhere in it.
-fn digests_in(v: &serde_json::Value, out: &mut Vec<String>) {
+/// The most digests followed from one layout: a document listing more
+/// (a planted `index.json`, an odd manifest) costs bounded time.
+const MAX_DIGESTS: usize = 4096;
+
+/// Every `sha256:HEX` a JSON document names, as `"digest"` anywhere in it,
+/// up to [`MAX_DIGESTS`] found in all.
+fn digests_in(v: &serde_json::Value, out: &mut Vec<String>, found: &mut usize) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, x) in m {
                 match (k.as_str(), x.as_str().and_then(|d| d.strip_prefix("sha256:"))) {
-                    ("digest", Some(h)) if is_hex(h) => out.push(h.to_string()),
-                    _ => digests_in(x, out),
+                    ("digest", Some(h)) if is_hex(h) && *found < MAX_DIGESTS => {
+                        *found += 1;
+                        out.push(h.to_string());
+                    }
+                    _ => digests_in(x, out, found),
                 }
             }
         }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| digests_in(x, out)),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| digests_in(x, out, found)),
         _ => {}
     }
 }
@@ -33,14 +41,18 @@ fn digests_in(v: &serde_json::Value, out: &mut Vec<String>) {
 /// The files of the layout at `dir` a reader may need, in the order it
 /// wants them: the layout file, the index, and the blobs the index reaches
 /// (through manifests and nested indexes), not every blob an older pull
-/// left. JSON is read at most 4 MiB a document, 64 documents in all.
+/// left. JSON is read at most 4 MiB a document, 64 documents and 16 MiB in
+/// all.
 fn files(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut v =
         vec![("oci-layout".to_string(), dir.join("oci-layout")), ("index.json".to_string(), dir.join("index.json"))];
     let blobs = dir.join("blobs/sha256");
+    // JSON read in all, index.json included: 16 MiB (as for a bundle's speculative reads).
+    let budget = std::cell::Cell::new(16u64 << 20);
     let json = |p: &Path| -> Option<serde_json::Value> {
         let f = open_nofollow(p).ok()?;
-        if f.metadata().ok()?.len() > 4 << 20 {
+        let len = f.metadata().ok()?.len();
+        if len > 4 << 20 || len > budget.get() {
             return None;
         }
         // A layer is not read: JSON starts with `{` in its first bytes.
@@ -50,28 +62,29 @@ fn files(dir: &Path) -> Vec<(String, PathBuf)> {
         if b.iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'{') {
             return None;
         }
+        budget.set(budget.get() - len);
         f.read_to_end(&mut b).ok()?;
         serde_json::from_slice(&b).ok()
     };
     let mut todo = vec![];
+    let mut found = 0;
     if let Some(index) = json(&dir.join("index.json")) {
-        digests_in(&index, &mut todo);
+        digests_in(&index, &mut todo, &mut found);
     }
-    let mut seen: Vec<String> = vec![];
+    let mut seen = std::collections::BTreeSet::new();
     let mut documents = 0;
     while let Some(h) = todo.pop() {
-        if seen.contains(&h) {
+        if !seen.insert(h.clone()) {
             continue;
         }
-        seen.push(h.clone());
+        // Only a blob that is there can be a document (a missing one costs no open).
         if documents < 64
             && let Some(doc) = json(&blobs.join(&h))
         {
             documents += 1;
-            digests_in(&doc, &mut todo);
+            digests_in(&doc, &mut todo, &mut found);
         }
     }
-    seen.sort();
     v.extend(seen.into_iter().map(|n| (format!("blobs/sha256/{n}"), blobs.join(n))));
     v
 }

@@ -182,3 +182,35 @@ mod tests {
         assert!(!super::no_proxy_in("", "anything"));
     }
 }
+
+/// `url` as it may be shown: without credentials (`user:pass@`) or a
+/// query (a presigned storage URL carries its signature there).
+pub fn redact(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((u, _)) => format!("{u}?…"),
+        None => url.to_string(),
+    };
+    let Some((scheme, rest)) = url.split_once("://") else { return url };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => url,
+    }
+}
+
+/// Whether `url` carries credentials before its host.
+pub fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest[..rest.find('/').unwrap_or(rest.len())].contains('@')
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn credentials_and_queries_are_never_shown() {
+        assert_eq!(super::redact("oci://u:p@h:5/r/a:1"), "oci://…@h:5/r/a:1");
+        assert_eq!(super::redact("https://cdn/b?X-Sig=s3cret"), "https://cdn/b?…");
+        assert_eq!(super::redact("https://h/a@b"), "https://h/a@b");
+        assert!(super::has_userinfo("http://u:p@h/x") && !super::has_userinfo("https://h/a@b"));
+    }
+}

@@ -121,9 +121,10 @@ pub fn populate(cfg: &Config, opts: &Options, progress: &dyn Progress) -> Result
             let index = r.has_index().then(|| open_remote(cfg, &client, &rname, opts));
             for w in wants {
                 let o = match &index {
-                    None => pull_from_registry(cfg, &r, &w.id, None, opts),
+                    None => pull_from_registry(cfg, &r, &w.id, None, opts, progress),
                     Some(Ok((_, c, bytes, signed))) => {
-                        pull_from_registry(cfg, &r, &w.id, Some((c, if *signed { bytes } else { &[] })), opts)
+                        let listed = Some((c, if *signed { bytes.as_slice() } else { &[] }));
+                        pull_from_registry(cfg, &r, &w.id, listed, opts, progress)
                     }
                     Some(Err(e)) => outcome(&w.id, &rname, "failed", None, Default::default(), Some(format!("{e:#}"))),
                 };
@@ -232,12 +233,20 @@ fn pull_from_registry(
     id: &ImageId,
     index: Option<(&Contents, &[u8])>,
     opts: &Options,
+    progress: &dyn Progress,
 ) -> Outcome {
+    // One bar for the image: the bytes of its blobs so far.
+    let bar = progress.start(&id.to_string());
+    let blobs: std::sync::Mutex<BTreeMap<String, u64>> = Default::default();
+    let each = |digest: &str, done: u64, _size: u64| {
+        let mut b = blobs.lock().unwrap_or_else(|e| e.into_inner());
+        b.insert(digest.to_string(), done);
+        bar(b.values().sum(), None);
+    };
     let res = (|| -> Result<super::pull::PullOutcome> {
         let (reference, name) = registry_source(r, index.map(|(c, _)| c), id)?;
         let version = opts.version.as_deref();
-        let p =
-            super::pull::pull(cfg, &reference, Some(&name.to_string()), version, false, opts.timeout, &|_, _, _| {})?;
+        let p = super::pull::pull(cfg, &reference, Some(&name.to_string()), version, false, opts.timeout, &each)?;
         if name.reference != id.reference {
             super::pull::tag_also(&cfg.host(&p.path), &name.reference, &id.reference)?;
         }
@@ -246,6 +255,7 @@ fn pull_from_registry(
         }
         Ok(p)
     })();
+    drop(bar);
     match res {
         Ok(p) => {
             let d = download::Done { bytes: p.pulled.fetched_bytes, resumed: 0, seconds: p.seconds };

@@ -6,6 +6,7 @@ use super::http::Client;
 use super::registry::{Ref, Registry};
 use crate::archive::oci::{ANNOTATION, Descriptor, MT_INDEX, REF_NAME, digest_hex, is_index_type, is_manifest_type};
 use anyhow::{Context, Result, anyhow, bail};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The most layers an image may have (as a bundle may).
@@ -87,7 +88,12 @@ pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progres
         std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
         keep_document(&blobs, &config.digest, b)?;
     }
+    let mut done = std::collections::BTreeSet::new();
     for d in std::iter::once(&config).chain(layers.iter()) {
+        // A layer listed twice is one blob.
+        if !done.insert(d.digest.as_str()) {
+            continue;
+        }
         let got = reg.blob(&r.repo, d, &blobs, &|n| progress(&d.digest, n, d.size))?;
         p.fetched_bytes = p.fetched_bytes.saturating_add(got);
         p.reused_bytes = p.reused_bytes.saturating_add(d.size.saturating_sub(got));
@@ -160,10 +166,15 @@ pub fn tag_also(layout: &Path, tag: &str, also: &str) -> Result<()> {
     })
 }
 
-/// Writes a manifest or index (checked already) as its blob, unless it is there.
+/// Writes a manifest, index or config (checked already) as its blob,
+/// unless a plain file with those bytes is there.
 fn keep_document(blobs: &Path, digest: &str, bytes: &[u8]) -> Result<()> {
     let p = blobs.join(digest_hex(digest)?);
-    if !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+    let same = crate::archive::oci_layout::open_nofollow(&p).ok().is_some_and(|f| {
+        let mut have = vec![];
+        f.take(bytes.len() as u64 + 1).read_to_end(&mut have).is_ok() && have == bytes
+    });
+    if !same {
         crate::sys::fsutil::atomic_write(&p, bytes, 0o644)?;
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! `pull` writes what it fetches into an OCI image layout; `push` sends one.
 
 use super::http::Client;
-use crate::archive::digest::HashingReader;
+use crate::archive::digest::HashThread;
 use crate::archive::oci::{Descriptor, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_INDEX, MT_MANIFEST, digest_hex};
 use crate::model::remote::Algo;
 use anyhow::{Context, Result, anyhow, bail};
@@ -34,8 +34,11 @@ pub struct Ref {
 impl std::str::FromStr for Ref {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Ref> {
-        let bad = |why: &str| anyhow!("registry reference {}: {why}", crate::model::quoted(s));
+        let bad = |why: &str| anyhow!("registry reference {}: {why}", crate::model::quoted(&super::http::redact(s)));
         let rest = s.strip_prefix("oci://").unwrap_or(s);
+        if super::http::has_userinfo(&format!("oci://{rest}")) {
+            return Err(bad("credentials do not belong in a reference (auth.json holds them)"));
+        }
         let (host, path) = rest.split_once('/').ok_or_else(|| bad("no repository after the host"))?;
         if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
             return Err(bad("not a host[:port]"));
@@ -195,6 +198,11 @@ impl<'a> Registry<'a> {
         Ok(())
     }
 
+    /// Whether `url` is on this registry (its scheme, host and port).
+    fn is_own(&self, url: &str) -> bool {
+        url.strip_prefix(&self.base).is_some_and(|rest| rest.starts_with('/'))
+    }
+
     /// GETs `path`, answering an authentication challenge once.
     pub fn get(&self, path: &str, accept: &[&str], range: Option<u64>) -> Result<Answer> {
         let mut headers: Vec<(&str, String)> = vec![];
@@ -215,7 +223,7 @@ impl<'a> Registry<'a> {
         // Credentials go to this registry only: a URL it hands out (an
         // upload's `Location`) on another host gets none, and an https
         // registry cannot send the data back over plain http.
-        let same_origin = url.strip_prefix(&self.base).is_some_and(|rest| rest.starts_with('/'));
+        let same_origin = self.is_own(&url);
         if self.base.starts_with("https://") && url.starts_with("http://") {
             bail!("{method} {url}: an https registry handed out a plain http URL: refused");
         }
@@ -247,6 +255,17 @@ impl<'a> Registry<'a> {
             .map_err(|e| fail(&e))?;
             let status = resp.status().as_u16();
             let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(String::from);
+            // A challenge is answered only when the registry itself made it:
+            // not a host a redirect led to (blob storage, a CDN), nor one
+            // that handed out a URL, or its realm would get the credentials.
+            let answered_by = ureq::ResponseExt::get_uri(&resp).to_string();
+            let from_registry = same_origin && self.is_own(&answered_by);
+            if status == 401 && !from_registry {
+                bail!(
+                    "{method} {url}: HTTP 401 from {}: credentials go to the registry only",
+                    super::http::redact(&answered_by)
+                );
+            }
             if status == 401 && !answered && !matches!(body, Payload::File(..)) {
                 answered = true;
                 let challenge = h("www-authenticate").unwrap_or_default();
@@ -400,8 +419,9 @@ impl<'a> Registry<'a> {
             bail!("blob {}: {} bytes, over the limit of {MAX_BLOB}", d.digest, d.size);
         }
         // There already (a plain file, not a link planted there): the reader
-        // checks its digest whenever it is used.
-        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
+        // checks its digest whenever it is used. One of another size (cut
+        // short by a crash, or planted) is fetched again and replaced.
+        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == d.size) {
             return Ok(0);
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -426,16 +446,17 @@ impl<'a> Registry<'a> {
         let mut f = crate::sys::fsutil::open_partial(&part)?;
         // The bytes of an earlier try are hashed again, then the body: on a
         // thread of its own, so hashing overlaps the transfer.
+        // Each chunk is read into a buffer the hashing thread then takes: no copy.
         let prefix = std::fs::File::open(&part)?.take(start);
-        let body = prefix.chain(a.body.take(d.size - start + 1));
-        let (mut body, seen) = HashingReader::new(body, &[Algo::Sha256]);
+        let mut body = prefix.chain(a.body.take(d.size - start + 1));
+        let hashing = HashThread::new(&[Algo::Sha256]);
         f.set_len(start)?;
         use std::io::Seek;
         f.seek(std::io::SeekFrom::Start(start))?;
         let mut n = 0u64;
         let mut flushed = start;
-        let mut buf = vec![0u8; 128 * 1024];
         loop {
+            let mut buf = hashing.buffer(128 * 1024);
             let k = body.read(&mut buf).with_context(|| format!("blob {}: interrupted after {n} bytes", d.digest))?;
             if k == 0 {
                 break;
@@ -443,6 +464,8 @@ impl<'a> Registry<'a> {
             // The prefix is in the file already.
             let skip = start.saturating_sub(n).min(k as u64) as usize;
             f.write_all(&buf[skip..k]).with_context(|| format!("writing {}", part.display()))?;
+            buf.truncate(k);
+            hashing.send(buf);
             n += k as u64;
             progress(n);
             // Start writing back as it comes, so the final fsync has little left to do.
@@ -457,7 +480,7 @@ impl<'a> Registry<'a> {
             }
             bail!("blob {}: {n} bytes, the descriptor says {}", d.digest, d.size);
         }
-        let got = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take().unwrap_or_default();
+        let got = hashing.finish().map(|h| h.finish()).unwrap_or_default();
         let got = got.first().map(|g| g.hex.clone()).unwrap_or_default();
         if got != hex {
             let _ = std::fs::remove_file(&part);

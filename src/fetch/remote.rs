@@ -115,9 +115,14 @@ fn keys(cfg: &Config, name: &str, manifest: &Path, m: &remote::RemoteManifest) -
 }
 
 fn check_scheme(url: &str) -> Result<()> {
+    let shown = || crate::model::quoted(&super::http::redact(url));
     let ok = ["http://", "https://", "file:///", "oci://"].iter().any(|s| url.starts_with(s));
     if !ok {
-        bail!("base_url {}: only http://, https://, file:/// and oci:// URLs", crate::model::quoted(url));
+        bail!("base_url {}: only http://, https://, file:/// and oci:// URLs", shown());
+    }
+    // They would be shown in every error and log line naming the URL.
+    if super::http::has_userinfo(url) {
+        bail!("URL {}: credentials do not belong in a URL (a registry's go in auth.json)", shown());
     }
     Ok(())
 }

@@ -34,6 +34,10 @@ pub struct Vouched {
 pub struct Trusted {
     pub entries: Vec<Vouched>,
     pub problems: Vec<String>,
+    /// More indexes were kept than are read: the newest of a remote may be
+    /// among those left out (a store writer can add old ones), so no
+    /// default version is trusted.
+    pub truncated: bool,
 }
 
 /// Keeps the index bytes in `store_host` for remote `name`, under a name
@@ -95,10 +99,11 @@ impl Trusted {
             files.sort();
             if files.len() > MAX_KEPT {
                 t.problems.push(format!(
-                    "{}: over {MAX_KEPT} kept indexes; only the newest are read",
+                    "{}: over {MAX_KEPT} kept indexes; only the newest are read, and none vouches for com.coreos.cl (pin versions, or remove old indexes)",
                     dir.logical.join(KEPT_DIR).display()
                 ));
                 files.truncate(MAX_KEPT);
+                t.truncated = true;
             }
             for (_, rname, file) in files {
                 let logical = dir.logical.join(KEPT_DIR).join(&rname).join(&file);
@@ -142,6 +147,9 @@ impl Trusted {
     pub fn expected(&self, id: &ImageId) -> Vec<&Vouched> {
         if id.reference != DEFAULT_REFERENCE {
             return self.entries.iter().filter(|v| v.name == id.name && v.version == id.reference).collect();
+        }
+        if self.truncated {
+            return vec![];
         }
         let mut newest: std::collections::BTreeMap<&str, u64> = Default::default();
         for v in &self.entries {
@@ -229,6 +237,7 @@ mod tests {
         let t = Trusted {
             entries: vec![v("r", "1", true, 100, '1'), v("r", "1", false, 200, '1'), v("r", "2", true, 200, '2')],
             problems: vec![],
+            truncated: false,
         };
         let id = |r: &str| ImageId::new("a", r).unwrap();
         let got: Vec<&str> = t.expected(&id(DEFAULT_REFERENCE)).iter().map(|v| v.version.as_str()).collect();
@@ -236,5 +245,10 @@ mod tests {
         // A pinned version: any index that lists it.
         assert_eq!(t.expected(&id("1")).len(), 2);
         assert!(t.expected(&id("3")).is_empty());
+        // Found by the attack on issue 11: old indexes copied in until the
+        // newest is no longer read. Then no default is trusted at all.
+        let flooded = Trusted { truncated: true, ..t };
+        assert!(flooded.expected(&id(DEFAULT_REFERENCE)).is_empty());
+        assert_eq!(flooded.expected(&id("2")).len(), 1);
     }
 }
