@@ -962,3 +962,41 @@ fn a_flood_of_digests_in_a_layout_is_bounded() {
         .unwrap();
     assert_ne!(out.status.code(), Some(124), "image list did not finish");
 }
+
+/// A registry remote's configuration errors, each one line naming the
+/// remote and the cause, before any registry is asked; a password written
+/// into a URL is never shown.
+#[test]
+fn registry_remote_configuration_errors_are_named() {
+    let t = TestRoot::new();
+    let gpg = common::remote::Gpg::new(&t.scratch("keys"), "torcx test <test@torcx.invalid>", "ed25519");
+    let media = t.scratch("media");
+    let doc = json!({"kind": "torcx-remote-contents-v1", "value": {"images": [{"name": "a", "defaultVersion": "1",
+        "versions": [{"version": "1", "format": "oci", "hash": format!("sha512-{}", "a".repeat(128))}]}]}});
+    write(&media.join("index.json.asc"), gpg.clearsign(&doc.to_string()));
+    t.write("etc/torcx/remotes/r/key.asc", gpg.public_armored());
+    t.write(
+        "etc/torcx/profiles/p.json",
+        json!({"kind": "profile-manifest-v1", "value": {"images": [{"name": "a", "reference": "1", "remote": "r"}]}})
+            .to_string(),
+    );
+    let root = t.root.to_str().unwrap();
+    let check = |value: Value| {
+        t.write("etc/torcx/remotes/r/remote.json", json!({"kind": "remote-manifest-v0", "value": value}).to_string());
+        let (code, out, err) = torcx_in(None, &["--root", root, "profile", "check", "--remote-only", "--name", "p"]);
+        assert_eq!(code, 1, "{out}{err}");
+        err
+    };
+    let keys = json!([{"armored_keyring": "key.asc"}]);
+    let index = format!("file://{}/index.json.asc", media.display());
+    let err = check(json!({"base_url": "oci://127.0.0.1:1/p", "index_url": index, "keys": keys}));
+    assert!(err.contains("image a:1: remote r: image a: version 1: a registry image is listed by its sha256 manifest digest, not sha512"), "{err}");
+    let err = check(json!({"base_url": "oci://127.0.0.1:1/p", "index_url": "oci://127.0.0.1:1/i", "keys": keys}));
+    assert!(
+        err.contains("index_url \"oci://127.0.0.1:1/i\": an index is fetched by http://, https:// or file:///"),
+        "{err}"
+    );
+    let err = check(json!({"base_url": "oci://fleet:s3cret@127.0.0.1:1/p"}));
+    assert!(err.contains("URL \"oci://…@127.0.0.1:1/p\": credentials do not belong in a URL"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
