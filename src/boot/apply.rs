@@ -167,6 +167,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
         log::error!("{e}; the lower profiles' images are applied, the boot is not sealed");
         status.error = Some(e.clone());
     }
+    crate::sys::crash::point("images applied")?;
     let ok = status.images.iter().all(|i| i.error.is_none()) && resolved.upper_error.is_none();
     if ok {
         let profile = serde_json::json!({
@@ -176,8 +177,10 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
         let mut b = serde_json::to_vec_pretty(&profile)?;
         b.push(b'\n');
         atomic_write(&cfg.host(&cfg.run_profile_path()), &b, 0o444)?;
+        crate::sys::crash::point("profile written")?;
         let seal = seal_text(cfg, &resolved.lower_profiles, resolved.upper_profile.as_deref());
         atomic_write(&cfg.host(Path::new(SEAL_PATH)), seal.as_bytes(), 0o644)?;
+        crate::sys::crash::point("sealed")?;
         status.sealed = true;
     }
     status.finished = now();
