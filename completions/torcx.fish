@@ -91,7 +91,7 @@ complete -c torcx -n "__fish_torcx_using_subcommand status" -l store -d 'An extr
 complete -c torcx -n "__fish_torcx_using_subcommand status" -l json -d 'Print JSON (the default when stdout is not a terminal)'
 complete -c torcx -n "__fish_torcx_using_subcommand status" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand status" -s q -l quiet -d 'Only errors'
-complete -c torcx -n "__fish_torcx_using_subcommand status" -s h -l help -d 'Print help'
+complete -c torcx -n "__fish_torcx_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -l root -d 'Work under DIR instead of / (every path, including the seal); systemd is not driven' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand image; and not __fish_seen_subcommand_from list clear-versioned pack inspect pull push verify" -l json -d 'Print JSON (the default when stdout is not a terminal)'

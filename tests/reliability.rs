@@ -101,3 +101,126 @@ fn apply_killed_at_every_step_ends_as_an_uninterrupted_apply() {
     eprintln!("apply killed at {killed} steps");
     assert!(killed >= 20, "only {killed} kill points");
 }
+
+/// The `kind` of an image in the status document.
+fn kind(doc: &serde_json::Value, name: &str) -> String {
+    let images = doc["value"]["images"].as_array().unwrap();
+    let i = images.iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("no image {name} in {doc:#}"));
+    i["kind"].as_str().unwrap_or("(none)").to_string()
+}
+
+/// Noise that does not compress.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u32 = 7;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Every failed image carries the kind of its cause, in status.json and in
+/// `torcx status`; the others attach.
+#[test]
+fn each_failure_has_a_kind() {
+    require_root("each_failure_has_a_kind");
+    let t = TestRoot::new();
+    let simple = |name: &str| {
+        let img = Image::new(&t, name, "1");
+        img.manifest(json!({"bin": [format!("/bin/{name}-tool")]})).exec(&format!("bin/{name}-tool"), "#!/bin/sh\n");
+        img
+    };
+    simple("ok").pack(&t, VENDOR_STORE, Fmt::Tgz);
+    // Over the unpack limit the test sets (1 MiB).
+    simple("big").file("share/blob", noise(2 << 20)).pack(&t, VENDOR_STORE, Fmt::Tgz);
+    // A unit the host has.
+    let c = Image::new(&t, "clash", "1");
+    c.manifest(json!({"units": ["/lib/systemd/system/sshd.service"]}))
+        .file("lib/systemd/system/sshd.service", "[Service]\nExecStart=/bin/true\n");
+    c.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    t.write("usr/lib/systemd/system/sshd.service", "[Service]\nExecStart=/usr/sbin/sshd\n");
+    // An entry out of the tree.
+    let evil = t.path(VENDOR_STORE).join("evil:1.torcx.tgz");
+    let py = format!(
+        "import tarfile,io\nwith tarfile.open('{}','w:gz') as t:\n  i=tarfile.TarInfo('../escape'); d=b'x'; i.size=1; t.addfile(i,io.BytesIO(d))\n",
+        evil.display()
+    );
+    assert!(std::process::Command::new("python3").args(["-c", &py]).status().unwrap().success());
+    // A truncated archive.
+    let cut = simple("cut");
+    cut.file("share/blob", noise(300_000));
+    let p = cut.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let names = ["ok", "big", "clash", "evil", "cut", "none"];
+    let profile: Vec<(&str, &str)> = names.iter().map(|n| (*n, "1")).collect();
+    t.vendor_profile(&profile);
+    std::fs::create_dir_all(t.path("run")).unwrap();
+    let mut ns = Ns::new(&t);
+    let apply = ns.torcx_env(&[("TORCX_UNPACK_LIMIT", "1M")], &["apply"]);
+    let status = ns.torcx(&["status"]);
+    let steps = ns.run();
+    let s = &steps[apply];
+    assert_eq!(s.code, 1, "{}", s.describe());
+    let doc = s.json();
+    let kinds: Vec<(String, String)> = names.iter().map(|n| (n.to_string(), kind(&doc, n))).collect();
+    let want = [
+        ("ok", "(none)"),
+        ("big", "limit"),
+        ("clash", "conflict"),
+        ("evil", "refused"),
+        ("cut", "corrupt"),
+        ("none", "missing"),
+    ];
+    assert_eq!(kinds, want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>(), "{doc:#}");
+    let file = read_json(&t.path("run/torcx/status.json"));
+    assert_eq!(kind(&file, "clash"), "conflict");
+    assert!(t.exists("run/torcx/bin/ok-tool"));
+    // `torcx status --json` carries the same.
+    let last = json!({"value": steps[status].json()["value"]["last_apply"].clone()});
+    assert_eq!((kind(&last, "big"), kind(&last, "none")), ("limit".to_string(), "missing".to_string()), "{last:#}");
+}
+
+/// `/run` full while apply writes units and records: the image fails with
+/// kind `space`, naming the path; nothing of it is half-placed; after space
+/// is freed, the next apply succeeds.
+#[test]
+fn a_full_run_fails_the_image_with_kind_space_and_the_next_apply_succeeds() {
+    require_root("a_full_run_fails_the_image_with_kind_space_and_the_next_apply_succeeds");
+    let t = TestRoot::new();
+    let img = Image::new(&t, "u", "1");
+    // Units that need more room than /run has.
+    img.manifest(json!({"bin": ["/bin/u-tool"], "units": ["/lib/systemd/system/u.service", "/lib/systemd/system/u-big.service"]}))
+        .exec("bin/u-tool", "#!/bin/sh\n")
+        .file("lib/systemd/system/u.service", "[Service]\nExecStart=/run/torcx/bin/u-tool\n")
+        .file("lib/systemd/system/u-big.service", format!("[Service]\nExecStart=/run/torcx/bin/u-tool\n# {}\n", "x".repeat(200_000)));
+    img.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("u", "1")]);
+    std::fs::create_dir_all(t.path("run")).unwrap();
+    let probe = t.scratch("probe").join("after-full");
+    let mut ns = Ns::new(&t);
+    ns.sh("mount -t tmpfs -o size=96k torcx-test-run \"$ROOT/run\"");
+    let full = ns.apply();
+    ns.sh(&format!(
+        "( cd \"$ROOT\" && find run/systemd run/torcx/bin run/torcx/attached -mindepth 1 2>/dev/null | sort ) > '{}' || true",
+        probe.display()
+    ));
+    ns.sh("mount -o remount,size=4m \"$ROOT/run\"");
+    let freed = ns.apply();
+    let probe2 = t.scratch("probe").join("after-freed");
+    ns.sh(&format!("( cd \"$ROOT\" && ls run/torcx/bin run/systemd/system ) > '{}' 2>&1 || true", probe2.display()));
+    let steps = ns.run();
+    let s = &steps[full];
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_eq!(kind(&s.json(), "u"), "space", "{}", s.describe());
+    assert_contains(&s.stderr, "No space left on device", s);
+    assert_contains(&s.stderr, "image u:1", s);
+    // Nothing of it is half-placed: no unit, drop-in, binary link or record.
+    assert_eq!(read(&probe), "", "left after the failure");
+    assert_eq!(steps[freed].code, 0, "{}", steps[freed].describe());
+    let placed = read(&probe2);
+    assert!(placed.contains("u-tool") && placed.contains("u-big.service"), "{placed}");
+}

@@ -455,11 +455,14 @@ impl<R: Read> HashRead<R> {
     pub fn finish(mut self, digest: &str, size: u64) -> Result<()> {
         std::io::copy(&mut self, &mut std::io::sink()).with_context(|| format!("blob {digest}: reading"))?;
         if self.n != size {
-            bail!("blob {digest}: size mismatch (the descriptor says {size} bytes, the bundle holds {})", self.n);
+            return Err(corrupt(format!(
+                "blob {digest}: size mismatch (the descriptor says {size} bytes, the bundle holds {})",
+                self.n
+            )));
         }
         let got = crate::sys::fsutil::hex(&self.h.finalize());
         if Some(got.as_str()) != digest.strip_prefix("sha256:") {
-            bail!("blob {digest}: digest mismatch (got sha256:{got})");
+            return Err(corrupt(format!("blob {digest}: digest mismatch (got sha256:{got})")));
         }
         Ok(())
     }

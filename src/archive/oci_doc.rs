@@ -114,18 +114,23 @@ pub fn digest_hex(digest: &str) -> Result<&str> {
 }
 
 /// Checks a blob read whole against its descriptor.
+/// A blob that is not what its descriptor says.
+pub(crate) fn corrupt(msg: String) -> anyhow::Error {
+    crate::model::failure::error(crate::model::failure::Kind::Corrupt, msg)
+}
+
 pub(crate) fn verify_bytes(d: &Descriptor, data: &[u8]) -> Result<()> {
     if data.len() as u64 != d.size {
-        bail!(
+        return Err(corrupt(format!(
             "blob {}: size mismatch (the descriptor says {} bytes, the bundle holds {})",
             d.digest,
             d.size,
             data.len()
-        );
+        )));
     }
     let got = crate::sys::fsutil::hex(&sha2::Sha256::digest(data));
     if Some(got.as_str()) != d.digest.strip_prefix("sha256:") {
-        bail!("blob {}: digest mismatch (got sha256:{got})", d.digest);
+        return Err(corrupt(format!("blob {}: digest mismatch (got sha256:{got})", d.digest)));
     }
     Ok(())
 }

@@ -61,11 +61,14 @@ pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Resul
                 false
             };
             if !ours {
-                bail!(
-                    "image {id}: unit {name} (from /{}) conflicts with {} on the host",
-                    p.source.as_deref().unwrap_or("?"),
-                    found.display()
-                );
+                return Err(crate::model::failure::error(
+                    crate::model::failure::Kind::Conflict,
+                    format!(
+                        "image {id}: unit {name} (from /{}) conflicts with {} on the host",
+                        p.source.as_deref().unwrap_or("?"),
+                        found.display()
+                    ),
+                ));
             }
         }
     }

@@ -51,13 +51,16 @@ pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> 
     let id = img.id().clone();
     if let Some(r) = Record::load(cfg, &id.name)? {
         if r.state == RecordState::Attached {
-            bail!(
-                "image {} is already attached ({} from {}); use `torcx reattach {}:REF` to switch references",
-                id.name,
-                r.id(),
-                r.archive.display(),
-                id.name
-            );
+            return Err(crate::model::failure::error(
+                crate::model::failure::Kind::Conflict,
+                format!(
+                    "image {} is already attached ({} from {}); use `torcx reattach {}:REF` to switch references",
+                    id.name,
+                    r.id(),
+                    r.archive.display(),
+                    id.name
+                ),
+            ));
         }
         log::warn!("image {}: cleaning up an interrupted attach of {}", id.name, r.id());
         remove(cfg, &r)?;

@@ -8,7 +8,7 @@ use crate::model::names::ImageId;
 use crate::sys::crash;
 use crate::sys::fsutil::sha256_hex;
 use crate::sys::mount;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -39,12 +39,15 @@ pub fn check_conflicts(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result
         }
         // Only now read every record: naming the owner is for the error.
         let owner = owners(cfg)?.get(&p.dest).cloned().unwrap_or_else(|| "a file torcx did not place".into());
-        bail!(
-            "image {id}: {} (from /{}) conflicts with {owner}, already at {}",
-            p.dest.display(),
-            p.source.as_deref().unwrap_or("?"),
-            p.dest.display()
-        );
+        return Err(crate::model::failure::error(
+            crate::model::failure::Kind::Conflict,
+            format!(
+                "image {id}: {} (from /{}) conflicts with {owner}, already at {}",
+                p.dest.display(),
+                p.source.as_deref().unwrap_or("?"),
+                p.dest.display()
+            ),
+        ));
     }
     Ok(())
 }

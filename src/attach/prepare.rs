@@ -10,7 +10,7 @@ use crate::fetch::trust;
 use crate::model::config::{Config, Verify};
 use crate::sys::crash;
 use crate::tree::source::{self, Tree};
-use anyhow::{Result, bail};
+use anyhow::Result;
 use std::path::Path;
 
 #[derive(Debug, Clone, Default)]
@@ -39,7 +39,10 @@ pub(super) fn prepare(
     let want = match img {
         ImageFrom::Archive(a) => trust::requirement(cfg, &a.id, &a.path)?,
         ImageFrom::Dir { path, .. } if cfg.verify == Verify::Signed => {
-            bail!("{}: verify is signed, and an image directory has no hash to verify", path.display())
+            return Err(crate::model::failure::error(
+                crate::model::failure::Kind::Signature,
+                format!("{}: verify is signed, and an image directory has no hash to verify", path.display()),
+            ));
         }
         ImageFrom::Dir { .. } => None,
     };

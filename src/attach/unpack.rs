@@ -90,10 +90,13 @@ fn mount_tmpfs(cfg: &Config, host: &Path) -> Result<Limits> {
     let pool = pool(cfg, host);
     let left = pool.left();
     if left < 1 << 20 {
-        anyhow::bail!(
-            "no room left to unpack: the other images' trees take the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config)",
-            pool.total
-        );
+        return Err(crate::model::failure::error(
+            crate::model::failure::Kind::Limit,
+            format!(
+                "no room left to unpack: the other images' trees take the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config)",
+                pool.total
+            ),
+        ));
     }
     let size = left.min(cfg.unpack_limit);
     mount::mount_tmpfs(host, size)?;

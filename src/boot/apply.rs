@@ -4,6 +4,7 @@
 use crate::attach::{self, Record};
 use crate::boot::cache;
 use crate::model::config::{Config, SEAL_PATH};
+use crate::model::failure::{self, Kind};
 use crate::model::names::ImageId;
 use crate::profile;
 use crate::store;
@@ -34,6 +35,9 @@ pub struct ImageStatus {
     pub format: Option<attach::RecordFormat>,
     pub state: ImageState,
     pub error: Option<String>,
+    /// Why it failed, for machines (torcx(8), `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
     pub unpacked_bytes: u64,
     pub files: usize,
 }
@@ -214,6 +218,7 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
         format: None,
         state: ImageState::Failed,
         error: None,
+        kind: None,
         unpacked_bytes: 0,
         files: 0,
     };
@@ -234,18 +239,21 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
         Ok(Some(r)) => {
             if let Err(e) = attach::remove(cfg, &r) {
                 st.error = Some(format!("image {id}: clearing the earlier attachment: {e:#}"));
+                st.kind = Some(failure::kind_of(&e));
                 return Half::Done(st);
             }
         }
         Ok(None) => {}
         Err(e) => {
             st.error = Some(format!("image {id}: {e:#}"));
+            st.kind = Some(failure::kind_of(&e));
             return Half::Done(st);
         }
     }
     let Some(a) = archives.iter().find(|a| &a.id == id) else {
         let dirs: Vec<String> = store::store_dirs(cfg).iter().map(|d| d.logical.display().to_string()).collect();
         st.error = Some(format!("image {id}: no archive in any store (searched {})", dirs.join(", ")));
+        st.kind = Some(Kind::Missing);
         return Half::Done(st);
     };
     st.archive = Some(a.path.clone());
@@ -266,6 +274,7 @@ fn fail(st: &mut ImageStatus, id: &ImageId, a: &crate::archive::Archive, e: anyh
     let msg = format!("{e:#}");
     let msg = msg.strip_prefix(&format!("image {id}: ")).unwrap_or(&msg).to_string();
     st.error = Some(format!("image {id} ({}): {msg}", a.path.display()));
+    st.kind = Some(failure::kind_of(&e));
 }
 
 /// The second half, in profile order: conflicts are refused against what

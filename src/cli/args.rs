@@ -116,6 +116,10 @@ back exactly as it was. Services still running from the old tree keep it until t
     /// Exit 0 when the image is attached, 1 when not; print its state
     IsAttached { name: String },
     /// Attachments, their units and binaries, and the last boot apply
+    #[command(long_about = "Attachments, their units and binaries, and the last boot apply.\n\n\
+The last boot apply is /run/torcx/status.json (torcx-apply-status-v0): each image's state (attached, \
+unchanged, failed), its error on one line, and for a failed image its kind, the cause for machines: \
+missing, space, limit, conflict, refused, corrupt, signature, io or other (torcx(8), FAILURE KINDS).")]
     Status { name: Option<String> },
     /// Build, list and look into images
     #[command(subcommand)]

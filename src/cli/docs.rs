@@ -156,6 +156,17 @@ fn examples(name: &str) -> String {
     s
 }
 
+/// The section of torcx(8) that lists the failure kinds.
+fn kinds() -> String {
+    let mut s = String::from(
+        ".SH \"FAILURE KINDS\"\nA failed image in /run/torcx/status.json, in torcx status and in its JSON carries a kind beside its message, for a fleet dashboard to count causes:\n",
+    );
+    for (k, what) in crate::model::failure::KINDS {
+        s += &format!(".TP\n.B {}\n{}\n", k, roff_escape(what));
+    }
+    s
+}
+
 fn see_also(name: &str) -> String {
     let mut refs = vec!["torcx-generator(8)", "torcx-profile(5)", "torcx-image(5)", "torcx-config(5)"];
     if name != "torcx" {
@@ -182,6 +193,9 @@ fn page(cmd: &clap::Command, name: &str, dir: &Path) -> Result<()> {
     }
     if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
         man.render_subcommands_section(&mut b)?;
+    }
+    if name == "torcx" {
+        b.write_all(kinds().as_bytes())?;
     }
     let ex = examples(name);
     if !ex.is_empty() {

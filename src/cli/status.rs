@@ -85,7 +85,8 @@ pub(super) fn cmd_status(cfg: &Config, sd: &Systemd, name: Option<&str>, json: b
                 println!("  error: {}", esc(e));
             }
             for i in s.images.iter().filter(|i| i.error.is_some()) {
-                println!("  failed: {}", esc(i.error.as_deref().unwrap()));
+                let kind = i.kind.map(|k| k.as_str()).unwrap_or("other");
+                println!("  failed ({kind}): {}", esc(i.error.as_deref().unwrap()));
             }
         }
     }

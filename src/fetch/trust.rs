@@ -6,6 +6,7 @@
 
 use super::{remote, sig};
 use crate::model::config::{Config, DEFAULT_REFERENCE, Verify};
+use crate::model::failure::{self, Kind};
 use crate::model::names::ImageId;
 use crate::model::remote::Digest;
 use crate::store;
@@ -175,7 +176,10 @@ pub fn requirement(cfg: &Config, id: &ImageId, logical: &Path) -> Result<Option<
     let list: Vec<Digest> = t.expected(id).into_iter().map(|v| v.digest.clone()).collect();
     if list.is_empty() {
         let why = if t.problems.is_empty() { String::new() } else { format!(" ({})", t.problems.join("; ")) };
-        bail!("{}: verify is signed and no signed remote index lists image {id}{why}", logical.display());
+        return Err(failure::error(
+            Kind::Signature,
+            format!("{}: verify is signed and no signed remote index lists image {id}{why}", logical.display()),
+        ));
     }
     Ok(Some(list))
 }
@@ -206,12 +210,15 @@ fn check_as(logical: &Path, id: &ImageId, want: &[Digest], got: &[Digest], is: &
     }
     let shown: Vec<String> =
         got.iter().filter(|g| want.iter().any(|w| w.algo == g.algo)).map(|g| g.to_string()).collect();
-    bail!(
-        "{}: hash mismatch for image {id}: the signed index lists {}, {is} {}",
-        logical.display(),
-        want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" or "),
-        if shown.is_empty() { "unknown (not read to its end)".to_string() } else { shown.join(" or ") }
-    )
+    Err(failure::error(
+        Kind::Signature,
+        format!(
+            "{}: hash mismatch for image {id}: the signed index lists {}, {is} {}",
+            logical.display(),
+            want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" or "),
+            if shown.is_empty() { "unknown (not read to its end)".to_string() } else { shown.join(" or ") }
+        ),
+    ))
 }
 
 #[cfg(test)]

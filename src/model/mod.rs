@@ -4,6 +4,7 @@
 //! writes.
 
 pub mod config;
+pub mod failure;
 pub mod manifest;
 pub mod names;
 pub mod remote;

@@ -165,7 +165,7 @@ impl Extractor {
                         }
                         rustix::fs::chmodat(dir, &name, Mode::from_raw_mode(mode), AtFlags::empty())?;
                     }
-                    Err(err) => return Err(entry_err(&raw, err)),
+                    Err(err) => return Err(policy::entry_io(&raw, "", err)),
                 }
             }
             Kind::File => {
@@ -187,7 +187,7 @@ impl Extractor {
                         };
                         return Err(policy::check_over(&raw, &Kind::File, there).unwrap_err());
                     }
-                    Err(err) => return Err(entry_err(&raw, format!("creating: {err}"))),
+                    Err(err) => return Err(policy::entry_io(&raw, "creating", err)),
                 };
                 let mut f = std::fs::File::from(fd);
                 let mut buf = std::mem::take(&mut self.buf);
@@ -201,11 +201,11 @@ impl Extractor {
                     }
                 })();
                 self.buf = buf;
-                res.map_err(|err| entry_err(&raw, format!("writing: {err}")))?;
+                res.map_err(|err| policy::entry_io(&raw, "writing", err))?;
                 // The mode is the archive's, whatever the umask (which is
                 // process-wide, so it cannot be changed while images unpack
                 // side by side).
-                rustix::fs::fchmod(&f, Mode::from_raw_mode(mode)).map_err(|err| entry_err(&raw, err))?;
+                rustix::fs::fchmod(&f, Mode::from_raw_mode(mode)).map_err(|err| policy::entry_io(&raw, "", err))?;
                 let t = Timespec { tv_sec: mtime as i64, tv_nsec: 0 };
                 let _ = rustix::fs::futimens(&f, &Timestamps { last_access: t, last_modification: t });
                 self.stats.files += 1;
@@ -216,7 +216,7 @@ impl Extractor {
                 let dir = self.dir(&raw, parent, true)?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), dir, &name).map_err(|err| match err {
                     Errno::EXIST => policy::check_over(&raw, &Kind::Symlink, policy::Node::File).unwrap_err(),
-                    err => entry_err(&raw, err),
+                    err => policy::entry_io(&raw, "", err),
                 })?;
                 self.symlink_bytes += raw.len() + std::mem::size_of::<PathBuf>();
                 if self.symlink_bytes > SYMLINK_LIST {
@@ -247,7 +247,7 @@ impl Extractor {
                 let dir = self.dir(&raw, parent, true)?;
                 rustix::fs::linkat(&src, &tname, dir, &name, AtFlags::empty()).map_err(|err| match err {
                     Errno::EXIST => policy::check_over(&raw, &Kind::HardLink, policy::Node::File).unwrap_err(),
-                    err => entry_err(&raw, err),
+                    err => policy::entry_io(&raw, "", err),
                 })?;
                 self.stats.hardlinks += 1;
             }

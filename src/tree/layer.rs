@@ -198,12 +198,12 @@ impl Extractor {
                 let dir = self.dir(&raw, parent, true)?;
                 match rustix::fs::statat(dir, *name, AtFlags::SYMLINK_NOFOLLOW) {
                     Err(Errno::NOENT) => {}
-                    Err(err) => return Err(entry_err(&raw, err)),
+                    Err(err) => return Err(policy::entry_io(&raw, "", err)),
                     Ok(st) => {
                         let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
                         if !(is_dir && kind.is_dir()) {
                             remove_all_at(dir, name)
-                                .map_err(|err| entry_err(&raw, format!("replacing the entry below: {err}")))?;
+                                .map_err(|err| policy::entry_io(&raw, "replacing the entry below", err))?;
                             // `name` may have been a cached directory, or held some.
                             self.cache.clear();
                         }

@@ -4,6 +4,7 @@
 //! units of a bundle for the generator; the format is `archive::oci`.
 
 use crate::archive::oci::{self, HashRead, Item, Resolved, check_entry_size, decoder, walk, wanted};
+use crate::model::failure::{self, Kind};
 use crate::sys::fsutil;
 use crate::tree::extract::{self, Stats};
 use crate::tree::layer::{self, LayerPass};
@@ -102,20 +103,26 @@ fn stage(path: &Path, r: &Resolved, root: &OwnedFd, limits: Limits) -> Result<(S
                 let charge = policy::unpack_cost(size);
                 total += charge;
                 if total > limits.max_bytes {
-                    bail!(
-                        "blob {digest}: staging the layers exceeds the unpack limit of {} bytes (TORCX_UNPACK_LIMIT or unpack_limit in the config)",
-                        limits.max_bytes
-                    );
+                    return Err(failure::error(
+                        Kind::Limit,
+                        format!(
+                            "blob {digest}: staging the layers exceeds the unpack limit of {} bytes (TORCX_UNPACK_LIMIT or unpack_limit in the config)",
+                            limits.max_bytes
+                        ),
+                    ));
                 }
                 // Staged blobs take the tree's memory as files do.
                 if let Some(pool) = limits.pool
                     && !pool.take(charge)
                 {
                     total -= charge;
-                    bail!(
-                        "blob {digest}: staging the layers exceeds what the other images left of the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config)",
-                        pool.total
-                    );
+                    return Err(failure::error(
+                        Kind::Limit,
+                        format!(
+                            "blob {digest}: staging the layers exceeds what the other images left of the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config)",
+                            pool.total
+                        ),
+                    ));
                 }
                 *pooled += charge;
                 let fd = rustix::fs::openat(

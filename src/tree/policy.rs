@@ -5,7 +5,8 @@
 //! or refuse comes from here, and every number from `limits`, so an archive apply
 //! refuses is refused by the generator too, with the same words.
 
-use anyhow::{Result, anyhow};
+use crate::model::failure::{self, Kind as Cause};
+use anyhow::Result;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
@@ -13,7 +14,23 @@ pub use super::limits::*;
 
 /// An error about one archive entry; the caller adds the image and archive.
 pub fn entry_err(path: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("entry {}: {msg}", shown_path(path))
+    failure::error(Cause::Refused, format!("entry {}: {msg}", shown_path(path)))
+}
+
+/// An entry a system call failed on: the system error stays the source,
+/// so its cause (a full disk, a damaged stream) is known.
+pub fn entry_io<E: std::error::Error + Send + Sync + 'static>(path: &[u8], what: &str, err: E) -> anyhow::Error {
+    let msg = if what.is_empty() {
+        format!("entry {}", shown_path(path))
+    } else {
+        format!("entry {}: {what}", shown_path(path))
+    };
+    anyhow::Error::new(err).context(msg)
+}
+
+/// An entry past one of the limits: the same words, of kind `limit`.
+pub fn limit_err(path: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
+    failure::error(Cause::Limit, format!("entry {}: {msg}", shown_path(path)))
 }
 
 /// An entry's path for a message: quoted, control characters escaped, and
@@ -255,11 +272,11 @@ pub fn check_not_bundle(raw: &[u8], c: &Checked<'_>) -> Result<()> {
 pub fn count_entry(raw: &[u8], link: Option<&[u8]>, count: &mut Count, limits: &Limits) -> Result<()> {
     count.entries += 1;
     if count.entries > limits.max_entries {
-        return Err(entry_err(raw, format!("more than {} entries: refused as an archive bomb", limits.max_entries)));
+        return Err(limit_err(raw, format!("more than {} entries: refused as an archive bomb", limits.max_entries)));
     }
     count.names += (raw.len() + link.map_or(0, <[u8]>::len)) as u64;
     if count.names > MAX_NAMES {
-        return Err(entry_err(raw, format!("paths and link targets longer than {MAX_NAMES} bytes in all: refused")));
+        return Err(limit_err(raw, format!("paths and link targets longer than {MAX_NAMES} bytes in all: refused")));
     }
     Ok(())
 }
@@ -313,7 +330,7 @@ pub fn charge_unpack(raw: &[u8], total: &mut u64, size: u64, limits: &Limits) ->
     if let Some(pool) = limits.pool
         && !pool.take(cost)
     {
-        return Err(entry_err(
+        return Err(limit_err(
             raw,
             format!(
                 "unpacked size exceeds what the other images left of the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config): stopped",
@@ -323,7 +340,7 @@ pub fn charge_unpack(raw: &[u8], total: &mut u64, size: u64, limits: &Limits) ->
     }
     *total += cost;
     if *total > limits.max_bytes {
-        return Err(entry_err(
+        return Err(limit_err(
             raw,
             format!(
                 "unpacked size exceeds the limit of {} bytes (TORCX_UNPACK_LIMIT or unpack_limit in the config): stopped",
@@ -353,7 +370,7 @@ pub fn check_manifest_size(size: u64) -> Result<()> {
 pub fn charge_mem(total: &mut u64, size: u64, limits: &Limits) -> Result<()> {
     *total += size;
     if *total > limits.max_bytes {
-        anyhow::bail!("unit files larger than {} bytes in all", limits.max_bytes);
+        return Err(failure::error(Cause::Limit, format!("unit files larger than {} bytes in all", limits.max_bytes)));
     }
     Ok(())
 }
