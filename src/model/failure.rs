@@ -91,7 +91,6 @@ pub fn kind_of(e: &anyhow::Error) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context;
 
     #[test]
     fn the_kind_survives_context_and_system_errors_are_classified() {

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod oci;
 pub mod oci_unpack;
 pub mod policy;
+mod refusal;
 pub mod scan;
 pub mod source;
 
