@@ -224,3 +224,128 @@ fn a_full_run_fails_the_image_with_kind_space_and_the_next_apply_succeeds() {
     let placed = read(&probe2);
     assert!(placed.contains("u-tool") && placed.contains("u-big.service"), "{placed}");
 }
+
+/// A read-only `/var/lib/torcx` (the user store and the generator cache):
+/// the boot still plans, applies and seals. A read-only `/etc/torcx`:
+/// a profile edit fails naming the path and the cause.
+#[test]
+fn read_only_var_and_etc() {
+    require_root("read_only_var_and_etc");
+    let t = machine();
+    std::fs::create_dir_all(t.path("var/lib/torcx/store")).unwrap();
+    std::fs::create_dir_all(t.path("etc/torcx/profiles")).unwrap();
+    let gen_out = t.scratch("gen");
+    let dirs: Vec<String> = ["normal", "early", "late"]
+        .iter()
+        .map(|d| {
+            std::fs::create_dir_all(gen_out.join(d)).unwrap();
+            gen_out.join(d).to_str().unwrap().to_string()
+        })
+        .collect();
+    let mut ns = Ns::new(&t);
+    for d in ["var/lib/torcx", "etc/torcx"] {
+        ns.sh(&format!("mount --bind \"$ROOT/{d}\" \"$ROOT/{d}\" && mount -o remount,bind,ro \"$ROOT/{d}\""));
+    }
+    let root = t.root.to_str().unwrap();
+    let generator = ns.generator(&["--root", root, &dirs[0], &dirs[1], &dirs[2]]);
+    let apply = ns.apply();
+    let edit = ns.torcx(&["profile", "new", "--name", "mine", "--from", "vendor"]);
+    let steps = ns.run();
+    assert_eq!(steps[generator].code, 0, "{}", steps[generator].describe());
+    assert!(gen_out.join("normal/a.service").exists());
+    assert_eq!(steps[apply].code, 0, "{}", steps[apply].describe());
+    assert_eq!(steps[apply].json()["value"]["sealed"], true);
+    let e = &steps[edit];
+    assert_eq!(e.code, 1, "{}", e.describe());
+    assert_contains(&e.stderr, "/etc/torcx/profiles", e);
+    assert_contains(&e.stderr, "Read-only file system", e);
+    assert_eq!(e.stderr.lines().count(), 1, "{}", e.describe());
+}
+
+/// `/run` out of inodes: the image fails with kind `space`, and the next
+/// apply, with inodes to spare, succeeds.
+#[test]
+fn run_out_of_inodes_fails_with_kind_space() {
+    require_root("run_out_of_inodes_fails_with_kind_space");
+    let t = TestRoot::new();
+    let img = Image::new(&t, "many", "1");
+    let units: Vec<String> = (0..40).map(|i| format!("/lib/systemd/system/m{i}.service")).collect();
+    img.manifest(json!({"units": units}));
+    for i in 0..40 {
+        img.file(&format!("lib/systemd/system/m{i}.service"), "[Service]\nExecStart=/bin/true\n");
+    }
+    img.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("many", "1")]);
+    std::fs::create_dir_all(t.path("run")).unwrap();
+    let mut ns = Ns::new(&t);
+    ns.sh("mount -t tmpfs -o nr_inodes=40 torcx-test-run \"$ROOT/run\"");
+    let full = ns.apply();
+    ns.sh("mount -o remount,nr_inodes=10000 \"$ROOT/run\"");
+    let freed = ns.apply();
+    let steps = ns.run();
+    let s = &steps[full];
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_eq!(kind(&s.json(), "many"), "space", "{}", s.describe());
+    assert_eq!(steps[freed].code, 0, "{}", steps[freed].describe());
+}
+
+/// Eight writers attach, reattach and detach images of their own while
+/// readers poll `status --json`, `is-attached` and the records: every
+/// document read parses, every record (read under a shared lock) names
+/// files that exist as recorded, and every writer's command succeeds.
+#[test]
+fn readers_never_see_half_written_state() {
+    require_root("readers_never_see_half_written_state");
+    let seconds: u64 = std::env::var("TORCX_TEST_CONCURRENCY_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
+    let t = TestRoot::new();
+    let archives = t.scratch("archives");
+    for i in 0..8 {
+        for r in ["1", "2"] {
+            let img = Image::new(&t, &format!("w{i}"), r);
+            img.manifest(json!({"bin": [format!("/bin/w{i}-tool")], "units": [format!("/lib/systemd/system/w{i}.service")]}))
+                .exec(&format!("bin/w{i}-tool"), format!("#!/bin/sh\necho {r}\n"))
+                .file(&format!("lib/systemd/system/w{i}.service"), format!("[Service]\nExecStart=/run/torcx/bin/w{i}-tool {r}\n"));
+            img.pack_to(&archives.join(format!("w{i}:{r}.torcx.tgz")), Fmt::Tgz);
+        }
+    }
+    std::fs::create_dir_all(t.path("run/torcx")).unwrap();
+    let results = t.scratch("results");
+    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check_records.py");
+    let script = format!(
+        r#"A={archives}; R={results}; END=$(( $(date +%s) + {seconds} ))
+for i in 0 1 2 3 4 5 6 7; do
+  ( n=0; while [ $(date +%s) -lt $END ]; do
+      for step in "attach $A/w$i:1.torcx.tgz" "reattach $A/w$i:2.torcx.tgz" "detach w$i"; do
+        if "$TORCX" --root "$ROOT" $step > /dev/null 2>> $R/w$i.err; then n=$((n+1)); else echo "$step" >> $R/w$i.fail; fi
+      done
+    done; echo $n > $R/w$i.ops ) &
+done
+for j in 1 2; do
+  ( n=0; while [ $(date +%s) -lt $END ]; do
+      "$TORCX" --root "$ROOT" --json status > $R/s$j.json 2> /dev/null || echo "status failed" >> $R/bad
+      python3 -c 'import json,sys; json.load(open(sys.argv[1]))' $R/s$j.json 2>> $R/bad || cp $R/s$j.json $R/bad-status-$n
+      "$TORCX" --root "$ROOT" --json is-attached w$j > $R/i$j.json 2> /dev/null || true
+      python3 -c 'import json,sys; json.load(open(sys.argv[1]))' $R/i$j.json 2>> $R/bad || cp $R/i$j.json $R/bad-is-$n
+      flock -s "$ROOT/run/torcx/.lock" python3 {checker} "$ROOT" >> $R/bad || true
+      n=$((n+1))
+    done; echo $n > $R/r$j.reads ) &
+done
+wait"#,
+        archives = archives.display(),
+        results = results.display(),
+        checker = checker.display(),
+    );
+    let mut ns = Ns::new(&t);
+    ns.sh(&script);
+    ns.run();
+    let r = |f: &str| std::fs::read_to_string(results.join(f)).unwrap_or_default();
+    assert_eq!(r("bad"), "", "a reader saw a broken document or record");
+    let mut ops = 0;
+    for i in 0..8 {
+        assert_eq!(r(&format!("w{i}.fail")), "", "writer {i}: {}", r(&format!("w{i}.err")));
+        ops += r(&format!("w{i}.ops")).trim().parse::<u64>().unwrap();
+    }
+    let reads: u64 = (1..=2).map(|j| r(&format!("r{j}.reads")).trim().parse::<u64>().unwrap()).sum();
+    eprintln!("{seconds} s: {ops} writer commands, {reads} reader rounds");
+    assert!(ops >= 24 && reads >= 2, "{ops} writes, {reads} reads");
+}
