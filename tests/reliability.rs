@@ -302,9 +302,14 @@ fn readers_never_see_half_written_state() {
     for i in 0..8 {
         for r in ["1", "2"] {
             let img = Image::new(&t, &format!("w{i}"), r);
-            img.manifest(json!({"bin": [format!("/bin/w{i}-tool")], "units": [format!("/lib/systemd/system/w{i}.service")]}))
-                .exec(&format!("bin/w{i}-tool"), format!("#!/bin/sh\necho {r}\n"))
-                .file(&format!("lib/systemd/system/w{i}.service"), format!("[Service]\nExecStart=/run/torcx/bin/w{i}-tool {r}\n"));
+            img.manifest(
+                json!({"bin": [format!("/bin/w{i}-tool")], "units": [format!("/lib/systemd/system/w{i}.service")]}),
+            )
+            .exec(&format!("bin/w{i}-tool"), format!("#!/bin/sh\necho {r}\n"))
+            .file(
+                &format!("lib/systemd/system/w{i}.service"),
+                format!("[Service]\nExecStart=/run/torcx/bin/w{i}-tool {r}\n"),
+            );
             img.pack_to(&archives.join(format!("w{i}:{r}.torcx.tgz")), Fmt::Tgz);
         }
     }

@@ -69,11 +69,13 @@ pub fn main() -> i32 {
     };
     crate::sys::logger::init("torcx", false, level);
     let json = cli.json || !std::io::stdout().is_terminal();
-    match run(&cli, json) {
+    let code = match run(&cli, json) {
         Ok(code) => code,
         Err(e) => {
             log::error!("{e:#}");
             1
         }
-    }
+    };
+    crate::sys::crash::log_open_files();
+    code
 }

@@ -38,3 +38,21 @@ pub fn point(what: &str) -> Result<()> {
 pub fn point(_what: &str) -> Result<()> {
     Ok(())
 }
+
+/// With `TORCX_TEST_FD_LOG=FILE`, appends to FILE the number of files this
+/// process still has open as it exits (the soak test compares the first
+/// cycle with the last: a leak grows it).
+#[cfg(feature = "fault-injection")]
+pub fn log_open_files() {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("TORCX_TEST_FD_LOG") else { return };
+    let n = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+        // The directory listing itself held one more.
+        let _ = writeln!(f, "{}", n.saturating_sub(1));
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn log_open_files() {}
