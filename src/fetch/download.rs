@@ -225,6 +225,5 @@ fn install(part: &Path, dest: &Path, written: (u64, u64)) -> Result<()> {
         bail!("{}: replaced while it was installed", dest.display());
     }
     let dir = dest.parent().context("no directory")?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(())
+    crate::sys::fsutil::sync_dir(dir)
 }

@@ -370,6 +370,8 @@ fn default_link(dest: &std::path::Path, link: &std::path::Path) -> Result<()> {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("linking {}", link.display()))?;
     std::fs::rename(&tmp, link).with_context(|| format!("linking {}", link.display()))?;
+    // Lost in a power cut, the link would leave the boot without its default.
+    crate::sys::fsutil::sync_dir(link.parent().context("no directory")?)?;
     Ok(())
 }
 

@@ -488,6 +488,7 @@ impl<'a> Registry<'a> {
         }
         f.sync_all()?;
         std::fs::rename(&part, &dest).with_context(|| format!("renaming {}", part.display()))?;
+        crate::sys::fsutil::sync_dir(dir)?;
         Ok(n - start)
     }
 }

@@ -41,6 +41,12 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
     res.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Syncs directory `dir`: the names renamed or linked into it survive a
+/// power cut.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+}
+
 /// Opens a regular file for reading (following symlinks): a FIFO, a device
 /// or a directory is refused at once, never waited on or read forever.
 pub fn open_regular(path: &Path) -> Result<File> {
