@@ -651,31 +651,10 @@ fn bundle_staging_counts_against_the_unpack_limit() {
     let t = TestRoot::new();
     with_good_image(&t);
     // 600 KiB that no compressor shrinks.
-    let mut x = 0x2545f4914f6cdd1du64;
-    let noise: Vec<u8> = (0..600 << 10)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(600 << 10);
     Bundle::new(vec![("gzip", vec![manifest(json!({})), e_file("noise", &noise)])]).store(&t, "bad");
     let s = apply_once(&t, &[("TORCX_UNPACK_LIMIT", "512K")]);
     assert_bad_failed(&t, &s, "staging the layers exceeds the unpack limit of 524288 bytes");
-}
-
-/// Bytes that no compressor shrinks, the same every run.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x = 0x2545f4914f6cdd1du64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Issue 9, class 5 (found by an outside attack): the staged layer blobs

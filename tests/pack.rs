@@ -472,19 +472,6 @@ fn an_image_without_a_manifest_applies() {
     assert!(gen_dir.join("plain.service").is_file(), "{:#?}\n{}", listing(&gen_dir), s.describe());
 }
 
-/// Bytes that do not compress, the same every run.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn the_generator_stops_reading_after_the_units() {
     require_root("the_generator_stops_reading_after_the_units");

@@ -144,15 +144,7 @@ fn layout(t: &TestRoot) -> PathBuf {
     let img = Image::new(t, "a", "1");
     // Data past a pipe's 64 KiB that does not compress: a layer long enough
     // for a reader to stop before its writer (found by the attack on issue 11).
-    let mut x: u32 = 1;
-    let noise: Vec<u8> = (0..300_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let noise = noise(300_000);
     img.manifest(json!({"bin": ["/bin/a-tool"]}))
         .exec("bin/a-tool", "#!/bin/sh\necho a\n")
         .file("share/a/noise", noise);

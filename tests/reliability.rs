@@ -32,19 +32,9 @@ fn machine() -> TestRoot {
     t
 }
 
-/// Adds to the session a listing of everything under `ROOT/run` (type,
-/// mode, link target, content hash) and of the mounts under `ROOT`, to `dir/label`.
+/// Adds to the session the state of `/run` ([`run_snapshot_sh`]), to `dir/label`.
 fn snapshot(ns: &mut Ns, dir: &Path, label: &str) {
-    // The status file is compared without its clock (when apply started and
-    // finished) and without what this run did (an image a killed run
-    // attached is "unchanged" now, and unpacked nothing); a tree's tmpfs
-    // without its size, which is what the limit left when it was mounted.
-    ns.sh(&format!(
-        "( cd \"$ROOT\" && find run -printf '%p|%y|%m|%l|' -exec sh -c 'if [ -f \"$1\" ] && [ ! -L \"$1\" ] && [ \"$1\" != run/torcx/status.json ]; then md5sum < \"$1\"; else echo; fi' _ {{}} \\; | sort; \
-         sed -E -e 's/\"(started|finished|unpacked_bytes)\": [0-9]+/\"\\1\": N/' -e 's/\"state\": \"(attached|unchanged)\"/\"state\": \"attached\"/' run/torcx/status.json; \
-         grep -F \" $ROOT/\" /proc/self/mountinfo | cut -d' ' -f5,6,9- | sed -E -e 's/,size=[0-9]+k//' -e 's/,nr_inodes=[0-9]+//' | sort ) > '{}'",
-        dir.join(label).display()
-    ));
+    ns.sh(&run_snapshot_sh(&format!("'{}'", dir.join(label).display())));
 }
 
 /// A reboot: the mounts went with the last session; `/run` is a fresh tmpfs.
@@ -107,19 +97,6 @@ fn kind(doc: &serde_json::Value, name: &str) -> String {
     let images = doc["value"]["images"].as_array().unwrap();
     let i = images.iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("no image {name} in {doc:#}"));
     i["kind"].as_str().unwrap_or("(none)").to_string()
-}
-
-/// Noise that does not compress.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u32 = 7;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 /// Every failed image carries the kind of its cause, in status.json and in

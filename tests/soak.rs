@@ -81,13 +81,6 @@ fn archives(t: &TestRoot, dir: &Path) -> Vec<String> {
     out
 }
 
-/// Lists everything under `ROOT/run` (without the clock of status.json),
-/// the mounts under `ROOT`, and the loop devices backed by a file under it,
-/// into `FILE`.
-const SNAPSHOT: &str = r#"( cd "$ROOT" && find run -printf '%p|%y|%m|%l|' -exec sh -c 'if [ -f "$1" ] && [ ! -L "$1" ] && [ "$1" != run/torcx/status.json ]; then md5sum < "$1"; else echo; fi' _ {} \; | sort
-  grep -F " $ROOT/" /proc/self/mountinfo | cut -d' ' -f5,6,9- | sed -E -e 's/,size=[0-9]+k//' -e 's/,nr_inodes=[0-9]+//' | sort
-  for b in /sys/block/loop*/loop/backing_file; do [ -r "$b" ] && grep -F "$ROOT/" "$b" || true; done ) > "$FILE""#;
-
 #[test]
 fn soak() {
     require_root("soak");
@@ -135,8 +128,8 @@ done
             d = dir.display(),
             archives = all.join(" "),
             names = names.join(" "),
-            snap_first = if session == 0 { format!("FILE=$R/snap-first; {SNAPSHOT}") } else { String::new() },
-            snap_last = if last == cycles { format!("FILE=$R/snap-last; {SNAPSHOT}") } else { String::new() },
+            snap_first = if session == 0 { run_snapshot_sh("$R/snap-first") } else { String::new() },
+            snap_last = if last == cycles { run_snapshot_sh("$R/snap-last") } else { String::new() },
         );
         let mut ns = Ns::new(&t);
         ns.sh(&script);

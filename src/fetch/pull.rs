@@ -20,13 +20,14 @@ pub struct Pulled {
     pub blobs: usize,
 }
 
-/// Pulls `r` into the OCI image layout `layout` as tag `tag`: the manifest
-/// (through an index, this machine's), its config and layers, each checked;
-/// then `index.json` names the tag. An image without the torcx annotation
-/// is refused before any blob is fetched.
-/// `progress(digest, done, size)` is called as each blob arrives.
+/// `progress(digest, done, size)`, called as each blob arrives.
 pub type Progress<'p> = &'p (dyn Fn(&str, u64, u64) + Sync);
 
+/// Pulls `r` into the OCI image layout `layout` as tag `tag`: the manifest
+/// (through an index, this machine's, the index kept too), its config and
+/// layers, each checked; then `index.json` names the tag. An image without
+/// the torcx annotation (or, in Docker's schema 2, the config's label) is
+/// refused before any layer is fetched.
 pub fn pull_to_layout(reg: &Registry, r: &Ref, tag: &str, layout: &Path, progress: Progress) -> Result<Pulled> {
     let (mut bytes, mut mt, mut digest) = reg.manifest(&r.repo, r.reference())?;
     let mut marked = false;

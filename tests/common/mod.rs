@@ -95,6 +95,35 @@ pub const NEEDS_ROOT: &str = "needs root (mount namespaces, tmpfs, loop devices)
      or `cargo test --lib --test planners --test policy --test record --test layout --test docs` for the unprivileged tests";
 
 /// Writes `data` at `path`, creating the parent directories.
+/// A shell command writing to `file` (a shell word) the state of a boot
+/// that must match another's: every path under `ROOT/run` with its type,
+/// mode, link target and content hash; `status.json` without its clock or
+/// what the run itself did (an image attached earlier is "unchanged", and
+/// unpacked nothing); the mounts under `ROOT` without a tmpfs size (what
+/// the limit left when it was mounted); the loop devices backed by a file
+/// under `ROOT`.
+pub fn run_snapshot_sh(file: &str) -> String {
+    format!(
+        r#"( cd "$ROOT" && find run -printf '%p|%y|%m|%l|' -exec sh -c 'if [ -f "$1" ] && [ ! -L "$1" ] && [ "$1" != run/torcx/status.json ]; then md5sum < "$1"; else echo; fi' _ {{}} \; | sort
+  [ ! -f run/torcx/status.json ] || sed -E -e 's/"(started|finished|unpacked_bytes)": [0-9]+/"": N/' -e 's/"state": "(attached|unchanged)"/"state": "attached"/' run/torcx/status.json
+  grep -F " $ROOT/" /proc/self/mountinfo | cut -d' ' -f5,6,9- | sed -E -e 's/,size=[0-9]+k//' -e 's/,nr_inodes=[0-9]+//' | sort
+  for b in /sys/block/loop*/loop/backing_file; do [ -r "$b" ] && grep -F "$ROOT/" "$b" || true; done ) > {file}"#
+    )
+}
+
+/// Bytes that no compressor shrinks, the same every run.
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x2545f4914f6cdd1du64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn write(path: &Path, data: impl AsRef<[u8]>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, data).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
