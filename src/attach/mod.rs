@@ -67,7 +67,8 @@ pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> 
     }
     let tree = cfg.unpack_dir().join(&id.name);
     if mount::is_mountpoint(&cfg.host(&tree)) {
-        bail!("image {id}: {} is already mounted, but no record says by which image", tree.display());
+        let what = format!("image {id}: {} is already mounted, but no record says by which image", tree.display());
+        return Err(crate::model::failure::error(crate::model::failure::Kind::Conflict, what));
     }
     let mut rec = Record {
         name: id.name.clone(),

@@ -111,6 +111,12 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
             (FileKind::File, Some(Action::File(b))) => write_new(&host, b),
             _ => std::fs::create_dir(&host),
         };
+        // A file where a directory must go (say /run/systemd): name that,
+        // not mkdir's bare "File exists".
+        if matches!(&res, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists) && f.kind == FileKind::Dir {
+            let what = format!("placing {}: it exists and is not a directory", f.path.display());
+            return Err(crate::model::failure::error(crate::model::failure::Kind::Conflict, what));
+        }
         res.with_context(|| format!("placing {}", f.path.display()))?;
         crash::point("placed")?;
     }

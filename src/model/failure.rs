@@ -73,6 +73,8 @@ pub fn kind_of(e: &anyhow::Error) -> Kind {
                 std::io::ErrorKind::InvalidData
                 | std::io::ErrorKind::InvalidInput
                 | std::io::ErrorKind::UnexpectedEof => return Kind::Corrupt,
+                // Also when a wrapper (tempfile's) hides the errno.
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => return Kind::Space,
                 _ => io.raw_os_error(),
             }
         } else if let Some(e) = c.downcast_ref::<rustix::io::Errno>() {
@@ -98,6 +100,8 @@ mod tests {
         assert_eq!((kind_of(&e), format!("{e:#}").as_str()), (Kind::Limit, "image a:1: too big"));
         let full: anyhow::Error = std::io::Error::from_raw_os_error(libc::ENOSPC).into();
         assert_eq!(kind_of(&full.context("writing x")), Kind::Space);
+        let wrapped = std::io::Error::new(std::io::ErrorKind::StorageFull, "at path x");
+        assert_eq!(kind_of(&anyhow::Error::from(wrapped)), Kind::Space);
         let ro: anyhow::Error = rustix::io::Errno::ROFS.into();
         assert_eq!(kind_of(&ro), Kind::Io);
         let bad: anyhow::Error = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad gzip").into();

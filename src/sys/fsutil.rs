@@ -26,8 +26,10 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
     let dir = path.parent().context("no parent directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let res = (|| -> std::io::Result<()> {
-        let mut f = temp_file_beside(path, "tmp")?;
-        f.write_all(data)?;
+        // The temporary file's own name stays out of the message (tempfile
+        // appends it to every error): the path being written is what counts.
+        let mut f = temp_file_beside(path, "tmp").map_err(bare)?;
+        f.as_file_mut().write_all(data)?;
         f.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
         if durable {
             f.as_file().sync_all()?;
@@ -39,6 +41,12 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
         Ok(())
     })();
     res.with_context(|| format!("writing {}", path.display()))
+}
+
+/// `e` without the path tempfile wraps around it: the system error alone.
+fn bare(e: std::io::Error) -> std::io::Error {
+    let errno = e.get_ref().and_then(|i| i.source()).and_then(|s| s.downcast_ref::<std::io::Error>()?.raw_os_error());
+    errno.map_or(e, std::io::Error::from_raw_os_error)
 }
 
 /// Syncs directory `dir`: the names renamed or linked into it survive a
