@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (torcx mounts a tmpfs per image)" >&2; exit 2; }
-for t in cargo gcc tar gzip zstd unshare; do
-    command -v "$t" >/dev/null || { echo "demo.sh: $t is missing (apt-get install gcc tar gzip zstd util-linux)" >&2; exit 2; }
+for t in cargo gcc tar gzip zstd unshare nasm autoreconf libtoolize make; do
+    command -v "$t" >/dev/null || { echo "demo.sh: $t is missing (apt-get install gcc tar gzip zstd util-linux nasm autoconf automake libtool make)" >&2; exit 2; }
 done
 
 cargo build --release --quiet

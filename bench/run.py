@@ -1,64 +1,74 @@
 #!/usr/bin/env python3
-"""torcx benchmark: generator + `torcx apply` against tar/gzip/zstd on the
-workload of ../shared/bench/corpus.sh, all rows measured in the same run.
+"""torcx benchmark: boot (generator + `torcx apply`) against the fastest
+tools this machine has for the same work, every row measured in one run.
 
-usage: sudo bench/run.py [--runs N] [--corpus DIR] [--torcx PATH]
+usage: sudo bench/run.py [--runs 15] [--corpus DIR] [--torcx PATH]
+                         [--original PATH] [--baseline PATH] [--json OUT]
 
-Each run is a fresh private mount namespace with a new tmpfs on /run (the
-host's /run is never touched); wall time of the whole process tree in ms,
-median of N. Peak memory is GNU time's maximum RSS of `torcx apply`.
+How a row is timed:
+- Each sample is a fresh private mount namespace with a new tmpfs on /run;
+  its setup (mkdir, removing a cache) is not timed.
+- `bench/launch.c` (built here with cc) times the command alone: fork,
+  exec, wait4 and the monotonic clock. Several steps of one row run in
+  sequence under one launcher, with no shell between them.
+- The launcher also reports the CPU time the rest of the machine used
+  meanwhile. A sample where that exceeds 20 ms + 10 % of its wall time is
+  redone (up to 4 times); the count of redone samples is printed.
+- Rows go round-robin: sample k of every row, then sample k+1, so a burst of
+  outside load spreads over all rows instead of landing on one.
+- The Python reference (loopmount.py) is started as /usr/bin/python3 -I,
+  and its start-up (`loopmount.py --dry`, in the same run) is subtracted.
+- With --original PATH the original Go torcx runs in the same run on the
+  same archives; without it the report says it was not measured.
+Median of --runs samples, in milliseconds, with the ratio to the group's
+reference row.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+PY = "/usr/bin/python3"
 
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, **kw)
 
 
-def ns(script, setup="true"):
-    """Runs `script` in a private mount namespace with a fresh tmpfs /run and
-    prints its wall time in ns, measured inside: setting up and tearing down
-    the namespace (which unmounts everything, and frees loop devices) is not
-    the boot's cost."""
-    full = ("mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/x && ( " + setup + " ) >/dev/null && "
-            "s=$(date +%s%N) && ( " + script +
-            " ) >/dev/null && e=$(date +%s%N) && echo $((e - s))")
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", full]
+class Row:
+    def __init__(self, group, name, cmd, setup="true", env="", ref=False, rss=False):
+        self.group, self.name, self.cmd, self.setup, self.env = group, name, cmd, setup, env
+        self.ref, self.rss = ref, rss
+        self.ms, self.other, self.maxrss, self.redone = [], [], 0, 0
 
 
-BASELINE = 0.0
+def sample(launch, row, dry_run=False):
+    """One sample of `row`: (wall ms, other CPU ms, max RSS KiB)."""
+    script = ("mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/x && "
+              f"( {row.setup} ) > /dev/null && {row.env} exec {launch} {row.cmd}")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", script],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = r.stdout.strip().splitlines()[-1:] if r.returncode == 0 else []
+    f = line[0].split() if line else []
+    if len(f) != 5 or f[4] != "0":
+        sys.exit(f"bench: {row.group} / {row.name} failed:\n{row.cmd}\n{r.stdout}{r.stderr}")
+    return int(f[0]) / 1e6, int(f[2]) / 1e3, int(f[3])
 
 
-def timed(argv, runs):
-    out = []
-    for _ in range(runs):
-        r = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True)
-        out.append(int(r.stdout.strip().splitlines()[-1]) / 1e6 - BASELINE)
-    return statistics.median(out)
+def measure(launch, row):
+    for attempt in range(5):
+        ms, other, rss = sample(launch, row)
+        if other <= 20 + 0.10 * ms or attempt == 4:
+            break
+        row.redone += 1
+    row.ms.append(ms)
+    row.other.append(other)
+    row.maxrss = max(row.maxrss, rss)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=11)
-    ap.add_argument("--corpus", default="/tmp/torcx-bench")
-    ap.add_argument("--torcx", default=os.path.join(REPO, "target/release/torcx"))
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench: run as root (it mounts tmpfs in private namespaces)")
-    if not os.path.exists(os.path.join(a.corpus, "meta.json")):
-        sh(f"bash {REPO}/../shared/bench/corpus.sh {a.corpus}")
-    if not shutil.which("time") and not os.path.exists("/usr/bin/time"):
-        sh("apt-get install -y -q time >/dev/null")
-    meta = json.load(open(os.path.join(a.corpus, "meta.json")))
-    global BASELINE
-    BASELINE = timed(ns("true"), 21)
-    c = a.corpus
-    work = tempfile.mkdtemp(prefix="torcx-bench-")
-    gen = os.path.join(work, "torcx-generator")
-    os.symlink(os.path.abspath(a.torcx), gen)
+def rows_for(a, c, work, launch):
+    t, gen = a.torcx, os.path.join(work, "torcx-generator")
+    os.symlink(t, gen)
+    rows = []
     # tar.zst stores: the corpus names them NAME:REF.tar.zst.
     for kind in ("large", "many"):
         d = os.path.join(work, "zst-" + kind)
@@ -66,103 +76,139 @@ def main():
         for f in os.listdir(os.path.join(c, "zst", kind)):
             os.symlink(os.path.join(c, "zst", kind, f), os.path.join(d, f.replace(".tar.zst", ".torcx.tar.zst")))
 
-    def env(kind, store):
-        conf = os.path.join(c, "conf", kind + "-tgz")
-        base = os.path.join(work, "base")
-        return (f"export TORCX_BASEDIR={base} TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={conf} "
-                f"TORCX_STOREPATH={store} TORCX_USR_MOUNTPOINT={work}/usr; ")
+    def env(kind, store, base):
+        return (f"TORCX_BASEDIR={base} TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={c}/conf/{kind}-tgz "
+                f"TORCX_STOREPATH={store} TORCX_USR_MOUNTPOINT={work}/usr ")
 
-    rows = []
-    for kind in ("large", "many"):
-        stores = {"tgz": os.path.join(c, "store", "tgz-" + kind), "zst": os.path.join(work, "zst-" + kind)}
-        archives = {f: sorted(os.path.realpath(os.path.join(stores[f], x)) for x in os.listdir(stores[f])) for f in stores}
+    for kind, label in (("large", "large"), ("many", "50 small")):
+        stores = {"tgz": f"{c}/store/tgz-{kind}", "zst": f"{work}/zst-{kind}"}
         for fmt in ("tgz", "zst"):
-            e = env(kind, stores[fmt])
-            apply_ = f"{a.torcx} apply --json"
-            genr = f"{gen} /run/x"
-            cold = f"rm -rf {work}/base/cache && "
-            r = {}
-            # First boot with these archives: the generator inflates up to the units.
-            r["generator + apply, cold"] = timed(ns(e + genr + " && " + apply_, setup=cold + "true"), a.runs)
-            # Every later boot: the generator reads the units apply cached.
-            r["generator + apply, cached"] = timed(ns(e + genr + " && " + apply_), a.runs)
-            r["torcx apply"] = timed(ns(e + apply_), a.runs)
-            r["torcx generator, cached"] = timed(ns(e + genr), a.runs)
-            r["torcx generator, cold"] = timed(ns(e + genr, setup=f"rm -rf {work}/base/cache"), a.runs)
+            g = f"{label} {fmt}"
+            base = f"{work}/base-{kind}-{fmt}"
+            e = "export " + env(kind, stores[fmt], base) + ";"
+            arch = sorted(os.path.realpath(os.path.join(stores[fmt], x)) for x in os.listdir(stores[fmt]))
+            boot = f"{gen} /run/x :: {t} apply --json"
+            rows += [
+                Row(g, "torcx: generator + apply, cached (later boots)", boot, env=e, rss=True),
+                Row(g, "torcx: generator + apply, cold (first boot)", boot, setup=f"rm -rf {base}/cache", env=e),
+                Row(g, "torcx: generator, cold", f"{gen} /run/x", setup=f"rm -rf {base}/cache", env=e),
+            ]
+            dec = "igzip -dc" if fmt == "tgz" else "zstd -dc"
+            rows.append(Row(g, f"{dec} > /dev/null, one process", f"{dec} {' '.join(arch)}", ref=True))
+            if fmt == "tgz":
+                rows.append(Row(g, "gzip -dc > /dev/null", f"gzip -dc {' '.join(arch)}"))
             flag = "-xzf" if fmt == "tgz" else "--zstd -xf"
-            untar = " && ".join(f"mkdir /run/x/{i} && tar {flag} {p} -C /run/x/{i}" for i, p in enumerate(archives[fmt]))
-            r[f"tar {flag} into tmpfs"] = timed(ns(untar), a.runs)
-            dec = "gzip -dc" if fmt == "tgz" else "zstd -dc"
-            r[f"{dec} > /dev/null"] = timed(ns(" && ".join(f"{dec} {p} > /dev/null" for p in archives[fmt])), a.runs)
-            # Peak memory of the apply alone.
-            out = subprocess.run(ns(e + f"/usr/bin/time -f %M {apply_} > /dev/null"), check=True,
-                                 capture_output=True, text=True).stderr.strip().splitlines()[-1]
-            r["peak RSS of apply (KiB)"] = int(out)
-            rows.append((kind, fmt, r))
-    # Runtime attach and detach (no daemon-reload: systemd does not run in the
-    # namespace), against the unpack alone.
-    for kind in ("large", "many"):
-        store = os.path.join(c, "store", "tgz-" + kind)
-        imgs = sorted(os.path.join(store, x) for x in os.listdir(store))
-        names_ = [os.path.basename(p).split(":")[0] for p in imgs]
-        e = f"export TORCX_BASEDIR={work}/base-rt TORCX_RUNDIR=/run/torcx TORCX_USR_MOUNTPOINT={work}/usr TORCX_CONFDIR={work}/conf-rt; "
-        att = " && ".join(f"{a.torcx} attach {p} --no-reload" for p in imgs)
-        det = " && ".join(f"{a.torcx} detach {n} --no-reload" for n in names_)
-        r = {}
-        r["torcx attach (each)"] = timed(ns(e + att), a.runs)
-        r["torcx detach (each)"] = timed(ns(e + det, setup=e + att), a.runs)
-        r["tar -xzf into tmpfs"] = timed(ns(" && ".join(f"mkdir /run/x/{i} && tar -xzf {p} -C /run/x/{i}" for i, p in enumerate(imgs))), a.runs)
-        rows.append((kind + ", runtime", "tgz", r))
-    # squashfs: torcx against the fastest possible loop setup and mount, and
-    # against util-linux's mount -o loop, in the same run.
-    for kind in ("large", "many"):
-        store = os.path.join(c, "store", "sqfs-" + kind)
-        imgs = sorted(os.path.join(store, x) for x in os.listdir(store))
-        conf = os.path.join(c, "conf", kind + "-sqfs")
-        e = (f"export TORCX_BASEDIR={work}/base-sqfs TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={conf} "
-             f"TORCX_STOREPATH={store} TORCX_USR_MOUNTPOINT={work}/usr; ")
-        r = {}
-        r["generator + apply"] = timed(ns(e + f"{gen} /run/x && {a.torcx} apply --json"), a.runs)
-        r["torcx apply"] = timed(ns(e + f"{a.torcx} apply --json"), a.runs)
-        r["torcx generator"] = timed(ns(e + f"{gen} /run/x"), a.runs)
-        r["LOOP_CONFIGURE + mount, one process"] = timed(ns(f"python3 {HERE}/loopmount.py /run/x " + " ".join(imgs)), a.runs)
-        # That process is Python: its start is not the kernel's work.
-        r["  of which python3 starting"] = timed(ns("python3 -c pass"), a.runs)
-        r["mount -o loop,ro (util-linux)"] = timed(ns(" && ".join(f"mkdir /run/x/{i} && mount -o loop,ro {p} /run/x/{i}" for i, p in enumerate(imgs))), a.runs)
-        rows.append((kind, "squashfs", r))
-    # The generator reading the large image packed by `torcx image pack`
-    # (manifest and units first): cold, no cache.
-    packed = os.path.join(work, "packed")
-    os.makedirs(packed)
-    pk = subprocess.run([a.torcx, "image", "pack", os.path.join(c, "tree", "large"), "-o",
-                         os.path.join(packed, "docker:20.10.torcx.tgz")], capture_output=True)
-    if pk.returncode == 0:
-        e = (f"export TORCX_BASEDIR={work}/base-packed TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={c}/conf/large-tgz "
-             f"TORCX_STOREPATH={packed} TORCX_USR_MOUNTPOINT={work}/usr; ")
-        r = {"torcx generator, cold": timed(ns(e + f"{gen} /run/x"), a.runs),
-             "generator + apply, cold": timed(ns(e + f"{gen} /run/x && {a.torcx} apply --json", setup=f"rm -rf {work}/base-packed/cache"), a.runs)}
-        r["tar -xzf into tmpfs"] = timed(ns(f"tar -xzf {packed}/docker:20.10.torcx.tgz -C /run/x"), a.runs)
-        rows.append(("large, packed by torcx image pack", "tgz", r))
-    else:
-        print("image pack failed:", pk.stderr.decode().strip())
-    # The generator after a sealed boot against the bare start of the binary.
-    sealed = ns(gen + " /run/x", setup="mkdir -p /run/metadata && touch /run/metadata/torcx")
-    version = ns(f"{a.torcx} --version")
-    sealed_ms, version_ms = timed(sealed, a.runs * 3), timed(version, a.runs * 3)
+            mk = " && ".join(f"mkdir /run/x/{i}" for i in range(len(arch)))
+            rows.append(Row(g, f"tar {flag} into tmpfs", " :: ".join(f"tar {flag} {p} -C /run/x/{i}" for i, p in enumerate(arch)), setup=mk))
+            if fmt == "tgz" and a.original:
+                rows.append(original(g, kind, "tgz", stores[fmt]))
+    def original(g, kind, fmt, store):
+        # The original's boot apply: a torcx-generator link (it picks its
+        # mode from argv[0]) reading TORCX_* from the environment, with its
+        # debug log on stderr as it always writes it.
+        d = f"{work}/orig-{kind}-{fmt}"
+        shutil.copytree(f"{c}/conf/{kind}-{'tgz' if fmt == 'tgz' else 'sqfs'}", f"{d}/conf")
+        os.makedirs(f"{d}/base")
+        return Row(g, "original torcx (Go): torcx-generator", f"{work}/orig/torcx-generator /run/x /run/x /run/x",
+                   env=f"export TORCX_BASEDIR={d}/base TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={d}/conf TORCX_STOREPATH={store};")
 
-    print(f"corpus {c}: pool sha256 {meta['pool_sha256'][:16]}, runs {a.runs}, median ms")
-    for kind, fmt, r in rows:
-        print(f"\n## {kind} ({fmt})")
-        ref = (r["tar -xzf into tmpfs"] if fmt == "tgz" else r["tar --zstd -xf into tmpfs"] if fmt == "zst"
-               else r["LOOP_CONFIGURE + mount, one process"])
-        unit = "tar" if fmt != "squashfs" else "ref"
-        for k, v in r.items():
-            if "KiB" in k:
-                print(f"  {k:<36} {v:>8}  ({v / 1024:.1f} MiB)")
-            else:
-                print(f"  {k:<36} {v:>8.1f}  ({v / ref:.2f}x {unit})")
-    print(f"\n## generator after a sealed boot\n  sealed generator {sealed_ms:.2f} ms, torcx --version {version_ms:.2f} ms, "
-          f"difference {sealed_ms - version_ms:+.2f} ms")
+    for kind, label in (("large", "large"), ("many", "50 small")):
+        g = f"{label} squashfs"
+        store = f"{c}/store/sqfs-{kind}"
+        imgs = sorted(os.path.join(store, x) for x in os.listdir(store))
+        base = f"{work}/base-sqfs-{kind}"
+        e = (f"export TORCX_BASEDIR={base} TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={c}/conf/{kind}-sqfs "
+             f"TORCX_STOREPATH={store} TORCX_USR_MOUNTPOINT={work}/usr;")
+        mk = " && ".join(f"mkdir /run/x/{i}" for i in range(len(imgs)))
+        rows += [
+            Row(g, "torcx: generator + apply", f"{gen} /run/x :: {t} apply --json", env=e, rss=True),
+            Row(g, "torcx apply", f"{t} apply --json", env=e),
+        ] + ([original(g, kind, "sqfs", store)] if a.original else []) + [
+            Row(g, "LOOP_CONFIGURE + mount, one process (python3, start-up subtracted)",
+                f"{PY} -I {HERE}/loopmount.py /run/x " + " ".join(imgs), setup=mk, ref=kind == "many"),
+            Row(g, "  python3 -I start-up (loopmount.py --dry)", f"{PY} -I {HERE}/loopmount.py --dry"),
+            Row(g, "mount -o loop,ro (util-linux)", " :: ".join(f"mount -o loop,ro {p} /run/x/{i}" for i, p in enumerate(imgs)),
+                setup=mk, ref=kind == "large"),
+        ]
+    if a.baseline:
+        # The same torcx rows with another build (the last landed one, say),
+        # its own base directory and generator cache, in this same run.
+        bgen = os.path.join(work, "before", "torcx-generator")
+        os.makedirs(os.path.dirname(bgen))
+        os.symlink(os.path.abspath(a.baseline), bgen)
+        before = []
+        for r in rows:
+            if r.name.startswith("torcx"):
+                sub = lambda x: x.replace(gen, bgen).replace(t + " ", os.path.abspath(a.baseline) + " ").replace("/base-", "/before-base-")
+                before.append(Row(r.group, "before: " + r.name, sub(r.cmd), setup=sub(r.setup), env=sub(r.env), rss=r.rss))
+        rows += before
+    # The generator after a sealed boot, against the bare start of the binary.
+    g = "sealed"
+    rows += [
+        Row(g, "torcx-generator after a sealed boot", f"{gen} /run/x", setup="mkdir -p /run/metadata && touch /run/metadata/torcx"),
+        Row(g, "torcx --version", f"{t} --version", ref=True),
+    ]
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--corpus", default="/tmp/torcx-bench")
+    ap.add_argument("--torcx", default=os.path.join(REPO, "target/release/torcx"))
+    ap.add_argument("--original", help="the original Go torcx binary: measured in the same run")
+    ap.add_argument("--baseline", help="another torcx build whose torcx rows run in the same run, as 'before: ...'")
+    ap.add_argument("--json", help="write every row's samples here")
+    a = ap.parse_args()
+    a.torcx = os.path.abspath(a.torcx)
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (it mounts tmpfs in private namespaces)")
+    if not os.path.exists(os.path.join(a.corpus, "meta.json")):
+        sh(f"bash {REPO}/../shared/bench/corpus.sh {a.corpus}")
+    if not shutil.which("igzip"):
+        sh("apt-get install -y -q isal >/dev/null")
+    c = a.corpus
+    meta = json.load(open(os.path.join(c, "meta.json")))
+    work = tempfile.mkdtemp(prefix="torcx-bench-")
+    launch = os.path.join(work, "launch")
+    sh(f"cc -O2 -o {launch} {HERE}/launch.c")
+    if a.original:
+        os.makedirs(f"{work}/orig")
+        os.symlink(os.path.abspath(a.original), f"{work}/orig/torcx-generator")
+    rows = rows_for(a, c, work, launch)
+    # One untimed pass: warm caches, and the generator cache "cached" rows read.
+    for r in rows:
+        sample(launch, r)
+    for k in range(a.runs):
+        # Start each round at another row, so no row always follows the same one.
+        for r in rows[k % len(rows):] + rows[:k % len(rows)]:
+            measure(launch, r)
+
+    print(f"corpus {c}: pool sha256 {meta['pool_sha256'][:16]}, {a.runs} samples a row, round-robin, median ms")
+    if not a.original:
+        print("original torcx: not measured in this run (pass --original PATH)")
+    groups = {}
+    for r in rows:
+        groups.setdefault(r.group, []).append(r)
+    out = {}
+    for g, rs in groups.items():
+        ref = next((r for r in rs if r.ref), rs[0])
+        dry = next((r for r in rs if "--dry" in r.cmd), None)
+        print(f"\n## {g}")
+        for r in rs:
+            med = statistics.median(r.ms)
+            if dry is not None and "loopmount.py /run/x" in r.cmd:
+                med -= statistics.median(dry.ms)
+            r.median = med
+        for r in rs:
+            rss = f"  peak RSS {r.maxrss / 1024:.1f} MiB" if r.rss else ""
+            redo = f"  ({r.redone} redone)" if r.redone else ""
+            print(f"  {r.name:<68} {r.median:>8.1f}  {r.median / ref.median:5.2f}x{rss}{redo}")
+            out[f"{g} / {r.name}"] = {"median_ms": r.median, "ratio": r.median / ref.median, "samples_ms": r.ms,
+                                      "other_cpu_ms": r.other, "redone": r.redone, "max_rss_kib": r.maxrss}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
     shutil.rmtree(work)
 
 

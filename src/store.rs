@@ -84,6 +84,36 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
     found
 }
 
+/// Why no archive of `id` was found when a store has a file by its name:
+/// the first such file, and what is wrong with it (a dangling link, a
+/// directory, a FIFO), for a message better than "missing".
+pub fn unusable(cfg: &Config, id: &ImageId) -> Option<(PathBuf, String)> {
+    for dir in store_dirs(cfg) {
+        let Ok(rd) = std::fs::read_dir(&dir.host) else { continue };
+        let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        names.sort();
+        for file in names {
+            match parse_archive_name(&file) {
+                Some((Format::OciLayout, _)) | None => continue,
+                Some((_, Ok(found))) if &found == id => {}
+                Some(_) => continue,
+            }
+            let host = dir.host.join(&file);
+            let why = match (std::fs::symlink_metadata(&host), std::fs::metadata(&host)) {
+                (Ok(l), Err(_)) if l.file_type().is_symlink() => {
+                    let to = std::fs::read_link(&host).map(|t| t.display().to_string()).unwrap_or_default();
+                    format!("a link to {to}, which does not exist")
+                }
+                (_, Ok(m)) if m.is_dir() => "a directory, not an archive".to_string(),
+                (_, Ok(m)) if !m.is_file() => "not a regular file".to_string(),
+                _ => continue,
+            };
+            return Some((dir.logical.join(&file), why));
+        }
+    }
+    None
+}
+
 /// Adds `a` unless its image is already found, with the one exception.
 fn add(found: &mut Vec<Archive>, a: Archive) {
     match found.iter_mut().find(|x| x.id == a.id) {

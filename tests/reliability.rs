@@ -92,6 +92,80 @@ fn apply_killed_at_every_step_ends_as_an_uninterrupted_apply() {
     assert!(killed >= 20, "only {killed} kill points");
 }
 
+/// A snapshot without a's record and its file count: a re-attach records
+/// only the directories it creates, and those b's files keep in place
+/// (`/run/systemd/system`) were made by the first attach of a.
+fn same_but_shared_dirs(snap: &str) -> String {
+    let mut in_a = false;
+    snap.lines()
+        .filter(|l| !l.starts_with("run/torcx/attached/a.json|"))
+        .map(|l| {
+            if l.contains("\"name\": \"") {
+                in_a = l.contains("\"name\": \"a\"");
+            }
+            if in_a && l.trim_start().starts_with("\"files\"") { "files: N".to_string() } else { l.to_string() }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A `reattach` killed at every step, then `apply --force`: the boot ends
+/// exactly as an apply without the reattach (the profile's reference,
+/// every file placed), never "unchanged" over an attachment the kill left
+/// half-removed. Retrying the reattach says what happened and what to run.
+#[test]
+fn a_killed_reattach_is_redone_by_the_next_apply() {
+    require_root("a_killed_reattach_is_redone_by_the_next_apply");
+    let t = machine();
+    let two = Image::new(&t, "a", "2");
+    two.manifest(json!({"bin": ["/bin/hello"], "units": ["/lib/systemd/system/a.service"]}))
+        .exec("bin/hello", "#!/bin/sh\necho two\n")
+        .file("lib/systemd/system/a.service", "[Service]\nExecStart=/run/torcx/bin/hello two\n");
+    let two = two.pack(&t, USER_STORE, Fmt::Tgz);
+    let two = two.to_str().unwrap();
+    let snaps = t.scratch("snaps");
+    let mut ns = Ns::new(&t);
+    ns.apply();
+    let reference = ns.torcx(&["apply", "--force"]);
+    snapshot(&mut ns, &snaps, "reference");
+    let steps = ns.run();
+    assert_eq!(steps[reference].code, 0, "{}", steps[reference].describe());
+    let want = read(&snaps.join("reference"));
+    let mut killed = 0;
+    for n in 1.. {
+        let mut ns = Ns::new(&t);
+        ns.sh(REBOOT);
+        ns.apply();
+        let k = ns.torcx_env(&[("TORCX_TEST_CRASH_AT", &n.to_string())], &["reattach", two]);
+        let again = ns.torcx(&["apply", "--force"]);
+        snapshot(&mut ns, &snaps, &format!("again-{n}"));
+        // Killed again at the same step; then the reattach retried.
+        ns.torcx_env(&[("TORCX_TEST_CRASH_AT", &n.to_string())], &["reattach", two]);
+        let retry = ns.torcx(&["reattach", two]);
+        let steps = ns.run();
+        if steps[k].code == 0 {
+            // Past the last step.
+            break;
+        }
+        assert_eq!(steps[again].code, 0, "apply after a kill at step {n}: {}", steps[again].describe());
+        assert_eq!(
+            same_but_shared_dirs(&read(&snaps.join(format!("again-{n}")))),
+            same_but_shared_dirs(&want),
+            "apply after a reattach killed at step {n}"
+        );
+        killed += 1;
+        assert_eq!(steps[k].code, 137, "step {n}: {}", steps[k].describe());
+        let r = &steps[retry];
+        assert!(
+            r.code == 0 || r.stderr.contains("was interrupted; `torcx attach a:2` cleans it up and attaches"),
+            "reattach again after a kill at step {n}: {}",
+            r.describe()
+        );
+        assert!(n < 100, "reattach never finished");
+    }
+    assert!(killed >= 10, "only {killed} kill points");
+}
+
 /// The `kind` of an image in the status document.
 fn kind(doc: &serde_json::Value, name: &str) -> String {
     let images = doc["value"]["images"].as_array().unwrap();
@@ -239,6 +313,110 @@ fn a_record_that_does_not_fit_fails_with_kind_space() {
     assert!(line.contains("/run/torcx/attached/many") && line.contains("No space left on device"), "{}", s.describe());
     assert_eq!(read(&probe), "single\n");
     assert_eq!(steps[freed].code, 0, "{}", steps[freed].describe());
+}
+
+/// What stops an apply as a whole (a file where `/run/torcx/bin` or
+/// `/run/metadata` must be, a directory where `status.json` goes) is in the
+/// status when it can be written, and the boot is never sealed without its
+/// status; with the obstacle gone, the next apply seals.
+#[test]
+fn an_apply_that_fails_as_a_whole_says_so_and_is_not_sealed() {
+    require_root("an_apply_that_fails_as_a_whole_says_so_and_is_not_sealed");
+    let t = machine();
+    let cases = [
+        (
+            "mkdir -p \"$ROOT/run/torcx\" && : > \"$ROOT/run/torcx/bin\"",
+            "rm \"$ROOT/run/torcx/bin\"",
+            "/run/torcx/bin: it (or a directory above it) exists and is not a directory",
+        ),
+        (
+            "mkdir -p \"$ROOT/run\" && : > \"$ROOT/run/metadata\"",
+            "rm \"$ROOT/run/metadata\"",
+            "/run/metadata: it (or a directory above it) exists and is not a directory",
+        ),
+        (
+            "mkdir -p \"$ROOT/run/torcx/status.json\"",
+            "rmdir \"$ROOT/run/torcx/status.json\"",
+            "status.json: Is a directory",
+        ),
+    ];
+    for (i, (block, unblock, said)) in cases.iter().enumerate() {
+        let probe = t.scratch(&format!("probe-{i}"));
+        let mut ns = Ns::new(&t);
+        ns.sh(REBOOT).sh(block);
+        let failed = ns.apply();
+        ns.sh(&format!(
+            "cp \"$ROOT/run/torcx/status.json\" '{p}/status' 2>/dev/null || true; [ -e \"$ROOT/run/metadata/torcx\" ] && echo sealed > '{p}/seal' || true",
+            p = probe.display()
+        ));
+        ns.sh(unblock);
+        let again = ns.apply();
+        let steps = ns.run();
+        let f = &steps[failed];
+        assert_eq!(f.code, 1, "case {i}: {}", f.describe());
+        assert_contains(&f.stderr, said, f);
+        assert!(!probe.join("seal").exists(), "case {i}: sealed without a status: {}", f.describe());
+        if i < 2 {
+            let doc = read_json(&probe.join("status"));
+            assert!(doc["value"]["error"].as_str().unwrap_or_default().contains(said), "case {i}: {doc:#}");
+            assert_eq!(doc["value"]["sealed"], false, "case {i}: {doc:#}");
+        }
+        assert_eq!(steps[again].code, 0, "case {i}: {}", steps[again].describe());
+        assert_eq!(steps[again].json()["value"]["sealed"], true);
+    }
+}
+
+/// Damaged archives are kind `corrupt` whatever their format (random bytes
+/// as squashfs, erofs or zstd; a squashfs magic and nothing after), a store
+/// entry that is no archive says what it is, and an unreadable record hides
+/// no other image from `status` and goes with `detach --force`.
+#[test]
+fn damaged_archives_and_records_are_named_and_have_their_kind() {
+    require_root("damaged_archives_and_records_are_named_and_have_their_kind");
+    let t = machine();
+    let store = t.path(VENDOR_STORE.trim_start_matches('/'));
+    write(&store.join("rs:1.torcx.squashfs"), noise(8192));
+    write(&store.join("re:1.torcx.erofs"), noise(8192));
+    write(&store.join("rz:1.torcx.tar.zst"), noise(8192));
+    let mut magic = b"hsqs".to_vec();
+    magic.extend(vec![0u8; 4092]);
+    write(&store.join("ms:1.torcx.squashfs"), magic);
+    std::fs::create_dir_all(store.join("dir:1.torcx.tgz")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/x.tgz", store.join("dl:1.torcx.tgz")).unwrap();
+    let names = ["rs", "re", "rz", "ms", "dir", "dl"];
+    let mut profile: Vec<(&str, &str)> = vec![("a", "1"), ("b", "1")];
+    profile.extend(names.iter().map(|n| (*n, "1")));
+    t.vendor_profile(&profile);
+    let mut ns = Ns::new(&t);
+    let applied = ns.apply();
+    ns.sh(": > \"$ROOT/run/torcx/attached/a.json\"");
+    let status = ns.torcx(&["status", "--json"]);
+    let detach = ns.torcx(&["detach", "a", "--force", "--no-reload"]);
+    let after = ns.torcx(&["status", "--json"]);
+    let steps = ns.run();
+    let doc = steps[applied].json();
+    let want = [
+        ("rs", "corrupt", "not a squashfs image: no magic number"),
+        ("re", "corrupt", "not a erofs image: no magic number"),
+        ("rz", "corrupt", "corrupt zstd stream"),
+        ("ms", "corrupt", "not a squashfs image"),
+        ("dir", "corrupt", "dir:1.torcx.tgz: a directory, not an archive"),
+        ("dl", "missing", "dl:1.torcx.tgz: a link to /nowhere/x.tgz, which does not exist"),
+    ];
+    for (name, k, said) in want {
+        assert_eq!(kind(&doc, name), k, "{name}: {doc:#}");
+        assert!(status_error(&doc, &format!("{name}:1")).contains(said), "{name}: {doc:#}");
+    }
+    let s = &steps[status];
+    assert_eq!(s.code, 0, "{}", s.describe());
+    let sdoc = s.json();
+    let listed: Vec<&str> =
+        sdoc["value"]["attachments"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["b"], "{}", s.describe());
+    assert_contains(&s.stderr, "torcx detach --force a", s);
+    let d = &steps[detach];
+    assert_eq!(d.code, 0, "{}", d.describe());
+    assert!(!steps[after].stderr.contains("a.json"), "{}", steps[after].describe());
 }
 
 /// A read-only `/var/lib/torcx` (the user store and the generator cache):

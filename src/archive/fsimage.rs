@@ -54,21 +54,46 @@ pub struct Entry<'a> {
 /// index in memory in proportion to it.
 pub const MAX_INODES: u64 = 131_072 + 1;
 
-/// Refuses an image whose superblock declares more than [`MAX_INODES`].
+/// A damaged image (kind `corrupt`).
+fn corrupt(format: Format, why: impl std::fmt::Display) -> anyhow::Error {
+    crate::model::failure::error(crate::model::failure::Kind::Corrupt, format!("not a {} image: {why}", format.name()))
+}
+
+/// Refuses a file without the format's magic number, and an image whose
+/// superblock declares more than [`MAX_INODES`].
 pub fn check_inode_count(path: &Path, format: Format) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    // squashfs: `inodes` (u32) at 4; erofs: `inos` (u64) at 1024 + 16.
-    let (at, len) = if format == Format::Squashfs { (4u64, 4usize) } else { (1024 + 16, 8) };
+    // squashfs: magic "hsqs" at 0, `inodes` (u32) at 4; erofs: magic
+    // 0xE0F5E1E2 at 1024, `inos` (u64) at 1024 + 16.
+    let (magic_at, magic, at, len) = if format == Format::Squashfs {
+        (0u64, 0x7371_7368u32, 4u64, 4usize)
+    } else {
+        (1024, 0xE0F5_E1E2, 1024 + 16, 8)
+    };
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut m = [0u8; 4];
+    if f.read_exact_at(&mut m, magic_at).is_err() {
+        return Err(corrupt(format, "too short"));
+    }
+    if u32::from_le_bytes(m) != magic {
+        return Err(corrupt(format, "no magic number"));
+    }
     let mut b = [0u8; 8];
     if f.read_exact_at(&mut b[..len], at).is_err() {
-        bail!("not a {} image: too short", format.name());
+        return Err(corrupt(format, "too short"));
     }
     let n = u64::from_le_bytes(b);
     if n > MAX_INODES {
-        bail!("{n} inodes: refused as an archive bomb (at most {})", MAX_INODES - 1);
+        let what = format!("{n} inodes: refused as an archive bomb (at most {})", MAX_INODES - 1);
+        return Err(crate::model::failure::error(crate::model::failure::Kind::Limit, what));
     }
     Ok(())
+}
+
+/// A reader's error, never empty (backhand's can display as nothing).
+fn said(e: impl std::fmt::Display + std::fmt::Debug) -> String {
+    let s = e.to_string();
+    if s.trim().is_empty() { format!("{e:?}") } else { s }
 }
 
 fn rel(p: &Path) -> PathBuf {
@@ -83,8 +108,7 @@ impl FsImage {
                 let f = std::io::BufReader::new(
                     std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
                 );
-                let fs =
-                    backhand::FilesystemReader::from_reader(f).map_err(|e| anyhow!("not a squashfs image: {e}"))?;
+                let fs = backhand::FilesystemReader::from_reader(f).map_err(|e| corrupt(format, said(e)))?;
                 Ok(FsImage::Squashfs(Box::new(fs)))
             }
             Format::Erofs => {
@@ -92,7 +116,7 @@ impl FsImage {
                 // replaced by rename), and a truncation would only make a read fail.
                 let image = unsafe { erofs_rs::backend::MmapImage::new_from_path(path) }
                     .with_context(|| format!("opening {}", path.display()))?;
-                let fs = erofs_rs::EroFS::new(image).map_err(|e| anyhow!("not an erofs image: {e}"))?;
+                let fs = erofs_rs::EroFS::new(image).map_err(|e| corrupt(format, said(e)))?;
                 Ok(FsImage::Erofs(Box::new(fs)))
             }
             other => bail!("{} archives are not file system images", other.name()),

@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod fsimage;
 pub mod guard;
+pub mod gunzip;
 pub mod oci;
 mod oci_doc;
 pub mod oci_layout;

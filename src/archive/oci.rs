@@ -424,7 +424,7 @@ pub fn list_tags(path: &Path) -> Result<Vec<String>> {
 pub fn decoder<'a>(comp: Comp, r: impl BufRead + 'a) -> Result<Box<dyn Read + 'a>> {
     let inner: Box<dyn Read + 'a> = match comp {
         Comp::Tar => Box::new(r),
-        Comp::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Comp::Gzip => Box::new(crate::archive::gunzip::decoder(r)),
         Comp::Zstd => Box::new(crate::archive::stream::zstd_decoder(r)?),
     };
     Ok(Box::new(crate::archive::guard::TarGuard::new(inner)))

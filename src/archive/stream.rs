@@ -27,7 +27,7 @@ pub fn open_tar_hashed(a: &Archive, algos: &[Algo]) -> Result<(Pipe, Arc<Mutex<S
     let (file, seen) = HashingReader::new(file, algos);
     let buffered = BufReader::with_capacity(64 * 1024, file);
     let dec: Box<dyn Read + Send> = match a.format {
-        Format::Tgz => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
+        Format::Tgz => Box::new(crate::archive::gunzip::decoder(buffered)),
         Format::TarZst => Box::new(zstd_decoder(buffered)?),
         Format::Squashfs | Format::Erofs | Format::Oci | Format::OciLayout => {
             bail!("{} archives are not tar streams", a.format.name())
@@ -63,6 +63,10 @@ impl<R: Read> Read for ZstdLimit<R> {
                     "zstd frame needs a window over the limit of {} MiB (made with --long? use --long={ZSTD_WINDOW_LOG_MAX} or less)",
                     (1u64 << ZSTD_WINDOW_LOG_MAX) >> 20
                 ))
+            } else if e.kind() == std::io::ErrorKind::Other && e.raw_os_error().is_none() {
+                // The decoder's own verdicts ("Unknown frame descriptor"):
+                // damaged data (kind corrupt), not a system error.
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("corrupt zstd stream: {e}"))
             } else {
                 e
             }

@@ -49,7 +49,11 @@ pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, 
 /// intent, unpack or mount, read the manifest, plan.
 pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> {
     let id = img.id().clone();
-    if let Some(r) = Record::load(cfg, &id.name)? {
+    let loaded = Record::load(cfg, &id.name).map_err(|e| {
+        let what = format!("{e:#}; `torcx detach --force {}` removes it", id.name);
+        crate::model::failure::error(crate::model::failure::Kind::Corrupt, what)
+    })?;
+    if let Some(r) = loaded {
         if r.state == RecordState::Attached {
             return Err(crate::model::failure::error(
                 crate::model::failure::Kind::Conflict,
@@ -62,7 +66,7 @@ pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> 
                 ),
             ));
         }
-        log::warn!("image {}: cleaning up an interrupted attach of {}", id.name, r.id());
+        log::warn!("image {}: cleaning up an interrupted attach or reattach of {}", id.name, r.id());
         remove(cfg, &r)?;
     }
     let tree = cfg.unpack_dir().join(&id.name);
@@ -131,7 +135,28 @@ fn undo(cfg: &Config, rec: &Record, e: anyhow::Error) -> anyhow::Error {
 /// Detaches an image; returns the files kept because they changed since.
 pub fn detach(cfg: &Config, sd: &systemd::Systemd, name: &str, now: bool, force: bool) -> Result<Vec<PathBuf>> {
     crate::model::names::validate_name(name)?;
-    let Some(rec) = Record::load(cfg, name)? else {
+    let loaded = match Record::load(cfg, name) {
+        // A record torcx cannot read says nothing of what it placed: --force
+        // takes the record and the tree away, and says what to check.
+        Err(e) if force && cfg.host(&Record::path(cfg, name)).is_file() => {
+            let p = Record::path(cfg, name);
+            std::fs::remove_file(cfg.host(&p)).with_context(|| format!("removing {}", p.display()))?;
+            let tree = cfg.host(&cfg.unpack_dir().join(name));
+            if mount::is_mountpoint(&tree) {
+                mount::unmount_lazy(&tree)?;
+                let _ = std::fs::remove_dir(&tree);
+            }
+            log::warn!(
+                "{e:#}: removed; what it placed is unknown: look for links to {} in {} and {}",
+                cfg.unpack_dir().join(name).display(),
+                cfg.bin_dir().display(),
+                crate::model::config::UNITS_DIR
+            );
+            return Ok(vec![]);
+        }
+        r => r?,
+    };
+    let Some(rec) = loaded else {
         bail!("image {name} is not attached (no {})", Record::path(cfg, name).display());
     };
     let units = rec.units();

@@ -48,8 +48,14 @@ pub fn plan_switch(cfg: &Config, old: &Record, id: &ImageId, new: &[Placement]) 
 /// switch puts the old attachment back exactly as it was.
 pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
     let id = img.id().clone();
-    let Some(old) = Record::load(cfg, &id.name)?.filter(|r| r.state == RecordState::Attached) else {
-        bail!("image {} is not attached; use `torcx attach {id}`", id.name);
+    let old = match Record::load(cfg, &id.name)? {
+        Some(r) if r.state == RecordState::Attached => r,
+        Some(r) => bail!(
+            "image {}: an earlier attach or reattach of {} was interrupted; `torcx attach {id}` cleans it up and attaches",
+            id.name,
+            r.id()
+        ),
+        None => bail!("image {} is not attached; use `torcx attach {id}`", id.name),
     };
     // Nothing of the old attachment may have changed: it must be restorable.
     if let Some(f) =
@@ -108,6 +114,13 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
     };
     let res = (|| -> Result<()> {
         let (t, p, n) = (cfg.host(&tree), cfg.host(&prev), cfg.host(&next));
+        // From here the old attachment is no longer whole: if this process
+        // dies, the record must not say "attached" (apply would take it as
+        // unchanged). Any other state is an interrupted operation, which the
+        // next attach or apply cleans up and redoes.
+        let mut leaving = old.clone();
+        leaving.state = RecordState::Attaching;
+        leaving.write(cfg)?;
         remove_files(cfg, &old)?;
         crash::point("old-removed")?;
         // The trees trade places by binding, not by moving: /run is a shared
@@ -146,7 +159,10 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
             };
             let plan = self::plan(cfg, &o, &src, &m, false)?;
             let mut back = old.clone();
-            place(cfg, &mut back, &plan)
+            place(cfg, &mut back, &plan)?;
+            // `place` leaves the record attached; a failure before it left
+            // the "attaching" mark.
+            Ok(())
         })();
         undo_next();
         let _ = std::fs::remove_dir(cfg.host(&prev));

@@ -17,7 +17,9 @@ pub const RECORD_KIND: &str = "torcx-attachment-v0";
 crate::model::string_enum! {
     /// Where an attachment is in its life: an intent while files are placed.
     RecordState {
-        /// Files are being placed (or were, when a command was killed).
+        /// Files are being placed, or a reattach is removing the old ones
+        /// (or was, when a command was killed): the next attach or apply
+        /// cleans up and starts over.
         Attaching = "attaching",
         Attached = "attached",
     }
@@ -157,11 +159,12 @@ impl Record {
         let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
         names.sort();
         for n in names {
-            if let Some(name) = n.strip_suffix(".json")
-                && !n.starts_with('.')
-                && let Some(r) = Record::load(cfg, name)?
-            {
-                out.push(r);
+            let Some(name) = n.strip_suffix(".json").filter(|_| !n.starts_with('.')) else { continue };
+            match Record::load(cfg, name) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                // One unreadable record hides none of the others.
+                Err(e) => log::error!("{e:#}; `torcx detach --force {name}` removes it"),
             }
         }
         Ok(out)

@@ -138,14 +138,20 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
         warnings: vec![],
         images: vec![],
     };
+    // Whatever stops the apply as a whole is in the status too: a machine
+    // never boots with the last apply unexplained.
+    let fail = |status: &mut Status, e: anyhow::Error| -> anyhow::Error {
+        status.error = Some(format!("{e:#}"));
+        status.finished = now();
+        status.sealed = false;
+        if let Err(w) = write_status(cfg, status) {
+            log::error!("{w:#}");
+        }
+        e
+    };
     let resolved = match profile::resolve(cfg) {
         Ok(r) => r,
-        Err(e) => {
-            status.error = Some(format!("{e:#}"));
-            status.finished = now();
-            write_status(cfg, &status)?;
-            return Err(e);
-        }
+        Err(e) => return Err(fail(&mut status, e)),
     };
     for w in &resolved.warnings {
         log::warn!("{}", w);
@@ -154,7 +160,9 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     status.upper_profile = resolved.upper_profile.clone();
     status.warnings = resolved.warnings.clone();
     for d in [cfg.bin_dir(), cfg.unpack_dir(), cfg.attached_dir()] {
-        std::fs::create_dir_all(cfg.host(&d)).with_context(|| format!("creating {}", d.display()))?;
+        if let Err(e) = crate::sys::fsutil::make_dirs(&cfg.host(&d)) {
+            return Err(fail(&mut status, e));
+        }
     }
     let archives = store::scan(cfg);
     for st in apply_images(cfg, &resolved.images, &archives) {
@@ -180,15 +188,26 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
         });
         let mut b = serde_json::to_vec_pretty(&profile)?;
         b.push(b'\n');
-        atomic_write(&cfg.host(&cfg.run_profile_path()), &b, 0o444)?;
+        if let Err(e) = atomic_write(&cfg.host(&cfg.run_profile_path()), &b, 0o444) {
+            return Err(fail(&mut status, e));
+        }
         crate::sys::crash::point("profile written")?;
         let seal = seal_text(cfg, &resolved.lower_profiles, resolved.upper_profile.as_deref());
-        atomic_write(&cfg.host(Path::new(SEAL_PATH)), seal.as_bytes(), 0o644)?;
+        if let Err(e) = atomic_write(&cfg.host(Path::new(SEAL_PATH)), seal.as_bytes(), 0o644) {
+            return Err(fail(&mut status, e));
+        }
         crate::sys::crash::point("sealed")?;
         status.sealed = true;
     }
     status.finished = now();
-    write_status(cfg, &status)?;
+    if let Err(e) = write_status(cfg, &status) {
+        // A seal without its status would say "done" with nothing to show
+        // for it: take the seal back, so the next apply runs again.
+        if status.sealed {
+            let _ = std::fs::remove_file(cfg.host(Path::new(SEAL_PATH)));
+        }
+        return Err(e);
+    }
     Ok(Outcome { status, already: false })
 }
 
@@ -251,6 +270,11 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
         }
     }
     let Some(a) = archives.iter().find(|a| &a.id == id) else {
+        if let Some((path, why)) = store::unusable(cfg, id) {
+            st.error = Some(format!("image {id}: {}: {why}", path.display()));
+            st.kind = Some(if why.contains("does not exist") { Kind::Missing } else { Kind::Corrupt });
+            return Half::Done(st);
+        }
         let dirs: Vec<String> = store::store_dirs(cfg).iter().map(|d| d.logical.display().to_string()).collect();
         st.error = Some(format!("image {id}: no archive in any store (searched {})", dirs.join(", ")));
         st.kind = Some(Kind::Missing);

@@ -22,31 +22,71 @@ pub fn atomic_write_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<()> 
     write_replacing(path, data, mode, false)
 }
 
+/// `create_dir_all`, with a file in the way named as such (mkdir's own
+/// word for it, "File exists", reads as if all were well), kind conflict.
+pub fn make_dirs(dir: &Path) -> Result<()> {
+    match std::fs::create_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let what =
+                format!("creating {}: it (or a directory above it) exists and is not a directory", dir.display());
+            Err(crate::model::failure::error(crate::model::failure::Kind::Conflict, what))
+        }
+        r => r.with_context(|| format!("creating {}", dir.display())),
+    }
+}
+
 fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path.parent().context("no parent directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let res = (|| -> std::io::Result<()> {
-        // The temporary file's own name stays out of the message (tempfile
-        // appends it to every error): the path being written is what counts.
-        let mut f = temp_file_beside(path, "tmp").map_err(bare)?;
-        f.as_file_mut().write_all(data)?;
-        f.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
-        if durable {
-            f.as_file().sync_all()?;
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| std::fs::symlink_metadata(a).is_err()).collect();
+    make_dirs(dir)?;
+    if durable {
+        // A new directory's name is in its parent: synced too, top down.
+        for d in missing.iter().rev() {
+            sync_dir(d.parent().unwrap_or(Path::new("/")))?;
         }
-        f.persist(path).map_err(|e| e.error)?;
+    }
+    // The temporary file is made here rather than by tempfile, whose errors
+    // carry the temporary name: the message names the file being written.
+    let mut tmp = None;
+    let res = (|| -> std::io::Result<()> {
+        let (t, mut f) = create_beside(path)?;
+        tmp = Some(t.clone());
+        f.write_all(data)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if durable {
+            f.sync_all()?;
+        }
+        std::fs::rename(&t, path)?;
+        tmp = None;
         if durable {
             File::open(dir)?.sync_all()?;
         }
         Ok(())
     })();
+    if let Some(t) = tmp {
+        let _ = std::fs::remove_file(t);
+    }
     res.with_context(|| format!("writing {}", path.display()))
 }
 
-/// `e` without the path tempfile wraps around it: the system error alone.
-fn bare(e: std::io::Error) -> std::io::Error {
-    let errno = e.get_ref().and_then(|i| i.source()).and_then(|s| s.downcast_ref::<std::io::Error>()?.raw_os_error());
-    errno.map_or(e, std::io::Error::from_raw_os_error)
+/// A new file `.NAME.tmp.XXXXXXXX` beside `path`, created exclusively.
+fn create_beside(path: &Path) -> std::io::Result<(PathBuf, File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    for _ in 0..64 {
+        let n =
+            nanos ^ (u64::from(std::process::id()) << 32) ^ COUNT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        let t = path.with_file_name(format!(".{name}.tmp.{:08x}", n as u32 ^ (n >> 32) as u32));
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&t) {
+            Ok(f) => return Ok((t, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::from_raw_os_error(libc::EEXIST))
 }
 
 /// Syncs directory `dir`: the names renamed or linked into it survive a
@@ -158,8 +198,7 @@ pub struct Lock(#[allow(dead_code)] File);
 
 impl Lock {
     pub fn take(path: &Path) -> Result<Lock> {
-        std::fs::create_dir_all(path.parent().unwrap())
-            .with_context(|| format!("creating {}", path.parent().unwrap().display()))?;
+        make_dirs(path.parent().unwrap()).with_context(|| format!("taking the lock {}", path.display()))?;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

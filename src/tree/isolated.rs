@@ -77,12 +77,23 @@ pub fn read_fsimage_units(a: &Archive) -> Result<Mem> {
     if status.signal() == Some(rustix::process::Signal::XCPU.as_raw())
         || status.signal() == Some(rustix::process::Signal::KILL.as_raw())
     {
-        bail!("reading the {} index took more than {CHILD_CPU_SECONDS} s of CPU: refused", a.format.name());
+        let what =
+            format!("reading the {} index took more than {CHILD_CPU_SECONDS} s of CPU: refused", a.format.name());
+        return Err(crate::model::failure::error(crate::model::failure::Kind::Limit, what));
     }
     if line.starts_with("memory allocation of") || status.signal() == Some(rustix::process::Signal::ABORT.as_raw()) {
-        bail!("reading the {} index took more than {} MiB of memory: refused", a.format.name(), CHILD_DATA >> 20);
+        let what =
+            format!("reading the {} index took more than {} MiB of memory: refused", a.format.name(), CHILD_DATA >> 20);
+        return Err(crate::model::failure::error(crate::model::failure::Kind::Limit, what));
     }
     if !status.success() {
+        // The child says the kind of its failure first: `KIND<TAB>message`.
+        use crate::model::failure::{KINDS, error};
+        if let Some((k, msg)) = line.split_once('\t')
+            && let Some((kind, _)) = KINDS.iter().find(|(kind, _)| kind.as_str() == k)
+        {
+            return Err(error(*kind, msg));
+        }
         bail!("{}", if line.is_empty() { format!("the index reader failed ({status})") } else { line });
     }
     mem
@@ -106,7 +117,8 @@ pub fn child_main() -> Option<i32> {
     Some(match res {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{}", crate::sys::logger::escape_controls(&format!("{e:#}")));
+            let kind = crate::model::failure::kind_of(&e);
+            eprintln!("{kind}\t{}", crate::sys::logger::escape_controls(&format!("{e:#}")));
             1
         }
     })
