@@ -76,6 +76,16 @@ def rows_for(a, c, work, launch):
         for f in os.listdir(os.path.join(c, "zst", kind)):
             os.symlink(os.path.join(c, "zst", kind, f), os.path.join(d, f.replace(".tar.zst", ".torcx.tar.zst")))
 
+    def original(g, kind, fmt, store):
+        # The original's boot apply: a torcx-generator link (it picks its
+        # mode from argv[0]) reading TORCX_* from the environment, with its
+        # debug log on stderr as it always writes it.
+        d = f"{work}/orig-{kind}-{fmt}"
+        shutil.copytree(f"{c}/conf/{kind}-{'tgz' if fmt == 'tgz' else 'sqfs'}", f"{d}/conf")
+        os.makedirs(f"{d}/base")
+        return Row(g, "original torcx (Go): torcx-generator", f"{work}/orig/torcx-generator /run/x /run/x /run/x",
+                   env=f"export TORCX_BASEDIR={d}/base TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={d}/conf TORCX_STOREPATH={store};")
+
     def env(kind, store, base):
         return (f"TORCX_BASEDIR={base} TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={c}/conf/{kind}-tgz "
                 f"TORCX_STOREPATH={store} TORCX_USR_MOUNTPOINT={work}/usr ")
@@ -88,10 +98,14 @@ def rows_for(a, c, work, launch):
             e = "export " + env(kind, stores[fmt], base) + ";"
             arch = sorted(os.path.realpath(os.path.join(stores[fmt], x)) for x in os.listdir(stores[fmt]))
             boot = f"{gen} /run/x :: {t} apply --json"
+            # Each row its own base directory: a cold row empties its
+            # generator cache, the cached row's stays warm.
+            e1, e2 = (e.replace(base, base + sfx) for sfx in ("-cold", "-gencold"))
             rows += [
                 Row(g, "torcx: generator + apply, cached (later boots)", boot, env=e, rss=True),
-                Row(g, "torcx: generator + apply, cold (first boot)", boot, setup=f"rm -rf {base}/cache", env=e),
-                Row(g, "torcx: generator, cold", f"{gen} /run/x", setup=f"rm -rf {base}/cache", env=e),
+                Row(g, "torcx: generator + apply, cold (first boot)", boot, setup=f"rm -rf {base}-cold/cache", env=e1),
+                Row(g, "torcx: generator, cold", f"{gen} /run/x", setup=f"rm -rf {base}-gencold/cache", env=e2),
+                Row(g, "torcx apply", f"{t} apply --json", env=e),
             ]
             dec = "igzip -dc" if fmt == "tgz" else "zstd -dc"
             rows.append(Row(g, f"{dec} > /dev/null, one process", f"{dec} {' '.join(arch)}", ref=True))
@@ -102,16 +116,6 @@ def rows_for(a, c, work, launch):
             rows.append(Row(g, f"tar {flag} into tmpfs", " :: ".join(f"tar {flag} {p} -C /run/x/{i}" for i, p in enumerate(arch)), setup=mk))
             if fmt == "tgz" and a.original:
                 rows.append(original(g, kind, "tgz", stores[fmt]))
-    def original(g, kind, fmt, store):
-        # The original's boot apply: a torcx-generator link (it picks its
-        # mode from argv[0]) reading TORCX_* from the environment, with its
-        # debug log on stderr as it always writes it.
-        d = f"{work}/orig-{kind}-{fmt}"
-        shutil.copytree(f"{c}/conf/{kind}-{'tgz' if fmt == 'tgz' else 'sqfs'}", f"{d}/conf")
-        os.makedirs(f"{d}/base")
-        return Row(g, "original torcx (Go): torcx-generator", f"{work}/orig/torcx-generator /run/x /run/x /run/x",
-                   env=f"export TORCX_BASEDIR={d}/base TORCX_RUNDIR=/run/torcx TORCX_CONFDIR={d}/conf TORCX_STOREPATH={store};")
-
     for kind, label in (("large", "large"), ("many", "50 small")):
         g = f"{label} squashfs"
         store = f"{c}/store/sqfs-{kind}"
@@ -159,6 +163,7 @@ def main():
     ap.add_argument("--original", help="the original Go torcx binary: measured in the same run")
     ap.add_argument("--baseline", help="another torcx build whose torcx rows run in the same run, as 'before: ...'")
     ap.add_argument("--json", help="write every row's samples here")
+    ap.add_argument("--only", help="only the groups whose name contains this (e.g. 'large tgz')")
     a = ap.parse_args()
     a.torcx = os.path.abspath(a.torcx)
     if os.geteuid() != 0:
@@ -176,6 +181,8 @@ def main():
         os.makedirs(f"{work}/orig")
         os.symlink(os.path.abspath(a.original), f"{work}/orig/torcx-generator")
     rows = rows_for(a, c, work, launch)
+    if a.only:
+        rows = [r for r in rows if a.only in r.group]
     # One untimed pass: warm caches, and the generator cache "cached" rows read.
     for r in rows:
         sample(launch, r)

@@ -24,6 +24,13 @@ pub struct Options {
     pub check_host_units: bool,
     /// Override only the host-unit check.
     pub force: bool,
+    /// For a squashfs or erofs image an earlier apply attached, this very
+    /// file (the generator cache vouches: same device, inode, size, mtime
+    /// and ctime), its manifest and units as read then: its index is not
+    /// read again, nor its mounted tree walked for escaping links (that
+    /// apply did both on the same bytes), nor those files read from the
+    /// mounted tree.
+    pub known: Option<std::sync::Arc<source::Mem>>,
 }
 
 /// Unpacks (or binds) an image into its tree, reads it into a plan, and
@@ -48,16 +55,21 @@ pub(super) fn prepare(
     };
     let want = want.as_deref();
     let unpacked = match img {
-        ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree, want)?,
+        ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree, want, opts.known.is_some())?,
         ImageFrom::Archive(a) if a.format.is_oci() => unpack::unpack_oci(cfg, a, tree, want)?,
         ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree, want)?,
         ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
     };
-    let src = Tree::open(&cfg.host(tree))?;
+    let tree_src = Tree::open(&cfg.host(tree))?;
+    let known = opts.known.as_deref().map(|known| source::Known { tree: &tree_src, known });
+    let src: &dyn source::ImageSource = match &known {
+        Some(k) => k,
+        None => &tree_src,
+    };
     if opts.portable.is_some() {
-        portable::check_image(&src)?;
+        portable::check_image(src)?;
     }
-    let (m, scanned) = crate::tree::scan::manifest_or_scan(&src)?;
+    let (m, scanned) = crate::tree::scan::manifest_or_scan(src)?;
     if scanned {
         log::info!(
             "image {}: no {}; propagating what a scan of its standard directories found",
@@ -72,7 +84,7 @@ pub(super) fn prepare(
         copy: opts.copy,
         portable: opts.portable,
     };
-    let plan = plan(cfg, &o, &src, &m, false)?;
+    let plan = plan(cfg, &o, src, &m, false)?;
     crash::point("planned")?;
     Ok((unpacked, plan))
 }

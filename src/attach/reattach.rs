@@ -19,7 +19,14 @@ use std::path::PathBuf;
 /// copy mode, sandbox). Host units are checked by [`plan_switch`], against
 /// what the new reference adds only.
 pub fn options_of(old: &Record) -> Options {
-    Options { origin: old.origin, copy: old.copy, portable: old.portable, check_host_units: false, force: false }
+    Options {
+        origin: old.origin,
+        copy: old.copy,
+        portable: old.portable,
+        check_host_units: false,
+        force: false,
+        known: None,
+    }
 }
 
 /// What switching `old` to the new reference's placements `new` changes,

@@ -110,7 +110,13 @@ fn mount_tmpfs(cfg: &Config, host: &Path) -> Result<Limits> {
 /// lazily, so there is no unpacking to hash along with), through the open
 /// file that is then read and mounted: a name replaced meanwhile changes
 /// nothing.
-pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]>) -> Result<Unpacked> {
+pub fn mount_image(
+    cfg: &Config,
+    a: &Archive,
+    tree: &Path,
+    want: Option<&[Digest]>,
+    checked_before: bool,
+) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let fstype = a.format.name();
@@ -131,19 +137,28 @@ pub fn mount_image(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest
     // Apply refuses what the generator refuses: an image whose index the
     // entry policy, or the index reader's own limits, refuse (read the same
     // way, in a child with limits of its own).
-    crate::tree::isolated::read_fsimage_units(a).with_context(|| format!("reading {}", a.path.display()))?;
+    // Both checks run once per file: an apply that attached this very file
+    // (same device, inode, size, mtime, ctime: see `Options::known`) made
+    // them, and the same bytes give the same tree.
+    if !checked_before {
+        crate::tree::isolated::read_fsimage_units(a).with_context(|| format!("reading {}", a.path.display()))?;
+    }
     // Nothing is unpacked, so nothing was checked on the way in: a symlink
     // out of the tree is refused as in a tar archive.
     if a.format == Format::Erofs && mount::mount_ro(&a.host, &host, fstype).is_ok() {
         crash::point("mounted")?;
-        extract::check_symlinks(&host)?;
+        if !checked_before {
+            extract::check_symlinks(&host)?;
+        }
         return Ok(Unpacked { digest, ..Unpacked::default() });
     }
     let (dev, _keep_until_mounted) = loopdev::attach(&a.host)?;
     mount::mount_ro(&dev, &host, fstype)
         .with_context(|| format!("mounting {} ({})", a.path.display(), dev.display()))?;
     crash::point("mounted")?;
-    extract::check_symlinks(&host)?;
+    if !checked_before {
+        extract::check_symlinks(&host)?;
+    }
     Ok(Unpacked { bytes: 0, digest, loop_device: Some(dev) })
 }
 

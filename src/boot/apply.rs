@@ -285,7 +285,11 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
     // Unpacking keeps two threads busy: at most two at once, so memory stays
     // bounded too. Mounting mostly waits on the kernel: those run freely.
     let _slot = (!a.format.mounted()).then(|| tar_slots.take());
-    match attach::begin(cfg, &attach::ImageFrom::Archive(a.clone()), &boot_options()) {
+    let opts = attach::Options {
+        known: a.format.mounted().then(|| cache::load(cfg, a)).flatten().map(std::sync::Arc::new),
+        ..boot_options()
+    };
+    match attach::begin(cfg, &attach::ImageFrom::Archive(a.clone()), &opts) {
         Ok(p) => Half::Ready(st, a.clone(), Box::new(p)),
         Err(e) => {
             fail(&mut st, id, a, e);

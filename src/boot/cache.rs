@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-/// v1: text files as text, checked when read back (v0 entries, JSON arrays
-/// of numbers, are read from the archive again and replaced).
-const KIND: &str = "torcx-generator-cache-v1";
+/// v2: the key has the archive's ctime (which no one sets at will), so an
+/// entry also vouches that `torcx apply` checked this very file's index;
+/// text files as text, checked when read back. Entries of older kinds are
+/// read from the archive again and replaced.
+const KIND: &str = "torcx-generator-cache-v2";
 /// A cache entry is at most what the generator may read of an image, plus
 /// room for its JSON.
 const MAX_ENTRY: u64 = 2 * crate::tree::policy::MAX_MEM_TOTAL + (1 << 20);
@@ -32,6 +34,8 @@ struct Key {
     size: u64,
     mtime: i64,
     mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +58,8 @@ fn key(a: &Archive) -> Option<Key> {
         size: m.size(),
         mtime: m.mtime(),
         mtime_nsec: m.mtime_nsec(),
+        ctime: m.ctime(),
+        ctime_nsec: m.ctime_nsec(),
     })
 }
 

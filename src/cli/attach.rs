@@ -23,7 +23,14 @@ pub(super) fn cmd_attach(
 ) -> Result<i32> {
     let _lock = lock(cfg)?;
     let img = attach::from::resolve(cfg, image, true)?;
-    let opts = Options { origin: crate::attach::RecordOrigin::Runtime, copy, portable, check_host_units: true, force };
+    let opts = Options {
+        origin: crate::attach::RecordOrigin::Runtime,
+        copy,
+        portable,
+        check_host_units: true,
+        force,
+        known: None,
+    };
     let (rec, _) = attach::attach(cfg, &img, &opts)?;
     if !no_reload {
         sd.daemon_reload()?;
