@@ -6,8 +6,8 @@ usage: sudo bench/scale.py [--runs 7] [--corpus DIR] [--torcx PATH] [--json OUT]
 
 The images are made from the corpus's 50 small ones (../shared/bench): image
 i is addon-(i mod 50) renamed to addon-NNN, packed with tar and gzip. The
-2 GiB image is the large corpus tree copied ten times, packed with tar and
-igzip -1. Timing as in bench/run.py (bench/launch.c: fork, exec, wait4, the
+2 GiB image is the large corpus tree and eleven more copies of its binaries,
+packed with tar and igzip -1. Timing as in bench/run.py (bench/launch.c: fork, exec, wait4, the
 monotonic clock; rows round-robin; a sample disturbed by outside load redone).
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
@@ -76,14 +76,15 @@ def main():
     w = a.work
     os.makedirs(w, exist_ok=True)
     make_many(a.corpus, os.path.join(w, "many"), max(COUNTS))
-    big = os.path.join(w, "big", "store", "big:1.torcx.tgz")
+    big = os.path.join(w, "big", "store", "big:1.0.torcx.tgz")
     if not os.path.exists(big):
         tree = os.path.join(w, "big", "tree")
         shutil.rmtree(tree, ignore_errors=True)
         os.makedirs(tree)
-        shutil.copytree(os.path.join(a.corpus, "tree", "large", ".torcx"), os.path.join(tree, ".torcx"))
-        for k in range(10):
-            shutil.copytree(os.path.join(a.corpus, "tree", "large", "usr"), os.path.join(tree, f"copy{k}"), symlinks=True)
+        os.rmdir(tree)
+        shutil.copytree(os.path.join(a.corpus, "tree", "large"), tree, symlinks=True)
+        for k in range(11):
+            shutil.copytree(os.path.join(a.corpus, "tree", "large", "bin"), os.path.join(tree, f"more{k}"), symlinks=True)
         os.makedirs(os.path.dirname(big), exist_ok=True)
         sh(f"tar --sort=name -C {tree} -cf - . | igzip -1 -c > {big}.part && mv {big}.part {big}")
         shutil.rmtree(tree)

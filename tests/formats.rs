@@ -224,3 +224,52 @@ fn a_squashfs_with_a_symlink_out_of_the_tree_is_refused() {
     assert!(s.mount_at(&t.path("run/torcx/unpack/demo")).is_none());
     loop_released(&a);
 }
+
+/// A later boot mounts an image an earlier apply checked without checking
+/// it again (the generator cache vouches for the very file), but only that
+/// file: the same name, inode, size and mtime with other bytes (written in
+/// place, the mtime put back) changes its ctime, and the next apply reads
+/// and walks it again, and refuses its escaping link.
+#[test]
+fn an_image_is_checked_again_when_its_file_changes_in_place() {
+    require_root("an_image_is_checked_again_when_its_file_changes_in_place");
+    let t = TestRoot::new();
+    let good = demo_tree(&t, "1");
+    let a = store_file(&t, "demo:1.torcx.squashfs");
+    squashfs(&good.dir, &a, "gzip");
+    // (Another reference only for a directory of its own to build in.)
+    let evil = demo_tree(&t, "2");
+    evil.symlink("share/hostetc", "../../../../../../etc");
+    let bad = t.scratch("evil").join("demo.squashfs");
+    squashfs(&evil.dir, &bad, "gzip");
+    assert_eq!(
+        std::fs::metadata(&a).unwrap().len(),
+        std::fs::metadata(&bad).unwrap().len(),
+        "mksquashfs pads to 4 KiB"
+    );
+    t.vendor_profile(&[("demo", "1")]);
+    std::fs::create_dir_all(t.path("run")).unwrap();
+    let first = apply_once(&t, &[]);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    let reboot = "rm -rf \"$ROOT/run\" && mkdir \"$ROOT/run\"";
+    let mut ns = Ns::new(&t);
+    ns.sh(reboot);
+    let later = ns.apply();
+    let later = &ns.run()[later];
+    assert_eq!(later.code, 0, "{}", later.describe());
+    // The same inode, size and mtime; other bytes, so another ctime.
+    let keep = t.scratch("evil").join("mtime");
+    run(Command::new("touch").arg("-r").arg(&a).arg(&keep));
+    run(Command::new("dd")
+        .arg(format!("if={}", bad.display()))
+        .arg(format!("of={}", a.display()))
+        .args(["conv=notrunc", "status=none"]));
+    run(Command::new("touch").arg("-r").arg(&keep).arg(&a));
+    let mut ns = Ns::new(&t);
+    ns.sh(reboot);
+    let changed = ns.apply();
+    let s = &ns.run()[changed];
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_contains(&s.stderr, "entry \"share/hostetc\": symlink resolves outside the image", s);
+    loop_released(&a);
+}

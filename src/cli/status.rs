@@ -36,11 +36,13 @@ pub(super) fn cmd_status(cfg: &Config, sd: &Systemd, name: Option<&str>, json: b
     }
     let last = apply::read_status(cfg);
     let sealed = cfg.host(Path::new(crate::model::config::SEAL_PATH)).exists();
+    let all: Vec<String> = recs.iter().flat_map(|r| r.units()).collect();
+    let mut states = sd.active_states(&all).into_iter();
     let atts: Vec<serde_json::Value> = recs
         .iter()
         .map(|r| {
             let units: Vec<serde_json::Value> =
-                r.units().iter().map(|u| json!({"name": u, "active_state": sd.active_state(u)})).collect();
+                r.units().iter().map(|u| json!({"name": u, "active_state": states.next().flatten()})).collect();
             json!({
                 "name": r.name, "reference": r.reference, "origin": r.origin, "state": r.state,
                 "archive": r.archive, "format": r.format, "digest": r.digest, "tree": r.tree,

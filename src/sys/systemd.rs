@@ -117,6 +117,33 @@ impl Systemd {
         Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// `ActiveState` of each unit, in order, from one `systemctl show` (one
+    /// call per unit made `torcx status` take 1.5 s with 500 images).
+    pub fn active_states(&self, units: &[String]) -> Vec<Option<String>> {
+        if !self.enabled || units.is_empty() {
+            return vec![None; units.len()];
+        }
+        let mut args = vec!["show", "--property=ActiveState", "--"];
+        args.extend(units.iter().map(String::as_str));
+        let Ok(out) = self.systemctl(&args) else { return vec![None; units.len()] };
+        // One block per unit, in the order asked, blank lines between.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let states: Vec<String> = text
+            .split("\n\n")
+            .map(|b| b.trim())
+            .filter(|b| !b.is_empty())
+            .map(|b| b.strip_prefix("ActiveState=").unwrap_or("").to_string())
+            .collect();
+        if states.len() == units.len() {
+            states.into_iter().map(Some).collect()
+        } else if states.is_empty() {
+            // systemctl could not tell (no manager to ask): as one call would say.
+            vec![Some(String::new()); units.len()]
+        } else {
+            units.iter().map(|u| self.active_state(u)).collect()
+        }
+    }
+
     pub fn is_active(&self, unit: &str) -> bool {
         matches!(self.active_state(unit).as_deref(), Some("active" | "activating" | "reloading" | "deactivating"))
     }

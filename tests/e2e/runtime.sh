@@ -195,6 +195,8 @@ run torcx status --json
 must_succeed "$S: torcx status --json"
 printf "%s\n" "$OUT" | grep -qE "\"reference\": *\"2\\.0\"" || { show; fail "$S: torcx status --json does not show reference 2.0"; }
 if printf "%s\n" "$OUT" | grep -qE "\"reference\": *\"1\\.0\""; then show; fail "$S: torcx status --json still shows reference 1.0"; fi
+# The unit states come from one systemctl call for all units.
+printf "%s\n" "$OUT" | grep -qE "\"active_state\": *\"active\"" || { show; fail "$S: torcx status --json does not show hello-addon.service active"; }
 is_attached hello-addon running "$S"
 
 S="step 5 (detach hello-addon --now)"
