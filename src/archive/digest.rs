@@ -115,13 +115,68 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// A thread that works in the gaps: SCHED_IDLE while the boot's critical
+/// path (the inflating thread) runs, so with two cores and three busy
+/// threads the hash never takes the inflater's core (time-slicing them
+/// lengthened the boot by the hash's share); back to the normal class when
+/// it is waited for ([`Gaps::join`]), so a machine busy with the rest of the
+/// boot cannot starve it while the apply waits on it.
+pub struct Gaps<T> {
+    handle: std::thread::JoinHandle<T>,
+    tid: Arc<std::sync::atomic::AtomicI32>,
+}
+
+fn set_class(tid: i32, class: libc::c_int) {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain syscall with a valid param; failing leaves the thread as it was.
+    unsafe {
+        let _ = libc::sched_setscheduler(tid, class, &p);
+    }
+}
+
+impl<T: Send + 'static> Gaps<T> {
+    pub fn spawn(f: impl FnOnce() -> T + Send + 'static) -> Gaps<T> {
+        use std::sync::atomic::Ordering;
+        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let mine = tid.clone();
+        let handle = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let me = unsafe { libc::gettid() };
+            set_class(me, libc::SCHED_IDLE);
+            // Published after the class is set: `join` restores it after.
+            mine.store(me, Ordering::SeqCst);
+            f()
+        });
+        Gaps { handle, tid }
+    }
+
+    /// Waits for the thread, at normal priority from now on.
+    pub fn join(self) -> std::thread::Result<T> {
+        use std::sync::atomic::Ordering;
+        let tid = self.tid.load(Ordering::SeqCst);
+        if tid != 0 {
+            set_class(tid, libc::SCHED_OTHER);
+        } else {
+            // Not started far enough to have lowered itself: it may still.
+            while !self.handle.is_finished() && self.tid.load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            let tid = self.tid.load(Ordering::SeqCst);
+            if tid != 0 {
+                set_class(tid, libc::SCHED_OTHER);
+            }
+        }
+        self.handle.join()
+    }
+}
+
 /// A thread that hashes the chunks it is handed, in order; the buffers go
 /// back to a pool, so a writer that reads straight into [`HashThread::buffer`]
 /// hashes without copying.
 pub struct HashThread {
     full: std::sync::mpsc::SyncSender<Vec<u8>>,
     empty: std::sync::mpsc::Receiver<Vec<u8>>,
-    thread: std::thread::JoinHandle<Hasher>,
+    thread: Gaps<Hasher>,
 }
 
 impl HashThread {
@@ -129,7 +184,7 @@ impl HashThread {
         let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let (empty_tx, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(10);
         let mut hasher = Hasher::new(algos);
-        let thread = std::thread::spawn(move || {
+        let thread = Gaps::spawn(move || {
             for chunk in full_rx {
                 hasher.update(&chunk);
                 let _ = empty_tx.try_send(chunk);

@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 const CHUNK: usize = 128 * 1024;
-const QUEUE: usize = 4;
+const QUEUE: usize = 16;
 
 /// The decompressed tar stream of an archive. Decompression runs on its own
 /// thread, so inflating and writing the tree overlap on two cores; buffers
@@ -25,6 +25,11 @@ pub fn open_tar(a: &Archive) -> Result<Pipe> {
 pub fn open_tar_hashed(a: &Archive, algos: &[Algo]) -> Result<(Pipe, Arc<Mutex<Seen>>)> {
     let file = std::fs::File::open(&a.host).with_context(|| format!("opening archive {}", a.path.display()))?;
     let (file, seen) = HashingReader::new(file, algos);
+    Ok((tar_pipe(a, file)?, seen))
+}
+
+/// The decompressing thread over `file`, bounded by the tar guard.
+fn tar_pipe(a: &Archive, file: impl Read + Send + 'static) -> Result<Pipe> {
     let buffered = BufReader::with_capacity(64 * 1024, file);
     let dec: Box<dyn Read + Send> = match a.format {
         Format::Tgz => Box::new(crate::archive::gunzip::decoder(buffered)),
@@ -34,7 +39,7 @@ pub fn open_tar_hashed(a: &Archive, algos: &[Algo]) -> Result<(Pipe, Arc<Mutex<S
         }
     };
     // Bounded before the tar crate reads it (extension records, trailer).
-    Ok((Pipe::spawn(Box::new(crate::archive::guard::TarGuard::new(dec))), seen))
+    Ok(Pipe::spawn(Box::new(crate::archive::guard::TarGuard::new(dec))))
 }
 
 /// The largest zstd window accepted, as a power of two (16 MiB). The
@@ -78,21 +83,43 @@ impl<R: Read> Read for ZstdLimit<R> {
 /// thread writing the tree waits on inflation most of the time, so this
 /// costs the boot almost nothing.
 pub fn digest_in_background(path: &std::path::Path) -> std::thread::JoinHandle<Option<String>> {
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        use sha2::Digest;
-        let mut f = std::fs::File::open(path).ok()?;
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0; 64 * 1024];
-        loop {
-            match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => h.update(&buf[..n]),
-                Err(_) => return None,
+    let f = std::fs::File::open(path);
+    std::thread::spawn(move || sha256_at(&f.ok()?))
+}
+
+/// `sha256:HEX` of the open file `f` from its start, read with `pread` (the
+/// file's offset, which another reader may share, is left alone).
+fn sha256_at(f: &std::fs::File) -> Option<String> {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0; 256 * 1024];
+    let mut at = 0u64;
+    loop {
+        match f.read_at(&mut buf, at) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                at += n as u64;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
         }
-        Some(format!("sha256:{}", crate::sys::fsutil::hex(&h.finalize())))
-    })
+    }
+    Some(format!("sha256:{}", crate::sys::fsutil::hex(&h.finalize())))
+}
+
+/// Like [`open_tar`], with the archive's sha256 for the record computed
+/// from the same open file on a thread of its own, reading it again rather
+/// than taking a copy of each chunk from the inflating thread (the boot's
+/// critical path). Only where the digest is information: a digest that must
+/// match a signed index is taken from the bytes as they stream
+/// ([`open_tar_hashed`]).
+pub fn open_tar_digesting(a: &Archive) -> Result<(Pipe, crate::archive::digest::Gaps<Option<String>>)> {
+    let file = std::fs::File::open(&a.host).with_context(|| format!("opening archive {}", a.path.display()))?;
+    let again = file.try_clone().with_context(|| format!("opening archive {}", a.path.display()))?;
+    let digest = crate::archive::digest::Gaps::spawn(move || sha256_at(&again));
+    Ok((tar_pipe(a, file)?, digest))
 }
 
 pub struct Pipe {
