@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Writes an OCI image layout as a gzip tar, from a JSON spec:
-/// `layers` (each `comp`: tar, gzip or zstd, and `entries` as in
+/// `layers` (each `comp`: tar, gzip, zstd, or gzip-badcrc and gzip-junk:
+/// a wrong CRC, bytes after the member; and `entries` as in
 /// [`py_tar`]), `tags`, `annotate` (index, descriptor, manifest, none),
 /// `nested` (the tags point at an index holding the manifest), `order`
 /// (blobs-first with the layers in reverse, or index-first with the layers
@@ -62,6 +63,12 @@ def compress(data, comp):
         return data, LAYER
     if comp == "gzip":
         return gzip.compress(data, mtime=0), LAYER + "+gzip"
+    if comp == "gzip-badcrc":
+        z = bytearray(gzip.compress(data, mtime=0))
+        z[-8] ^= 0xff
+        return bytes(z), LAYER + "+gzip"
+    if comp == "gzip-junk":
+        return gzip.compress(data, mtime=0) + b"junk1234", LAYER + "+gzip"
     z = subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
     return z, LAYER + "+zstd"
 
@@ -757,4 +764,28 @@ fn a_bundle_named_as_a_plain_archive_is_refused_with_the_right_name() {
     assert_contains(&steps[0].log, &format!("image bad:1: reading {USER_STORE}/bad:1.torcx.tgz: {needle}"), &steps[0]);
     assert_bad_failed(&t, &steps[1], needle);
     assert_contains(&steps[1].stderr, &format!("{USER_STORE}/bad:1.torcx.tgz"), &steps[1]);
+}
+
+/// A gzip layer is read to the end of its member, as a `.tgz` is: a wrong
+/// CRC, or bytes after the member, fail the image as corrupt even though
+/// the blob's digest (taken over those very bytes) matches (found by the
+/// attack on issue 13).
+#[test]
+fn a_gzip_layer_with_a_bad_crc_or_data_after_it_is_corrupt() {
+    require_root("a_gzip_layer_with_a_bad_crc_or_data_after_it_is_corrupt");
+    for (comp, needle) in
+        [("gzip-badcrc", "corrupt gzip stream: a CRC or length"), ("gzip-junk", "corrupt gzip stream")]
+    {
+        let t = TestRoot::new();
+        with_good_image(&t);
+        let mut layers = layered();
+        let (_, entries) = layers.pop().unwrap();
+        layers.push((comp, entries));
+        Bundle::new(layers).store(&t, "bad");
+        let s = apply_once(&t, &[]);
+        assert_bad_failed(&t, &s, needle);
+        let doc = read_json(&t.path("run/torcx/status.json"));
+        let bad = doc["value"]["images"].as_array().unwrap().iter().find(|i| i["name"] == "bad").cloned().unwrap();
+        assert_eq!(bad["kind"], "corrupt", "{comp}: {doc:#}");
+    }
 }

@@ -266,28 +266,47 @@ fn an_index_is_trusted_only_while_its_signature_verifies_against_the_remote_keys
 /// Found by the attack on issue 10: under `verify: signed` the generator
 /// does not take units from its cache (in /var, as writable as the store,
 /// and keyed by metadata anyone can read), but from the archive it hashed.
+/// A generator cache entry forged with the right key (every field of the
+/// archive's identity, ctime included, is public through stat) brings no
+/// unit under `verify: signed`: the generator reads the archive, and apply
+/// places a squashfs image's units from the hashed file, not the cache
+/// (found by the attack on issue 13).
 #[test]
 fn a_forged_generator_cache_brings_no_unit() {
     let s = Signed::new();
-    let logical = format!("{USER_STORE}/a:1.torcx.tgz");
-    let st = std::fs::metadata(s.user_archive("a:1.torcx.tgz")).unwrap();
     use std::os::unix::fs::MetadataExt;
-    let manifest = json!({"kind": "image-manifest-v0", "value": {"units": ["/lib/systemd/system/a.service"]}});
-    let entry = json!({"kind": "torcx-generator-cache-v1",
-        "key": {"archive": logical, "dev": st.dev(), "ino": st.ino(), "size": st.size(), "mtime": st.mtime(), "mtime_nsec": st.mtime_nsec()},
-        "mem": {"files": [
-            {"path": ".torcx/manifest.json", "text": manifest.to_string()},
-            {"path": "lib/systemd/system/a.service", "text": "[Service]\nExecStart=/bin/sh -c 'echo FORGED'\n"}],
-            "links": [], "dirs": []}});
-    s.t.write("var/lib/torcx/cache/generator/a:1.json", entry.to_string());
+    let forge = |file: &str, name: &str| {
+        let st = std::fs::metadata(s.user_archive(file)).unwrap();
+        let manifest =
+            json!({"kind": "image-manifest-v0", "value": {"units": [format!("/lib/systemd/system/{name}.service")]}});
+        let entry = json!({"kind": "torcx-generator-cache-v2",
+            "key": {"archive": format!("{USER_STORE}/{file}"), "dev": st.dev(), "ino": st.ino(), "size": st.size(),
+                "mtime": st.mtime(), "mtime_nsec": st.mtime_nsec(), "ctime": st.ctime(), "ctime_nsec": st.ctime_nsec()},
+            "mem": {"files": [
+                {"path": ".torcx/manifest.json", "text": manifest.to_string()},
+                {"path": format!("lib/systemd/system/{name}.service"), "text": "[Service]\nExecStart=/bin/sh -c 'echo FORGED'\n"}],
+                "links": [], "dirs": []}});
+        s.t.write(&format!("var/lib/torcx/cache/generator/{name}:1.json"), entry.to_string());
+    };
+    forge("a:1.torcx.tgz", "a");
+    forge("s:1.torcx.squashfs", "s");
     let g = GenOut::new();
     let n = &g.normal;
     let mut ns = Ns::new(&s.t);
     g.run_in(&mut ns, &s.t);
+    let apply = ns.apply();
     let steps = ns.run();
     assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
-    let unit = read(&n.join("a.service"));
-    assert!(unit.contains("ExecStart=/run/torcx/bin/a-tool") && !unit.contains("FORGED"), "{unit}");
+    for name in ["a", "s"] {
+        let unit = read(&n.join(format!("{name}.service")));
+        assert!(unit.contains(&format!("ExecStart=/run/torcx/bin/{name}-tool")) && !unit.contains("FORGED"), "{unit}");
+    }
+    let placed = read(&s.t.path("run/systemd/system/s.service"));
+    assert!(
+        placed.contains("ExecStart=/run/torcx/bin/s-tool") && !placed.contains("FORGED"),
+        "{}",
+        steps[apply].describe()
+    );
 }
 
 /// Found by the attack on issue 10: the OEM partition is as writable as the

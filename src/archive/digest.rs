@@ -150,22 +150,22 @@ impl<T: Send + 'static> Gaps<T> {
         Gaps { handle, tid }
     }
 
+    /// Back to the normal class from now on: something waits for it.
+    pub fn boost(&self) {
+        use std::sync::atomic::Ordering;
+        // Not started far enough to have lowered itself: it may still.
+        while !self.handle.is_finished() && self.tid.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let tid = self.tid.swap(-1, Ordering::SeqCst);
+        if tid > 0 {
+            set_class(tid, libc::SCHED_OTHER);
+        }
+    }
+
     /// Waits for the thread, at normal priority from now on.
     pub fn join(self) -> std::thread::Result<T> {
-        use std::sync::atomic::Ordering;
-        let tid = self.tid.load(Ordering::SeqCst);
-        if tid != 0 {
-            set_class(tid, libc::SCHED_OTHER);
-        } else {
-            // Not started far enough to have lowered itself: it may still.
-            while !self.handle.is_finished() && self.tid.load(Ordering::SeqCst) == 0 {
-                std::thread::yield_now();
-            }
-            let tid = self.tid.load(Ordering::SeqCst);
-            if tid != 0 {
-                set_class(tid, libc::SCHED_OTHER);
-            }
-        }
+        self.boost();
         self.handle.join()
     }
 }
@@ -201,9 +201,17 @@ impl HashThread {
         b
     }
 
-    /// Hands `chunk` over to be hashed.
+    /// Hands `chunk` over to be hashed. When the queue is full the hasher
+    /// is what the caller waits on: it leaves the idle class for good (else
+    /// a busy machine starves it and the inflater with it).
     pub fn send(&self, chunk: Vec<u8>) {
-        let _ = self.full.send(chunk);
+        match self.full.try_send(chunk) {
+            Err(std::sync::mpsc::TrySendError::Full(chunk)) => {
+                self.thread.boost();
+                let _ = self.full.send(chunk);
+            }
+            _ => {}
+        }
     }
 
     /// Everything sent, hashed; `None` if the thread failed.

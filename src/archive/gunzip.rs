@@ -38,6 +38,10 @@ mod isal {
         pos: usize,
         len: usize,
         eof: bool,
+        /// The next bytes begin a member: its header is looked at first.
+        header_next: bool,
+        /// A member has ended: what follows must be another, or zeros.
+        later: bool,
     }
 
     // The state's raw pointers only ever point into `buf` and the caller's
@@ -53,7 +57,16 @@ mod isal {
                 state.assume_init()
             };
             state.crc_flag = ffi::ISAL_GZIP;
-            Gunzip { inner, state, buf: vec![0; IN].into_boxed_slice(), pos: 0, len: 0, eof: false }
+            Gunzip {
+                inner,
+                state,
+                buf: vec![0; IN].into_boxed_slice(),
+                pos: 0,
+                len: 0,
+                eof: false,
+                header_next: true,
+                later: false,
+            }
         }
 
         /// Moves the unread input to the front and reads more behind it;
@@ -77,6 +90,21 @@ mod isal {
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    impl<R: Read> Gunzip<R> {
+        /// The rest of the input, which must be zeros to its end.
+        fn zeros_to_the_end(&mut self) -> Result<usize> {
+            loop {
+                if self.buf[self.pos..self.len].iter().any(|&b| b != 0) {
+                    return Err(Error::new(ErrorKind::InvalidData, "corrupt gzip stream: data after its end"));
+                }
+                self.pos = self.len;
+                if !self.fill()? {
+                    return Ok(0);
                 }
             }
         }
@@ -106,9 +134,33 @@ mod isal {
                     if self.pos == self.len && !self.fill()? {
                         return Ok(0);
                     }
+                    if self.buf[self.pos] == 0 {
+                        // Zeros after the last member (a tape-blocked file),
+                        // as gzip allows; anything else after them is not.
+                        return self.zeros_to_the_end();
+                    }
                     // SAFETY: the state was initialised in `new`.
                     unsafe { ffi::isal_inflate_reset(&mut *self.state) };
                     self.state.crc_flag = ffi::ISAL_GZIP;
+                    self.header_next = true;
+                    self.later = true;
+                }
+                if self.header_next {
+                    while self.len - self.pos < 4 && self.fill()? {}
+                    let h = &self.buf[self.pos..self.len];
+                    if self.later && !h.starts_with(&[0x1f, 0x8b][..h.len().min(2)]) {
+                        // Not another member: what follows the last one.
+                        return Err(Error::new(ErrorKind::InvalidData, "corrupt gzip stream: data after its end"));
+                    }
+                    // RFC 1952: a reserved flag bit set means a header this
+                    // reader cannot know the length of (ISA-L ignores them).
+                    if h.len() >= 4 && h[0] == 0x1f && h[1] == 0x8b && h[3] & 0xe0 != 0 {
+                        return Err(Error::new(
+                            ErrorKind::InvalidData,
+                            "corrupt gzip stream: reserved header flags set",
+                        ));
+                    }
+                    self.header_next = false;
                 }
                 if self.pos == self.len {
                     // At the end of input ISA-L may still hold output inside.
@@ -220,5 +272,28 @@ mod tests {
         assert!(inflate(&junk, 4096).is_err());
         assert_eq!(inflate(b"not gzip at all", 4096).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
         assert!(inflate(b"", 4096).is_err());
+        // A reserved flag bit (RFC 1952 says refuse), data after the end.
+        let mut flagged = z.clone();
+        flagged[3] |= 0x20;
+        assert_eq!(inflate(&flagged, 4096).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        for tail in [&[0u8, 0, 7][..], b"junk1234", b"j"] {
+            let mut after = z.clone();
+            after.extend(tail);
+            let e = inflate(&after, 4096).unwrap_err();
+            assert_eq!(
+                (e.kind(), e.to_string()),
+                (std::io::ErrorKind::InvalidData, "corrupt gzip stream: data after its end".into())
+            );
+        }
+    }
+
+    #[test]
+    fn zeros_after_the_last_member_are_padding() {
+        let d = data(100_000);
+        let mut padded = gz(&d);
+        padded.extend(vec![0u8; 10_240]);
+        for chunk in [1, 512, 1 << 20] {
+            assert_eq!(inflate(&padded, chunk).unwrap(), d, "chunk {chunk}");
+        }
     }
 }

@@ -17,6 +17,31 @@ use crate::model::config::DEFAULT_REFERENCE;
 use crate::model::names::{self, ImageId};
 use std::path::PathBuf;
 
+/// Which file an archive is, as far as its bytes go: the same device and
+/// inode, size, mtime and ctime (no one sets a ctime at will; any write to
+/// the file changes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl FileId {
+    pub fn of(m: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
 /// What an archive holds and how it is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -16,8 +16,8 @@ mod record;
 pub use host::check_host_units;
 pub use place::{check_conflicts, place, remove};
 pub use plan::{Action, Class, CopyMode, GENERATOR_DIR, Origin, Placement, dropin, plan, plan_archive_units};
-pub use prepare::Options;
 use prepare::prepare;
+pub use prepare::{Options, Vouched};
 pub use reattach::{Switch, options_of, plan_switch, reattach};
 pub use record::{FileKind, RECORD_KIND, Record, RecordFormat, RecordOrigin, RecordState, RecordedFile};
 

@@ -30,7 +30,15 @@ pub struct Options {
     /// read again, nor its mounted tree walked for escaping links (that
     /// apply did both on the same bytes), nor those files read from the
     /// mounted tree.
-    pub known: Option<std::sync::Arc<source::Mem>>,
+    pub known: Option<std::sync::Arc<Vouched>>,
+}
+
+/// What the generator cache vouches for: the manifest and units of the file
+/// `id` as an earlier apply read them, after it checked that file.
+#[derive(Debug)]
+pub struct Vouched {
+    pub mem: source::Mem,
+    pub id: crate::archive::FileId,
 }
 
 /// Unpacks (or binds) an image into its tree, reads it into a plan, and
@@ -55,13 +63,17 @@ pub(super) fn prepare(
     };
     let want = want.as_deref();
     let unpacked = match img {
-        ImageFrom::Archive(a) if a.format.mounted() => unpack::mount_image(cfg, a, tree, want, opts.known.is_some())?,
+        ImageFrom::Archive(a) if a.format.mounted() => {
+            unpack::mount_image(cfg, a, tree, want, opts.known.as_ref().map(|v| v.id))?
+        }
         ImageFrom::Archive(a) if a.format.is_oci() => unpack::unpack_oci(cfg, a, tree, want)?,
         ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree, want)?,
         ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
     };
     let tree_src = Tree::open(&cfg.host(tree))?;
-    let known = opts.known.as_deref().map(|known| source::Known { tree: &tree_src, known });
+    // The cached units only for the file they came from (checked as mounted).
+    let known =
+        opts.known.as_deref().filter(|_| unpacked.vouched).map(|v| source::Known { tree: &tree_src, known: &v.mem });
     let src: &dyn source::ImageSource = match &known {
         Some(k) => k,
         None => &tree_src,

@@ -21,6 +21,9 @@ pub struct Unpacked {
     pub digest: Option<String>,
     /// The loop device a squashfs or erofs image is mounted from.
     pub loop_device: Option<std::path::PathBuf>,
+    /// The file mounted is the one the generator cache vouched for (its
+    /// checks skipped, its cached units good for it).
+    pub vouched: bool,
 }
 
 /// Mounts a fresh tmpfs at `tree` (logical), unpacks `a` into it with the
@@ -51,7 +54,7 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Dig
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
-    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None })
+    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false })
 }
 
 /// What to hash an archive with: what the index lists it with when it must
@@ -125,7 +128,7 @@ pub fn mount_image(
     a: &Archive,
     tree: &Path,
     want: Option<&[Digest]>,
-    checked_before: bool,
+    vouched_for: Option<crate::archive::FileId>,
 ) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
@@ -133,11 +136,18 @@ pub fn mount_image(
     let mut digest = None;
     let mut _pinned_file = None;
     let pinned;
-    let a = if want.is_some() {
+    let mut checked_before = false;
+    let a = if want.is_some() || vouched_for.is_some() {
+        // One open file, hashed or identified, then read and mounted: a
+        // name replaced meanwhile changes nothing.
         let (file, p) = pin(a).with_context(|| format!("reading {}", a.path.display()))?;
-        let got =
-            reader_digests(file.try_clone()?, &algos(want)).with_context(|| format!("reading {}", a.path.display()))?;
-        digest = recorded(a, want, &got)?;
+        if want.is_some() {
+            let got = reader_digests(file.try_clone()?, &algos(want))
+                .with_context(|| format!("reading {}", a.path.display()))?;
+            digest = recorded(a, want, &got)?;
+        }
+        checked_before =
+            vouched_for.is_some_and(|id| file.metadata().is_ok_and(|m| crate::archive::FileId::of(&m) == id));
         _pinned_file = Some(file);
         pinned = p;
         &pinned
@@ -160,7 +170,7 @@ pub fn mount_image(
         if !checked_before {
             extract::check_symlinks(&host)?;
         }
-        return Ok(Unpacked { digest, ..Unpacked::default() });
+        return Ok(Unpacked { digest, vouched: checked_before, ..Unpacked::default() });
     }
     let (dev, _keep_until_mounted) = loopdev::attach(&a.host)?;
     mount::mount_ro(&dev, &host, fstype)
@@ -169,7 +179,7 @@ pub fn mount_image(
     if !checked_before {
         extract::check_symlinks(&host)?;
     }
-    Ok(Unpacked { bytes: 0, digest, loop_device: Some(dev) })
+    Ok(Unpacked { bytes: 0, digest, loop_device: Some(dev), vouched: checked_before })
 }
 
 /// Binds an unpacked image directory read-only (and `nodev,nosuid`) at `tree`.
@@ -207,7 +217,7 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]
         mount::remount_ro(&host)?;
         crash::point("read-only")?;
         let digest = listed.into_inner().map(|d| format!("{}:{}", d.algo, d.hex));
-        return Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None });
+        return Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false });
     }
     let (file, pinned) = pin(a).with_context(|| format!("reading {}", a.path.display()))?;
     let (reader, algos) = (file.try_clone()?, algos(want));
@@ -219,5 +229,5 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
-    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None })
+    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false })
 }

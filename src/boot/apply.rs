@@ -286,7 +286,12 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
     // bounded too. Mounting mostly waits on the kernel: those run freely.
     let _slot = (!a.format.mounted()).then(|| tar_slots.take());
     let opts = attach::Options {
-        known: a.format.mounted().then(|| cache::load(cfg, a)).flatten().map(std::sync::Arc::new),
+        // Not with verify: signed: /var is as forgeable as the stores, and
+        // what is placed must come from the hashed file.
+        known: (a.format.mounted() && cfg.verify != crate::model::config::Verify::Signed)
+            .then(|| cache::load_vouched(cfg, a))
+            .flatten()
+            .map(std::sync::Arc::new),
         ..boot_options()
     };
     match attach::begin(cfg, &attach::ImageFrom::Archive(a.clone()), &opts) {

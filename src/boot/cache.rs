@@ -86,6 +86,22 @@ pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
     }
 }
 
+/// The cached units of `a` and the identity of the file they came from,
+/// for apply to mount that very file without checking it again (it holds
+/// the file open and compares: see `attach::Vouched`).
+pub fn load_vouched(cfg: &Config, a: &Archive) -> Option<crate::attach::Vouched> {
+    let mem = load(cfg, a)?;
+    let k = key(a)?;
+    let id = crate::archive::FileId {
+        dev: k.dev,
+        ino: k.ino,
+        size: k.size,
+        mtime: (k.mtime, k.mtime_nsec),
+        ctime: (k.ctime, k.ctime_nsec),
+    };
+    Some(crate::attach::Vouched { mem, id })
+}
+
 /// Whether the cache holds an entry for `a` as it is now (its content is
 /// checked when the generator reads it, not here).
 pub fn is_current(cfg: &Config, a: &Archive) -> bool {

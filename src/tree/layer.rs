@@ -234,6 +234,9 @@ pub fn extract_layer(src: impl Read, dest: &Path, limits: Limits, stats: &mut St
         for e in ar.entries().context("reading layer")? {
             x.layer_entry(e.context("reading layer")?, pass)?;
         }
+        // To the end of the compressed stream: its trailer (gzip's CRC and
+        // length) is checked, and data after it refused, as for a .tgz.
+        std::io::copy(&mut ar.into_inner(), &mut std::io::sink()).context("reading layer")?;
         Ok(())
     })();
     *stats = x.stats;

@@ -229,6 +229,8 @@ fn read_layer(src: impl Read, l: &Layer, extra: &[PathBuf], budget: &mut Budget)
             let link = matches!(kind, Kind::Symlink | Kind::HardLink).then_some(link).flatten();
             rec.ops.push(Op { raw, kind, link, data });
         }
+        // To the end of the compressed stream (its trailer checked).
+        std::io::copy(&mut ar.into_inner(), &mut std::io::sink()).context("reading layer")?;
         Ok(rec)
     })();
     // A corrupt blob is reported as such, rather than by what it made the
