@@ -205,12 +205,9 @@ impl HashThread {
     /// is what the caller waits on: it leaves the idle class for good (else
     /// a busy machine starves it and the inflater with it).
     pub fn send(&self, chunk: Vec<u8>) {
-        match self.full.try_send(chunk) {
-            Err(std::sync::mpsc::TrySendError::Full(chunk)) => {
-                self.thread.boost();
-                let _ = self.full.send(chunk);
-            }
-            _ => {}
+        if let Err(std::sync::mpsc::TrySendError::Full(chunk)) = self.full.try_send(chunk) {
+            self.thread.boost();
+            let _ = self.full.send(chunk);
         }
     }
 
