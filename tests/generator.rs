@@ -391,7 +391,7 @@ fn the_cache_is_used_only_when_it_passes_the_policy() {
     assert_eq!(s.code, 0, "{}", s.describe());
     let cache = t.path("var/lib/torcx/cache/generator/x:1.json");
     let text = read(&cache);
-    assert!(text.contains("\"kind\":\"torcx-generator-cache-v1\""), "{text}");
+    assert!(text.contains("\"kind\":\"torcx-generator-cache-v2\""), "{text}");
     assert!(text.contains("\"path\":\"lib/systemd/system/x.service\",\"text\":"), "{text}");
     // The next boot: /run is empty again (the apply's mounts went with its namespace).
     std::fs::remove_dir_all(t.path("run")).unwrap();

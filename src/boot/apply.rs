@@ -120,6 +120,16 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     std::fs::create_dir_all(&run).with_context(|| format!("creating {}", cfg.run_dir.display()))?;
     let _lock = Lock::take(&cfg.host(&cfg.lock_path()))?;
     attach::sweep(cfg);
+    // What a killed command left half attached goes first, one image after
+    // the other: its tree, still writable, would otherwise count at its full
+    // size against the limit for all images while the images unpack side by
+    // side (a kill at the wrong moment made the next apply fail them all).
+    for r in attach::Record::load_all(cfg)?.iter().filter(|r| r.state != attach::RecordState::Attached) {
+        log::warn!("image {}: cleaning up an interrupted attach or reattach of {}", r.name, r.id());
+        if let Err(e) = attach::remove(cfg, r) {
+            log::warn!("image {}: {e:#}", r.name);
+        }
+    }
     let sealed = cfg.host(Path::new(SEAL_PATH)).exists();
     if sealed
         && !force
