@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 const CHUNK: usize = 128 * 1024;
-const QUEUE: usize = 16;
+const QUEUE: usize = 8;
 
 /// The decompressed tar stream of an archive. Decompression runs on its own
 /// thread, so inflating and writing the tree overlap on two cores; buffers
