@@ -14,6 +14,9 @@ How a row is timed:
 - The launcher also reports the CPU time the rest of the machine used
   meanwhile. A sample where that exceeds 20 ms + 10 % of its wall time is
   redone (up to 4 times); the count of redone samples is printed.
+- Each sample starts on a quiet machine (a 50 ms window under 10 % busy,
+  waited for up to 2 s): the kernel tears down the last sample's namespace
+  after it exits.
 - Rows go round-robin: sample k of every row, then sample k+1, so a burst of
   outside load spreads over all rows instead of landing on one.
 - The Python reference (loopmount.py) is started as /usr/bin/python3 -I,
@@ -23,7 +26,7 @@ How a row is timed:
 Median of --runs samples, in milliseconds, with the ratio to the group's
 reference row.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -41,8 +44,27 @@ class Row:
         self.ms, self.other, self.maxrss, self.redone = [], [], 0, 0
 
 
+def busy():
+    """All CPUs' busy time so far, in ticks."""
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+
+
+def settle():
+    """Waits (at most 2 s) until the machine is quiet: the kernel finishes
+    tearing down the last sample's namespace (its tmpfs pages, its loop
+    devices) after the process exits, and that work would land on this one."""
+    hz = os.sysconf("SC_CLK_TCK")
+    for _ in range(40):
+        b, t = busy(), time.monotonic()
+        time.sleep(0.05)
+        if (busy() - b) / hz < 0.1 * (time.monotonic() - t):
+            return
+
+
 def sample(launch, row, dry_run=False):
     """One sample of `row`: (wall ms, other CPU ms, max RSS KiB)."""
+    settle()
     script = ("mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/x && "
               f"( {row.setup} ) > /dev/null && {row.env} exec {launch} {row.cmd}")
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", script],
