@@ -67,7 +67,7 @@ complete -c torcx -n "__fish_torcx_using_subcommand detach" -l root -d 'Work und
 complete -c torcx -n "__fish_torcx_using_subcommand detach" -l store -d 'An extra store directory, searched last (repeatable)' -r -F
 complete -c torcx -n "__fish_torcx_using_subcommand detach" -l now -d 'Stop the image\'s units first'
 complete -c torcx -n "__fish_torcx_using_subcommand detach" -l no-reload -d 'Do not run systemctl daemon-reload'
-complete -c torcx -n "__fish_torcx_using_subcommand detach" -l force -d 'Detach even though its units are active'
+complete -c torcx -n "__fish_torcx_using_subcommand detach" -l force -d 'Detach even though its units are active, or its record cannot be read'
 complete -c torcx -n "__fish_torcx_using_subcommand detach" -l json -d 'Print JSON (the default when stdout is not a terminal)'
 complete -c torcx -n "__fish_torcx_using_subcommand detach" -s v -l verbose -d 'More messages (-v info, -vv debug)'
 complete -c torcx -n "__fish_torcx_using_subcommand detach" -s q -l quiet -d 'Only errors'

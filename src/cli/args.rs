@@ -85,7 +85,9 @@ next attach. Then systemctl daemon-reload runs, unless --no-reload or --root.")]
     #[command(long_about = "Detach an image: remove exactly what attach placed.\n\n\
 Refused while one of the image's units is active, unless --now (stop them first) or --force. Only \
 files that are still as torcx placed them are removed; a file changed since is kept and named, and \
-the exit status is 1. Then the image tree is unmounted, the record removed, and systemd reloaded.")]
+the exit status is 1. Then the image tree is unmounted, the record removed, and systemd reloaded. \
+A record torcx cannot read says nothing of what it placed: --force removes it and the image tree, and \
+says where to look for what is left.")]
     Detach {
         name: String,
         /// Stop the image's units first
@@ -94,7 +96,7 @@ the exit status is 1. Then the image tree is unmounted, the record removed, and 
         /// Do not run systemctl daemon-reload
         #[arg(long)]
         no_reload: bool,
-        /// Detach even though its units are active
+        /// Detach even though its units are active, or its record cannot be read
         #[arg(long)]
         force: bool,
     },
