@@ -122,6 +122,34 @@ pub fn open_tar_digesting(a: &Archive) -> Result<(Pipe, crate::archive::digest::
     Ok((tar_pipe(a, file)?, digest))
 }
 
+/// Chunk buffers kept for the next pipe of this process: the 50 images of a
+/// boot would otherwise each allocate their own and fault them in, zeroed
+/// (a tenth of the time of a small image). As many as two unpacks at once
+/// hold.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn spare() -> Vec<u8> {
+    SPARE.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default()
+}
+
+fn keep(b: Vec<u8>) {
+    if b.capacity() >= CHUNK
+        && let Ok(mut s) = SPARE.lock()
+        && s.len() < 2 * (QUEUE + 2)
+    {
+        s.push(b);
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        keep(std::mem::take(&mut self.cur));
+        while let Ok(Ok(b)) = self.full.try_recv() {
+            keep(b);
+        }
+    }
+}
+
 pub struct Pipe {
     full: Receiver<std::io::Result<Vec<u8>>>,
     empty: SyncSender<Vec<u8>>,
@@ -140,11 +168,21 @@ impl Pipe {
         let (full_tx, full) = sync_channel::<std::io::Result<Vec<u8>>>(QUEUE);
         let (empty, empty_rx) = sync_channel::<Vec<u8>>(QUEUE + 2);
         for _ in 0..QUEUE {
-            let _ = empty.send(Vec::with_capacity(CHUNK));
+            let _ = empty.send(spare());
         }
         let thread = std::thread::spawn(move || {
+            // Whatever way it ends, the buffers handed back go to the next pipe.
+            struct Back(Receiver<Vec<u8>>);
+            impl Drop for Back {
+                fn drop(&mut self) {
+                    while let Ok(b) = self.0.try_recv() {
+                        keep(b);
+                    }
+                }
+            }
+            let empty_rx = Back(empty_rx);
             loop {
-                let mut buf = empty_rx.recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                let mut buf = empty_rx.0.recv().unwrap_or_else(|_| spare());
                 buf.resize(CHUNK, 0);
                 let mut n = 0;
                 // Fill the chunk: decoders return short reads.
