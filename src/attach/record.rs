@@ -151,10 +151,12 @@ impl Record {
             Err(e) => Err(e).with_context(|| format!("record {}", p.display())),
         }
     }
-    pub fn load_all(cfg: &Config) -> Result<Vec<Record>> {
+    /// Every record that can be read; one that cannot is logged (with the
+    /// command that removes it) and hides none of the others.
+    pub fn load_all(cfg: &Config) -> Vec<Record> {
         let mut out = vec![];
         let Ok(rd) = std::fs::read_dir(cfg.host(&cfg.attached_dir())) else {
-            return Ok(out);
+            return out;
         };
         let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
         names.sort();
@@ -163,11 +165,10 @@ impl Record {
             match Record::load(cfg, name) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
-                // One unreadable record hides none of the others.
                 Err(e) => log::error!("{e:#}; `torcx detach --force {name}` removes it"),
             }
         }
-        Ok(out)
+        out
     }
 }
 

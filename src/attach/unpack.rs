@@ -120,9 +120,9 @@ fn mount_tmpfs(cfg: &Config, host: &Path) -> Result<Limits> {
 /// erofs straight from the file where the kernel can (Linux ≥ 6.12), else
 /// both through a loop device that frees itself on unmount.
 /// With `want`, the file is hashed first (the kernel reads a mounted image
-/// lazily, so there is no unpacking to hash along with), through the open
-/// file that is then read and mounted: a name replaced meanwhile changes
-/// nothing.
+/// lazily, so there is no unpacking to hash along with), and with
+/// `vouched_for` its identity compared, through the open file that is then
+/// read and mounted: a name replaced meanwhile changes nothing.
 pub fn mount_image(
     cfg: &Config,
     a: &Archive,

@@ -124,7 +124,7 @@ pub fn apply(cfg: &Config, force: bool) -> Result<Outcome> {
     // the other: its tree, still writable, would otherwise count at its full
     // size against the limit for all images while the images unpack side by
     // side (a kill at the wrong moment made the next apply fail them all).
-    for r in attach::Record::load_all(cfg)?.iter().filter(|r| r.state != attach::RecordState::Attached) {
+    for r in attach::Record::load_all(cfg).iter().filter(|r| r.state != attach::RecordState::Attached) {
         log::warn!("image {}: cleaning up an interrupted attach or reattach of {}", r.name, r.id());
         if let Err(e) = attach::remove(cfg, r) {
             log::warn!("image {}: {e:#}", r.name);
@@ -330,7 +330,8 @@ fn finish_image(cfg: &Config, half: Half) -> ImageStatus {
     let id = a.id.clone();
     match attach::finish(cfg, *p, &boot_options()) {
         Ok((rec, unpacked)) => {
-            if !cache::is_current(cfg, &a) {
+            // A file the cache vouched for has its entry already.
+            if !unpacked.vouched && !cache::is_current(cfg, &a) {
                 cache_units(cfg, &a, &rec);
             }
             st.state = ImageState::Attached;

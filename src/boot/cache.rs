@@ -65,6 +65,11 @@ fn key(a: &Archive) -> Option<Key> {
 
 /// The cached units of `a`, if the archive is still the one they came from.
 pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
+    load_keyed(cfg, a).map(|(m, _)| m)
+}
+
+/// [`load`], with the key the entry matched.
+fn load_keyed(cfg: &Config, a: &Archive) -> Option<(Mem, Key)> {
     use std::io::Read;
     let mut text = vec![];
     std::fs::File::open(path(cfg, a)).ok()?.take(MAX_ENTRY + 1).read_to_end(&mut text).ok()?;
@@ -72,13 +77,13 @@ pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
         return None;
     }
     let e: Entry = serde_json::from_slice(&text).ok()?;
-    if e.kind != KIND || Some(e.key) != key(a) {
+    if e.kind != KIND || Some(&e.key) != key(a).as_ref() {
         return None;
     }
     // Checked as the archive's own entries are: an entry that would not
     // pass is not used (the archive is read instead, and says why).
     match e.mem.into_mem() {
-        Ok(m) => Some(m),
+        Ok(m) => Some((m, e.key)),
         Err(err) => {
             log::info!("image {}: cache entry not used: {err:#}", a.id);
             None
@@ -90,8 +95,7 @@ pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
 /// for apply to mount that very file without checking it again (it holds
 /// the file open and compares: see `attach::Vouched`).
 pub fn load_vouched(cfg: &Config, a: &Archive) -> Option<crate::attach::Vouched> {
-    let mem = load(cfg, a)?;
-    let k = key(a)?;
+    let (mem, k) = load_keyed(cfg, a)?;
     let id = crate::archive::FileId {
         dev: k.dev,
         ino: k.ino,

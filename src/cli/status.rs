@@ -26,7 +26,7 @@ pub(super) fn profiles_line(s: &apply::Status) -> String {
 }
 
 pub(super) fn cmd_status(cfg: &Config, sd: &Systemd, name: Option<&str>, json: bool) -> Result<i32> {
-    let mut recs = Record::load_all(cfg)?;
+    let mut recs = Record::load_all(cfg);
     if let Some(n) = name {
         names::validate_name(n)?;
         recs.retain(|r| r.name == n);
