@@ -31,5 +31,5 @@ row("large tgz, first boot (units last)", "large tgz", first, "igzip -dc > /dev/
 row("large zst, later boot", "large zst", later, "zstd -dc > /dev/null, one process", 1.05)
 row("50 small tgz, later boot", "50 small tgz", later, "igzip -dc > /dev/null, one process", 1.3)
 row("50 small squashfs", "50 small squashfs", "torcx: generator + apply",
-    "LOOP_CONFIGURE + mount, one process (python3, start-up subtracted)", 1.2)
+    "LOOP_CONFIGURE + mount, one process (bench/loopmount.c)", 1.2)
 row("large squashfs", "large squashfs", "torcx: generator + apply", "mount -o loop,ro (util-linux)", 2.0)

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);
     let mut mine: Option<Vec<PathBuf>> = None;
-    let mut aliases = None;
+    let mut dirs = None;
     for p in plan.iter().filter(|p| p.class == Class::Unit && p.dest.parent() == Some(units)) {
         let name = p.dest.file_name().unwrap().to_string_lossy();
         if !is_unit_name(&name) {
@@ -30,8 +30,9 @@ pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Resul
         // An instance the image ships replaces the host's instance of the
         // same template; a unit it ships becomes what the host's aliases of
         // that name point at.
+        let dirs = dirs.get_or_insert_with(|| systemd::UnitDirs::read(cfg));
         if let Some(t) = template_of(&name)
-            && let Some(found) = systemd::find_unit(cfg, &t)
+            && let Some(found) = dirs.find_units(cfg, &t).next()
         {
             bail!(
                 "image {id}: unit {name} (from /{}) shadows an instance of the host's template {}",
@@ -39,15 +40,14 @@ pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Resul
                 found.display()
             );
         }
-        let aliases = aliases.get_or_insert_with(|| systemd::aliases(cfg));
-        if let Some(alias) = aliases.get(name.as_ref()) {
+        if let Some(alias) = dirs.alias_of(&name) {
             bail!(
                 "image {id}: unit {name} (from /{}) would become the host's alias {}",
                 p.source.as_deref().unwrap_or("?"),
                 alias.display()
             );
         }
-        for found in systemd::find_units(cfg, &name) {
+        for found in dirs.find_units(cfg, &name) {
             let dir = found.parent().unwrap_or(Path::new("/"));
             let ours = if dir == Path::new(GENERATOR_DIR) {
                 matches!(&p.action, Action::File(b) if std::fs::read(cfg.host(&found)).is_ok_and(|h| &h == b))

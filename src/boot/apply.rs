@@ -372,25 +372,41 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Runs the first half of every image on a few threads, then the second
-/// half of each in profile order.
+/// Runs the first half of every image on a few threads, and the second half
+/// of each in profile order as soon as its first half is done: placing the
+/// early images overlaps mounting and unpacking the later ones.
 fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archive]) -> Vec<ImageStatus> {
-    const WORKERS: usize = 4;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let halves: Vec<std::sync::Mutex<Option<Half>>> = ids.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let tar_slots = Slots::new(2);
+    const WORKERS: usize = 8;
+    let next = &std::sync::atomic::AtomicUsize::new(0);
+    let tar_slots = &Slots::new(2);
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|sc| {
         for _ in 0..WORKERS.min(ids.len()) {
-            sc.spawn(|| {
+            let tx = tx.clone();
+            sc.spawn(move || {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(id) = ids.get(i) else { break };
-                    *halves[i].lock().unwrap() = Some(begin_image(cfg, id, archives, &tar_slots));
+                    if tx.send((i, begin_image(cfg, id, archives, tar_slots))).is_err() {
+                        break;
+                    }
                 }
             });
         }
-    });
-    halves.into_iter().map(|h| finish_image(cfg, h.into_inner().unwrap().expect("every image was begun"))).collect()
+        drop(tx);
+        // The second halves stay in profile order: an image's conflicts are
+        // refused against what the images before it placed.
+        let mut begun: Vec<Option<Half>> = ids.iter().map(|_| None).collect();
+        let mut done = Vec::with_capacity(ids.len());
+        for (i, half) in rx {
+            begun[i] = Some(half);
+            while let Some(h) = begun.get_mut(done.len()).and_then(Option::take) {
+                done.push(finish_image(cfg, h));
+            }
+        }
+        assert_eq!(done.len(), ids.len(), "every image was begun");
+        done
+    })
 }
 
 /// Keeps what the generator needs of this image for the next boots.

@@ -99,6 +99,12 @@ pub fn attach(file: &Path) -> Result<(PathBuf, OwnedFd)> {
     let backing = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening {}", file.display()))?;
     let ctl = open_or_make("/dev/loop-control", rustix::fs::FileType::CharacterDevice, (10, 237), OFlags::RDWR)?;
+    // One setup at a time in this process: threads that ask GET_FREE
+    // together are all given the same device, and all but one then wait
+    // on it (its open blocks while another configures it) only to get
+    // EBUSY. Setting up takes a tenth of a millisecond; mounts stay parallel.
+    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SETUP.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..64 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let n = unsafe { rustix::ioctl::ioctl(&ctl, Raw::<()> { op: ld::LOOP_CTL_GET_FREE, arg: None }) }

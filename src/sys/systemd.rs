@@ -33,22 +33,56 @@ pub fn find_units<'a>(cfg: &'a Config, name: &'a str) -> impl Iterator<Item = Pa
     UNIT_PATH.iter().map(move |d| Path::new(d).join(name)).filter(|p| std::fs::symlink_metadata(cfg.host(p)).is_ok())
 }
 
+/// What an image's units are checked against, looked at once per check:
+/// which unit directories exist (each unit is then looked for only in
+/// those: most of the 13 are missing on a host), and the host's aliases.
+pub struct UnitDirs {
+    present: Vec<&'static str>,
+    aliases: std::sync::Arc<std::collections::HashMap<String, PathBuf>>,
+}
+
+impl UnitDirs {
+    pub fn read(cfg: &Config) -> UnitDirs {
+        use std::os::unix::fs::MetadataExt;
+        let stats: Vec<Option<std::fs::Metadata>> =
+            UNIT_PATH.iter().map(|d| std::fs::metadata(cfg.host(Path::new(d))).ok()).collect();
+        let present =
+            UNIT_PATH.iter().zip(&stats).filter(|(_, m)| m.as_ref().is_some_and(|m| m.is_dir())).map(|(d, _)| *d);
+        let stamp: Stamp = UNIT_PATH
+            .iter()
+            .zip(&stats)
+            .filter(|(d, _)| **d != crate::model::config::UNITS_DIR)
+            .map(|(_, m)| m.as_ref().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec())))
+            .collect();
+        UnitDirs { present: present.collect(), aliases: aliases(cfg, stamp) }
+    }
+
+    /// Every file of this name in the unit search path, highest priority first.
+    pub fn find_units<'a>(&'a self, cfg: &'a Config, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+        self.present
+            .iter()
+            .map(move |d| Path::new(d).join(name))
+            .filter(|p| std::fs::symlink_metadata(cfg.host(p)).is_ok())
+    }
+
+    /// The host's alias named `name` resolves to, if any.
+    pub fn alias_of(&self, name: &str) -> Option<&PathBuf> {
+        self.aliases.get(name)
+    }
+}
+
+type Stamp = Vec<Option<(u64, u64, i64, i64)>>;
+
 /// The host's aliases, by the name of the unit they resolve to: symlinks
 /// directly in a unit directory whose target has another name (the first
 /// in search order wins). The boot checks every image against the same
 /// host, so the directories are read again only when one of them changed
-/// (a stat of each tells), but for `/run/systemd/system`, which torcx
-/// itself changes while it places images (and where it places no alias).
-pub fn aliases(cfg: &Config) -> std::sync::Arc<std::collections::HashMap<String, PathBuf>> {
-    use std::os::unix::fs::MetadataExt;
-    type Stamp = Vec<Option<(u64, u64, i64, i64)>>;
+/// (`stamp`, from a stat of each, tells), but for `/run/systemd/system`,
+/// which torcx itself changes while it places images (and where it places
+/// no alias).
+fn aliases(cfg: &Config, stamp: Stamp) -> std::sync::Arc<std::collections::HashMap<String, PathBuf>> {
     type Cache = Option<(PathBuf, Stamp, std::sync::Arc<std::collections::HashMap<String, PathBuf>>)>;
     static CACHE: std::sync::Mutex<Cache> = std::sync::Mutex::new(None);
-    let stamp: Stamp = UNIT_PATH
-        .iter()
-        .filter(|d| **d != crate::model::config::UNITS_DIR)
-        .map(|d| std::fs::metadata(cfg.host(Path::new(d))).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec())))
-        .collect();
     let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((root, s, a)) = c.as_ref()
         && *root == cfg.root
