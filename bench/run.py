@@ -188,6 +188,11 @@ def main():
     ap.add_argument("--only", help="only the groups whose name contains this (e.g. 'large tgz')")
     a = ap.parse_args()
     a.torcx = os.path.abspath(a.torcx)
+    # As at boot: no backtraces asked for (with them, every error torcx
+    # makes and handles on its way, a missing optional file say, walks the
+    # stack).
+    for v in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE"):
+        os.environ.pop(v, None)
     if os.geteuid() != 0:
         sys.exit("bench: run as root (it mounts tmpfs in private namespaces)")
     if not os.path.exists(os.path.join(a.corpus, "meta.json")):

@@ -7,7 +7,7 @@ use crate::archive::Format;
 use crate::model::config::{self, Config};
 use crate::model::names::ImageId;
 use crate::model::units::is_unit_name;
-use crate::sys::fsutil::atomic_write;
+use crate::sys::fsutil::atomic_write_unsynced;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -140,8 +140,11 @@ impl Record {
         }
         Ok(e.value)
     }
+    /// Replaced whole (a reader or a killed writer never sees half), but not
+    /// synced: a record describes mounts and files under /run, which a power
+    /// cut takes away with it. (Three writes per image at every boot.)
     pub fn write(&self, cfg: &Config) -> Result<()> {
-        atomic_write(&cfg.host(&Record::path(cfg, &self.name)), &self.to_json()?, 0o644)
+        atomic_write_unsynced(&cfg.host(&Record::path(cfg, &self.name)), &self.to_json()?, 0o644)
     }
     pub fn load(cfg: &Config, name: &str) -> Result<Option<Record>> {
         let p = Record::path(cfg, name);

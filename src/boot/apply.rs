@@ -376,12 +376,17 @@ impl Drop for Slot<'_> {
 /// of each in profile order as soon as its first half is done: placing the
 /// early images overlaps mounting and unpacking the later ones.
 fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archive]) -> Vec<ImageStatus> {
-    const WORKERS: usize = 8;
+    // Mounting mostly waits on the loop devices' reads: eight in flight
+    // overlap those waits (50 squashfs images: 22.8 -> 20.7 ms). Unpacking
+    // is CPU-bound and has two slots anyway: more threads there only cost
+    // memory.
+    let mounts_only = ids.iter().all(|id| archives.iter().find(|a| &a.id == id).is_some_and(|a| a.format.mounted()));
+    let workers = if mounts_only { 8 } else { 4 };
     let next = &std::sync::atomic::AtomicUsize::new(0);
     let tar_slots = &Slots::new(2);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|sc| {
-        for _ in 0..WORKERS.min(ids.len()) {
+        for _ in 0..workers.min(ids.len()) {
             let tx = tx.clone();
             sc.spawn(move || {
                 loop {

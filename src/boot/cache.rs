@@ -71,8 +71,15 @@ pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
 /// [`load`], with the key the entry matched.
 fn load_keyed(cfg: &Config, a: &Archive) -> Option<(Mem, Key)> {
     use std::io::Read;
-    let mut text = vec![];
-    std::fs::File::open(path(cfg, a)).ok()?.take(MAX_ENTRY + 1).read_to_end(&mut text).ok()?;
+    let f = std::fs::File::open(path(cfg, a)).ok()?;
+    // Sized from the file: one read, not a dozen growing ones (50 images
+    // at every boot). A file that grows meanwhile is still cut at the bound.
+    let len = f.metadata().ok()?.len();
+    if len > MAX_ENTRY {
+        return None;
+    }
+    let mut text = Vec::with_capacity(len as usize + 1);
+    f.take(MAX_ENTRY + 1).read_to_end(&mut text).ok()?;
     if text.len() as u64 > MAX_ENTRY {
         return None;
     }
