@@ -714,6 +714,57 @@ fn forced_apply_switches_to_a_new_reference() {
     assert_eq!(prof["value"]["images"], json!([{"name": "a", "reference": "2"}]));
 }
 
+/// A later image's earlier attachment (another reference, from an earlier
+/// apply of this boot) is cleared before any image places files: an image
+/// before it in the profile may take the paths it held. (Found when apply
+/// began placing each image as soon as it was ready: b's old `tool` was
+/// still there when a, first in the profile, claimed it.) Fillers make the
+/// race certain: b is begun long after a is ready.
+#[test]
+fn a_later_images_old_files_are_gone_before_an_earlier_one_places() {
+    require_root("a_later_images_old_files_are_gone_before_an_earlier_one_places");
+    let t = TestRoot::new();
+    let b1 = Image::new(&t, "b", "1");
+    b1.manifest(json!({"bin": ["/bin/tool"], "units": ["/lib/systemd/system/tool.service"]}))
+        .exec("bin/tool", "#!/bin/sh\necho b\n")
+        .file("lib/systemd/system/tool.service", "[Service]\nExecStart=/run/torcx/bin/tool\n");
+    b1.pack(&t, USER_STORE, Fmt::Tgz);
+    let b2 = Image::new(&t, "b", "2");
+    b2.manifest(json!({"bin": ["/bin/other"]})).exec("bin/other", "#!/bin/sh\n");
+    b2.pack(&t, USER_STORE, Fmt::Tgz);
+    let a = Image::new(&t, "a", "1");
+    a.manifest(json!({"bin": ["/bin/tool"], "units": ["/lib/systemd/system/tool.service"]}))
+        .exec("bin/tool", "#!/bin/sh\necho a\n")
+        .file("lib/systemd/system/tool.service", "[Service]\nExecStart=/run/torcx/bin/tool\n");
+    a.pack(&t, USER_STORE, Fmt::Tgz);
+    let mut second: Vec<(String, String)> = vec![("a".into(), "1".into())];
+    for i in 0..8 {
+        let name = format!("f{i}");
+        image_simple(&t, &name, "1").pack(&t, USER_STORE, Fmt::Tgz);
+        second.push((name, "1".into()));
+    }
+    second.push(("b".into(), "2".into()));
+    let second: Vec<(&str, &str)> = second.iter().map(|(n, r)| (n.as_str(), r.as_str())).collect();
+    t.vendor_profile(&[("b", "1")]);
+
+    let mut ns = Ns::new(&t);
+    ns.apply();
+    ns.sh(&format!("printf '%s' '{}' > \"$ROOT/usr/share/torcx/profiles/vendor.json\"", profile_json(&second)));
+    ns.torcx(&["apply", "--force"]);
+    let steps = ns.run();
+    assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
+    let s = &steps[1];
+    assert_eq!(s.code, 0, "{}", s.describe());
+    let st = s.json();
+    assert!(status_states(&st).iter().all(|(_, state)| state == "attached"), "{st}");
+    assert_eq!(link(&t, "run/torcx/bin/tool"), Path::new("/run/torcx/unpack/a/bin/tool"));
+    assert_eq!(read(&t.path("run/systemd/system/tool.service")), "[Service]\nExecStart=/run/torcx/bin/tool\n");
+    // a placed the unit directory itself (b:1's is gone): detaching a takes it away.
+    let (_, dirs) = record_paths(&t, "a");
+    assert!(dirs.iter().any(|d| d == "/run/systemd/system"), "{dirs:?}");
+    assert!(!t.exists("run/torcx/unpack/b/bin/tool"));
+}
+
 /// Issue 9, class 5: the images' trees together stay within
 /// `unpack_total_limit`, not only each within `unpack_limit`: two images
 /// of 3 MiB, each within its own 8 MiB, do not both fit in 5 MiB. Unpacked

@@ -797,17 +797,17 @@ fn generator_plan_refuses_units_the_host_has() {
     // Its own generator copy, and its own unit placed by an earlier apply
     // of this boot (the generator runs again on a daemon-reload).
     put(root, "run/systemd/generator/x.service", X_SERVICE);
-    let p = generator::plan_image(&cfg, &archives, &x).unwrap();
+    let p = generator::plan_image(&cfg, &archives, &torcx::sys::systemd::UnitDirs::read(&cfg), &x).unwrap();
     assert_eq!(p.placements.len(), 5);
     put(root, "run/systemd/system/x.service", X_SERVICE);
     let mut rec = record_of(&p.placements);
     rec.name = "x".into();
     rec.write(&cfg).unwrap();
-    generator::plan_image(&cfg, &archives, &x).unwrap();
+    generator::plan_image(&cfg, &archives, &torcx::sys::systemd::UnitDirs::read(&cfg), &x).unwrap();
     // What another generator wrote is the host's.
     put(root, "run/systemd/generator.late/x.service", X_SERVICE);
     assert_eq!(
-        err_text(generator::plan_image(&cfg, &archives, &x)),
+        err_text(generator::plan_image(&cfg, &archives, &torcx::sys::systemd::UnitDirs::read(&cfg), &x)),
         "image x:1: unit x.service (from /lib/systemd/system/x.service) conflicts with \
          /run/systemd/generator.late/x.service on the host"
     );
@@ -815,7 +815,7 @@ fn generator_plan_refuses_units_the_host_has() {
 
     put(root, "etc/systemd/system/x.service", "[Service]\nExecStart=/bin/true\n");
     assert_eq!(
-        err_text(generator::plan_image(&cfg, &archives, &x)),
+        err_text(generator::plan_image(&cfg, &archives, &torcx::sys::systemd::UnitDirs::read(&cfg), &x)),
         "image x:1: unit x.service (from /lib/systemd/system/x.service) conflicts with \
          /etc/systemd/system/x.service on the host"
     );

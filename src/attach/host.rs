@@ -19,9 +19,14 @@ use std::path::{Path, PathBuf};
 /// after an image is attached). Everything else counts: what other
 /// generators wrote, whatever the directory.
 pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result<()> {
+    check_host_units_in(cfg, &systemd::UnitDirs::read(cfg), id, plan)
+}
+
+/// [`check_host_units`] against unit directories looked at already (by a
+/// caller that checks several images and changes nothing in between).
+pub fn check_host_units_in(cfg: &Config, dirs: &systemd::UnitDirs, id: &ImageId, plan: &[Placement]) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);
     let mut mine: Option<Vec<PathBuf>> = None;
-    let mut dirs = None;
     for p in plan.iter().filter(|p| p.class == Class::Unit && p.dest.parent() == Some(units)) {
         let name = p.dest.file_name().unwrap().to_string_lossy();
         if !is_unit_name(&name) {
@@ -30,7 +35,6 @@ pub fn check_host_units(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Resul
         // An instance the image ships replaces the host's instance of the
         // same template; a unit it ships becomes what the host's aliases of
         // that name point at.
-        let dirs = dirs.get_or_insert_with(|| systemd::UnitDirs::read(cfg));
         if let Some(t) = template_of(&name)
             && let Some(found) = dirs.find_units(cfg, &t).next()
         {

@@ -13,7 +13,7 @@ mod prepare;
 mod reattach;
 mod record;
 
-pub use host::check_host_units;
+pub use host::{check_host_units, check_host_units_in};
 pub use place::{check_conflicts, place, remove};
 pub use plan::{Action, Class, CopyMode, GENERATOR_DIR, Origin, Placement, dropin, plan, plan_archive_units};
 use prepare::prepare;

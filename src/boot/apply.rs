@@ -237,10 +237,9 @@ fn boot_options() -> attach::Options {
     }
 }
 
-/// The first half of one image: keep it when an earlier apply attached it,
-/// else find its archive, unpack or mount it, and plan. Nothing is placed.
-fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive], tar_slots: &Slots) -> Half {
-    let mut st = ImageStatus {
+/// An image's status before anything is done for it.
+fn new_status(id: &ImageId) -> ImageStatus {
+    ImageStatus {
         name: id.name.clone(),
         reference: id.reference.clone(),
         archive: None,
@@ -250,9 +249,16 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
         kind: None,
         unpacked_bytes: 0,
         files: 0,
-    };
-    // A record from an earlier apply: keep it if it is this very image and
-    // complete; otherwise clear it so the image is attached afresh.
+    }
+}
+
+/// What an earlier apply left of one image: kept (`Some`, done) if it is
+/// this very image and complete; otherwise cleared, so the image is
+/// attached afresh (`None`). Every image's is settled before any image is
+/// placed: a later image's old files (another reference's) must be gone
+/// before an earlier one claims their paths.
+fn settle_earlier(cfg: &Config, id: &ImageId) -> Option<Half> {
+    let mut st = new_status(id);
     match Record::load(cfg, &id.name) {
         Ok(Some(r))
             if r.id() == *id
@@ -263,22 +269,29 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
             st.format = Some(r.format);
             st.state = ImageState::Unchanged;
             st.files = r.files.len();
-            return Half::Done(st);
+            Some(Half::Done(st))
         }
-        Ok(Some(r)) => {
-            if let Err(e) = attach::remove(cfg, &r) {
+        Ok(Some(r)) => match attach::remove(cfg, &r) {
+            Ok(_) => None,
+            Err(e) => {
                 st.error = Some(format!("image {id}: clearing the earlier attachment: {e:#}"));
                 st.kind = Some(failure::kind_of(&e));
-                return Half::Done(st);
+                Some(Half::Done(st))
             }
-        }
-        Ok(None) => {}
+        },
+        Ok(None) => None,
         Err(e) => {
             st.error = Some(format!("image {id}: {e:#}"));
             st.kind = Some(failure::kind_of(&e));
-            return Half::Done(st);
+            Some(Half::Done(st))
         }
     }
+}
+
+/// The first half of one image whose earlier attachment is settled: find
+/// its archive, unpack or mount it, and plan. Nothing is placed.
+fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive], tar_slots: &Slots) -> Half {
+    let mut st = new_status(id);
     let Some(a) = archives.iter().find(|a| &a.id == id) else {
         if let Some((path, why)) = store::unusable(cfg, id) {
             st.error = Some(format!("image {id}: {}: {why}", path.display()));
@@ -382,17 +395,20 @@ fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archi
     // memory.
     let mounts_only = ids.iter().all(|id| archives.iter().find(|a| &a.id == id).is_some_and(|a| a.format.mounted()));
     let workers = if mounts_only { 8 } else { 4 };
+    let mut begun: Vec<Option<Half>> = ids.iter().map(|id| settle_earlier(cfg, id)).collect();
+    let todo: Vec<usize> = (0..ids.len()).filter(|&i| begun[i].is_none()).collect();
+    let todo = &todo;
     let next = &std::sync::atomic::AtomicUsize::new(0);
     let tar_slots = &Slots::new(2);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|sc| {
-        for _ in 0..workers.min(ids.len()) {
+        for _ in 0..workers.min(todo.len()) {
             let tx = tx.clone();
             sc.spawn(move || {
                 loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(id) = ids.get(i) else { break };
-                    if tx.send((i, begin_image(cfg, id, archives, tar_slots))).is_err() {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(&i) = todo.get(k) else { break };
+                    if tx.send((i, begin_image(cfg, &ids[i], archives, tar_slots))).is_err() {
                         break;
                     }
                 }
@@ -401,13 +417,16 @@ fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archi
         drop(tx);
         // The second halves stay in profile order: an image's conflicts are
         // refused against what the images before it placed.
-        let mut begun: Vec<Option<Half>> = ids.iter().map(|_| None).collect();
         let mut done = Vec::with_capacity(ids.len());
-        for (i, half) in rx {
-            begun[i] = Some(half);
+        let finish_ready = |begun: &mut Vec<Option<Half>>, done: &mut Vec<ImageStatus>| {
             while let Some(h) = begun.get_mut(done.len()).and_then(Option::take) {
                 done.push(finish_image(cfg, h));
             }
+        };
+        finish_ready(&mut begun, &mut done);
+        for (i, half) in rx {
+            begun[i] = Some(half);
+            finish_ready(&mut begun, &mut done);
         }
         assert_eq!(done.len(), ids.len(), "every image was begun");
         done

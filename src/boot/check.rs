@@ -58,13 +58,14 @@ pub fn check(cfg: &Config, t: Option<Target>) -> Result<Checked> {
         }
     };
     let archives = store::scan(cfg);
+    let host = crate::sys::systemd::UnitDirs::read(cfg);
     let mut problems = vec![];
     let mut owners: BTreeMap<PathBuf, String> = BTreeMap::new();
     for id in &images {
         let res = (|| -> Result<()> {
             // The generator's own plan: what it would refuse, this reports.
             let generator::ImagePlan { manifest: m, units: mem, placements: plan } =
-                generator::plan_image(cfg, &archives, id)?;
+                generator::plan_image(cfg, &archives, &host, id)?;
             let mut dests: Vec<PathBuf> =
                 plan.into_iter().filter(|p| p.action != Action::Dir).map(|p| p.dest).collect();
             // Binaries named as files (directories are only known once unpacked).

@@ -12,6 +12,7 @@ use crate::model::manifest::ImageManifest;
 use crate::model::names::ImageId;
 use crate::profile;
 use crate::store;
+use crate::sys::systemd;
 use crate::tree::source::Mem;
 
 use anyhow::{Context, Result, bail};
@@ -57,10 +58,12 @@ fn link_apply(normal: &Path) -> Result<()> {
     }
 }
 
-/// Plans every image of the resolved profile `images`.
+/// Plans every image of the resolved profile `images`. Nothing is written
+/// until all are planned, so the host's unit directories are looked at once.
 pub fn plan(cfg: &Config, images: &[ImageId]) -> Vec<(ImageId, Result<ImagePlan>)> {
     let archives = store::scan(cfg);
-    images.iter().map(|id| (id.clone(), plan_image(cfg, &archives, id))).collect()
+    let host = systemd::UnitDirs::read(cfg);
+    images.iter().map(|id| (id.clone(), plan_image(cfg, &archives, &host, id))).collect()
 }
 
 /// One image planned: its manifest, what was read of it, and the unit
@@ -73,7 +76,7 @@ pub struct ImagePlan {
 
 /// The unit placements of one image, as apply would make them, refused as
 /// apply would refuse them.
-pub fn plan_image(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<ImagePlan> {
+pub fn plan_image(cfg: &Config, archives: &[Archive], host: &systemd::UnitDirs, id: &ImageId) -> Result<ImagePlan> {
     let Some(a) = archives.iter().find(|a| &a.id == id) else { bail!("no archive in any store") };
     let ctx = || format!("reading {}", a.path.display());
     let mem = match crate::fetch::trust::requirement(cfg, &a.id, &a.path)? {
@@ -112,7 +115,7 @@ pub fn plan_image(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<Im
     let (manifest, plan) = attach::plan_archive_units(cfg, a, &mem)?;
     // Apply will refuse this image; its units must not shadow the host's meanwhile.
     // (/run/systemd/system holds what an earlier, failed apply placed.)
-    attach::check_host_units(cfg, id, &plan)?;
+    attach::check_host_units_in(cfg, host, id, &plan)?;
     Ok(ImagePlan { manifest, units: mem, placements: plan })
 }
 
