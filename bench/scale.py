@@ -68,6 +68,9 @@ def main():
     ap.add_argument("--work", default="/var/tmp/torcx-scale", help="kept between runs (the images take a while)")
     ap.add_argument("--json")
     a = ap.parse_args()
+    # As at boot (and as bench/run.py): no backtraces asked for.
+    for v in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE"):
+        os.environ.pop(v, None)
     t = os.path.abspath(a.torcx)
     if os.geteuid() != 0:
         sys.exit("bench: run as root")
