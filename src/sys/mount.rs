@@ -33,9 +33,30 @@ pub fn tmpfs_taken_below(under: &Path, except: &Path) -> u64 {
 
 /// Makes a mount read-only, keeping `nodev,nosuid` (a remount resets them otherwise).
 pub fn remount_ro(dir: &Path) -> Result<()> {
-    rustix::mount::mount_remount(dir, MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID, "")
-        .with_context(|| format!("remounting {} read-only", dir.display()))
+    let _no_child_starting = CHILDREN.write().unwrap_or_else(|e| e.into_inner());
+    let remount = || rustix::mount::mount_remount(dir, MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID, "");
+    // A child's copies of the files are closed when its exec is done, but
+    // the kernel may release the last of them a moment after `spawn` has
+    // returned: `EBUSY` is given that moment (50 ms at most) to pass.
+    let mut res = remount();
+    for _ in 0..50 {
+        if res != Err(rustix::io::Errno::BUSY) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        res = remount();
+    }
+    res.with_context(|| format!("remounting {} read-only", dir.display()))
 }
+
+/// A child this process starts holds a copy of every open file from fork
+/// to exec, those another thread is writing into a tree it unpacks
+/// included; while it does, that tree cannot be made read-only (`EBUSY`:
+/// a boot failed an image so, 2 to 4 times in 20 with tar and squashfs
+/// images side by side) nor unmounted at once. Starting a child holds this
+/// shared until its exec is done (`Command::spawn` returns then);
+/// remounting and unmounting a tree hold it alone.
+pub static CHILDREN: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// Mounts a read-only file system image (a block device, or an erofs file).
 pub fn mount_ro(source: &Path, dir: &Path, fstype: &str) -> Result<()> {
@@ -56,6 +77,7 @@ pub fn bind_ro(src: &Path, dir: &Path) -> Result<()> {
 
 /// Unmounts; a busy tree (a service still runs from it) is detached lazily.
 pub fn unmount_lazy(dir: &Path) -> Result<bool> {
+    let _no_child_starting = CHILDREN.write().unwrap_or_else(|e| e.into_inner());
     match rustix::mount::unmount(dir, UnmountFlags::NOFOLLOW) {
         Ok(()) => Ok(false),
         Err(rustix::io::Errno::BUSY) => {

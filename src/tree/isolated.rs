@@ -52,7 +52,10 @@ pub fn read_fsimage_units(a: &Archive) -> Result<Mem> {
             Ok(())
         });
     }
+    // Not while a tree is remounted or unmounted: see `mount::CHILDREN`.
+    let starting = crate::sys::mount::CHILDREN.read().unwrap_or_else(|e| e.into_inner());
     let mut child = cmd.spawn().context("starting the index reader")?;
+    drop(starting);
     let out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
     // The child's stderr is read on a thread so neither pipe can fill.
