@@ -30,7 +30,12 @@ pub fn find_unit(cfg: &Config, name: &str) -> Option<PathBuf> {
 
 /// Every file of this name in the unit search path, highest priority first.
 pub fn find_units<'a>(cfg: &'a Config, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
-    UNIT_PATH.iter().map(move |d| Path::new(d).join(name)).filter(|p| std::fs::symlink_metadata(cfg.host(p)).is_ok())
+    units_in(&UNIT_PATH, cfg, name)
+}
+
+/// The files named `name` in `dirs`, in their order.
+fn units_in<'a>(dirs: &'a [&'static str], cfg: &'a Config, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+    dirs.iter().map(move |d| Path::new(d).join(name)).filter(|p| std::fs::symlink_metadata(cfg.host(p)).is_ok())
 }
 
 /// What an image's units are checked against, looked at once per check:
@@ -59,10 +64,7 @@ impl UnitDirs {
 
     /// Every file of this name in the unit search path, highest priority first.
     pub fn find_units<'a>(&'a self, cfg: &'a Config, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
-        self.present
-            .iter()
-            .map(move |d| Path::new(d).join(name))
-            .filter(|p| std::fs::symlink_metadata(cfg.host(p)).is_ok())
+        units_in(&self.present, cfg, name)
     }
 
     /// The host's alias named `name` resolves to, if any.
