@@ -318,3 +318,64 @@ fn an_image_is_checked_again_when_its_file_changes_in_place() {
     assert_contains(&s.stderr, "entry \"share/hostetc\": symlink resolves outside the image", s);
     loop_released(&a);
 }
+
+/// A later boot plans a squashfs image from what its first apply looked up
+/// in the mounted tree (kept in the generator cache with its units), not
+/// from the tree: the same file, the same answers, the same attachment.
+/// Answers the tree could not have given are not used.
+#[test]
+fn a_later_boot_plans_a_squashfs_image_from_its_cached_lookups() {
+    require_root("a_later_boot_plans_a_squashfs_image_from_its_cached_lookups");
+    let t = TestRoot::new();
+    let img = demo_tree(&t, "1");
+    let a = store_file(&t, "demo:1.torcx.squashfs");
+    squashfs(&img.dir, &a, "gzip");
+    t.vendor_profile(&[("demo", "1")]);
+    std::fs::create_dir_all(t.path("run")).unwrap();
+    let first = apply_once(&t, &[]);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    let placed = |_: &Step| {
+        let mut files = read_json(&t.path("run/torcx/attached/demo.json"))["value"]["files"].clone();
+        files.as_array_mut().unwrap().sort_by_key(|f| f["path"].to_string());
+        files
+    };
+    let first_files = placed(&first);
+    let cache = t.path("var/lib/torcx/cache/generator/demo:1.json");
+    let mut entry = read_json(&cache);
+    assert_eq!(entry["lookups"]["stat"]["bin/demo"], "file", "{entry:#}");
+    assert_eq!(entry["lookups"]["lstat"][".torcx/manifest.json"], "file", "{entry:#}");
+    let reboot = "rm -rf \"$ROOT/run\" && mkdir \"$ROOT/run\"";
+    let later = |t: &TestRoot| {
+        let mut ns = Ns::new(t);
+        ns.sh(reboot);
+        let i = ns.apply();
+        ns.run().swap_remove(i)
+    };
+    let s = later(&t);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert_eq!(placed(&s), first_files);
+    // The answers are the ones used: the cache saying the binary is gone
+    // fails the image as the tree would...
+    entry["lookups"]["stat"]["bin/demo"] = serde_json::Value::Null;
+    std::fs::write(&cache, entry.to_string()).unwrap();
+    let s = later(&t);
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_contains(&s.stderr, "/bin/demo", &s);
+    assert_contains(&s.stderr, "does not exist in the image", &s);
+    // ...but a name no directory can hold is not believed: the tree answers.
+    entry["lookups"]["stat"]["bin/demo"] = "file".into();
+    entry["lookups"]["list"]["bin"] = json!([["../../../etc/evil", "file"]]);
+    std::fs::write(&cache, entry.to_string()).unwrap();
+    let s = later(&t);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert_eq!(placed(&s), first_files);
+    assert!(!t.path("etc/evil").exists() && !t.path("run/etc/evil").exists());
+    // Nor a symlink where symlinks are followed (it once stopped the boot).
+    entry["lookups"]["list"] = json!({});
+    entry["lookups"]["stat"]["bin/demo"] = json!({"symlink": "demo2"});
+    std::fs::write(&cache, entry.to_string()).unwrap();
+    let s = later(&t);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert_eq!(placed(&s), first_files);
+    loop_released(&a);
+}

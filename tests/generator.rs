@@ -391,7 +391,7 @@ fn the_cache_is_used_only_when_it_passes_the_policy() {
     assert_eq!(s.code, 0, "{}", s.describe());
     let cache = t.path("var/lib/torcx/cache/generator/x:1.json");
     let text = read(&cache);
-    assert!(text.contains("\"kind\":\"torcx-generator-cache-v2\""), "{text}");
+    assert!(text.contains("\"kind\":\"torcx-generator-cache-v3\""), "{text}");
     assert!(text.contains("\"path\":\"lib/systemd/system/x.service\",\"text\":"), "{text}");
     // The next boot: /run is empty again (the apply's mounts went with its namespace).
     std::fs::remove_dir_all(t.path("run")).unwrap();
@@ -446,4 +446,41 @@ fn a_manifest_less_tar_without_directory_entries_is_planned_as_apply_places_it()
     assert!(placed.contains_key("bare.service"), "{placed:#?}");
     assert!(placed.contains_key("multi-user.target.wants/bare.service"), "{placed:#?}");
     assert_eq!(planned, placed, "generator and apply placed different units");
+}
+
+#[test]
+fn a_unit_already_in_the_output_directory_fails_the_image_that_ships_it_whole() {
+    require_root("a_unit_already_in_the_output_directory_fails_the_image_that_ships_it_whole");
+    // y ships x.service as well (x, earlier in the profile, wrote it), and z
+    // ships a unit another generator wrote before this one ran: each fails,
+    // and writes none of its other units. x is planned as alone.
+    let t = root_with_x();
+    for (name, clash) in [("y", "x"), ("z", "pre")] {
+        let img = Image::new(&t, name, "1");
+        img.manifest(json!({
+            "units": [format!("/lib/systemd/system/{name}.service"), format!("/lib/systemd/system/{clash}.service")],
+        }))
+        .file(&format!("lib/systemd/system/{name}.service"), "[Service]\nExecStart=/bin/true\n")
+        .file(&format!("lib/systemd/system/{clash}.service"), "[Service]\nExecStart=/bin/false\n");
+        img.pack(&t, USER_STORE, Fmt::Tgz);
+    }
+    t.vendor_profile(&[("x", "1"), ("y", "1"), ("z", "1")]);
+    let out = Out::new();
+    std::fs::write(out.normal("pre.service"), "another generator's\n").unwrap();
+    let mut ns = Ns::new(&t);
+    ns.generator(&out.args(&t));
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 1, "{}", s.describe());
+    for (name, clash) in [("y", "x"), ("z", "pre")] {
+        let want = format!(
+            "image {name}:1: {} is already provided by an earlier image of the profile",
+            out.normal(&format!("{clash}.service")).display()
+        );
+        assert_contains(&s.log, &want, &s);
+        assert!(!out.normal(&format!("{name}.service")).exists(), "{name} wrote a unit");
+        assert!(!out.normal(&format!("{name}.service.d")).exists(), "{name} wrote a drop-in");
+    }
+    assert_eq!(read(&out.normal("pre.service")), "another generator's\n");
+    std::fs::remove_file(out.normal("pre.service")).unwrap();
+    assert_x_planned(&out);
 }

@@ -89,8 +89,7 @@ pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> 
         state: RecordState::Attaching,
         files: vec![],
     };
-    std::fs::create_dir_all(cfg.host(&cfg.attached_dir()))
-        .with_context(|| format!("creating {}", cfg.attached_dir().display()))?;
+    // The record's directory is made by the write when it is missing.
     rec.write(cfg)?;
     crash::point("intent")?;
     match prepare(cfg, img, &tree, &tree, opts) {
@@ -110,7 +109,11 @@ pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpa
     let res = (|| -> Result<()> {
         check_conflicts(cfg, &id, &plan)?;
         if opts.check_host_units && !opts.force {
-            check_host_units(cfg, &id, &plan).map_err(|e| match opts.origin {
+            let checked = match &opts.unit_dirs {
+                Some(dirs) => check_host_units_in(cfg, dirs, &id, &plan),
+                None => check_host_units(cfg, &id, &plan),
+            };
+            checked.map_err(|e| match opts.origin {
                 // Only `torcx attach` has the override.
                 RecordOrigin::Runtime => anyhow::anyhow!("{e:#}; use --force to attach anyway"),
                 RecordOrigin::Boot => e,

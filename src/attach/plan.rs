@@ -211,7 +211,9 @@ fn plan_bin(cfg: &Config, o: &Origin, src: &dyn ImageSource, rel: &Path, out: &m
                 }
             }
         }
-        Some(Kind::Symlink(_)) => unreachable!("stat follows symlinks"),
+        // stat follows symlinks: no source answers this (a cache that did
+        // is refused), but a boot never stops on it.
+        Some(Kind::Symlink(_)) => bail!("is a symlink after following symlinks"),
     }
     Ok(())
 }
@@ -293,7 +295,9 @@ fn plan_units(cfg: &Config, o: &Origin, src: &dyn ImageSource, rel: &Path, out: 
                 }
             }
         }
-        Some(Kind::Symlink(_)) => unreachable!("stat follows symlinks"),
+        // stat follows symlinks: no source answers this (a cache that did
+        // is refused), but a boot never stops on it.
+        Some(Kind::Symlink(_)) => bail!("is a symlink after following symlinks"),
     }
     Ok(())
 }
@@ -319,7 +323,7 @@ fn plan_copies(class: Class, src: &dyn ImageSource, rel: &Path, dir: &Path, out:
                 }
             }
         }
-        Some(Kind::Symlink(_)) => unreachable!(),
+        Some(Kind::Symlink(_)) => bail!("is a symlink after following symlinks"),
     }
     Ok(())
 }

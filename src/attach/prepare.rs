@@ -9,6 +9,7 @@ use super::unpack;
 use crate::fetch::trust;
 use crate::model::config::{Config, Verify};
 use crate::sys::crash;
+use crate::tree::lookups::{Lookups, Recording};
 use crate::tree::source::{self, Tree};
 use anyhow::Result;
 use std::path::Path;
@@ -31,6 +32,9 @@ pub struct Options {
     /// apply did both on the same bytes), nor those files read from the
     /// mounted tree.
     pub known: Option<std::sync::Arc<Vouched>>,
+    /// The host's unit directories as a caller that attaches several images
+    /// looked at them once (`torcx apply`); `None`: looked at per image.
+    pub unit_dirs: Option<std::sync::Arc<crate::sys::systemd::UnitDirs>>,
 }
 
 /// What the generator cache vouches for: the manifest and units of the file
@@ -39,6 +43,8 @@ pub struct Options {
 pub struct Vouched {
     pub mem: source::Mem,
     pub id: crate::archive::FileId,
+    /// What planning asked of the mounted tree then, and the answers.
+    pub lookups: Option<Lookups>,
 }
 
 /// Unpacks (or binds) an image into its tree, reads it into a plan, and
@@ -70,13 +76,24 @@ pub(super) fn prepare(
         ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree, want)?,
         ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
     };
+    let mut unpacked = unpacked;
     let tree_src = Tree::open(&cfg.host(tree))?;
     // The cached units only for the file they came from (checked as mounted).
-    let known =
-        opts.known.as_deref().filter(|_| unpacked.vouched).map(|v| source::Known { tree: &tree_src, known: &v.mem });
-    let src: &dyn source::ImageSource = match &known {
-        Some(k) => k,
-        None => &tree_src,
+    let known = opts.known.as_deref().filter(|_| unpacked.vouched).map(|v| source::Known {
+        tree: &tree_src,
+        known: &v.mem,
+        lookups: v.lookups.as_ref(),
+    });
+    // A mounted image planned from its tree: what planning asked of it is
+    // kept, for the cache (see `tree::lookups`).
+    let recording = match (&known, img) {
+        (None, ImageFrom::Archive(a)) if a.format.mounted() => Some(Recording::new(&tree_src)),
+        _ => None,
+    };
+    let src: &dyn source::ImageSource = match (&known, &recording) {
+        (Some(k), _) => k,
+        (None, Some(r)) => r,
+        (None, None) => &tree_src,
     };
     if opts.portable.is_some() {
         portable::check_image(src)?;
@@ -98,5 +115,6 @@ pub(super) fn prepare(
     };
     let plan = plan(cfg, &o, src, &m, false)?;
     crash::point("planned")?;
+    unpacked.lookups = recording.and_then(Recording::into_lookups);
     Ok((unpacked, plan))
 }

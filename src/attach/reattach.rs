@@ -26,6 +26,7 @@ pub fn options_of(old: &Record) -> Options {
         check_host_units: false,
         force: false,
         known: None,
+        unit_dirs: None,
     }
 }
 

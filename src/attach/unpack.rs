@@ -24,6 +24,9 @@ pub struct Unpacked {
     /// The file mounted is the one the generator cache vouched for (its
     /// checks skipped, its cached units good for it).
     pub vouched: bool,
+    /// For a mounted image planned from its tree: what planning asked of
+    /// it (kept in the generator cache for the next boots).
+    pub lookups: Option<crate::tree::lookups::Lookups>,
 }
 
 /// Mounts a fresh tmpfs at `tree` (logical), unpacks `a` into it with the
@@ -54,7 +57,7 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Dig
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
-    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false })
+    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false, ..Unpacked::default() })
 }
 
 /// What to hash an archive with: what the index lists it with when it must
@@ -179,7 +182,7 @@ pub fn mount_image(
     if !checked_before {
         extract::check_symlinks(&host)?;
     }
-    Ok(Unpacked { bytes: 0, digest, loop_device: Some(dev), vouched: checked_before })
+    Ok(Unpacked { bytes: 0, digest, loop_device: Some(dev), vouched: checked_before, ..Unpacked::default() })
 }
 
 /// Binds an unpacked image directory read-only (and `nodev,nosuid`) at `tree`.
@@ -217,7 +220,7 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]
         mount::remount_ro(&host)?;
         crash::point("read-only")?;
         let digest = listed.into_inner().map(|d| format!("{}:{}", d.algo, d.hex));
-        return Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false });
+        return Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false, ..Unpacked::default() });
     }
     let (file, pinned) = pin(a).with_context(|| format!("reading {}", a.path.display()))?;
     let (reader, algos) = (file.try_clone()?, algos(want));
@@ -229,5 +232,5 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
-    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false })
+    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false, ..Unpacked::default() })
 }

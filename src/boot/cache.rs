@@ -11,6 +11,7 @@ use crate::archive::Archive;
 use crate::model::config::Config;
 use crate::sys::fsutil::atomic_write_unsynced;
 use crate::tree::cached::Cached;
+use crate::tree::lookups::Lookups;
 use crate::tree::source::Mem;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -19,9 +20,10 @@ use std::path::PathBuf;
 
 /// v2: the key has the archive's ctime (which no one sets at will), so an
 /// entry also vouches that `torcx apply` checked this very file's index;
-/// text files as text, checked when read back. Entries of older kinds are
+/// text files as text, checked when read back. v3: a mounted image's entry
+/// has the lookups planning made in its tree. Entries of older kinds are
 /// read from the archive again and replaced.
-const KIND: &str = "torcx-generator-cache-v2";
+const KIND: &str = "torcx-generator-cache-v3";
 /// A cache entry is at most what the generator may read of an image, plus
 /// room for its JSON.
 const MAX_ENTRY: u64 = 2 * crate::tree::policy::MAX_MEM_TOTAL + (1 << 20);
@@ -43,6 +45,8 @@ struct Entry {
     kind: String,
     key: Key,
     mem: Cached,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lookups: Option<Lookups>,
 }
 
 fn path(cfg: &Config, a: &Archive) -> PathBuf {
@@ -65,11 +69,11 @@ fn key(a: &Archive) -> Option<Key> {
 
 /// The cached units of `a`, if the archive is still the one they came from.
 pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
-    load_keyed(cfg, a).map(|(m, _)| m)
+    load_keyed(cfg, a).map(|(m, _, _)| m)
 }
 
-/// [`load`], with the key the entry matched.
-fn load_keyed(cfg: &Config, a: &Archive) -> Option<(Mem, Key)> {
+/// [`load`], with the key the entry matched and its lookups.
+fn load_keyed(cfg: &Config, a: &Archive) -> Option<(Mem, Key, Option<Lookups>)> {
     use std::io::Read;
     let f = std::fs::File::open(path(cfg, a)).ok()?;
     // Sized from the file: one read, not a dozen growing ones (50 images
@@ -90,7 +94,16 @@ fn load_keyed(cfg: &Config, a: &Archive) -> Option<(Mem, Key)> {
     // Checked as the archive's own entries are: an entry that would not
     // pass is not used (the archive is read instead, and says why).
     match e.mem.into_mem() {
-        Ok(m) => Some((m, e.key)),
+        Ok(m) => {
+            let lookups = e.lookups.filter(|l| match l.check() {
+                Ok(()) => true,
+                Err(err) => {
+                    log::info!("image {}: cached lookups not used: {err:#}", a.id);
+                    false
+                }
+            });
+            Some((m, e.key, lookups))
+        }
         Err(err) => {
             log::info!("image {}: cache entry not used: {err:#}", a.id);
             None
@@ -102,7 +115,7 @@ fn load_keyed(cfg: &Config, a: &Archive) -> Option<(Mem, Key)> {
 /// for apply to mount that very file without checking it again (it holds
 /// the file open and compares: see `attach::Vouched`).
 pub fn load_vouched(cfg: &Config, a: &Archive) -> Option<crate::attach::Vouched> {
-    let (mem, k) = load_keyed(cfg, a)?;
+    let (mem, k, lookups) = load_keyed(cfg, a)?;
     let id = crate::archive::FileId {
         dev: k.dev,
         ino: k.ino,
@@ -110,7 +123,7 @@ pub fn load_vouched(cfg: &Config, a: &Archive) -> Option<crate::attach::Vouched>
         mtime: (k.mtime, k.mtime_nsec),
         ctime: (k.ctime, k.ctime_nsec),
     };
-    Some(crate::attach::Vouched { mem, id })
+    Some(crate::attach::Vouched { mem, id, lookups })
 }
 
 /// Whether the cache holds an entry for `a` as it is now (its content is
@@ -129,11 +142,11 @@ pub fn is_current(cfg: &Config, a: &Archive) -> bool {
 }
 
 /// Best effort: a boot without a cache is only slower.
-pub fn store(cfg: &Config, a: &Archive, mem: Mem) {
+pub fn store(cfg: &Config, a: &Archive, mem: Mem, lookups: Option<Lookups>) {
     let Some(key) = key(a) else { return };
     let res = (|| -> Result<()> {
         let mem = Cached::of(&mem).ok_or_else(|| anyhow::anyhow!("a path that is not UTF-8"))?;
-        let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem })?;
+        let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem, lookups })?;
         atomic_write_unsynced(&path(cfg, a), &b, 0o644)
     })();
     if let Err(e) = res {

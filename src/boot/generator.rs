@@ -16,6 +16,7 @@ use crate::sys::systemd;
 use crate::tree::source::Mem;
 
 use anyhow::{Context, Result, bail};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const APPLY_UNIT: &str = "torcx-apply.service";
@@ -130,8 +131,9 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
         log::error!("{e}; planning the lower profiles' images");
         *failed = true;
     }
+    let mut out = Output::new(normal);
     for (id, planned) in plan(&cfg, &resolved.images) {
-        match planned.and_then(|p| write_units(normal, &p.placements).map(|()| p.placements.len())) {
+        match planned.and_then(|p| write_units(&mut out, &p.placements).map(|()| p.placements.len())) {
             Ok(n) => log::info!("image {id}: {n} unit files planned"),
             Err(e) => {
                 log::error!("image {id}: {e:#}");
@@ -143,26 +145,79 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
 }
 
 /// Writes the unit placements under the generator's output directory
-/// instead of /run/systemd/system. An existing file is a conflict.
-fn write_units(normal: &Path, plan: &[Placement]) -> Result<()> {
+/// instead of /run/systemd/system. An existing file is a conflict, and an
+/// image with one writes nothing.
+fn write_units(out: &mut Output, plan: &[Placement]) -> Result<()> {
     let units = Path::new(config::UNITS_DIR);
-    let dests: Vec<(PathBuf, &Action)> =
-        plan.iter().filter_map(|p| p.dest.strip_prefix(units).ok().map(|rel| (normal.join(rel), &p.action))).collect();
+    let dests: Vec<(PathBuf, &Action)> = plan
+        .iter()
+        .filter_map(|p| p.dest.strip_prefix(units).ok().map(|rel| (out.normal.join(rel), &p.action)))
+        .collect();
     for (d, a) in &dests {
-        if **a != Action::Dir && std::fs::symlink_metadata(d).is_ok() {
+        if **a != Action::Dir && out.exists(d) {
             bail!("{} is already provided by an earlier image of the profile", d.display());
         }
     }
     for (d, a) in dests {
-        std::fs::create_dir_all(d.parent().unwrap())?;
+        out.dir(d.parent().unwrap())?;
         let r = match a {
-            Action::Dir => std::fs::create_dir_all(&d),
-            Action::File(b) => std::fs::write(&d, b),
+            Action::Dir => out.dir(&d).map_err(std::io::Error::other),
+            // Never over a file another generator wrote meanwhile.
+            Action::File(b) => {
+                std::fs::OpenOptions::new().write(true).create_new(true).open(&d).and_then(|mut f| f.write_all(b))
+            }
             Action::Symlink(t) => std::os::unix::fs::symlink(t, &d),
         };
+        if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists) {
+            bail!("{} is already provided by an earlier image of the profile", d.display());
+        }
         r.with_context(|| format!("writing {}", d.display()))?;
+        out.written.insert(d);
     }
     Ok(())
+}
+
+/// The generator's output directory, and what this run knows of it: the
+/// names it held when the run began, the directories made or found since,
+/// the paths written. At boot it starts empty, and 50 images are written
+/// without asking the kernel whether each path exists.
+struct Output {
+    normal: PathBuf,
+    /// `None`: the directory could not be listed; every path is looked at.
+    initial: Option<std::collections::HashSet<std::ffi::OsString>>,
+    dirs: std::collections::HashSet<PathBuf>,
+    written: std::collections::HashSet<PathBuf>,
+}
+
+impl Output {
+    fn new(normal: &Path) -> Output {
+        let initial = std::fs::read_dir(normal)
+            .ok()
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect::<std::collections::HashSet<_>>());
+        Output { normal: normal.to_path_buf(), initial, dirs: Default::default(), written: Default::default() }
+    }
+
+    fn exists(&self, d: &Path) -> bool {
+        if self.written.contains(d) || self.dirs.contains(d) {
+            return true;
+        }
+        // Under a name that was not there when the run began, only what this
+        // run made exists.
+        let first = d.strip_prefix(&self.normal).ok().and_then(|r| r.components().next());
+        match (&self.initial, first) {
+            (Some(names), Some(c)) if !names.contains(c.as_os_str()) => false,
+            _ => std::fs::symlink_metadata(d).is_ok(),
+        }
+    }
+
+    fn dir(&mut self, d: &Path) -> Result<()> {
+        if !self.dirs.contains(d) {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            let made = d.ancestors().take_while(|a| a.starts_with(&self.normal));
+            self.dirs.extend(made.map(Path::to_path_buf));
+        }
+        Ok(())
+    }
 }
 
 /// `torcx-generator [--root DIR] NORMAL [EARLY LATE]`, as systemd calls it;

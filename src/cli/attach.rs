@@ -30,6 +30,7 @@ pub(super) fn cmd_attach(
         check_host_units: true,
         force,
         known: None,
+        unit_dirs: None,
     };
     let (rec, _) = attach::attach(cfg, &img, &opts)?;
     if !no_reload {

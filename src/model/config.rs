@@ -92,6 +92,7 @@ impl Config {
 
     pub fn load_with_env(ov: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let root = ov.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let half_ram = default_unpack_limit();
         let mut c = Config {
             root,
             base_dir: DEFAULT_BASEDIR.into(),
@@ -102,8 +103,8 @@ impl Config {
             extra_stores: vec![],
             version_id: None,
             vendor_store: true,
-            unpack_limit: default_unpack_limit(),
-            unpack_total_limit: default_unpack_limit(),
+            unpack_limit: half_ram,
+            unpack_total_limit: half_ram,
             config_file: None,
             verify: Verify::None,
         };

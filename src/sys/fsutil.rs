@@ -37,9 +37,9 @@ pub fn make_dirs(dir: &Path) -> Result<()> {
 
 fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path.parent().context("no parent directory")?;
-    let missing: Vec<&Path> = dir.ancestors().take_while(|a| std::fs::symlink_metadata(a).is_err()).collect();
-    make_dirs(dir)?;
     if durable {
+        let missing: Vec<&Path> = dir.ancestors().take_while(|a| std::fs::symlink_metadata(a).is_err()).collect();
+        make_dirs(dir)?;
         // A new directory's name is in its parent: synced too, top down.
         for d in missing.iter().rev() {
             sync_dir(d.parent().unwrap_or(Path::new("/")))?;
@@ -49,7 +49,15 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
     // carry the temporary name: the message names the file being written.
     let mut tmp = None;
     let res = (|| -> std::io::Result<()> {
-        let (t, mut f) = create_beside(path)?;
+        // The directory is made only when the first try says it is missing:
+        // records are written three times per image at every boot.
+        let (t, mut f) = match create_beside(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !durable => {
+                make_dirs(dir).map_err(std::io::Error::other)?;
+                create_beside(path)?
+            }
+            r => r?,
+        };
         tmp = Some(t.clone());
         f.write_all(data)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;

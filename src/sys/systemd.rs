@@ -39,11 +39,22 @@ fn units_in<'a>(dirs: &'a [&'static str], cfg: &'a Config, name: &'a str) -> imp
 }
 
 /// What an image's units are checked against, looked at once per check:
-/// which unit directories exist (each unit is then looked for only in
-/// those: most of the 13 are missing on a host), and the host's aliases.
+/// which unit directories exist, and what the host's hold (read once: each
+/// unit is then looked for in memory, but in torcx's own directory, which
+/// changes as images are placed).
+#[derive(Debug)]
 pub struct UnitDirs {
     present: Vec<&'static str>,
-    aliases: std::sync::Arc<std::collections::HashMap<String, PathBuf>>,
+    host: std::sync::Arc<HostUnits>,
+}
+
+/// The names in the host's unit directories (all but torcx's own), and the
+/// host's aliases.
+#[derive(Debug, Default)]
+struct HostUnits {
+    /// Each name, with the directories that hold it, in search order.
+    names: std::collections::HashMap<std::ffi::OsString, Vec<&'static str>>,
+    aliases: std::collections::HashMap<String, PathBuf>,
 }
 
 impl UnitDirs {
@@ -51,57 +62,76 @@ impl UnitDirs {
         use std::os::unix::fs::MetadataExt;
         let stats: Vec<Option<std::fs::Metadata>> =
             UNIT_PATH.iter().map(|d| std::fs::metadata(cfg.host(Path::new(d))).ok()).collect();
-        let present =
-            UNIT_PATH.iter().zip(&stats).filter(|(_, m)| m.as_ref().is_some_and(|m| m.is_dir())).map(|(d, _)| *d);
+        // torcx's own directory is always looked in: an apply that reads
+        // these once makes it while it places images.
+        let present = UNIT_PATH
+            .iter()
+            .zip(&stats)
+            .filter(|(d, m)| **d == crate::model::config::UNITS_DIR || m.as_ref().is_some_and(|m| m.is_dir()))
+            .map(|(d, _)| *d);
         let stamp: Stamp = UNIT_PATH
             .iter()
             .zip(&stats)
             .filter(|(d, _)| **d != crate::model::config::UNITS_DIR)
             .map(|(_, m)| m.as_ref().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec())))
             .collect();
-        UnitDirs { present: present.collect(), aliases: aliases(cfg, stamp) }
+        UnitDirs { present: present.collect(), host: host_units(cfg, stamp) }
     }
 
     /// Every file of this name in the unit search path, highest priority first.
     pub fn find_units<'a>(&'a self, cfg: &'a Config, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
-        units_in(&self.present, cfg, name)
+        let listed = self.host.names.get(std::ffi::OsStr::new(name)).map(Vec::as_slice).unwrap_or_default();
+        self.present
+            .iter()
+            .filter(move |d| {
+                if **d == crate::model::config::UNITS_DIR {
+                    std::fs::symlink_metadata(cfg.host(&Path::new(d).join(name))).is_ok()
+                } else {
+                    listed.contains(d)
+                }
+            })
+            .map(move |d| Path::new(d).join(name))
     }
 
     /// The host's alias named `name` resolves to, if any.
     pub fn alias_of(&self, name: &str) -> Option<&PathBuf> {
-        self.aliases.get(name)
+        self.host.aliases.get(name)
     }
 }
 
 type Stamp = Vec<Option<(u64, u64, i64, i64)>>;
 
-/// The host's aliases, by the name of the unit they resolve to: symlinks
-/// directly in a unit directory whose target has another name (the first
-/// in search order wins). The boot checks every image against the same
-/// host, so the directories are read again only when one of them changed
-/// (`stamp`, from a stat of each, tells), but for `/run/systemd/system`,
-/// which torcx itself changes while it places images (and where it places
-/// no alias).
-fn aliases(cfg: &Config, stamp: Stamp) -> std::sync::Arc<std::collections::HashMap<String, PathBuf>> {
-    type Cache = Option<(PathBuf, Stamp, std::sync::Arc<std::collections::HashMap<String, PathBuf>>)>;
+/// The host's unit directories read: every name in them, and the aliases
+/// (by the name of the unit they resolve to: symlinks directly in a unit
+/// directory whose target has another name; the first in search order
+/// wins). The boot checks every image against the same host, so the
+/// directories are read again only when one of them changed (`stamp`, from
+/// a stat of each, tells: a name added or removed changes its directory's
+/// mtime), but for `/run/systemd/system`, which torcx itself changes while
+/// it places images (and where it places no alias): it is not read here.
+fn host_units(cfg: &Config, stamp: Stamp) -> std::sync::Arc<HostUnits> {
+    type Cache = Option<(PathBuf, Stamp, std::sync::Arc<HostUnits>)>;
     static CACHE: std::sync::Mutex<Cache> = std::sync::Mutex::new(None);
     let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((root, s, a)) = c.as_ref()
+    if let Some((root, s, h)) = c.as_ref()
         && *root == cfg.root
         && *s == stamp
     {
-        return a.clone();
+        return h.clone();
     }
-    let a = std::sync::Arc::new(read_aliases(cfg));
-    *c = Some((cfg.root.clone(), stamp, a.clone()));
-    a
+    let h = std::sync::Arc::new(read_host_units(cfg));
+    *c = Some((cfg.root.clone(), stamp, h.clone()));
+    h
 }
 
-fn read_aliases(cfg: &Config) -> std::collections::HashMap<String, PathBuf> {
-    let mut out = std::collections::HashMap::new();
+fn read_host_units(cfg: &Config) -> HostUnits {
+    let mut out = HostUnits::default();
     for d in UNIT_PATH {
         let Ok(rd) = std::fs::read_dir(cfg.host(Path::new(d))) else { continue };
         for e in rd.flatten() {
+            if d != crate::model::config::UNITS_DIR {
+                out.names.entry(e.file_name()).or_default().push(d);
+            }
             if !e.file_type().is_ok_and(|t| t.is_symlink()) {
                 continue;
             }
@@ -110,7 +140,9 @@ fn read_aliases(cfg: &Config) -> std::collections::HashMap<String, PathBuf> {
                 continue;
             };
             if target != e.file_name() {
-                out.entry(target.to_string_lossy().into_owned()).or_insert_with(|| Path::new(d).join(e.file_name()));
+                out.aliases
+                    .entry(target.to_string_lossy().into_owned())
+                    .or_insert_with(|| Path::new(d).join(e.file_name()));
             }
         }
     }

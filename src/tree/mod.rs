@@ -7,6 +7,7 @@ pub mod extract;
 pub mod isolated;
 pub mod layer;
 pub mod limits;
+pub mod lookups;
 pub mod oci;
 pub mod oci_unpack;
 pub mod policy;
