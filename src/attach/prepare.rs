@@ -9,7 +9,7 @@ use super::unpack;
 use crate::fetch::trust;
 use crate::model::config::{Config, Verify};
 use crate::sys::crash;
-use crate::tree::lookups::{Lookups, Recording};
+use crate::tree::lookups::{Known, Lookups, Recording};
 use crate::tree::source::{self, Tree};
 use anyhow::Result;
 use std::path::Path;
@@ -79,7 +79,7 @@ pub(super) fn prepare(
     let mut unpacked = unpacked;
     let tree_src = Tree::open(&cfg.host(tree))?;
     // The cached units only for the file they came from (checked as mounted).
-    let known = opts.known.as_deref().filter(|_| unpacked.vouched).map(|v| source::Known {
+    let known = opts.known.as_deref().filter(|_| unpacked.vouched).map(|v| Known {
         tree: &tree_src,
         known: &v.mem,
         lookups: v.lookups.as_ref(),

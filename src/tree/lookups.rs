@@ -6,7 +6,7 @@
 //! read through the loop device: half of mounting 50 small images).
 
 use super::policy;
-use super::source::{ImageSource, Kind};
+use super::source::{ImageSource, Kind, Mem, Tree};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -116,6 +116,43 @@ impl Lookups {
     }
 }
 
+/// A mounted tree whose files' contents are known already: the manifest
+/// and units the generator cache holds for this very archive. Contents come
+/// from `known` where it has them, everything else from the tree. (Reading
+/// a small file of a squashfs image makes the kernel inflate the whole
+/// block around it; at boot that was half of the apply.)
+/// Lookups come from `lookups`, what planning this file asked of its tree
+/// when it was first attached (see `tree::lookups`), where it has them.
+pub struct Known<'a> {
+    pub tree: &'a Tree,
+    pub known: &'a Mem,
+    pub lookups: Option<&'a Lookups>,
+}
+
+impl ImageSource for Known<'_> {
+    fn lstat(&self, rel: &Path) -> Result<Option<Kind>> {
+        match self.lookups.and_then(|l| l.lstat(rel)) {
+            Some(k) => Ok(k),
+            None => self.tree.lstat(rel),
+        }
+    }
+    fn stat(&self, rel: &Path) -> Result<Option<Kind>> {
+        match self.lookups.and_then(|l| l.stat(rel)) {
+            Some(k) => Ok(k),
+            None => self.tree.stat(rel),
+        }
+    }
+    fn read(&self, rel: &Path) -> Result<Vec<u8>> {
+        self.known.read(rel).or_else(|_| self.tree.read(rel))
+    }
+    fn list(&self, rel: &Path) -> Result<Vec<(String, Kind)>> {
+        match self.lookups.and_then(|l| l.list(rel)) {
+            Some(v) => Ok(v),
+            None => self.tree.list(rel),
+        }
+    }
+}
+
 /// An [`ImageSource`] that keeps every answer its inner source gave. An
 /// answer that cannot be kept (a path that is not UTF-8, too many answers)
 /// spoils the record: then nothing is kept.
@@ -185,7 +222,6 @@ impl ImageSource for Recording<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::source::Tree;
 
     #[test]
     fn answers_kept_are_the_answers_given() {

@@ -85,43 +85,6 @@ impl Tree {
     }
 }
 
-/// A mounted tree whose files' contents are known already: the manifest
-/// and units the generator cache holds for this very archive. Contents come
-/// from `known` where it has them, everything else from the tree. (Reading
-/// a small file of a squashfs image makes the kernel inflate the whole
-/// block around it; at boot that was half of the apply.)
-/// Lookups come from `lookups`, what planning this file asked of its tree
-/// when it was first attached (see `tree::lookups`), where it has them.
-pub struct Known<'a> {
-    pub tree: &'a Tree,
-    pub known: &'a Mem,
-    pub lookups: Option<&'a crate::tree::lookups::Lookups>,
-}
-
-impl ImageSource for Known<'_> {
-    fn lstat(&self, rel: &Path) -> Result<Option<Kind>> {
-        match self.lookups.and_then(|l| l.lstat(rel)) {
-            Some(k) => Ok(k),
-            None => self.tree.lstat(rel),
-        }
-    }
-    fn stat(&self, rel: &Path) -> Result<Option<Kind>> {
-        match self.lookups.and_then(|l| l.stat(rel)) {
-            Some(k) => Ok(k),
-            None => self.tree.stat(rel),
-        }
-    }
-    fn read(&self, rel: &Path) -> Result<Vec<u8>> {
-        self.known.read(rel).or_else(|_| self.tree.read(rel))
-    }
-    fn list(&self, rel: &Path) -> Result<Vec<(String, Kind)>> {
-        match self.lookups.and_then(|l| l.list(rel)) {
-            Some(v) => Ok(v),
-            None => self.tree.list(rel),
-        }
-    }
-}
-
 impl ImageSource for Tree {
     fn lstat(&self, rel: &Path) -> Result<Option<Kind>> {
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
