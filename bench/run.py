@@ -181,12 +181,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--corpus", default="/tmp/torcx-bench")
-    ap.add_argument("--torcx", default=os.path.join(REPO, "target/release/torcx"))
+    ap.add_argument("--torcx", help="default: what `make` builds (built now)")
     ap.add_argument("--original", help="the original Go torcx binary: measured in the same run")
     ap.add_argument("--baseline", help="another torcx build whose torcx rows run in the same run, as 'before: ...'")
     ap.add_argument("--json", help="write every row's samples here")
     ap.add_argument("--only", help="only the groups whose name contains this (e.g. 'large tgz')")
     a = ap.parse_args()
+    if not a.torcx:
+        sys.path.insert(0, HERE)
+        from benchlib import shipped
+        a.torcx = shipped()
     a.torcx = os.path.abspath(a.torcx)
     # As at boot: no backtraces asked for (with them, every error torcx
     # makes and handles on its way, a missing optional file say, walks the

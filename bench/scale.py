@@ -64,13 +64,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--corpus", default="/tmp/torcx-bench")
-    ap.add_argument("--torcx", default=os.path.join(REPO, "target/release/torcx"))
+    ap.add_argument("--torcx", help="default: what `make` builds (built now)")
     ap.add_argument("--work", default="/var/tmp/torcx-scale", help="kept between runs (the images take a while)")
     ap.add_argument("--json")
     a = ap.parse_args()
     # As at boot (and as bench/run.py): no backtraces asked for.
     for v in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE"):
         os.environ.pop(v, None)
+    if not a.torcx:
+        from benchlib import shipped
+        a.torcx = shipped()
     t = os.path.abspath(a.torcx)
     if os.geteuid() != 0:
         sys.exit("bench: run as root")

@@ -7,18 +7,28 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `cargo build --release` as `make`, `make deb` and the demo do: no dev-dependencies, so no test features.
+/// The binary `make` builds and `make deb` ships (a release build, linked
+/// statically): no dev-dependencies, so no test features.
 fn shipped_binary() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = repo.join("target");
-    let out = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--locked", "--bin", "torcx"])
+    let out = Command::new("make")
+        .args(["-s", "build"])
+        .arg(format!("CARGO={}", env!("CARGO")))
         .current_dir(repo)
-        .env("CARGO_TARGET_DIR", &target)
         .output()
-        .expect("running cargo");
-    assert!(out.status.success(), "cargo build --release failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    target.join("release/torcx")
+        .expect("running make");
+    assert!(out.status.success(), "make build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let rustc = Command::new("rustc").arg("-vV").output().expect("running rustc");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc -vV names the host");
+    let bin = repo.join("target").join(host).join("release/torcx");
+    // Linked statically: it runs on an image whatever its libraries.
+    let ldd = Command::new("ldd").arg(&bin).output().expect("running ldd");
+    let said = String::from_utf8_lossy(&ldd.stdout) + String::from_utf8_lossy(&ldd.stderr);
+    assert!(said.contains("statically linked"), "ldd {}: {said}", bin.display());
+    bin
 }
 
 /// `torcx --root ROOT attach ARCHIVE` with `TORCX_TEST_FAIL_AT=1` in a private mount namespace.

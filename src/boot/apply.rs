@@ -230,13 +230,13 @@ enum Half {
     Ready(ImageStatus, crate::archive::Archive, Box<attach::Prepared>),
 }
 
-fn boot_options(unit_dirs: &Arc<UnitDirs>) -> attach::Options {
+fn boot_options(unit_dirs: Option<&Arc<UnitDirs>>) -> attach::Options {
     // A unit already on the host fails the image at boot too (design.md).
     attach::Options {
         origin: attach::RecordOrigin::Boot,
         copy: attach::CopyMode::Copy,
         check_host_units: true,
-        unit_dirs: Some(unit_dirs.clone()),
+        unit_dirs: unit_dirs.cloned(),
         ..Default::default()
     }
 }
@@ -294,7 +294,7 @@ fn settle_earlier(cfg: &Config, id: &ImageId) -> Option<Half> {
 
 /// The first half of one image whose earlier attachment is settled: find
 /// its archive, unpack or mount it, and plan. Nothing is placed.
-fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive], shared: &Shared) -> Half {
+fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive], tar_slots: &Slots) -> Half {
     let mut st = new_status(id);
     let Some(a) = archives.iter().find(|a| &a.id == id) else {
         if let Some((path, why)) = store::unusable(cfg, id) {
@@ -311,7 +311,7 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
     st.format = Some(a.format.into());
     // Unpacking keeps two threads busy: at most two at once, so memory stays
     // bounded too. Mounting mostly waits on the kernel: those run freely.
-    let _slot = (!a.format.mounted()).then(|| shared.tar_slots.take());
+    let _slot = (!a.format.mounted()).then(|| tar_slots.take());
     let opts = attach::Options {
         // Not with verify: signed: /var is as forgeable as the stores, and
         // what is placed must come from the hashed file.
@@ -319,7 +319,8 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
             .then(|| cache::load_vouched(cfg, a))
             .flatten()
             .map(std::sync::Arc::new),
-        ..boot_options(&shared.unit_dirs)
+        // The host's units are checked by the second half.
+        ..boot_options(None)
     };
     match attach::begin(cfg, &attach::ImageFrom::Archive(a.clone()), &opts) {
         Ok(p) => Half::Ready(st, a.clone(), Box::new(p)),
@@ -345,7 +346,7 @@ fn finish_image(cfg: &Config, half: Half, unit_dirs: &Arc<UnitDirs>) -> ImageSta
         Half::Ready(st, a, p) => (st, a, p),
     };
     let id = a.id.clone();
-    match attach::finish(cfg, *p, &boot_options(unit_dirs)) {
+    match attach::finish(cfg, *p, &boot_options(Some(unit_dirs))) {
         Ok((rec, mut unpacked)) => {
             // A file the cache vouched for has its entry already.
             if !unpacked.vouched && !cache::is_current(cfg, &a) {
@@ -358,14 +359,6 @@ fn finish_image(cfg: &Config, half: Half, unit_dirs: &Arc<UnitDirs>) -> ImageSta
         Err(e) => fail(&mut st, &id, &a, e),
     }
     st
-}
-
-/// What the workers of one apply share.
-struct Shared {
-    tar_slots: Slots,
-    /// The host's unit directories, looked at once: nothing but torcx's own
-    /// directory changes while the images are applied.
-    unit_dirs: Arc<UnitDirs>,
 }
 
 /// A counting semaphore (two tar unpacks at a time).
@@ -411,7 +404,7 @@ fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archi
     let todo: Vec<usize> = (0..ids.len()).filter(|&i| begun[i].is_none()).collect();
     let todo = &todo;
     let next = &std::sync::atomic::AtomicUsize::new(0);
-    let shared = &Shared { tar_slots: Slots::new(2), unit_dirs: Arc::new(UnitDirs::read(cfg)) };
+    let tar_slots = &Slots::new(2);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|sc| {
         for _ in 0..workers.min(todo.len()) {
@@ -420,19 +413,23 @@ fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archi
                 loop {
                     let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(&i) = todo.get(k) else { break };
-                    if tx.send((i, begin_image(cfg, &ids[i], archives, shared))).is_err() {
+                    if tx.send((i, begin_image(cfg, &ids[i], archives, tar_slots))).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(tx);
+        // The host's unit directories, looked at once (nothing but torcx's
+        // own changes while images are applied), and here, while the first
+        // images mount: only the second halves need them.
+        let unit_dirs = &Arc::new(UnitDirs::read(cfg));
         // The second halves stay in profile order: an image's conflicts are
         // refused against what the images before it placed.
         let mut done = Vec::with_capacity(ids.len());
         let finish_ready = |begun: &mut Vec<Option<Half>>, done: &mut Vec<ImageStatus>| {
             while let Some(h) = begun.get_mut(done.len()).and_then(Option::take) {
-                done.push(finish_image(cfg, h, &shared.unit_dirs));
+                done.push(finish_image(cfg, h, unit_dirs));
             }
         };
         finish_ready(&mut begun, &mut done);
