@@ -61,10 +61,45 @@ fn link_apply(normal: &Path) -> Result<()> {
 
 /// Plans every image of the resolved profile `images`. Nothing is written
 /// until all are planned, so the host's unit directories are looked at once.
+/// Each image's own part (its cache entry read, or its archive) runs on two
+/// threads, one of which reads the host's unit directories first; the host
+/// check follows, in profile order. (The generator has the machine to
+/// itself: 50 images planned from their cache entries took 1 ms on one
+/// thread, a first boot reads its archives two at a time.)
 pub fn plan(cfg: &Config, images: &[ImageId]) -> Vec<(ImageId, Result<ImagePlan>)> {
-    let archives = store::scan(cfg);
-    let host = systemd::UnitDirs::read(cfg);
-    images.iter().map(|id| (id.clone(), plan_image(cfg, &archives, &host, id))).collect()
+    let archives = &store::scan(cfg);
+    let next = &std::sync::atomic::AtomicUsize::new(0);
+    let take = || {
+        let mut got = vec![];
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(id) = images.get(i) else { return got };
+            got.push((i, plan_own(cfg, archives, id)));
+        }
+    };
+    let (mut own, host) = std::thread::scope(|s| {
+        let helper = (images.len() > 1).then(|| s.spawn(take));
+        let host = systemd::UnitDirs::read(cfg);
+        let mut own = take();
+        if let Some(h) = helper {
+            own.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        (own, host)
+    });
+    own.sort_by_key(|(i, _)| *i);
+    own.into_iter()
+        .map(|(i, planned)| {
+            let id = &images[i];
+            let checked = planned.and_then(|p| {
+                // Apply will refuse this image; its units must not shadow the
+                // host's meanwhile. (/run/systemd/system holds what an
+                // earlier, failed apply placed.)
+                attach::check_host_units_in(cfg, &host, id, &p.placements)?;
+                Ok(p)
+            });
+            (id.clone(), checked)
+        })
+        .collect()
 }
 
 /// One image planned: its manifest, what was read of it, and the unit
@@ -78,6 +113,15 @@ pub struct ImagePlan {
 /// The unit placements of one image, as apply would make them, refused as
 /// apply would refuse them.
 pub fn plan_image(cfg: &Config, archives: &[Archive], host: &systemd::UnitDirs, id: &ImageId) -> Result<ImagePlan> {
+    let p = plan_own(cfg, archives, id)?;
+    // Apply will refuse this image; its units must not shadow the host's meanwhile.
+    // (/run/systemd/system holds what an earlier, failed apply placed.)
+    attach::check_host_units_in(cfg, host, id, &p.placements)?;
+    Ok(p)
+}
+
+/// [`plan_image`] but for the host's units.
+fn plan_own(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<ImagePlan> {
     let Some(a) = archives.iter().find(|a| &a.id == id) else { bail!("no archive in any store") };
     let ctx = || format!("reading {}", a.path.display());
     let mem = match crate::fetch::trust::requirement(cfg, &a.id, &a.path)? {
@@ -114,9 +158,6 @@ pub fn plan_image(cfg: &Config, archives: &[Archive], host: &systemd::UnitDirs, 
         },
     };
     let (manifest, plan) = attach::plan_archive_units(cfg, a, &mem)?;
-    // Apply will refuse this image; its units must not shadow the host's meanwhile.
-    // (/run/systemd/system holds what an earlier, failed apply placed.)
-    attach::check_host_units_in(cfg, host, id, &plan)?;
     Ok(ImagePlan { manifest, units: mem, placements: plan })
 }
 
