@@ -105,7 +105,10 @@ impl Lookups {
                 if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) || name.len() > 255 {
                     bail!("{p:?}: {name:?} is not a name in a directory");
                 }
-                link(&format!("{p}/{name}"), n, a)?;
+                // The entry policy, as for any path of the image.
+                let child = if p.is_empty() { name.clone() } else { format!("{p}/{name}") };
+                path(&child)?;
+                link(&child, n, a)?;
             }
         }
         Ok(())
@@ -260,6 +263,16 @@ mod tests {
             let l: Lookups = serde_json::from_str(b).unwrap();
             assert!(l.check().is_err(), "{b}");
         }
+        // A listed name is held to the entry policy as a path: one more
+        // level under a directory as deep as the policy allows is refused.
+        let deep = vec!["d"; crate::tree::limits::MAX_DEPTH].join("/");
+        let l: Lookups =
+            serde_json::from_value(serde_json::json!({"lstat": {}, "stat": {}, "list": {&deep: []}})).unwrap();
+        l.check().unwrap();
+        let l: Lookups =
+            serde_json::from_value(serde_json::json!({"lstat": {}, "stat": {}, "list": {&deep: [["x", "file"]]}}))
+                .unwrap();
+        assert!(l.check().unwrap_err().to_string().contains("deep refused"), "{:?}", l.check());
         let good =
             r#"{"lstat":{".torcx":"dir"},"stat":{"bin/x":"file"},"list":{"bin":[["x",{"symlink":"../lib/x"}]]}}"#;
         serde_json::from_str::<Lookups>(good).unwrap().check().unwrap();
