@@ -63,9 +63,8 @@ fn link_apply(normal: &Path) -> Result<()> {
 /// until all are planned, so the host's unit directories are looked at once.
 /// Each image's own part (its cache entry read, or its archive) runs on two
 /// threads, one of which reads the host's unit directories first; the host
-/// check follows, in profile order. (The generator has the machine to
-/// itself: 50 images planned from their cache entries took 1 ms on one
-/// thread, a first boot reads its archives two at a time.)
+/// check follows, in profile order. (Generators run before any unit
+/// starts; a first boot reads its archives two at a time.)
 pub fn plan(cfg: &Config, images: &[ImageId]) -> Vec<(ImageId, Result<ImagePlan>)> {
     let archives = &store::scan(cfg);
     let next = &std::sync::atomic::AtomicUsize::new(0);
@@ -88,17 +87,7 @@ pub fn plan(cfg: &Config, images: &[ImageId]) -> Vec<(ImageId, Result<ImagePlan>
     });
     own.sort_by_key(|(i, _)| *i);
     own.into_iter()
-        .map(|(i, planned)| {
-            let id = &images[i];
-            let checked = planned.and_then(|p| {
-                // Apply will refuse this image; its units must not shadow the
-                // host's meanwhile. (/run/systemd/system holds what an
-                // earlier, failed apply placed.)
-                attach::check_host_units_in(cfg, &host, id, &p.placements)?;
-                Ok(p)
-            });
-            (id.clone(), checked)
-        })
+        .map(|(i, planned)| (images[i].clone(), planned.and_then(|p| against_host(cfg, &host, &images[i], p))))
         .collect()
 }
 
@@ -113,9 +102,13 @@ pub struct ImagePlan {
 /// The unit placements of one image, as apply would make them, refused as
 /// apply would refuse them.
 pub fn plan_image(cfg: &Config, archives: &[Archive], host: &systemd::UnitDirs, id: &ImageId) -> Result<ImagePlan> {
-    let p = plan_own(cfg, archives, id)?;
-    // Apply will refuse this image; its units must not shadow the host's meanwhile.
-    // (/run/systemd/system holds what an earlier, failed apply placed.)
+    against_host(cfg, host, id, plan_own(cfg, archives, id)?)
+}
+
+/// Apply will refuse an image whose units the host has; they must not
+/// shadow the host's meanwhile. (/run/systemd/system holds what an
+/// earlier, failed apply placed.)
+fn against_host(cfg: &Config, host: &systemd::UnitDirs, id: &ImageId, p: ImagePlan) -> Result<ImagePlan> {
     attach::check_host_units_in(cfg, host, id, &p.placements)?;
     Ok(p)
 }
@@ -194,10 +187,9 @@ fn write_units(out: &mut Output, plan: &[Placement]) -> Result<()> {
         .iter()
         .filter_map(|p| p.dest.strip_prefix(units).ok().map(|rel| (out.normal.join(rel), &p.action)))
         .collect();
-    for (d, a) in &dests {
-        if **a != Action::Dir && out.exists(d) {
-            bail!("{} is already provided by an earlier image of the profile", d.display());
-        }
+    let taken = |d: &Path| anyhow::anyhow!("{} is already provided by an earlier image of the profile", d.display());
+    if let Some((d, _)) = dests.iter().find(|(d, a)| **a != Action::Dir && out.exists(d)) {
+        return Err(taken(d));
     }
     for (d, a) in dests {
         out.dir(d.parent().unwrap())?;
@@ -210,7 +202,7 @@ fn write_units(out: &mut Output, plan: &[Placement]) -> Result<()> {
             Action::Symlink(t) => std::os::unix::fs::symlink(t, &d),
         };
         if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists) {
-            bail!("{} is already provided by an earlier image of the profile", d.display());
+            return Err(taken(&d));
         }
         r.with_context(|| format!("writing {}", d.display()))?;
         out.written.insert(d);

@@ -21,8 +21,8 @@ const MAX_ANSWERS: usize = 4096;
 /// relative to the image root. What is not here is asked of the tree.
 #[derive(Default, Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Lookups {
-    lstat: BTreeMap<String, Option<Answer>>,
-    stat: BTreeMap<String, Option<Answer>>,
+    lstat: Answers,
+    stat: Answers,
     list: BTreeMap<String, Vec<(String, Answer)>>,
 }
 
@@ -184,28 +184,31 @@ impl<'a> Recording<'a> {
     }
 }
 
-fn answer(k: &Option<Kind>) -> Option<Option<Answer>> {
-    match k {
-        None => Some(None),
-        Some(k) => Answer::of(k).map(Some),
+type Answers = BTreeMap<String, Option<Answer>>;
+
+impl Recording<'_> {
+    /// Keeps `r`, an answer of `lstat` or `stat` (`which`) about `rel`.
+    fn keep_kind(&self, which: fn(&mut Lookups) -> &mut Answers, rel: &Path, r: &Option<Kind>) {
+        self.keep(|l| {
+            let a = match r {
+                None => None,
+                Some(k) => Some(Answer::of(k)?),
+            };
+            which(l).insert(rel.to_str()?.to_string(), a);
+            Some(())
+        });
     }
 }
 
 impl ImageSource for Recording<'_> {
     fn lstat(&self, rel: &Path) -> Result<Option<Kind>> {
         let r = self.inner.lstat(rel)?;
-        self.keep(|l| {
-            l.lstat.insert(rel.to_str()?.to_string(), answer(&r)?);
-            Some(())
-        });
+        self.keep_kind(|l| &mut l.lstat, rel, &r);
         Ok(r)
     }
     fn stat(&self, rel: &Path) -> Result<Option<Kind>> {
         let r = self.inner.stat(rel)?;
-        self.keep(|l| {
-            l.stat.insert(rel.to_str()?.to_string(), answer(&r)?);
-            Some(())
-        });
+        self.keep_kind(|l| &mut l.stat, rel, &r);
         Ok(r)
     }
     fn read(&self, rel: &Path) -> Result<Vec<u8>> {
