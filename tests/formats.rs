@@ -348,7 +348,8 @@ fn a_later_boot_plans_a_squashfs_image_from_its_cached_lookups() {
     let later = |t: &TestRoot| {
         let mut ns = Ns::new(t);
         ns.sh(reboot);
-        let i = ns.apply();
+        // Verbose: a cache entry (or part) not used is said at info level.
+        let i = ns.torcx(&["-v", "apply"]);
         ns.run().swap_remove(i)
     };
     let s = later(&t);
@@ -370,10 +371,20 @@ fn a_later_boot_plans_a_squashfs_image_from_its_cached_lookups() {
     assert_eq!(s.code, 0, "{}", s.describe());
     assert_eq!(placed(&s), first_files);
     assert!(!t.path("etc/evil").exists() && !t.path("run/etc/evil").exists());
+    assert_contains(&s.stderr, "image demo:1: cached lookups not used: ", &s);
+    assert_contains(&s.stderr, "is not a name in a directory", &s);
     // Nor a symlink where symlinks are followed (it once stopped the boot).
     entry["lookups"]["list"] = json!({});
     entry["lookups"]["stat"]["bin/demo"] = json!({"symlink": "demo2"});
     std::fs::write(&cache, entry.to_string()).unwrap();
+    let s = later(&t);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    assert_eq!(placed(&s), first_files);
+    assert_contains(&s.stderr, "a symlink where symlinks are followed", &s);
+    // A truncated entry is no entry: the image is checked and planned from
+    // its file again, the same.
+    let text = std::fs::read(&cache).unwrap();
+    std::fs::write(&cache, &text[..text.len() / 2]).unwrap();
     let s = later(&t);
     assert_eq!(s.code, 0, "{}", s.describe());
     assert_eq!(placed(&s), first_files);

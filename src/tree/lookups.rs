@@ -279,6 +279,15 @@ mod tests {
         let good =
             r#"{"lstat":{".torcx":"dir"},"stat":{"bin/x":"file"},"list":{"bin":[["x",{"symlink":"../lib/x"}]]}}"#;
         serde_json::from_str::<Lookups>(good).unwrap().check().unwrap();
+        // What a tree may hold is accepted as the tree's own answer would
+        // be: a newline, `%` or `$` in a name, a name of 255 bytes.
+        let odd = serde_json::json!({"lstat": {}, "stat": {"bin/a\nb": "file"},
+            "list": {"bin": [["a\nb", "file"], ["50%", "file"], ["$HOME", "file"], ["n".repeat(255), "file"]]}});
+        serde_json::from_value::<Lookups>(odd).unwrap().check().unwrap();
+        let long = serde_json::json!({"lstat": {}, "stat": {}, "list": {"bin": [["n".repeat(256), "file"]]}});
+        assert!(serde_json::from_value::<Lookups>(long).unwrap().check().is_err());
+        // A truncated entry does not parse at all.
+        assert!(serde_json::from_str::<Lookups>(&good[..good.len() / 2]).is_err());
     }
 
     #[test]
