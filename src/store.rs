@@ -44,9 +44,16 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
         let Ok(rd) = std::fs::read_dir(&dir.host) else {
             continue;
         };
-        let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
-        names.sort();
-        for file in names {
+        // With the type the directory gives (no stat for a plain file: a
+        // store may hold hundreds).
+        let mut names: Vec<(String, Option<std::fs::FileType>)> = rd
+            .filter_map(|e| {
+                let e = e.ok()?;
+                Some((e.file_name().into_string().ok()?, e.file_type().ok()))
+            })
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (file, kind) in names {
             let Some((format, id)) = parse_archive_name(&file) else {
                 continue;
             };
@@ -61,7 +68,12 @@ pub fn scan(cfg: &Config) -> Vec<Archive> {
             // Follows symlinks: a dangling link is not an archive, nor a
             // directory, but for an OCI layout, which is one.
             let want_dir = format == Format::OciLayout;
-            if !std::fs::metadata(&host).is_ok_and(|m| if want_dir { m.is_dir() } else { m.is_file() }) {
+            let is = |t: std::fs::FileType| if want_dir { t.is_dir() } else { t.is_file() };
+            let usable = match kind {
+                Some(t) if !t.is_symlink() => is(t),
+                _ => std::fs::metadata(&host).is_ok_and(|m| is(m.file_type())),
+            };
+            if !usable {
                 continue;
             }
             // A bundle offers one image per tag.

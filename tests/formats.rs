@@ -390,3 +390,52 @@ fn a_later_boot_plans_a_squashfs_image_from_its_cached_lookups() {
     assert_eq!(placed(&s), first_files);
     loop_released(&a);
 }
+
+/// Archives over 8 MiB are read ahead on a thread of their own: a tar.zst
+/// and a tgz made by GNU tar unpack byte for byte, and the same archives cut
+/// short fail as corrupt, naming the archive, with nothing of them left.
+#[test]
+fn large_tar_archives_read_ahead_unpack_whole_and_cut_short_fail_cleanly() {
+    require_root("large_tar_archives_read_ahead_unpack_whole_and_cut_short_fail_cleanly");
+    let t = TestRoot::new();
+    let blob = noise(9 << 20);
+    let mut names = vec![];
+    for (name, fmt) in [("bigzst", Fmt::Zst), ("bigtgz", Fmt::Tgz), ("cutzst", Fmt::Zst), ("cuttgz", Fmt::Tgz)] {
+        let img = Image::new(&t, name, "1");
+        img.manifest(json!({"bin": [format!("/bin/{name}")]})).exec(&format!("bin/{name}"), "#!/bin/sh\n");
+        img.file("share/blob", &blob);
+        let p = img.pack(&t, USER_STORE, fmt);
+        assert!(std::fs::metadata(&p).unwrap().len() > 8 << 20, "{name}: not over the read-ahead size");
+        if name.starts_with("cut") {
+            // Cut in the middle of the blob: past the first read-ahead chunks.
+            let bytes = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        }
+        names.push((name, img));
+    }
+    let profile: Vec<(&str, &str)> = names.iter().map(|(n, _)| (*n, "1")).collect();
+    t.vendor_profile(&profile);
+    let staged = t.base.join("stage/bigzst:1/share/blob");
+    let mut ns = Ns::new(&t);
+    let ap = ns.apply();
+    for n in ["bigzst", "bigtgz"] {
+        ns.sh(&format!("cmp \"$ROOT/run/torcx/unpack/{n}/share/blob\" '{}'", staged.display()));
+    }
+    let steps = ns.run();
+    let s = &steps[ap];
+    assert_eq!(s.code, 1, "{}", s.describe());
+    let doc = s.json();
+    let images = doc["value"]["images"].as_array().unwrap_or_else(|| panic!("{doc:#}"));
+    for (name, fmt) in [("cutzst", "tar.zst"), ("cuttgz", "tgz")] {
+        let i = images.iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("{name}: {doc:#}"));
+        assert_eq!(i["kind"], "corrupt", "{name}: {i:#}");
+        let err = i["error"].as_str().unwrap();
+        assert!(err.starts_with(&format!("image {name}:1 (/var/lib/torcx/store/{name}:1.torcx.{fmt})")), "{err}");
+        assert!(!t.exists(&format!("run/torcx/bin/{name}")) && !t.exists(&format!("run/torcx/attached/{name}.json")));
+    }
+    for name in ["bigzst", "bigtgz"] {
+        let i = images.iter().find(|i| i["name"] == name).unwrap();
+        assert_eq!(i["state"], "attached", "{name}: {i:#}");
+    }
+    assert!(s.mount_at(&t.path("run/torcx/unpack/cutzst")).is_none() && !t.exists("run/torcx/unpack/cutzst"));
+}

@@ -255,6 +255,6 @@ pub fn pin(a: &crate::archive::Archive) -> anyhow::Result<(std::fs::File, crate:
     use std::os::fd::AsRawFd;
     let f = crate::sys::fsutil::open_regular(&a.host)?;
     let mut pinned = a.clone();
-    pinned.host = format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()).into();
+    pinned.host = format!("/proc/{}/fd/{}", crate::sys::fsutil::pid(), f.as_raw_fd()).into();
     Ok((f, pinned))
 }

@@ -28,9 +28,18 @@ pub fn open_tar_hashed(a: &Archive, algos: &[Algo]) -> Result<(Pipe, Arc<Mutex<S
     Ok((tar_pipe(a, file)?, seen))
 }
 
+/// Archives at least this large are read ahead on a thread of their own.
+const READ_AHEAD_FROM: u64 = 8 << 20;
+
 /// The decompressing thread over `file`, bounded by the tar guard.
 fn tar_pipe(a: &Archive, file: impl Read + Send + 'static) -> Result<Pipe> {
-    let buffered = BufReader::with_capacity(64 * 1024, file);
+    // A large archive's bytes are copied out of the page cache by a thread
+    // of their own (for zstd a twentieth of the work), not by the
+    // decompressing one, which is the boot's critical path. A small one's
+    // are not worth a thread.
+    let large = std::fs::metadata(&a.host).is_ok_and(|m| m.len() >= READ_AHEAD_FROM);
+    let buffered: Box<dyn std::io::BufRead + Send> =
+        if large { Box::new(ReadAhead::spawn(file)) } else { Box::new(BufReader::with_capacity(64 * 1024, file)) };
     let dec: Box<dyn Read + Send> = match a.format {
         Format::Tgz => Box::new(crate::archive::gunzip::decoder(buffered)),
         Format::TarZst => Box::new(zstd_decoder(buffered)?),
@@ -120,6 +129,105 @@ pub fn open_tar_digesting(a: &Archive) -> Result<(Pipe, crate::archive::digest::
     let again = file.try_clone().with_context(|| format!("opening archive {}", a.path.display()))?;
     let digest = crate::archive::digest::Gaps::spawn(move || sha256_at(&again));
     Ok((tar_pipe(a, file)?, digest))
+}
+
+/// A file read ahead on a thread of its own, in chunks of `AHEAD`, at most
+/// `AHEAD_QUEUE` of them waiting: its reader takes them as they are (no
+/// copy on its side). A read error reaches the reader where it happened.
+pub struct ReadAhead {
+    full: Receiver<std::io::Result<Vec<u8>>>,
+    empty: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+const AHEAD: usize = 256 * 1024;
+const AHEAD_QUEUE: usize = 3;
+
+impl ReadAhead {
+    pub fn spawn(mut src: impl Read + Send + 'static) -> ReadAhead {
+        let (full_tx, full) = sync_channel::<std::io::Result<Vec<u8>>>(AHEAD_QUEUE);
+        let (empty, empty_rx) = sync_channel::<Vec<u8>>(AHEAD_QUEUE + 2);
+        for _ in 0..AHEAD_QUEUE {
+            let _ = empty.send(vec![0; AHEAD]);
+        }
+        // It ends at the end of the file, at an error, or when the reader
+        // is dropped (its channels close).
+        std::thread::spawn(move || {
+            while let Ok(mut buf) = empty_rx.recv() {
+                buf.resize(AHEAD, 0);
+                let mut n = 0;
+                let res = loop {
+                    match src.read(&mut buf[n..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(k) => {
+                            n += k;
+                            if n == AHEAD {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                buf.truncate(n);
+                let end = n < AHEAD || res.is_err();
+                // Bytes read before an error are handed over first (an
+                // empty chunk would say the file ended).
+                let msgs = match res {
+                    Ok(()) => vec![Ok(buf)],
+                    Err(e) if n == 0 => vec![Err(e)],
+                    Err(e) => vec![Ok(buf), Err(e)],
+                };
+                for m in msgs {
+                    if full_tx.send(m).is_err() {
+                        return;
+                    }
+                }
+                if end {
+                    let _ = full_tx.send(Ok(vec![]));
+                    return;
+                }
+            }
+        });
+        ReadAhead { full, empty, cur: vec![], pos: 0, done: false }
+    }
+}
+
+impl std::io::BufRead for ReadAhead {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.pos == self.cur.len() && !self.done {
+            match self.full.recv() {
+                Ok(Ok(b)) => {
+                    self.done = b.is_empty();
+                    let old = std::mem::replace(&mut self.cur, b);
+                    self.pos = 0;
+                    if old.capacity() > 0 {
+                        let _ = self.empty.try_send(old);
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+                // The thread ended without saying so: it panicked.
+                Err(_) => return Err(std::io::Error::other("reading ahead: the reading thread ended")),
+            }
+        }
+        Ok(&self.cur[self.pos..])
+    }
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.cur.len());
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let b = self.fill_buf()?;
+        let n = b.len().min(out.len());
+        out[..n].copy_from_slice(&b[..n]);
+        self.consume(n);
+        Ok(n)
+    }
 }
 
 /// Chunk buffers kept for the next pipe of this process: the 50 images of a
@@ -244,5 +352,94 @@ impl Read for Pipe {
         out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+
+    /// Gives `data` in reads of at most `step` bytes, then fails if `fail`.
+    struct Source {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+        fail: bool,
+    }
+
+    impl Read for Source {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if self.at == self.data.len() && self.fail {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = (self.data.len() - self.at).min(out.len()).min(self.step);
+            out[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn bytes(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn read_ahead_gives_every_byte_in_order_at_every_size() {
+        for n in [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD, AHEAD_QUEUE * AHEAD * 3 + 7] {
+            for step in [4096, 100_000, usize::MAX] {
+                let data = bytes(n);
+                let mut r = ReadAhead::spawn(Source { data: data.clone(), at: 0, step, fail: false });
+                let mut got = vec![];
+                r.read_to_end(&mut got).unwrap();
+                assert!(got == data, "{n} bytes in steps of {step}: {} read", got.len());
+                // The end stays the end.
+                assert!(r.fill_buf().unwrap().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn read_ahead_hands_over_the_bytes_before_an_error_then_the_error() {
+        for n in [0, 10, AHEAD, AHEAD + 10] {
+            let data = bytes(n);
+            let mut r = ReadAhead::spawn(Source { data: data.clone(), at: 0, step: 8192, fail: true });
+            let mut got = vec![];
+            let e = loop {
+                match r.fill_buf() {
+                    Ok([]) => panic!("{n} bytes: the error was taken for the end"),
+                    Ok(b) => {
+                        let k = b.len();
+                        got.extend_from_slice(b);
+                        r.consume(k);
+                    }
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(e.to_string(), "disk on fire");
+            assert!(got == data, "{n} bytes: {} before the error", got.len());
+        }
+    }
+
+    #[test]
+    fn read_ahead_dropped_early_lets_its_thread_go() {
+        // A source that never ends, and says when the thread drops it.
+        struct Endless(std::sync::mpsc::Sender<()>);
+        impl Read for Endless {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                Ok(out.len())
+            }
+        }
+        impl Drop for Endless {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut r = ReadAhead::spawn(Endless(tx));
+        r.fill_buf().unwrap();
+        drop(r);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the reading thread went on (or waits forever) after its reader was dropped");
     }
 }

@@ -29,9 +29,18 @@ pub(super) fn owners(cfg: &Config) -> Result<BTreeMap<PathBuf, String>> {
 /// Refuses any placement whose destination exists (a directory where a
 /// directory goes is shared, not a conflict). Nothing is changed.
 pub fn check_conflicts(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result<()> {
+    // Nothing is below a directory found missing (the plan lists a
+    // directory before what goes in it): those are not looked at.
+    let mut missing: Vec<&Path> = vec![];
     for p in plan {
+        if missing.iter().any(|m| p.dest.starts_with(m)) {
+            continue;
+        }
         let host = cfg.host(&p.dest);
         let Ok(meta) = std::fs::symlink_metadata(&host) else {
+            if p.action == Action::Dir {
+                missing.push(&p.dest);
+            }
             continue;
         };
         if p.action == Action::Dir && meta.is_dir() {
@@ -67,11 +76,17 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
     // down, before their contents), and directories that do not exist yet.
     let mut files: Vec<RecordedFile> = vec![];
     let mut made: std::collections::HashSet<PathBuf> = Default::default();
+    // Directories seen to exist: most of a plan goes in the same few.
+    let mut there: std::collections::HashSet<&Path> = Default::default();
     for p in plan {
         let mut missing = vec![];
         let mut d = p.dest.parent();
         while let Some(dir) = d {
-            if dir == Path::new("/") || made.contains(dir) || cfg.host(dir).is_dir() {
+            if dir == Path::new("/") || made.contains(dir) || there.contains(dir) {
+                break;
+            }
+            if cfg.host(dir).is_dir() {
+                there.insert(dir);
                 break;
             }
             missing.push(dir.to_path_buf());
@@ -127,16 +142,19 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
 /// Creates `path` with `data`, appearing whole or not at all (an unnamed
 /// file linked in when written), so a crash never leaves half a unit.
 pub(super) fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use rustix::fs::{AtFlags, Mode, OFlags};
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
     use std::io::Write;
-    let dir =
-        rustix::fs::open(path.parent().unwrap(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-    let fd =
-        rustix::fs::openat(&dir, ".", OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(0o644))?;
+    let fd = rustix::fs::open(
+        path.parent().unwrap(),
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
     let mut f = std::fs::File::from(fd);
     f.write_all(data)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    rustix::fs::linkat(&f, "", &dir, path.file_name().unwrap(), AtFlags::EMPTY_PATH)?;
+    if !crate::sys::fsutil::umask_keeps(0o644) {
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    rustix::fs::linkat(&f, "", CWD, path, AtFlags::EMPTY_PATH)?;
     Ok(())
 }
 

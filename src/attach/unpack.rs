@@ -7,11 +7,13 @@ use crate::fetch::trust;
 use crate::model::config::Config;
 use crate::model::remote::{Algo, Digest};
 use crate::sys::crash;
+use crate::sys::fsutil;
 use crate::sys::loopdev;
 use crate::sys::mount;
 use crate::tree::extract;
 use crate::tree::policy::{Limits, Pool};
 use anyhow::{Context, Result};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 /// What unpacking produced.
@@ -136,6 +138,7 @@ pub fn mount_image(
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
     let fstype = a.format.name();
+    let label = a.path.clone();
     let mut digest = None;
     let mut _pinned_file = None;
     let pinned;
@@ -175,7 +178,16 @@ pub fn mount_image(
         }
         return Ok(Unpacked { digest, vouched: checked_before, ..Unpacked::default() });
     }
-    let (dev, _keep_until_mounted) = loopdev::attach(&a.host)?;
+    // The loop device reads the file already open (and checked), if any.
+    let opened;
+    let backing = match &_pinned_file {
+        Some(f) => f,
+        None => {
+            opened = fsutil::open_regular(&a.host).with_context(|| format!("reading {}", a.path.display()))?;
+            &opened
+        }
+    };
+    let (dev, _keep_until_mounted) = loopdev::attach(backing.as_fd(), &label)?;
     mount::mount_ro(&dev, &host, fstype)
         .with_context(|| format!("mounting {} ({})", a.path.display(), dev.display()))?;
     crash::point("mounted")?;

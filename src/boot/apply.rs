@@ -15,6 +15,7 @@ use crate::tree::lookups::Lookups;
 use crate::tree::source::{self, Mem, Tree};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -261,8 +262,13 @@ fn new_status(id: &ImageId) -> ImageStatus {
 /// attached afresh (`None`). Every image's is settled before any image is
 /// placed: a later image's old files (another reference's) must be gone
 /// before an earlier one claims their paths.
-fn settle_earlier(cfg: &Config, id: &ImageId) -> Option<Half> {
+fn settle_earlier(cfg: &Config, id: &ImageId, recorded: &HashSet<std::ffi::OsString>) -> Option<Half> {
     let mut st = new_status(id);
+    // At boot there are no records yet: the directory is read once instead
+    // of each image's record looked for.
+    if !recorded.contains(std::ffi::OsStr::new(&format!("{}.json", id.name))) {
+        return None;
+    }
     match Record::load(cfg, &id.name) {
         Ok(Some(r))
             if r.id() == *id
@@ -400,7 +406,10 @@ fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archi
     // memory.
     let mounts_only = ids.iter().all(|id| archives.iter().find(|a| &a.id == id).is_some_and(|a| a.format.mounted()));
     let workers = if mounts_only { 8 } else { 4 };
-    let mut begun: Vec<Option<Half>> = ids.iter().map(|id| settle_earlier(cfg, id)).collect();
+    let recorded: HashSet<std::ffi::OsString> = std::fs::read_dir(cfg.host(&cfg.attached_dir()))
+        .map(|rd| rd.filter_map(|e| Some(e.ok()?.file_name())).collect())
+        .unwrap_or_default();
+    let mut begun: Vec<Option<Half>> = ids.iter().map(|id| settle_earlier(cfg, id, &recorded)).collect();
     let todo: Vec<usize> = (0..ids.len()).filter(|&i| begun[i].is_none()).collect();
     let todo = &todo;
     let next = &std::sync::atomic::AtomicUsize::new(0);

@@ -35,6 +35,32 @@ pub fn make_dirs(dir: &Path) -> Result<()> {
     }
 }
 
+/// This process's id, asked of the kernel once (torcx forks only to exec).
+pub fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// The umask as `note_umask` found it; all ones until then.
+static UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Notes the umask, for [`umask_keeps`]. Called at start, while the process
+/// has one thread: reading the umask means setting it.
+pub fn note_umask() {
+    // SAFETY: umask cannot fail; the old value is put back at once.
+    let old = unsafe { libc::umask(0) };
+    unsafe { libc::umask(old) };
+    UMASK.store(old, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a file created with `mode` gets that mode as it is, so no chmod
+/// is needed after (one system call less per file: records are written
+/// three times per image at every boot). Unknown umask: no.
+pub fn umask_keeps(mode: u32) -> bool {
+    let u = UMASK.load(std::sync::atomic::Ordering::Relaxed);
+    u != u32::MAX && mode & u == 0
+}
+
 fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path.parent().context("no parent directory")?;
     if durable {
@@ -51,16 +77,18 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
     let res = (|| -> std::io::Result<()> {
         // The directory is made only when the first try says it is missing:
         // records are written three times per image at every boot.
-        let (t, mut f) = match create_beside(path) {
+        let (t, mut f) = match create_beside(path, mode) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !durable => {
                 make_dirs(dir).map_err(std::io::Error::other)?;
-                create_beside(path)?
+                create_beside(path, mode)?
             }
             r => r?,
         };
         tmp = Some(t.clone());
         f.write_all(data)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if !umask_keeps(mode) {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         if durable {
             f.sync_all()?;
         }
@@ -77,18 +105,18 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
     res.with_context(|| format!("writing {}", path.display()))
 }
 
-/// A new file `.NAME.tmp.XXXXXXXX` beside `path`, created exclusively.
-fn create_beside(path: &Path) -> std::io::Result<(PathBuf, File)> {
+/// A new file `.NAME.tmp.XXXXXXXX` beside `path`, created exclusively with
+/// the mode the file gets (less the umask).
+fn create_beside(path: &Path, mode: u32) -> std::io::Result<(PathBuf, File)> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     for _ in 0..64 {
-        let n =
-            nanos ^ (u64::from(std::process::id()) << 32) ^ COUNT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        let n = nanos ^ (u64::from(pid()) << 32) ^ COUNT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
         let t = path.with_file_name(format!(".{name}.tmp.{:08x}", n as u32 ^ (n >> 32) as u32));
-        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&t) {
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&t) {
             Ok(f) => return Ok((t, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),

@@ -35,7 +35,7 @@ impl Log for Sink {
         let msg = bounded(&msg);
         if let Some(k) = self.kmsg.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             // One write per record: kmsg takes each write as one message.
-            let line = format!("<{prio}>{ident}[{}]: {msg}\n", std::process::id());
+            let line = format!("<{prio}>{ident}[{}]: {msg}\n", crate::sys::fsutil::pid());
             if k.write_all(line.as_bytes()).is_ok() {
                 return;
             }

@@ -11,7 +11,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::ioctl::{Ioctl, IoctlOutput, Opcode};
 use std::ffi::c_void;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// An ioctl that takes a pointer (or nothing) and returns the syscall's value.
@@ -93,12 +93,23 @@ fn open_or_make(
     }
 }
 
-/// A loop device set up read-only over `file`. Keep the returned fd open until
-/// the device is mounted: autoclear then frees it on unmount.
-pub fn attach(file: &Path) -> Result<(PathBuf, OwnedFd)> {
-    let backing = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .with_context(|| format!("opening {}", file.display()))?;
-    let ctl = open_or_make("/dev/loop-control", rustix::fs::FileType::CharacterDevice, (10, 237), OFlags::RDWR)?;
+/// `/dev/loop-control`, opened once per process: every image asks it.
+fn control() -> Result<&'static OwnedFd> {
+    static CTL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(c) = CTL.get() {
+        return Ok(c);
+    }
+    let c = open_or_make("/dev/loop-control", rustix::fs::FileType::CharacterDevice, (10, 237), OFlags::RDWR)?;
+    // Two threads opening it at once keep one; the other's closes here.
+    Ok(CTL.get_or_init(|| c))
+}
+
+/// A loop device set up read-only over the open file `backing` (the very
+/// file that was checked: no second open by name), shown as `label` by
+/// `losetup`. Keep the returned fd open until the device is mounted:
+/// autoclear then frees it on unmount.
+pub fn attach(backing: BorrowedFd<'_>, label: &Path) -> Result<(PathBuf, OwnedFd)> {
+    let ctl = control()?;
     // One setup at a time in this process: threads that ask GET_FREE
     // together are all given the same device, and all but one then wait
     // on it (its open blocks while another configures it) only to get
@@ -107,14 +118,14 @@ pub fn attach(file: &Path) -> Result<(PathBuf, OwnedFd)> {
     let _one = SETUP.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..64 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
-        let n = unsafe { rustix::ioctl::ioctl(&ctl, Raw::<()> { op: ld::LOOP_CTL_GET_FREE, arg: None }) }
+        let n = unsafe { rustix::ioctl::ioctl(ctl, Raw::<()> { op: ld::LOOP_CTL_GET_FREE, arg: None }) }
             .context("LOOP_CTL_GET_FREE")?;
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let dev = open_or_make(&path, rustix::fs::FileType::BlockDevice, (7, n as u32), OFlags::RDONLY)?;
         // SAFETY: loop_config is plain data; zeroes are its defaults.
         let mut cfg: ld::loop_config = unsafe { std::mem::zeroed() };
         cfg.fd = backing.as_raw_fd() as u32;
-        cfg.info = info(file);
+        cfg.info = info(label);
         // SAFETY: LOOP_CONFIGURE reads one loop_config.
         match unsafe { rustix::ioctl::ioctl(&dev, Raw { op: ld::LOOP_CONFIGURE, arg: Some(cfg) }) } {
             Ok(_) => return Ok((path, dev)),
@@ -132,7 +143,7 @@ pub fn attach(file: &Path) -> Result<(PathBuf, OwnedFd)> {
                 }
                 // SAFETY: LOOP_SET_STATUS64 reads one loop_info64.
                 if let Err(e) =
-                    unsafe { rustix::ioctl::ioctl(&dev, Raw { op: ld::LOOP_SET_STATUS64, arg: Some(info(file)) }) }
+                    unsafe { rustix::ioctl::ioctl(&dev, Raw { op: ld::LOOP_SET_STATUS64, arg: Some(info(label)) }) }
                 {
                     // SAFETY: LOOP_CLR_FD takes no argument.
                     let _ = unsafe { rustix::ioctl::ioctl(&dev, Raw::<()> { op: ld::LOOP_CLR_FD, arg: None }) };
