@@ -276,6 +276,40 @@ fn generator_plans_the_images_it_can() {
     assert_x_planned(&out);
 }
 
+/// The kernel keeps ten lines per opening of /dev/kmsg: with 14 images
+/// failing, each still has its line (the generator opens /dev/kmsg again
+/// every ten lines), and one line sums up the profile instead of a line per
+/// image planned.
+#[test]
+fn generator_logs_every_failure_and_one_line_for_the_profile() {
+    require_root("generator_logs_every_failure_and_one_line_for_the_profile");
+    require_tool("generator_logs_every_failure_and_one_line_for_the_profile", "strace", "strace");
+    let t = root_with_x();
+    let mut images: Vec<(String, &str)> = (0..14).map(|i| (format!("m{i:02}"), "1")).collect();
+    images.push(("x".into(), "1"));
+    let profile: Vec<(&str, &str)> = images.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    t.vendor_profile(&profile);
+    let out = Out::new();
+    let opens = t.scratch("strace").join("opens");
+    let mut ns = Ns::new(&t);
+    ns.wrap(&format!("strace -f -qq -e trace=openat -o {}", opens.display()));
+    ns.generator(&out.args(&t));
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 1, "{}", s.describe());
+    for i in 0..14 {
+        assert_contains(&s.log, &format!("image m{i:02}:1: no archive in any store"), &s);
+    }
+    let names: Vec<String> = (0..14).map(|i| format!("m{i:02}:1")).collect();
+    let summary = format!("1 of 15 images planned, 8 unit files; not planned: {}", names.join(", "));
+    assert_contains(&s.log, &summary, &s);
+    assert!(!s.log.contains("unit files planned"), "a line per image planned:\n{}", s.log);
+    assert_eq!(s.log.lines().count(), 15, "{}", s.log);
+    // 15 lines: opened once, then again after 10.
+    let n = read(&opens).lines().filter(|l| l.contains("\"/dev/kmsg\"")).count();
+    assert_eq!(n, 2, "{}", read(&opens));
+    assert_x_planned(&out);
+}
+
 #[test]
 fn generator_refuses_a_traversal_entry() {
     require_root("generator_refuses_a_traversal_entry");

@@ -61,34 +61,50 @@ fn link_apply(normal: &Path) -> Result<()> {
 
 /// Plans every image of the resolved profile `images`. Nothing is written
 /// until all are planned, so the host's unit directories are looked at once.
-/// Each image's own part (its cache entry read, or its archive) runs on two
-/// threads, one of which reads the host's unit directories first; the host
-/// check follows, in profile order. (Generators run before any unit
-/// starts; a first boot reads its archives two at a time.)
+/// Each image (its cache entry read, or its archive, then the host check)
+/// runs on one of two threads, one of which reads the host's unit
+/// directories first. (Generators run before any unit starts; a first boot
+/// reads its archives two at a time.)
 pub fn plan(cfg: &Config, images: &[ImageId]) -> Vec<(ImageId, Result<ImagePlan>)> {
     let archives = &store::scan(cfg);
     let next = &std::sync::atomic::AtomicUsize::new(0);
+    // `None`: reading them panicked (the panic is raised again below).
+    let host = &std::sync::OnceLock::<Option<systemd::UnitDirs>>::new();
     let take = || {
         let mut got = vec![];
         loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(id) = images.get(i) else { return got };
-            got.push((i, plan_own(cfg, archives, id)));
+            let planned = plan_own(cfg, archives, id).and_then(|p| match host.wait() {
+                Some(h) => against_host(cfg, h, id, p),
+                None => bail!("reading the host's unit directories failed"),
+            });
+            got.push((i, planned));
         }
     };
-    let (mut own, host) = std::thread::scope(|s| {
+    let mut own = std::thread::scope(|s| {
         let helper = (images.len() > 1).then(|| s.spawn(take));
-        let host = systemd::UnitDirs::read(cfg);
+        let panicked = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| systemd::UnitDirs::read(cfg))) {
+            Ok(dirs) => {
+                let _ = host.set(Some(dirs));
+                None
+            }
+            Err(p) => {
+                let _ = host.set(None);
+                Some(p)
+            }
+        };
         let mut own = take();
         if let Some(h) = helper {
             own.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
         }
-        (own, host)
+        if let Some(p) = panicked {
+            std::panic::resume_unwind(p);
+        }
+        own
     });
     own.sort_by_key(|(i, _)| *i);
-    own.into_iter()
-        .map(|(i, planned)| (images[i].clone(), planned.and_then(|p| against_host(cfg, &host, &images[i], p))))
-        .collect()
+    own.into_iter().map(|(i, planned)| (images[i].clone(), planned)).collect()
 }
 
 /// One image planned: its manifest, what was read of it, and the unit
@@ -166,15 +182,25 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
         *failed = true;
     }
     let mut out = Output::new(normal);
+    let (mut files, mut not) = (0, vec![]);
     for (id, planned) in plan(&cfg, &resolved.images) {
         match planned.and_then(|p| write_units(&mut out, &p.placements).map(|()| p.placements.len())) {
-            Ok(n) => log::info!("image {id}: {n} unit files planned"),
+            Ok(n) => {
+                files += n;
+                log::debug!("image {id}: {n} unit files planned");
+            }
             Err(e) => {
                 log::error!("image {id}: {e:#}");
+                not.push(id.to_string());
                 *failed = true;
             }
         }
     }
+    // One line for the whole profile: the kernel log keeps a burst of ten
+    // lines from a generator, and a profile has hundreds of images.
+    let total = resolved.images.len();
+    let failures = if not.is_empty() { String::new() } else { format!("; not planned: {}", not.join(", ")) };
+    log::info!("{} of {total} images planned, {files} unit files{failures}", total - not.len());
     Ok(())
 }
 

@@ -11,7 +11,23 @@ use std::sync::Mutex;
 
 struct Sink {
     ident: &'static str,
-    kmsg: Mutex<Option<std::fs::File>>,
+    kmsg: Mutex<Option<Kmsg>>,
+}
+
+/// `/dev/kmsg` open, and how many lines went through this opening.
+struct Kmsg {
+    file: std::fs::File,
+    lines: usize,
+}
+
+/// The kernel keeps a burst of this many lines per opening of /dev/kmsg
+/// (then drops lines for five seconds, saying only how many): each error of
+/// a long profile is worth its line, so the file is opened again before.
+const KMSG_BURST: usize = 10;
+
+fn open_kmsg() -> Option<Kmsg> {
+    let file = std::fs::OpenOptions::new().append(true).open("/dev/kmsg").ok()?;
+    Some(Kmsg { file, lines: 0 })
 }
 
 impl Log for Sink {
@@ -33,10 +49,17 @@ impl Log for Sink {
         let msg = r.args().to_string();
         let msg = escape_controls(&msg);
         let msg = bounded(&msg);
-        if let Some(k) = self.kmsg.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        let mut kmsg = self.kmsg.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = kmsg.as_mut() {
+            if k.lines == KMSG_BURST
+                && let Some(again) = open_kmsg()
+            {
+                *k = again;
+            }
+            k.lines += 1;
             // One write per record: kmsg takes each write as one message.
             let line = format!("<{prio}>{ident}[{}]: {msg}\n", crate::sys::fsutil::pid());
-            if k.write_all(line.as_bytes()).is_ok() {
+            if k.file.write_all(line.as_bytes()).is_ok() {
                 return;
             }
         }
@@ -49,7 +72,7 @@ impl Log for Sink {
 /// Installs the sink: messages up to `level`, under `ident`, to `/dev/kmsg`
 /// when `kmsg` is set and it can be opened, else to stderr. Once per process.
 pub fn init(ident: &'static str, kmsg: bool, level: LevelFilter) {
-    let file = kmsg.then(|| std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok()).flatten();
+    let file = kmsg.then(open_kmsg).flatten();
     let sink: &'static Sink = Box::leak(Box::new(Sink { ident, kmsg: Mutex::new(file) }));
     if log::set_logger(sink).is_ok() {
         log::set_max_level(level);
