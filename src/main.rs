@@ -7,7 +7,6 @@ fn main() {
     if let Some(code) = torcx::tree::isolated::child_main() {
         std::process::exit(code);
     }
-    torcx::sys::fsutil::note_umask();
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let called = std::path::Path::new(&argv0).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let code = if called == "torcx-generator" { torcx::boot::generator::main() } else { torcx::cli::main() };

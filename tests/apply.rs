@@ -822,3 +822,39 @@ fn all_trees_together_stay_within_the_total_limit() {
     assert_eq!(s.code, 0, "{}", s.describe());
     t.assert_canary();
 }
+
+/// Records, units and drop-ins come out 0644 whatever took bits from the
+/// mode they were created with: a umask of 077, or a default ACL on their
+/// directory (which the kernel applies instead of the umask).
+#[test]
+fn placed_files_are_0644_under_a_tight_umask_and_a_default_acl() {
+    require_root("placed_files_are_0644_under_a_tight_umask_and_a_default_acl");
+    let t = TestRoot::new();
+    image_a(&t, "1").pack(&t, VENDOR_STORE, Fmt::Tgz);
+    image_b(&t, "1").pack(&t, VENDOR_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("a", "1"), ("b", "1")]);
+    let modes = t.scratch("modes").join("list");
+    let mut ns = Ns::new(&t);
+    // u::rwx g::--- o::--- as the default ACL of both directories.
+    ns.sh(
+        "mkdir -p \"$ROOT/run/torcx/attached\" \"$ROOT/run/systemd/system\"\n\
+         python3 -c 'import os,struct,sys\n\
+e=lambda t,p: struct.pack(\"<HHI\",t,p,0xffffffff)\n\
+acl=struct.pack(\"<I\",2)+e(1,7)+e(4,0)+e(0x20,0)\n\
+[os.setxattr(d,\"system.posix_acl_default\",acl) for d in sys.argv[1:]]' \"$ROOT/run/torcx/attached\" \"$ROOT/run/systemd/system\"\n\
+         umask 077",
+    );
+    let ap = ns.apply();
+    ns.sh(&format!(
+        "cd \"$ROOT\" && find run/torcx/attached run/systemd/system -type f -printf '%m %p\\n' | sort > '{}'",
+        modes.display()
+    ));
+    let steps = ns.run();
+    assert_eq!(steps[ap].code, 0, "{}", steps[ap].describe());
+    let list = read(&modes);
+    // Two records, and each image's unit and drop-in.
+    assert!(list.lines().count() >= 6, "{list}");
+    for l in list.lines() {
+        assert!(l.starts_with("644 "), "{list}");
+    }
+}

@@ -276,18 +276,20 @@ fn generator_plans_the_images_it_can() {
     assert_x_planned(&out);
 }
 
-/// The kernel keeps ten lines per opening of /dev/kmsg: with 14 images
-/// failing, each still has its line (the generator opens /dev/kmsg again
-/// every ten lines), and one line sums up the profile instead of a line per
-/// image planned.
+/// The kernel keeps ten lines per opening of /dev/kmsg, and refuses a line
+/// over 1,024 bytes: with 14 images failing, each still has its line (the
+/// generator opens /dev/kmsg again every ten lines), and one line sums up
+/// the profile instead of a line per image planned, in two records when it
+/// is too long for one.
 #[test]
 fn generator_logs_every_failure_and_one_line_for_the_profile() {
     require_root("generator_logs_every_failure_and_one_line_for_the_profile");
     require_tool("generator_logs_every_failure_and_one_line_for_the_profile", "strace", "strace");
     let t = root_with_x();
-    let mut images: Vec<(String, &str)> = (0..14).map(|i| (format!("m{i:02}"), "1")).collect();
-    images.push(("x".into(), "1"));
-    let profile: Vec<(&str, &str)> = images.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    // Long names: the list of those not planned is over 900 bytes.
+    let names: Vec<String> = (0..14).map(|i| format!("m{i:02}-{}", "n".repeat(60))).collect();
+    let mut profile: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    profile.push(("x", "1"));
     t.vendor_profile(&profile);
     let out = Out::new();
     let opens = t.scratch("strace").join("opens");
@@ -296,15 +298,21 @@ fn generator_logs_every_failure_and_one_line_for_the_profile() {
     ns.generator(&out.args(&t));
     let s = ns.run().pop().unwrap();
     assert_eq!(s.code, 1, "{}", s.describe());
-    for i in 0..14 {
-        assert_contains(&s.log, &format!("image m{i:02}:1: no archive in any store"), &s);
+    for n in &names {
+        assert_contains(&s.log, &format!("image {n}:1: no archive in any store"), &s);
     }
-    let names: Vec<String> = (0..14).map(|i| format!("m{i:02}:1")).collect();
-    let summary = format!("1 of 15 images planned, 8 unit files; not planned: {}", names.join(", "));
-    assert_contains(&s.log, &summary, &s);
-    assert!(!s.log.contains("unit files planned"), "a line per image planned:\n{}", s.log);
-    assert_eq!(s.log.lines().count(), 15, "{}", s.log);
-    // 15 lines: opened once, then again after 10.
+    assert!(!s.log.contains("image x:1"), "a line for the image planned:\n{}", s.log);
+    // 14 lines, then the summary in two records, the second marked as such.
+    let lines: Vec<&str> = s.log.lines().collect();
+    assert_eq!(lines.len(), 16, "{}", s.log);
+    assert!(lines.iter().all(|l| l.len() < 976), "{}", s.log);
+    let (first, second) = (lines[14], lines[15]);
+    let prefix = &first[..first.find("]: ").unwrap() + 3];
+    let rest = second.strip_prefix(&format!("{prefix}... ")).unwrap_or_else(|| panic!("{second}"));
+    let ids: Vec<String> = names.iter().map(|n| format!("{n}:1")).collect();
+    let summary = format!("1 of 15 images planned, 5 files written; not planned: {}", ids.join(", "));
+    assert_eq!(format!("{}{rest}", &first[prefix.len()..]), summary);
+    // 16 lines: opened once, then again after 10.
     let n = read(&opens).lines().filter(|l| l.contains("\"/dev/kmsg\"")).count();
     assert_eq!(n, 2, "{}", read(&opens));
     assert_x_planned(&out);

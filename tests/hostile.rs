@@ -394,3 +394,43 @@ fn a_pax_path_with_a_newline_is_refused() {
     assert!(!t.exists("run/systemd/system/evil.service"));
     t.assert_canary();
 }
+
+/// A FIFO where an archive or a record should be is refused at once, never
+/// waited on: named on the command line (`attach`, `image inspect`), and a
+/// record that is a FIFO when `apply --force` runs again.
+#[test]
+fn fifos_in_place_of_an_archive_or_a_record_are_refused_not_waited_on() {
+    require_root("fifos_in_place_of_an_archive_or_a_record_are_refused_not_waited_on");
+    let t = TestRoot::new();
+    let dir = t.scratch("fifos");
+    for f in ["f:1.torcx.tgz", "g:1.torcx.tar.zst", "h:1.torcx.squashfs", "i:1.torcx.erofs"] {
+        let p = dir.join(f);
+        assert!(std::process::Command::new("mkfifo").arg(&p).status().unwrap().success());
+    }
+    let img = Image::new(&t, "a", "1");
+    img.manifest(json!({"bin": ["/bin/a"]})).exec("bin/a", "#!/bin/sh\n");
+    img.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("a", "1")]);
+    let mut ns = Ns::new(&t);
+    // A hang would end here, as exit 124.
+    ns.wrap("timeout 30");
+    let mut steps = vec![];
+    for f in ["f:1.torcx.tgz", "g:1.torcx.tar.zst", "h:1.torcx.squashfs", "i:1.torcx.erofs"] {
+        let p = dir.join(f).display().to_string();
+        steps.push((p.clone(), ns.torcx(&["image", "inspect", &p])));
+        steps.push((p.clone(), ns.torcx(&["attach", &p, "--no-reload"])));
+    }
+    let first = ns.apply();
+    ns.sh("rm \"$ROOT/run/torcx/attached/a.json\" && mkfifo \"$ROOT/run/torcx/attached/a.json\"");
+    let again = ns.torcx(&["apply", "--force"]);
+    let out = ns.run();
+    for (p, i) in &steps {
+        let s = &out[*i];
+        assert_eq!(s.code, 1, "{}", s.describe());
+        assert_contains(&s.stderr, &format!("{p}: not a regular file"), s);
+    }
+    assert_eq!(out[first].code, 0, "{}", out[first].describe());
+    let s = &out[again];
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_contains(&s.stdout, "record /run/torcx/attached/a.json: not a regular file", s);
+}

@@ -814,7 +814,7 @@ fn a_signed_registry_remote_pins_by_digest_and_boot_checks_the_tag() {
     let (steps, _) = boot("good");
     assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
     assert_eq!(steps[1].code, 0, "{}", steps[1].describe());
-    assert_contains(&steps[0].log, "1 of 1 images planned, 0 unit files", &steps[0]);
+    assert_contains(&steps[0].log, "1 of 1 images planned, 0 files written", &steps[0]);
     assert!(steps[1].unpack.contains_key("a/bin/a-tool"), "{:?}", steps[1].unpack.keys());
     let rec = read_json(&t.path("run/torcx/attached/a.json")).to_string();
     assert!(rec.contains(&format!("sha256:{hex}")), "{rec}");
@@ -834,7 +834,7 @@ fn a_signed_registry_remote_pins_by_digest_and_boot_checks_the_tag() {
     );
     assert_eq!(steps[0].code, 1, "{}", steps[0].describe());
     assert_contains(&steps[0].log, &want, &steps[0]);
-    assert_contains(&steps[0].log, "0 of 1 images planned, 0 unit files; not planned: a:com.coreos.cl", &steps[0]);
+    assert_contains(&steps[0].log, "0 of 1 images planned, 0 files written; not planned: a:com.coreos.cl", &steps[0]);
     assert_eq!(steps[1].code, 1, "{}", steps[1].describe());
     assert_contains(&steps[1].stderr, &want, &steps[1]);
     assert!(!steps[1].unpack.keys().any(|k| k.starts_with("a/")), "{:?}", steps[1].unpack.keys());

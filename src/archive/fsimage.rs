@@ -70,7 +70,8 @@ pub fn check_inode_count(path: &Path, format: Format) -> Result<()> {
     } else {
         (1024, 0xE0F5_E1E2, 1024 + 16, 8)
     };
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // Never waits on a FIFO put in an archive's place.
+    let f = crate::sys::fsutil::open_regular_io(path).with_context(|| format!("opening {}", path.display()))?;
     let mut m = [0u8; 4];
     if f.read_exact_at(&mut m, magic_at).is_err() {
         return Err(corrupt(format, "too short"));
@@ -106,7 +107,7 @@ impl FsImage {
         match format {
             Format::Squashfs => {
                 let f = std::io::BufReader::new(
-                    std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+                    crate::sys::fsutil::open_regular_io(path).with_context(|| format!("opening {}", path.display()))?,
                 );
                 let fs = backhand::FilesystemReader::from_reader(f).map_err(|e| corrupt(format, said(e)))?;
                 Ok(FsImage::Squashfs(Box::new(fs)))

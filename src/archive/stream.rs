@@ -23,9 +23,15 @@ pub fn open_tar(a: &Archive) -> Result<Pipe> {
 /// read (on the inflating thread): the digests are in the returned slot
 /// once the stream was read to its end.
 pub fn open_tar_hashed(a: &Archive, algos: &[Algo]) -> Result<(Pipe, Arc<Mutex<Seen>>)> {
-    let file = std::fs::File::open(&a.host).with_context(|| format!("opening archive {}", a.path.display()))?;
+    let file = open_archive(a)?;
     let (file, seen) = HashingReader::new(file, algos);
     Ok((tar_pipe(a, file)?, seen))
+}
+
+/// The archive's file, for reading: a FIFO, a device or a directory put in
+/// its place since the store was listed is refused, never waited on.
+fn open_archive(a: &Archive) -> Result<std::fs::File> {
+    crate::sys::fsutil::open_regular_io(&a.host).with_context(|| format!("opening archive {}", a.path.display()))
 }
 
 /// Archives at least this large are read ahead on a thread of their own.
@@ -92,7 +98,7 @@ impl<R: Read> Read for ZstdLimit<R> {
 /// thread writing the tree waits on inflation most of the time, so this
 /// costs the boot almost nothing.
 pub fn digest_in_background(path: &std::path::Path) -> std::thread::JoinHandle<Option<String>> {
-    let f = std::fs::File::open(path);
+    let f = crate::sys::fsutil::open_regular_io(path);
     std::thread::spawn(move || sha256_at(&f.ok()?))
 }
 
@@ -125,7 +131,7 @@ fn sha256_at(f: &std::fs::File) -> Option<String> {
 /// match a signed index is taken from the bytes as they stream
 /// ([`open_tar_hashed`]).
 pub fn open_tar_digesting(a: &Archive) -> Result<(Pipe, crate::archive::digest::Gaps<Option<String>>)> {
-    let file = std::fs::File::open(&a.host).with_context(|| format!("opening archive {}", a.path.display()))?;
+    let file = open_archive(a)?;
     let again = file.try_clone().with_context(|| format!("opening archive {}", a.path.display()))?;
     let digest = crate::archive::digest::Gaps::spawn(move || sha256_at(&again));
     Ok((tar_pipe(a, file)?, digest))

@@ -151,9 +151,8 @@ pub(super) fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
     )?;
     let mut f = std::fs::File::from(fd);
     f.write_all(data)?;
-    if !crate::sys::fsutil::umask_keeps(0o644) {
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
+    // Whatever the umask or a default ACL of the directory took.
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
     rustix::fs::linkat(&f, "", CWD, path, AtFlags::EMPTY_PATH)?;
     Ok(())
 }

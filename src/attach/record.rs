@@ -148,7 +148,12 @@ impl Record {
     }
     pub fn load(cfg: &Config, name: &str) -> Result<Option<Record>> {
         let p = Record::path(cfg, name);
-        match std::fs::read(cfg.host(&p)) {
+        // A FIFO in a record's place is refused, not waited on.
+        let read = crate::sys::fsutil::open_regular_io(&cfg.host(&p)).and_then(|mut f| {
+            let mut b = vec![];
+            std::io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+        });
+        match read {
             Ok(b) => Record::from_json(&b).map(Some).with_context(|| format!("record {}", p.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("record {}", p.display())),

@@ -184,10 +184,12 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
     let mut out = Output::new(normal);
     let (mut files, mut not) = (0, vec![]);
     for (id, planned) in plan(&cfg, &resolved.images) {
-        match planned.and_then(|p| write_units(&mut out, &p.placements).map(|()| p.placements.len())) {
+        // Units, drop-ins and links: the directories holding them aside.
+        let written = |p: &ImagePlan| p.placements.iter().filter(|p| p.action != Action::Dir).count();
+        match planned.and_then(|p| write_units(&mut out, &p.placements).map(|()| written(&p))) {
             Ok(n) => {
                 files += n;
-                log::debug!("image {id}: {n} unit files planned");
+                log::debug!("image {id}: {n} files written");
             }
             Err(e) => {
                 log::error!("image {id}: {e:#}");
@@ -200,7 +202,7 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
     // lines from a generator, and a profile has hundreds of images.
     let total = resolved.images.len();
     let failures = if not.is_empty() { String::new() } else { format!("; not planned: {}", not.join(", ")) };
-    log::info!("{} of {total} images planned, {files} unit files{failures}", total - not.len());
+    log::info!("{} of {total} images planned, {files} files written{failures}", total - not.len());
     Ok(())
 }
 

@@ -41,26 +41,6 @@ pub fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// The umask as `note_umask` found it; all ones until then.
-static UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
-
-/// Notes the umask, for [`umask_keeps`]. Called at start, while the process
-/// has one thread: reading the umask means setting it.
-pub fn note_umask() {
-    // SAFETY: umask cannot fail; the old value is put back at once.
-    let old = unsafe { libc::umask(0) };
-    unsafe { libc::umask(old) };
-    UMASK.store(old, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether a file created with `mode` gets that mode as it is, so no chmod
-/// is needed after (one system call less per file: records are written
-/// three times per image at every boot). Unknown umask: no.
-pub fn umask_keeps(mode: u32) -> bool {
-    let u = UMASK.load(std::sync::atomic::Ordering::Relaxed);
-    u != u32::MAX && mode & u == 0
-}
-
 fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path.parent().context("no parent directory")?;
     if durable {
@@ -86,9 +66,8 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
         };
         tmp = Some(t.clone());
         f.write_all(data)?;
-        if !umask_keeps(mode) {
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        }
+        // Set whatever the umask or a default ACL of the directory took.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         if durable {
             f.sync_all()?;
         }
@@ -106,7 +85,7 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
 }
 
 /// A new file `.NAME.tmp.XXXXXXXX` beside `path`, created exclusively with
-/// the mode the file gets (less the umask).
+/// `mode` (less the umask, or what a default ACL allows).
 fn create_beside(path: &Path, mode: u32) -> std::io::Result<(PathBuf, File)> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +108,18 @@ fn create_beside(path: &Path, mode: u32) -> std::io::Result<(PathBuf, File)> {
 /// power cut.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// [`open_regular`] with the error as it is, for a caller that names the
+/// file its own way: "not a regular file" for a FIFO, a device, a directory.
+pub fn open_regular_io(path: &Path) -> std::io::Result<File> {
+    let fd =
+        rustix::fs::open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())?;
+    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(File::from(fd))
 }
 
 /// Opens a regular file for reading (following symlinks): a FIFO, a device

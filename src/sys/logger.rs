@@ -25,6 +25,31 @@ struct Kmsg {
 /// a long profile is worth its line, so the file is opened again before.
 const KMSG_BURST: usize = 10;
 
+/// The longest message in one kernel log record: the kernel refuses a
+/// write to /dev/kmsg over 1,024 bytes (976 or 992 on older kernels), prefix and
+/// newline included. A longer message goes as several records, the later
+/// ones starting with `... `.
+const KMSG_PIECE: usize = 900;
+
+/// `s` in pieces of at most `max` bytes, cut between characters.
+fn pieces(s: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, after) = rest.split_at(end);
+        rest = after;
+        Some(piece)
+    })
+    // An empty message is one empty record.
+    .chain(s.is_empty().then_some(""))
+}
+
 fn open_kmsg() -> Option<Kmsg> {
     let file = std::fs::OpenOptions::new().append(true).open("/dev/kmsg").ok()?;
     Some(Kmsg { file, lines: 0 })
@@ -51,15 +76,20 @@ impl Log for Sink {
         let msg = bounded(&msg);
         let mut kmsg = self.kmsg.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = kmsg.as_mut() {
-            if k.lines == KMSG_BURST
-                && let Some(again) = open_kmsg()
-            {
-                *k = again;
+            let mut sent = true;
+            for (i, piece) in pieces(&msg, KMSG_PIECE).enumerate() {
+                if k.lines == KMSG_BURST
+                    && let Some(again) = open_kmsg()
+                {
+                    *k = again;
+                }
+                k.lines += 1;
+                // One write per record: kmsg takes each write as one message.
+                let more = if i > 0 { "... " } else { "" };
+                let line = format!("<{prio}>{ident}[{}]: {more}{piece}\n", crate::sys::fsutil::pid());
+                sent &= k.file.write_all(line.as_bytes()).is_ok();
             }
-            k.lines += 1;
-            // One write per record: kmsg takes each write as one message.
-            let line = format!("<{prio}>{ident}[{}]: {msg}\n", crate::sys::fsutil::pid());
-            if k.file.write_all(line.as_bytes()).is_ok() {
+            if sent {
                 return;
             }
         }
@@ -112,6 +142,19 @@ mod tests {
         let b = super::bounded(&long);
         assert!(b.len() < super::MAX_LINE + 32 && b.ends_with("... (6000 bytes)"), "{}", b.len());
         assert_eq!(super::bounded("short"), "short");
+    }
+
+    #[test]
+    fn long_messages_go_to_the_kernel_log_in_pieces() {
+        let msg = format!("{}é{}", "a".repeat(899), "b".repeat(1000));
+        let p: Vec<&str> = super::pieces(&msg, super::KMSG_PIECE).collect();
+        assert_eq!(p.concat(), msg);
+        // The é would straddle the first cut: it starts the second piece.
+        assert_eq!(p.iter().map(|p| p.len()).collect::<Vec<_>>(), [899, 900, 102]);
+        assert_eq!(super::pieces("", 900).collect::<Vec<_>>(), [""]);
+        assert_eq!(super::pieces("x", 900).collect::<Vec<_>>(), ["x"]);
+        // The longest record, prefix and a 900-byte piece, fits every kernel.
+        assert!("<3>torcx-generator[4194304]: ... \n".len() + super::KMSG_PIECE < 976);
     }
 
     #[test]
