@@ -395,42 +395,64 @@ fn a_pax_path_with_a_newline_is_refused() {
     t.assert_canary();
 }
 
-/// A FIFO where an archive or a record should be is refused at once, never
-/// waited on: named on the command line (`attach`, `image inspect`), and a
-/// record that is a FIFO when `apply --force` runs again.
+/// A FIFO where an archive, a record, the status or a cache entry should be
+/// is refused (or passed over) at once, never waited on: archives named on
+/// the command line (`attach`, `image inspect`, with or without an archive
+/// name), a cache entry the generator and `apply` look at, a record under
+/// `apply --force` (and `detach --force` then takes it away, as the error
+/// says), and the status file under `status`.
 #[test]
 fn fifos_in_place_of_an_archive_or_a_record_are_refused_not_waited_on() {
     require_root("fifos_in_place_of_an_archive_or_a_record_are_refused_not_waited_on");
     let t = TestRoot::new();
     let dir = t.scratch("fifos");
-    for f in ["f:1.torcx.tgz", "g:1.torcx.tar.zst", "h:1.torcx.squashfs", "i:1.torcx.erofs"] {
-        let p = dir.join(f);
-        assert!(std::process::Command::new("mkfifo").arg(&p).status().unwrap().success());
+    let names = ["f:1.torcx.tgz", "g:1.torcx.tar.zst", "h:1.torcx.squashfs", "i:1.torcx.erofs", "thing"];
+    for f in names {
+        assert!(std::process::Command::new("mkfifo").arg(dir.join(f)).status().unwrap().success());
     }
     let img = Image::new(&t, "a", "1");
-    img.manifest(json!({"bin": ["/bin/a"]})).exec("bin/a", "#!/bin/sh\n");
+    img.manifest(json!({"bin": ["/bin/a"], "units": ["/lib/systemd/system/a.service"]}))
+        .exec("bin/a", "#!/bin/sh\n")
+        .file("lib/systemd/system/a.service", "[Service]\nExecStart=/run/torcx/bin/a\n");
     img.pack(&t, VENDOR_STORE, Fmt::Tgz);
     t.vendor_profile(&[("a", "1")]);
+    let cache = t.path("var/lib/torcx/cache/generator");
+    std::fs::create_dir_all(&cache).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(cache.join("a:1.json")).status().unwrap().success());
+    let out = t.scratch("gen");
     let mut ns = Ns::new(&t);
     // A hang would end here, as exit 124.
     ns.wrap("timeout 30");
     let mut steps = vec![];
-    for f in ["f:1.torcx.tgz", "g:1.torcx.tar.zst", "h:1.torcx.squashfs", "i:1.torcx.erofs"] {
+    for f in names {
         let p = dir.join(f).display().to_string();
         steps.push((p.clone(), ns.torcx(&["image", "inspect", &p])));
-        steps.push((p.clone(), ns.torcx(&["attach", &p, "--no-reload"])));
+        if f != "thing" {
+            steps.push((p.clone(), ns.torcx(&["attach", &p, "--no-reload"])));
+        }
     }
+    let generator = ns.generator(&["--root", t.root.to_str().unwrap(), out.to_str().unwrap()]);
     let first = ns.apply();
     ns.sh("rm \"$ROOT/run/torcx/attached/a.json\" && mkfifo \"$ROOT/run/torcx/attached/a.json\"");
     let again = ns.torcx(&["apply", "--force"]);
+    let detach = ns.torcx(&["detach", "--force", "a"]);
+    ns.sh("test ! -e \"$ROOT/run/torcx/attached/a.json\"");
+    ns.sh("rm \"$ROOT/run/torcx/status.json\" && mkfifo \"$ROOT/run/torcx/status.json\"");
+    let status = ns.torcx(&["status"]);
     let out = ns.run();
     for (p, i) in &steps {
         let s = &out[*i];
         assert_eq!(s.code, 1, "{}", s.describe());
         assert_contains(&s.stderr, &format!("{p}: not a regular file"), s);
     }
+    // The cache entry is passed over: the image is planned from its archive.
+    assert_eq!(out[generator].code, 0, "{}", out[generator].describe());
+    assert!(t.scratch("gen").join("a.service").is_file());
     assert_eq!(out[first].code, 0, "{}", out[first].describe());
     let s = &out[again];
     assert_eq!(s.code, 1, "{}", s.describe());
     assert_contains(&s.stdout, "record /run/torcx/attached/a.json: not a regular file", s);
+    assert_contains(&format!("{}{}", s.stdout, s.stderr), "`torcx detach --force a` removes it", s);
+    assert_eq!(out[detach].code, 0, "{}", out[detach].describe());
+    assert_eq!(out[status].code, 0, "{}", out[status].describe());
 }

@@ -141,9 +141,16 @@ pub fn detach(cfg: &Config, sd: &systemd::Systemd, name: &str, now: bool, force:
     let loaded = match Record::load(cfg, name) {
         // A record torcx cannot read says nothing of what it placed: --force
         // takes the record and the tree away, and says what to check.
-        Err(e) if force && cfg.host(&Record::path(cfg, name)).is_file() => {
+        // (Whatever it is: a FIFO or a directory in its place too.)
+        Err(e) if force && std::fs::symlink_metadata(cfg.host(&Record::path(cfg, name))).is_ok() => {
             let p = Record::path(cfg, name);
-            std::fs::remove_file(cfg.host(&p)).with_context(|| format!("removing {}", p.display()))?;
+            let host = cfg.host(&p);
+            let removed = if host.is_dir() && !host.is_symlink() {
+                std::fs::remove_dir(&host)
+            } else {
+                std::fs::remove_file(&host)
+            };
+            removed.with_context(|| format!("removing {}", p.display()))?;
             let tree = cfg.host(&cfg.unpack_dir().join(name));
             if mount::is_mountpoint(&tree) {
                 mount::unmount_lazy(&tree)?;

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 pub const RECORD_KIND: &str = "torcx-attachment-v0";
 
+/// The largest record read: a few hundred bytes a placed file.
+const MAX_RECORD: u64 = 64 << 20;
+
 crate::model::string_enum! {
     /// Where an attachment is in its life: an intent while files are placed.
     RecordState {
@@ -148,10 +151,15 @@ impl Record {
     }
     pub fn load(cfg: &Config, name: &str) -> Result<Option<Record>> {
         let p = Record::path(cfg, name);
-        // A FIFO in a record's place is refused, not waited on.
-        let read = crate::sys::fsutil::open_regular_io(&cfg.host(&p)).and_then(|mut f| {
+        // A FIFO in a record's place is refused, not waited on; a file
+        // past the bound is not read whole.
+        let read = crate::sys::fsutil::open_regular_io(&cfg.host(&p)).and_then(|f| {
             let mut b = vec![];
-            std::io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_RECORD + 1), &mut b)?;
+            if b.len() as u64 > MAX_RECORD {
+                return Err(std::io::Error::other(format!("larger than the limit of {MAX_RECORD} bytes")));
+            }
+            Ok(b)
         });
         match read {
             Ok(b) => Record::from_json(&b).map(Some).with_context(|| format!("record {}", p.display())),

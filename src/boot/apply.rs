@@ -69,8 +69,11 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The largest status file read back: a few hundred bytes an image.
+const MAX_STATUS: u64 = 64 << 20;
+
 pub fn read_status(cfg: &Config) -> Option<Status> {
-    let b = std::fs::read(cfg.host(&cfg.status_path())).ok()?;
+    let b = crate::sys::fsutil::read_bounded(&cfg.host(&cfg.status_path()), MAX_STATUS).ok()?;
     serde_json::from_slice::<Envelope<Status>>(&b).ok().map(|e| e.value)
 }
 

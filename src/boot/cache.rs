@@ -75,7 +75,7 @@ pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
 /// [`load`], with the key the entry matched and its lookups.
 fn load_keyed(cfg: &Config, a: &Archive) -> Option<(Mem, Key, Option<Lookups>)> {
     use std::io::Read;
-    let f = std::fs::File::open(path(cfg, a)).ok()?;
+    let f = crate::sys::fsutil::open_regular_io(&path(cfg, a)).ok()?;
     // Sized from the file: one read, not a dozen growing ones (50 images
     // at every boot). A file that grows meanwhile is still cut at the bound.
     let len = f.metadata().ok()?.len();
@@ -134,9 +134,8 @@ pub fn is_current(cfg: &Config, a: &Archive) -> bool {
         kind: String,
         key: Key,
     }
-    std::fs::read(path(cfg, a))
+    crate::sys::fsutil::read_bounded(&path(cfg, a), MAX_ENTRY)
         .ok()
-        .filter(|t| t.len() as u64 <= MAX_ENTRY)
         .and_then(|t| serde_json::from_slice::<Head>(&t).ok())
         .is_some_and(|h| h.kind == KIND && Some(h.key) == key(a))
 }

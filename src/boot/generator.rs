@@ -225,7 +225,11 @@ fn write_units(out: &mut Output, plan: &[Placement]) -> Result<()> {
             Action::Dir => out.dir(&d).map_err(std::io::Error::other),
             // Never over a file another generator wrote meanwhile.
             Action::File(b) => {
-                std::fs::OpenOptions::new().write(true).create_new(true).open(&d).and_then(|mut f| f.write_all(b))
+                use std::os::unix::fs::OpenOptionsExt;
+                // Never world-writable, whatever the umask (0644 at most).
+                let mut o = std::fs::OpenOptions::new();
+                o.write(true).create_new(true).mode(0o644);
+                o.open(&d).and_then(|mut f| f.write_all(b))
             }
             Action::Symlink(t) => std::os::unix::fs::symlink(t, &d),
         };

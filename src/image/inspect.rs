@@ -134,7 +134,7 @@ fn placeholder() -> ImageId {
 /// The format of a file, from its name or else its first bytes.
 fn sniff(path: &Path) -> Result<Format> {
     let mut head = vec![0u8; 1028];
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut f = crate::sys::fsutil::open_regular_io(path).with_context(|| format!("opening {}", path.display()))?;
     let mut n = 0;
     while n < head.len() {
         match f.read(&mut head[n..])? {

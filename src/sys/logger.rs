@@ -78,7 +78,7 @@ impl Log for Sink {
         if let Some(k) = kmsg.as_mut() {
             let mut sent = true;
             for (i, piece) in pieces(&msg, KMSG_PIECE).enumerate() {
-                if k.lines == KMSG_BURST
+                if k.lines >= KMSG_BURST
                     && let Some(again) = open_kmsg()
                 {
                     *k = again;
