@@ -137,6 +137,21 @@ pub fn open_tar_digesting(a: &Archive) -> Result<(Pipe, crate::archive::digest::
     Ok((tar_pipe(a, file)?, digest))
 }
 
+/// Reads into all of `buf` unless the stream ends first (decoders and pipes
+/// return short reads): how much was read, and the error that stopped it.
+fn fill(src: &mut (impl Read + ?Sized), buf: &mut [u8]) -> (usize, std::io::Result<()>) {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (n, Err(e)),
+        }
+    }
+    (n, Ok(()))
+}
+
 /// A file read ahead on a thread of its own, in chunks of `AHEAD`, at most
 /// `AHEAD_QUEUE` of them waiting: its reader takes them as they are (no
 /// copy on its side). A read error reaches the reader where it happened.
@@ -163,20 +178,7 @@ impl ReadAhead {
         std::thread::spawn(move || {
             while let Ok(mut buf) = empty_rx.recv() {
                 buf.resize(AHEAD, 0);
-                let mut n = 0;
-                let res = loop {
-                    match src.read(&mut buf[n..]) {
-                        Ok(0) => break Ok(()),
-                        Ok(k) => {
-                            n += k;
-                            if n == AHEAD {
-                                break Ok(());
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
+                let (n, res) = fill(&mut src, &mut buf);
                 buf.truncate(n);
                 let end = n < AHEAD || res.is_err();
                 // Bytes read before an error are handed over first (an
@@ -298,21 +300,7 @@ impl Pipe {
             loop {
                 let mut buf = empty_rx.0.recv().unwrap_or_else(|_| spare());
                 buf.resize(CHUNK, 0);
-                let mut n = 0;
-                // Fill the chunk: decoders return short reads.
-                let res = loop {
-                    match src.read(&mut buf[n..]) {
-                        Ok(0) => break Ok(()),
-                        Ok(k) => {
-                            n += k;
-                            if n == CHUNK {
-                                break Ok(());
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
+                let (n, res) = fill(&mut *src, &mut buf);
                 buf.truncate(n);
                 let done = n == 0;
                 let msg = match res {
