@@ -151,17 +151,8 @@ impl Record {
     }
     pub fn load(cfg: &Config, name: &str) -> Result<Option<Record>> {
         let p = Record::path(cfg, name);
-        // A FIFO in a record's place is refused, not waited on; a file
-        // past the bound is not read whole.
-        let read = crate::sys::fsutil::open_regular_io(&cfg.host(&p)).and_then(|f| {
-            let mut b = vec![];
-            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_RECORD + 1), &mut b)?;
-            if b.len() as u64 > MAX_RECORD {
-                return Err(std::io::Error::other(format!("larger than the limit of {MAX_RECORD} bytes")));
-            }
-            Ok(b)
-        });
-        match read {
+        // A FIFO in a record's place is refused, not waited on.
+        match crate::sys::fsutil::read_bounded_io(&cfg.host(&p), MAX_RECORD) {
             Ok(b) => Record::from_json(&b).map(Some).with_context(|| format!("record {}", p.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("record {}", p.display())),

@@ -182,10 +182,10 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
         *failed = true;
     }
     let mut out = Output::new(normal);
-    let (mut files, mut not) = (0, vec![]);
+    let (mut files, mut unplanned) = (0, vec![]);
+    // Units, drop-ins and links: the directories holding them aside.
+    let written = |p: &ImagePlan| p.placements.iter().filter(|p| p.action != Action::Dir).count();
     for (id, planned) in plan(&cfg, &resolved.images) {
-        // Units, drop-ins and links: the directories holding them aside.
-        let written = |p: &ImagePlan| p.placements.iter().filter(|p| p.action != Action::Dir).count();
         match planned.and_then(|p| write_units(&mut out, &p.placements).map(|()| written(&p))) {
             Ok(n) => {
                 files += n;
@@ -193,7 +193,7 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
             }
             Err(e) => {
                 log::error!("image {id}: {e:#}");
-                not.push(id.to_string());
+                unplanned.push(id.to_string());
                 *failed = true;
             }
         }
@@ -201,8 +201,9 @@ fn plan_boot(root: Option<PathBuf>, normal: &Path, failed: &mut bool) -> Result<
     // One line for the whole profile: the kernel log keeps a burst of ten
     // lines from a generator, and a profile has hundreds of images.
     let total = resolved.images.len();
-    let failures = if not.is_empty() { String::new() } else { format!("; not planned: {}", not.join(", ")) };
-    log::info!("{} of {total} images planned, {files} files written{failures}", total - not.len());
+    let failures =
+        if unplanned.is_empty() { String::new() } else { format!("; not planned: {}", unplanned.join(", ")) };
+    log::info!("{} of {total} images planned, {files} files written{failures}", total - unplanned.len());
     Ok(())
 }
 

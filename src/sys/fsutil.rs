@@ -110,14 +110,38 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
 }
 
+/// Why a file was refused before it was read: kept in the `io::Error`, so
+/// callers that name the file their own way still tell it from an I/O error.
+#[derive(Debug)]
+enum Refused {
+    NotRegular,
+    TooLarge(u64),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::NotRegular => write!(f, "not a regular file"),
+            Refused::TooLarge(max) => write!(f, "larger than the limit of {max} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn refused(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|r| r.is::<Refused>())
+}
+
 /// [`open_regular`] with the error as it is, for a caller that names the
 /// file its own way: "not a regular file" for a FIFO, a device, a directory.
 pub fn open_regular_io(path: &Path) -> std::io::Result<File> {
     let fd =
         rustix::fs::open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())?;
     if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(std::io::Error::other("not a regular file"));
+        return Err(std::io::Error::other(Refused::NotRegular));
     }
+    // Regular files ignore O_NONBLOCK; cleared all the same.
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(File::from(fd))
 }
@@ -125,28 +149,36 @@ pub fn open_regular_io(path: &Path) -> std::io::Result<File> {
 /// Opens a regular file for reading (following symlinks): a FIFO, a device
 /// or a directory is refused at once, never waited on or read forever.
 pub fn open_regular(path: &Path) -> Result<File> {
-    let fd =
-        rustix::fs::open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())
-            .with_context(|| format!("opening {}", path.display()))?;
-    let st = rustix::fs::fstat(&fd).with_context(|| format!("reading {}", path.display()))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        anyhow::bail!("{}: not a regular file", path.display());
+    open_regular_io(path).map_err(|e| match refused(&e) {
+        true => anyhow::anyhow!("{}: {e}", path.display()),
+        false => anyhow::Error::new(e).context(format!("opening {}", path.display())),
+    })
+}
+
+/// All of `f` if it holds at most `max` bytes; a larger file is an error,
+/// not cut.
+fn read_limited(f: File, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut v = vec![];
+    f.take(max + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > max {
+        return Err(std::io::Error::other(Refused::TooLarge(max)));
     }
-    // Regular files ignore O_NONBLOCK; cleared all the same.
-    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).with_context(|| format!("opening {}", path.display()))?;
-    Ok(File::from(fd))
+    Ok(v)
+}
+
+/// [`read_bounded`] with the error as it is ("larger than the limit of N
+/// bytes", "not a regular file", or the system's).
+pub fn read_bounded_io(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    read_limited(open_regular_io(path)?, max)
 }
 
 /// A whole file of at most `max` bytes; a larger one is an error, not cut.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let f = open_regular(path)?;
-    let mut v = vec![];
-    f.take(max + 1).read_to_end(&mut v).with_context(|| format!("reading {}", path.display()))?;
-    if v.len() as u64 > max {
-        anyhow::bail!("{}: larger than the limit of {max} bytes", path.display());
-    }
-    Ok(v)
+    read_limited(open_regular(path)?, max).map_err(|e| match refused(&e) {
+        true => anyhow::anyhow!("{}: {e}", path.display()),
+        false => anyhow::Error::new(e).context(format!("reading {}", path.display())),
+    })
 }
 
 /// The length of a partial download left by an earlier run; anything but a
