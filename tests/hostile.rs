@@ -456,3 +456,25 @@ fn fifos_in_place_of_an_archive_or_a_record_are_refused_not_waited_on() {
     assert_eq!(out[detach].code, 0, "{}", out[detach].describe());
     assert_eq!(out[status].code, 0, "{}", out[status].describe());
 }
+
+/// A record is read up to 64 MiB: a larger one (sparse, so cheap to make)
+/// is named with the limit, not read whole.
+#[test]
+fn a_record_over_the_limit_is_refused_with_the_limit_named() {
+    require_root("a_record_over_the_limit_is_refused_with_the_limit_named");
+    let t = TestRoot::new();
+    let img = Image::new(&t, "a", "1");
+    img.manifest(json!({"bin": ["/bin/a"]})).exec("bin/a", "#!/bin/sh\n");
+    img.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("a", "1")]);
+    let mut ns = Ns::new(&t);
+    ns.wrap("timeout 60");
+    let first = ns.apply();
+    ns.sh("truncate -s 65M \"$ROOT/run/torcx/attached/a.json\"");
+    let again = ns.torcx(&["apply", "--force"]);
+    let out = ns.run();
+    assert_eq!(out[first].code, 0, "{}", out[first].describe());
+    let s = &out[again];
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_contains(&s.stdout, "record /run/torcx/attached/a.json: larger than the limit of 67108864 bytes", s);
+}
