@@ -252,9 +252,17 @@ pub fn reader_digests(f: std::fs::File, algos: &[Algo]) -> std::io::Result<Vec<D
 /// into `/proc/PID/fd/N`, which opens that very file (in this process and
 /// in a child) even if the store's name is replaced meanwhile.
 pub fn pin(a: &crate::archive::Archive) -> anyhow::Result<(std::fs::File, crate::archive::Archive)> {
+    pin_id(a).map(|(f, p, _)| (f, p))
+}
+
+/// [`pin`], with the identity of the file opened.
+pub fn pin_id(
+    a: &crate::archive::Archive,
+) -> anyhow::Result<(std::fs::File, crate::archive::Archive, crate::archive::FileId)> {
     use std::os::fd::AsRawFd;
-    let f = crate::sys::fsutil::open_regular(&a.host)?;
+    let (f, st) = crate::sys::fsutil::open_regular_stat(&a.host)?;
+    let id = crate::archive::FileId::of_stat(&st);
     let mut pinned = a.clone();
     pinned.host = format!("/proc/{}/fd/{}", crate::sys::fsutil::pid(), f.as_raw_fd()).into();
-    Ok((f, pinned))
+    Ok((f, pinned, id))
 }

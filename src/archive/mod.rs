@@ -40,6 +40,15 @@ impl FileId {
             ctime: (m.ctime(), m.ctime_nsec()),
         }
     }
+    pub fn of_stat(s: &rustix::fs::Stat) -> FileId {
+        FileId {
+            dev: s.st_dev,
+            ino: s.st_ino,
+            size: s.st_size as u64,
+            mtime: (s.st_mtime, s.st_mtime_nsec as i64),
+            ctime: (s.st_ctime, s.st_ctime_nsec as i64),
+        }
+    }
 }
 
 /// What an archive holds and how it is opened.

@@ -49,7 +49,8 @@ pub fn attach(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<(Record, 
 /// intent, unpack or mount, read the manifest, plan.
 pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> {
     let id = img.id().clone();
-    let loaded = Record::load(cfg, &id.name).map_err(|e| {
+    let loaded = if opts.unrecorded { Ok(None) } else { Record::load(cfg, &id.name) };
+    let loaded = loaded.map_err(|e| {
         let what = format!("{e:#}; `torcx detach --force {}` removes it", id.name);
         crate::model::failure::error(crate::model::failure::Kind::Corrupt, what)
     })?;
@@ -90,7 +91,11 @@ pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> 
         files: vec![],
     };
     // The record's directory is made by the write when it is missing.
-    rec.write(cfg)?;
+    if opts.unrecorded {
+        rec.write_first(cfg)?
+    } else {
+        rec.write(cfg)?
+    }
     crash::point("intent")?;
     match prepare(cfg, img, &tree, &tree, opts) {
         Ok((unpacked, plan)) => {

@@ -10,7 +10,6 @@ use crate::sys::fsutil::sha256_hex;
 use crate::sys::mount;
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Who owns each placed path, from every record.
@@ -123,7 +122,7 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
         let host = cfg.host(&f.path);
         let res = match (f.kind, content.get(f.path.as_path())) {
             (FileKind::Symlink, _) => std::os::unix::fs::symlink(f.target.as_ref().unwrap(), &host),
-            (FileKind::File, Some(Action::File(b))) => write_new(&host, b),
+            (FileKind::File, Some(Action::File(b))) => crate::sys::fsutil::create_whole(&host, b, 0o644),
             _ => std::fs::create_dir(&host),
         };
         // A file where a directory must go (say /run/systemd): name that,
@@ -137,24 +136,6 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
     }
     rec.state = RecordState::Attached;
     rec.write(cfg)
-}
-
-/// Creates `path` with `data`, appearing whole or not at all (an unnamed
-/// file linked in when written), so a crash never leaves half a unit.
-pub(super) fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
-    use std::io::Write;
-    let fd = rustix::fs::open(
-        path.parent().unwrap(),
-        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )?;
-    let mut f = std::fs::File::from(fd);
-    f.write_all(data)?;
-    // Whatever the umask or a default ACL of the directory took.
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    rustix::fs::linkat(&f, "", CWD, path, AtFlags::EMPTY_PATH)?;
-    Ok(())
 }
 
 /// Whether the file at `f.path` is still what torcx placed there.

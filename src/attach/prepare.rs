@@ -35,6 +35,9 @@ pub struct Options {
     /// The host's unit directories as a caller that attaches several images
     /// looked at them once (`torcx apply`); `None`: looked at per image.
     pub unit_dirs: Option<std::sync::Arc<crate::sys::systemd::UnitDirs>>,
+    /// The caller holds the lock and found no record of the image (`torcx
+    /// apply` lists the records directory once): none is looked for.
+    pub unrecorded: bool,
 }
 
 /// What the generator cache vouches for: the manifest and units of the file

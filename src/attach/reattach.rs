@@ -27,6 +27,7 @@ pub fn options_of(old: &Record) -> Options {
         force: false,
         known: None,
         unit_dirs: None,
+        unrecorded: false,
     }
 }
 

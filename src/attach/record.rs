@@ -7,7 +7,7 @@ use crate::archive::Format;
 use crate::model::config::{self, Config};
 use crate::model::names::ImageId;
 use crate::model::units::is_unit_name;
-use crate::sys::fsutil::atomic_write_unsynced;
+use crate::sys::fsutil::{atomic_write_unsynced, write_first_unsynced};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -148,6 +148,12 @@ impl Record {
     /// cut takes away with it. (Three writes per image at every boot.)
     pub fn write(&self, cfg: &Config) -> Result<()> {
         atomic_write_unsynced(&cfg.host(&Record::path(cfg, &self.name)), &self.to_json()?, 0o644)
+    }
+    /// [`Record::write`] for a record that is not there yet (the caller
+    /// holds the lock and found none): created whole, with no temporary
+    /// name to rename.
+    pub fn write_first(&self, cfg: &Config) -> Result<()> {
+        write_first_unsynced(&cfg.host(&Record::path(cfg, &self.name)), &self.to_json()?, 0o644)
     }
     pub fn load(cfg: &Config, name: &str) -> Result<Option<Record>> {
         let p = Record::path(cfg, name);

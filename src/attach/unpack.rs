@@ -1,6 +1,6 @@
 //! Turning an archive (or a directory) into the image's own read-only tree.
 
-use crate::archive::digest::{pin, reader_digests};
+use crate::archive::digest::{pin, pin_id, reader_digests};
 use crate::archive::stream;
 use crate::archive::{Archive, Format};
 use crate::fetch::trust;
@@ -146,14 +146,19 @@ pub fn mount_image(
     let a = if want.is_some() || vouched_for.is_some() {
         // One open file, hashed or identified, then read and mounted: a
         // name replaced meanwhile changes nothing.
-        let (file, p) = pin(a).with_context(|| format!("reading {}", a.path.display()))?;
+        let (file, p, opened) = pin_id(a).with_context(|| format!("reading {}", a.path.display()))?;
         if want.is_some() {
             let got = reader_digests(file.try_clone()?, &algos(want))
                 .with_context(|| format!("reading {}", a.path.display()))?;
             digest = recorded(a, want, &got)?;
         }
-        checked_before =
-            vouched_for.is_some_and(|id| file.metadata().is_ok_and(|m| crate::archive::FileId::of(&m) == id));
+        // Identified once read (a file changed while hashed is not the one
+        // vouched for), or as opened.
+        let now = match want {
+            Some(_) => file.metadata().map(|m| crate::archive::FileId::of(&m)).ok(),
+            None => Some(opened),
+        };
+        checked_before = vouched_for.is_some() && vouched_for == now;
         _pinned_file = Some(file);
         pinned = p;
         &pinned

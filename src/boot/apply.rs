@@ -328,6 +328,8 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
             .then(|| cache::load_vouched(cfg, a))
             .flatten()
             .map(std::sync::Arc::new),
+        // Settled: no record is left (see `settle_earlier`).
+        unrecorded: true,
         // The host's units are checked by the second half.
         ..boot_options(None)
     };

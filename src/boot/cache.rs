@@ -69,26 +69,18 @@ fn key(a: &Archive) -> Option<Key> {
 
 /// The cached units of `a`, if the archive is still the one they came from.
 pub fn load(cfg: &Config, a: &Archive) -> Option<Mem> {
-    load_keyed(cfg, a).map(|(m, _, _)| m)
+    load_keyed(cfg, a, true).map(|(m, _, _)| m)
 }
 
-/// [`load`], with the key the entry matched and its lookups.
-fn load_keyed(cfg: &Config, a: &Archive) -> Option<(Mem, Key, Option<Lookups>)> {
-    use std::io::Read;
-    let f = crate::sys::fsutil::open_regular_io(&path(cfg, a)).ok()?;
+/// [`load`], with the entry's key and its lookups. Without `check_key` the
+/// entry is not compared with the archive as it is now: the caller compares
+/// its key with the file it opens.
+fn load_keyed(cfg: &Config, a: &Archive, check_key: bool) -> Option<(Mem, Key, Option<Lookups>)> {
     // Sized from the file: one read, not a dozen growing ones (50 images
-    // at every boot). A file that grows meanwhile is still cut at the bound.
-    let len = f.metadata().ok()?.len();
-    if len > MAX_ENTRY {
-        return None;
-    }
-    let mut text = Vec::with_capacity(len as usize + 1);
-    f.take(MAX_ENTRY + 1).read_to_end(&mut text).ok()?;
-    if text.len() as u64 > MAX_ENTRY {
-        return None;
-    }
+    // at every boot).
+    let text = crate::sys::fsutil::read_bounded_io(&path(cfg, a), MAX_ENTRY).ok()?;
     let e: Entry = serde_json::from_slice(&text).ok()?;
-    if e.kind != KIND || Some(&e.key) != key(a).as_ref() {
+    if e.kind != KIND || e.key.archive != a.path || (check_key && Some(&e.key) != key(a).as_ref()) {
         return None;
     }
     // Checked as the archive's own entries are: an entry that would not
@@ -115,7 +107,9 @@ fn load_keyed(cfg: &Config, a: &Archive) -> Option<(Mem, Key, Option<Lookups>)> 
 /// for apply to mount that very file without checking it again (it holds
 /// the file open and compares: see `attach::Vouched`).
 pub fn load_vouched(cfg: &Config, a: &Archive) -> Option<crate::attach::Vouched> {
-    let (mem, k, lookups) = load_keyed(cfg, a)?;
+    // The file is compared when opened: looking at it here too is a stat
+    // per image at every boot for nothing.
+    let (mem, k, lookups) = load_keyed(cfg, a, false)?;
     let id = crate::archive::FileId {
         dev: k.dev,
         ino: k.ino,

@@ -31,6 +31,7 @@ pub(super) fn cmd_attach(
         force,
         known: None,
         unit_dirs: None,
+        unrecorded: false,
     };
     let (rec, _) = attach::attach(cfg, &img, &opts)?;
     if !no_reload {

@@ -84,6 +84,32 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
     res.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Creates `path` with `data` and `mode`, appearing whole or not at all (an
+/// unnamed file linked in once written), so a crash never leaves half of
+/// it; fails with `AlreadyExists` if there is a file there.
+pub fn create_whole(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD};
+    let fd = rustix::fs::open(
+        path.parent().unwrap_or(Path::new(".")),
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )?;
+    let mut f = File::from(fd);
+    f.write_all(data)?;
+    // Whatever the umask or a default ACL of the directory took.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    rustix::fs::linkat(&f, "", CWD, path, AtFlags::EMPTY_PATH)?;
+    Ok(())
+}
+
+/// [`atomic_write_unsynced`] for a file that is most likely not there yet:
+/// created whole (no temporary name, no rename). Whatever stops that (a
+/// file there, a missing directory, a filesystem with no unnamed files)
+/// goes the other way, which also names the file in its errors.
+pub fn write_first_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    create_whole(path, data, mode).or_else(|_| atomic_write_unsynced(path, data, mode))
+}
+
 /// A new file `.NAME.tmp.XXXXXXXX` beside `path`, created exclusively with
 /// `mode` (less the umask, or what a default ACL allows).
 fn create_beside(path: &Path, mode: u32) -> std::io::Result<(PathBuf, File)> {
@@ -133,34 +159,66 @@ fn refused(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|r| r.is::<Refused>())
 }
 
+/// Opens `path` for reading and makes sure it is a regular file, without
+/// waiting on a FIFO (O_NONBLOCK, which regular files ignore): the fd and
+/// what fstat said of it.
+fn open_checked(path: &Path) -> std::io::Result<(OwnedFd, rustix::fs::Stat)> {
+    let fd =
+        rustix::fs::open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(std::io::Error::other(Refused::NotRegular));
+    }
+    Ok((fd, st))
+}
+
 /// [`open_regular`] with the error as it is, for a caller that names the
 /// file its own way: "not a regular file" for a FIFO, a device, a directory.
 pub fn open_regular_io(path: &Path) -> std::io::Result<File> {
-    let fd =
-        rustix::fs::open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())?;
-    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(std::io::Error::other(Refused::NotRegular));
-    }
-    // Regular files ignore O_NONBLOCK; cleared all the same.
+    open_regular_stat_io(path).map(|(f, _)| f)
+}
+
+/// [`open_regular_io`], with what fstat said of the file opened (no second
+/// look: its identity, its size).
+pub fn open_regular_stat_io(path: &Path) -> std::io::Result<(File, rustix::fs::Stat)> {
+    let (fd, st) = open_checked(path)?;
+    // Kept open (a loop device reads through it): O_NONBLOCK is cleared,
+    // though regular files ignore it.
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
-    Ok(File::from(fd))
+    Ok((File::from(fd), st))
 }
 
 /// Opens a regular file for reading (following symlinks): a FIFO, a device
 /// or a directory is refused at once, never waited on or read forever.
 pub fn open_regular(path: &Path) -> Result<File> {
-    open_regular_io(path).map_err(|e| match refused(&e) {
-        true => anyhow::anyhow!("{}: {e}", path.display()),
-        false => anyhow::Error::new(e).context(format!("opening {}", path.display())),
-    })
+    open_regular_stat(path).map(|(f, _)| f)
 }
 
-/// All of `f` if it holds at most `max` bytes; a larger file is an error,
-/// not cut.
-fn read_limited(f: File, max: u64) -> std::io::Result<Vec<u8>> {
+/// [`open_regular`], with what fstat said of the file opened.
+pub fn open_regular_stat(path: &Path) -> Result<(File, rustix::fs::Stat)> {
+    open_regular_stat_io(path).map_err(|e| named(path, e, "opening"))
+}
+
+/// An error about `path`: a refusal says what the file is, any other error
+/// what was being done.
+fn named(path: &Path, e: std::io::Error, doing: &str) -> anyhow::Error {
+    match refused(&e) {
+        true => anyhow::anyhow!("{}: {e}", path.display()),
+        false => anyhow::Error::new(e).context(format!("{doing} {}", path.display())),
+    }
+}
+
+/// All of the open regular file `fd` if it holds at most `max` bytes; a
+/// larger one is an error, not cut. The buffer is sized from `size` (what
+/// fstat said): one read, and the one that finds the end.
+fn read_limited(fd: OwnedFd, size: u64, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut v = vec![];
-    f.take(max + 1).read_to_end(&mut v)?;
+    if size > max {
+        return Err(std::io::Error::other(Refused::TooLarge(max)));
+    }
+    let mut v = Vec::with_capacity(size as usize + 1);
+    // A file that grows meanwhile is still cut at the bound.
+    File::from(fd).take(max + 1).read_to_end(&mut v)?;
     if v.len() as u64 > max {
         return Err(std::io::Error::other(Refused::TooLarge(max)));
     }
@@ -170,15 +228,14 @@ fn read_limited(f: File, max: u64) -> std::io::Result<Vec<u8>> {
 /// [`read_bounded`] with the error as it is ("larger than the limit of N
 /// bytes", "not a regular file", or the system's).
 pub fn read_bounded_io(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    read_limited(open_regular_io(path)?, max)
+    let (fd, st) = open_checked(path)?;
+    read_limited(fd, st.st_size as u64, max)
 }
 
 /// A whole file of at most `max` bytes; a larger one is an error, not cut.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
-    read_limited(open_regular(path)?, max).map_err(|e| match refused(&e) {
-        true => anyhow::anyhow!("{}: {e}", path.display()),
-        false => anyhow::Error::new(e).context(format!("reading {}", path.display())),
-    })
+    let (fd, st) = open_checked(path).map_err(|e| named(path, e, "opening"))?;
+    read_limited(fd, st.st_size as u64, max).map_err(|e| named(path, e, "reading"))
 }
 
 /// The length of a partial download left by an earlier run; anything but a
