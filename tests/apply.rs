@@ -858,3 +858,54 @@ acl=struct.pack(\"<I\",2)+e(1,7)+e(4,0)+e(0x20,0)\n\
         assert!(l.starts_with("644 "), "{list}");
     }
 }
+
+/// Each image's record is written three times at boot (the intent to mount,
+/// the files to place, attached): the first creates it whole, the next two
+/// go over it in one write each while it fits in a page, and a record too
+/// big for that is replaced by a rename. Either way every record reads back
+/// whole, attached, listing every file placed.
+#[test]
+fn records_are_written_over_in_one_write_and_a_large_one_replaced_whole() {
+    require_root("records_are_written_over_in_one_write_and_a_large_one_replaced_whole");
+    require_tool("records_are_written_over_in_one_write_and_a_large_one_replaced_whole", "strace", "strace");
+    let t = TestRoot::new();
+    image_simple(&t, "small", "1").pack(&t, VENDOR_STORE, Fmt::Tgz);
+    // 60 binaries: a record of some 9 KB.
+    let big = Image::new(&t, "big", "1");
+    let bins: Vec<String> = (0..60).map(|i| format!("/bin/big-tool-{i:02}")).collect();
+    big.manifest(json!({ "bin": bins }));
+    for b in &bins {
+        big.exec(b, "#!/bin/sh\n");
+    }
+    big.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("small", "1"), ("big", "1")]);
+    let calls = t.scratch("strace").join("calls");
+    let mut ns = Ns::new(&t);
+    ns.wrap(&format!("strace -f -qq -s 64 -e trace=rename,renameat,renameat2,linkat,pwrite64 -o {}", calls.display()));
+    let ap = ns.apply();
+    let steps = ns.run();
+    assert_eq!(steps[ap].code, 0, "{}", steps[ap].describe());
+    let calls = read(&calls);
+    let about = |name: &str| -> Vec<String> {
+        let rec = format!("/run/torcx/attached/{name}.json");
+        let tmp = format!("/run/torcx/attached/.{name}.json.tmp.");
+        calls.lines().filter(|l| l.contains(&rec) || l.contains(&tmp)).map(String::from).collect()
+    };
+    // small: linked in once, never renamed; then two writes over it.
+    let small = about("small");
+    assert_eq!(small.len(), 1, "{calls}");
+    assert!(small[0].contains("linkat("), "{calls}");
+    let over = calls.lines().filter(|l| l.contains("pwrite64(") && l.contains("torcx-attachment-v0")).count();
+    assert_eq!(over, 2, "two writes over the small record, none over the big one:\n{calls}");
+    // big: over a page from its second version on, renamed into place.
+    let big_calls = about("big");
+    assert!(big_calls.iter().any(|l| l.contains("rename")), "{calls}");
+    for (name, files) in [("small", 1), ("big", 60)] {
+        let text = read(&t.path(&format!("run/torcx/attached/{name}.json")));
+        let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+        assert_eq!(doc["value"]["state"], "attached", "{text}");
+        let placed = doc["value"]["files"].as_array().unwrap().iter().filter(|f| f["type"] == "symlink").count();
+        assert_eq!(placed, files, "{text}");
+    }
+    assert_eq!(bin_names(&t).len(), 61);
+}

@@ -36,6 +36,8 @@ pub struct Prepared {
     rec: Record,
     unpacked: unpack::Unpacked,
     plan: Vec<Placement>,
+    /// The record, as written: the next versions go over it.
+    held: Option<record::Held>,
 }
 
 /// Attaches one image, all or nothing: on any error everything done for it
@@ -91,17 +93,14 @@ pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> 
         files: vec![],
     };
     // The record's directory is made by the write when it is missing.
-    if opts.unrecorded {
-        rec.write_first(cfg)?
-    } else {
-        rec.write(cfg)?
-    }
+    let mut held = None;
+    rec.write_kept(cfg, &mut held, opts.unrecorded)?;
     crash::point("intent")?;
     match prepare(cfg, img, &tree, &tree, opts) {
         Ok((unpacked, plan)) => {
             rec.digest = unpacked.digest.clone();
             rec.loop_device = unpacked.loop_device.clone();
-            Ok(Prepared { rec, unpacked, plan })
+            Ok(Prepared { rec, unpacked, plan, held })
         }
         Err(e) => Err(undo(cfg, &rec, e)),
     }
@@ -109,7 +108,7 @@ pub fn begin(cfg: &Config, img: &ImageFrom, opts: &Options) -> Result<Prepared> 
 
 /// The second half of [`attach`]: refuse conflicts, then place and record.
 pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpack::Unpacked)> {
-    let Prepared { mut rec, unpacked, plan } = p;
+    let Prepared { mut rec, unpacked, plan, mut held } = p;
     let id = rec.id();
     let res = (|| -> Result<()> {
         check_conflicts(cfg, &id, &plan)?;
@@ -124,7 +123,7 @@ pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpa
                 RecordOrigin::Boot => e,
             })?;
         }
-        place(cfg, &mut rec, &plan)
+        place(cfg, &mut rec, &plan, &mut held)
     })();
     match res {
         Ok(()) => Ok((rec, unpacked)),

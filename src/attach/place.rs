@@ -62,7 +62,9 @@ pub fn check_conflicts(cfg: &Config, id: &ImageId, plan: &[Placement]) -> Result
 
 /// Places the planned files, writing the record first as an intent so an
 /// interrupted attach can be cleaned up, then marking it attached.
-pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
+/// `held`: the record as this process last wrote it, kept open (see
+/// [`Record::write_kept`]).
+pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement], held: &mut Option<super::record::Held>) -> Result<()> {
     let dir_entry = |path: &Path, class: Class| RecordedFile {
         path: path.to_path_buf(),
         class,
@@ -115,7 +117,7 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
     }
     rec.state = RecordState::Attaching;
     rec.files = files;
-    rec.write(cfg)?;
+    rec.write_kept(cfg, held, false)?;
     crash::point("recorded")?;
     let content: HashMap<&Path, &Action> = plan.iter().map(|p| (p.dest.as_path(), &p.action)).collect();
     for f in &rec.files {
@@ -135,7 +137,7 @@ pub fn place(cfg: &Config, rec: &mut Record, plan: &[Placement]) -> Result<()> {
         crash::point("placed")?;
     }
     rec.state = RecordState::Attached;
-    rec.write(cfg)
+    rec.write_kept(cfg, held, false)
 }
 
 /// Whether the file at `f.path` is still what torcx placed there.

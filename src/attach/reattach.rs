@@ -142,7 +142,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
         mount::bind_ro(&n, &t)?;
         mount::unmount_lazy(&n)?;
         crash::point("switched")?;
-        place(cfg, &mut new, &plan)
+        place(cfg, &mut new, &plan, &mut None)
     })();
     if let Err(e) = res {
         log::warn!("image {id}: reattach failed, putting {} back: {e:#}", old.id());
@@ -168,7 +168,7 @@ pub fn reattach(cfg: &Config, img: &ImageFrom) -> Result<(Record, Record)> {
             };
             let plan = self::plan(cfg, &o, &src, &m, false)?;
             let mut back = old.clone();
-            place(cfg, &mut back, &plan)?;
+            place(cfg, &mut back, &plan, &mut None)?;
             // `place` leaves the record attached; a failure before it left
             // the "attaching" mark.
             Ok(())

@@ -7,7 +7,7 @@ use crate::archive::Format;
 use crate::model::config::{self, Config};
 use crate::model::names::ImageId;
 use crate::model::units::is_unit_name;
-use crate::sys::fsutil::{atomic_write_unsynced, write_first_unsynced};
+use crate::sys::fsutil::{atomic_write_unsynced, is_at, write_kept_unsynced};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -101,6 +101,16 @@ pub struct Record {
     pub files: Vec<RecordedFile>,
 }
 
+/// A record file its writer keeps open (see [`Record::write_kept`]).
+pub struct Held {
+    file: std::fs::File,
+    len: usize,
+}
+
+/// The largest record written over in place: what one write puts in one
+/// page of the file.
+const PAGE: usize = 4096;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RecordedFile {
     pub path: PathBuf,
@@ -149,17 +159,41 @@ impl Record {
     pub fn write(&self, cfg: &Config) -> Result<()> {
         atomic_write_unsynced(&cfg.host(&Record::path(cfg, &self.name)), &self.to_json()?, 0o644)
     }
-    /// [`Record::write`] for a record that is not there yet (the caller
-    /// holds the lock and found none): created whole, with no temporary
-    /// name to rename.
-    pub fn write_first(&self, cfg: &Config) -> Result<()> {
-        write_first_unsynced(&cfg.host(&Record::path(cfg, &self.name)), &self.to_json()?, 0o644)
+    /// [`Record::write`] for the writer of an attachment (it holds the lock),
+    /// which keeps the record it wrote open in `held`: a new version of a
+    /// record of at most a page is written over it in one write, which a
+    /// killed writer does whole or not at all (a shorter version is padded
+    /// with blanks, which JSON ignores). A reader that reads meanwhile may
+    /// see part of it, and reads again (see [`Record::load`]). `first`: no
+    /// record is there yet (the caller found none): it is created whole.
+    pub fn write_kept(&self, cfg: &Config, held: &mut Option<Held>, first: bool) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = cfg.host(&Record::path(cfg, &self.name));
+        let mut data = self.to_json()?;
+        if let Some(h) = held.as_mut()
+            && data.len().max(h.len) <= PAGE
+            && is_at(&h.file, &path)
+        {
+            data.resize(data.len().max(h.len), b' ');
+            h.file.write_all_at(&data, 0).with_context(|| format!("writing {}", path.display()))?;
+            h.len = data.len();
+            return Ok(());
+        }
+        let file = write_kept_unsynced(&path, &data, 0o644, first && held.is_none())?;
+        *held = Some(Held { file, len: data.len() });
+        Ok(())
     }
     pub fn load(cfg: &Config, name: &str) -> Result<Option<Record>> {
         let p = Record::path(cfg, name);
         // A FIFO in a record's place is refused, not waited on.
-        match crate::sys::fsutil::read_bounded_io(&cfg.host(&p), MAX_RECORD) {
-            Ok(b) => Record::from_json(&b).map(Some).with_context(|| format!("record {}", p.display())),
+        let read = || crate::sys::fsutil::read_bounded_io(&cfg.host(&p), MAX_RECORD);
+        match read() {
+            // Read while its writer wrote it over (see `write_kept`): read
+            // again, once.
+            Ok(b) => Record::from_json(&b)
+                .or_else(|_| Record::from_json(&read()?))
+                .map(Some)
+                .with_context(|| format!("record {}", p.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("record {}", p.display())),
         }

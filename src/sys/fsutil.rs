@@ -13,13 +13,13 @@ use std::path::{Component, Path, PathBuf};
 /// created exclusively), synced, renamed over `path`, and the directory
 /// synced, so the new file survives a power cut once this returns.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    write_replacing(path, data, mode, true)
+    write_replacing(path, data, mode, true).map(drop)
 }
 
 /// Like [`atomic_write`], without waiting for the disk: for what can be
 /// rebuilt (a cache), where a lost or torn write only costs time.
 pub fn atomic_write_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    write_replacing(path, data, mode, false)
+    write_replacing(path, data, mode, false).map(drop)
 }
 
 /// `create_dir_all`, with a file in the way named as such (mkdir's own
@@ -41,7 +41,8 @@ pub fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
+/// Returns the file written, now at `path`, open for writing.
+fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<File> {
     let dir = path.parent().context("no parent directory")?;
     if durable {
         let missing: Vec<&Path> = dir.ancestors().take_while(|a| std::fs::symlink_metadata(a).is_err()).collect();
@@ -54,7 +55,7 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
     // The temporary file is made here rather than by tempfile, whose errors
     // carry the temporary name: the message names the file being written.
     let mut tmp = None;
-    let res = (|| -> std::io::Result<()> {
+    let res = (|| -> std::io::Result<File> {
         // The directory is made only when the first try says it is missing:
         // records are written three times per image at every boot.
         let (t, mut f) = match create_beside(path, mode) {
@@ -76,7 +77,7 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
         if durable {
             File::open(dir)?.sync_all()?;
         }
-        Ok(())
+        Ok(f)
     })();
     if let Some(t) = tmp {
         let _ = std::fs::remove_file(t);
@@ -88,6 +89,11 @@ fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result
 /// unnamed file linked in once written), so a crash never leaves half of
 /// it; fails with `AlreadyExists` if there is a file there.
 pub fn create_whole(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    create_whole_kept(path, data, mode).map(drop)
+}
+
+/// [`create_whole`], returning the file, open for writing.
+pub fn create_whole_kept(path: &Path, data: &[u8], mode: u32) -> std::io::Result<File> {
     use rustix::fs::{AtFlags, CWD};
     let fd = rustix::fs::open(
         path.parent().unwrap_or(Path::new(".")),
@@ -99,15 +105,26 @@ pub fn create_whole(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     // Whatever the umask or a default ACL of the directory took.
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     rustix::fs::linkat(&f, "", CWD, path, AtFlags::EMPTY_PATH)?;
-    Ok(())
+    Ok(f)
 }
 
-/// [`atomic_write_unsynced`] for a file that is most likely not there yet:
-/// created whole (no temporary name, no rename). Whatever stops that (a
-/// file there, a missing directory, a filesystem with no unnamed files)
-/// goes the other way, which also names the file in its errors.
-pub fn write_first_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    create_whole(path, data, mode).or_else(|_| atomic_write_unsynced(path, data, mode))
+/// [`atomic_write_unsynced`], returning the file now at `path`, open for
+/// writing. `first`: the file is most likely not there yet, so it is
+/// created whole (no temporary name, no rename) if it can be; whatever
+/// stops that (a file there, a missing directory, a filesystem with no
+/// unnamed files) goes the other way, which also names the file in its
+/// errors.
+pub fn write_kept_unsynced(path: &Path, data: &[u8], mode: u32, first: bool) -> Result<File> {
+    if first && let Ok(f) = create_whole_kept(path, data, mode) {
+        return Ok(f);
+    }
+    write_replacing(path, data, mode, false)
+}
+
+/// Whether the open file `f` is (still) the one at `path`.
+pub fn is_at(f: &File, path: &Path) -> bool {
+    let (Ok(a), Ok(b)) = (rustix::fs::fstat(f), rustix::fs::lstat(path)) else { return false };
+    a.st_nlink > 0 && (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 }
 
 /// A new file `.NAME.tmp.XXXXXXXX` beside `path`, created exclusively with
