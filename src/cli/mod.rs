@@ -52,6 +52,27 @@ pub fn run(cli: &Cli, json: bool) -> Result<i32> {
     }
 }
 
+/// The boot's own command line (`torcx apply`, as torcx-apply.service runs
+/// it, with `--json` or `--force`), read without building clap's parser of
+/// every command and option (a third of a millisecond at every boot, before
+/// the first image is mounted). Anything else goes to clap, which reads
+/// these the same way.
+fn boot_apply(args: impl Iterator<Item = std::ffi::OsString>) -> Option<Cli> {
+    let (mut apply, mut json, mut force) = (false, false, false);
+    for a in args {
+        let seen = match a.to_str()? {
+            "apply" => &mut apply,
+            "--json" => &mut json,
+            "--force" if apply => &mut force,
+            _ => return None,
+        };
+        if std::mem::replace(seen, true) {
+            return None;
+        }
+    }
+    apply.then(|| Cli { root: None, json, verbose: 0, quiet: false, store: vec![], command: Command::Apply { force } })
+}
+
 /// `torcx ARGS...`: parses, runs, and returns the exit status (0 success,
 /// 1 failure, 2 usage error, which clap exits with itself).
 pub fn main() -> i32 {
@@ -60,7 +81,7 @@ pub fn main() -> i32 {
     // process quietly, instead of a panic on the next line printed.
     // SAFETY: restoring the default action of one signal, before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = boot_apply(std::env::args_os().skip(1)).unwrap_or_else(Cli::parse);
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => log::LevelFilter::Error,
         (false, 0) => log::LevelFilter::Warn,
@@ -78,4 +99,51 @@ pub fn main() -> i32 {
     };
     crate::sys::crash::log_open_files();
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast(args: &[&str]) -> Option<Cli> {
+        boot_apply(args.iter().map(std::ffi::OsString::from))
+    }
+
+    /// What the boot's command line reads to, with or without clap.
+    fn seen(c: &Cli) -> String {
+        let force = match c.command {
+            Command::Apply { force } => force,
+            _ => panic!("not apply"),
+        };
+        format!("{:?} {} {} {} {:?} {force}", c.root, c.json, c.verbose, c.quiet, c.store)
+    }
+
+    #[test]
+    fn the_boot_command_line_reads_as_clap_reads_it() {
+        for args in [
+            &["apply"][..],
+            &["apply", "--json"],
+            &["--json", "apply"],
+            &["apply", "--force"],
+            &["apply", "--json", "--force"],
+            &["--json", "apply", "--force"],
+        ] {
+            let by_clap = Cli::try_parse_from(std::iter::once("torcx").chain(args.iter().copied())).unwrap();
+            assert_eq!(seen(&fast(args).unwrap()), seen(&by_clap), "{args:?}");
+        }
+        // Everything else is clap's, to accept or refuse as it does.
+        for args in [
+            &[][..],
+            &["status"],
+            &["--force", "apply"],
+            &["apply", "--json", "--json"],
+            &["apply", "apply"],
+            &["apply", "-v"],
+            &["apply", "--root", "/x"],
+            &["apply", "--store=/x"],
+            &["apply", "--forc"],
+        ] {
+            assert!(fast(args).is_none(), "{args:?}");
+        }
+    }
 }
