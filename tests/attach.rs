@@ -530,3 +530,56 @@ fn kill_at_every_step_of_reattach_is_cleaned_up_by_detach() {
     assert!(killed_runs >= 10, "only {killed_runs} kill points");
     t.assert_canary();
 }
+
+/// Readers of a record take a shared lock on it; the attaching command
+/// writes a record over in place only with the exclusive one, taken without
+/// waiting. While someone reads a version (here: holds the shared lock on
+/// it through the whole attach), the next is a whole new file renamed in,
+/// and the reader's copy stays the whole version it opened.
+#[test]
+fn a_record_being_read_is_replaced_whole_not_written_over() {
+    require_root("a_record_being_read_is_replaced_whole_not_written_over");
+    require_tool("a_record_being_read_is_replaced_whole_not_written_over", "strace", "strace");
+    let t = TestRoot::new();
+    let a = image(&t, "demo", "1");
+    let out = t.scratch("lock");
+    let o = out.display();
+    let mut ns = Ns::new(&t);
+    // The tmpfs mount of the tree is held back 1 s: the reader locks the
+    // first version meanwhile, before the second is written.
+    ns.sh(&format!(
+        "R=\"$ROOT/run/torcx/attached/demo.json\"\n\
+         strace -f -qq -o {o}/attach.strace -e trace=rename,pwrite64,mount -e inject=mount:delay_enter=1000000:when=1 \
+           \"$TORCX\" --root \"$ROOT\" attach {a} --no-reload --json > {o}/attach.out 2>&1 &\n\
+         P=$!\n\
+         i=0; while [ ! -e \"$R\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n\
+         python3 -c 'import fcntl,json,os,sys,time\n\
+f=open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_SH); open(sys.argv[2], \"w\").close()\n\
+while not os.path.exists(sys.argv[3]): time.sleep(0.01)\n\
+print(json.load(f)[\"value\"][\"state\"])' \"$R\" {o}/locked {o}/done > {o}/reader 2>&1 &\n\
+         H=$!\n\
+         rc=0; wait $P || rc=$?; echo $rc > {o}/attach.rc\n\
+         test -e {o}/locked && echo locked-in-time > {o}/timely || true\n\
+         touch {o}/done; wait $H || true\n\
+         strace -qq -o {o}/status.strace -e trace=flock \"$TORCX\" --root \"$ROOT\" status --json > {o}/status.out\n\
+         cp \"$R\" {o}/record",
+        a = a.display()
+    ));
+    let steps = ns.run();
+    assert!(steps.is_empty() || steps.iter().all(|s| s.code == 0));
+    assert_eq!(read(&out.join("attach.rc")).trim(), "0", "{}", read(&out.join("attach.out")));
+    assert_eq!(read(&out.join("timely")).trim(), "locked-in-time");
+    let calls = read(&out.join("attach.strace"));
+    let on_record: Vec<&str> = calls.lines().filter(|l| l.contains("attached/demo.json")).collect();
+    // The first version renamed in (a runtime attach), the second too (the
+    // first is being read), the third over the second (nobody reads that).
+    assert_eq!(on_record.iter().filter(|l| l.contains("rename(")).count(), 2, "{calls}");
+    assert_eq!(calls.lines().filter(|l| l.contains("pwrite64(")).count(), 1, "{calls}");
+    // The reader's open file is the first version, whole.
+    assert_eq!(read(&out.join("reader")).trim(), "attaching");
+    let rec: serde_json::Value = serde_json::from_str(&read(&out.join("record"))).unwrap();
+    assert_eq!(rec["value"]["state"], "attached");
+    // status reads each record under the shared lock.
+    let st = read(&out.join("status.strace"));
+    assert!(st.contains("LOCK_SH"), "{st}");
+}

@@ -163,19 +163,26 @@ impl Record {
     /// which keeps the record it wrote open in `held`: a new version of a
     /// record of at most a page is written over it in one write, which a
     /// killed writer does whole or not at all (a shorter version is padded
-    /// with blanks, which JSON ignores). A reader that reads meanwhile may
-    /// see part of it, and reads again (see [`Record::load`]). `first`: no
-    /// record is there yet (the caller found none): it is created whole.
+    /// with blanks, which JSON ignores). Readers take a shared lock on the
+    /// record while they read it (see [`Record::load`]); the write takes an
+    /// exclusive one, without waiting: while anyone reads, the record is
+    /// replaced whole instead, so a reader never sees part of a version and
+    /// never holds up the writer. `first`: no record is there yet (the
+    /// caller found none): it is created whole.
     pub fn write_kept(&self, cfg: &Config, held: &mut Option<Held>, first: bool) -> Result<()> {
+        use rustix::fs::{FlockOperation, flock};
         use std::os::unix::fs::FileExt;
         let path = cfg.host(&Record::path(cfg, &self.name));
         let mut data = self.to_json()?;
         if let Some(h) = held.as_mut()
             && data.len().max(h.len) <= PAGE
             && is_at(&h.file, &path)
+            && flock(&h.file, FlockOperation::NonBlockingLockExclusive).is_ok()
         {
             data.resize(data.len().max(h.len), b' ');
-            h.file.write_all_at(&data, 0).with_context(|| format!("writing {}", path.display()))?;
+            let written = h.file.write_all_at(&data, 0);
+            let _ = flock(&h.file, FlockOperation::Unlock);
+            written.with_context(|| format!("writing {}", path.display()))?;
             h.len = data.len();
             return Ok(());
         }
@@ -186,14 +193,10 @@ impl Record {
     pub fn load(cfg: &Config, name: &str) -> Result<Option<Record>> {
         let p = Record::path(cfg, name);
         // A FIFO in a record's place is refused, not waited on.
-        let read = || crate::sys::fsutil::read_bounded_io(&cfg.host(&p), MAX_RECORD);
-        match read() {
-            // Read while its writer wrote it over (see `write_kept`): read
-            // again, once.
-            Ok(b) => Record::from_json(&b)
-                .or_else(|_| Record::from_json(&read()?))
-                .map(Some)
-                .with_context(|| format!("record {}", p.display())),
+        // Under a shared lock: never while its writer writes it over (see
+        // `write_kept`).
+        match crate::sys::fsutil::read_bounded_shared_io(&cfg.host(&p), MAX_RECORD) {
+            Ok(b) => Record::from_json(&b).map(Some).with_context(|| format!("record {}", p.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("record {}", p.display())),
         }

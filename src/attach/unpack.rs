@@ -7,7 +7,6 @@ use crate::fetch::trust;
 use crate::model::config::Config;
 use crate::model::remote::{Algo, Digest};
 use crate::sys::crash;
-use crate::sys::fsutil;
 use crate::sys::loopdev;
 use crate::sys::mount;
 use crate::tree::extract;
@@ -29,6 +28,9 @@ pub struct Unpacked {
     /// For a mounted image planned from its tree: what planning asked of
     /// it (kept in the generator cache for the next boots).
     pub lookups: Option<crate::tree::lookups::Lookups>,
+    /// For a mounted image, the identity of the file checked and mounted
+    /// (what the generator cache entry is keyed by).
+    pub file: Option<crate::archive::FileId>,
 }
 
 /// Mounts a fresh tmpfs at `tree` (logical), unpacks `a` into it with the
@@ -140,31 +142,23 @@ pub fn mount_image(
     let fstype = a.format.name();
     let label = a.path.clone();
     let mut digest = None;
-    let mut _pinned_file = None;
-    let pinned;
-    let mut checked_before = false;
-    let a = if want.is_some() || vouched_for.is_some() {
-        // One open file, hashed or identified, then read and mounted: a
-        // name replaced meanwhile changes nothing.
-        let (file, p, opened) = pin_id(a).with_context(|| format!("reading {}", a.path.display()))?;
-        if want.is_some() {
-            let got = reader_digests(file.try_clone()?, &algos(want))
-                .with_context(|| format!("reading {}", a.path.display()))?;
-            digest = recorded(a, want, &got)?;
-        }
-        // Identified once read (a file changed while hashed is not the one
-        // vouched for), or as opened.
-        let now = match want {
-            Some(_) => file.metadata().map(|m| crate::archive::FileId::of(&m)).ok(),
-            None => Some(opened),
-        };
-        checked_before = vouched_for.is_some() && vouched_for == now;
-        _pinned_file = Some(file);
-        pinned = p;
-        &pinned
-    } else {
-        a
+    // One open file, hashed or identified, read and mounted: a name
+    // replaced meanwhile changes nothing, and the generator cache is keyed
+    // by the identity of the file that was checked.
+    let (file, pinned, opened) = pin_id(a).with_context(|| format!("reading {}", a.path.display()))?;
+    if want.is_some() {
+        let got =
+            reader_digests(file.try_clone()?, &algos(want)).with_context(|| format!("reading {}", a.path.display()))?;
+        digest = recorded(a, want, &got)?;
+    }
+    // Identified once read (a file changed while hashed is not the one
+    // vouched for), or as opened.
+    let now = match want {
+        Some(_) => file.metadata().map(|m| crate::archive::FileId::of(&m)).ok(),
+        None => Some(opened),
     };
+    let checked_before = vouched_for.is_some() && vouched_for == now;
+    let a = &pinned;
     // Apply refuses what the generator refuses: an image whose index the
     // entry policy, or the index reader's own limits, refuse (read the same
     // way, in a child with limits of its own).
@@ -181,25 +175,17 @@ pub fn mount_image(
         if !checked_before {
             extract::check_symlinks(&host)?;
         }
-        return Ok(Unpacked { digest, vouched: checked_before, ..Unpacked::default() });
+        return Ok(Unpacked { digest, vouched: checked_before, file: now, ..Unpacked::default() });
     }
-    // The loop device reads the file already open (and checked), if any.
-    let opened;
-    let backing = match &_pinned_file {
-        Some(f) => f,
-        None => {
-            opened = fsutil::open_regular(&a.host).with_context(|| format!("reading {}", a.path.display()))?;
-            &opened
-        }
-    };
-    let (dev, _keep_until_mounted) = loopdev::attach(backing.as_fd(), &label)?;
+    // The loop device reads the file already open (and checked).
+    let (dev, _keep_until_mounted) = loopdev::attach(file.as_fd(), &label)?;
     mount::mount_ro(&dev, &host, fstype)
         .with_context(|| format!("mounting {} ({})", a.path.display(), dev.display()))?;
     crash::point("mounted")?;
     if !checked_before {
         extract::check_symlinks(&host)?;
     }
-    Ok(Unpacked { bytes: 0, digest, loop_device: Some(dev), vouched: checked_before, ..Unpacked::default() })
+    Ok(Unpacked { bytes: 0, digest, loop_device: Some(dev), vouched: checked_before, file: now, lookups: None })
 }
 
 /// Binds an unpacked image directory read-only (and `nodev,nosuid`) at `tree`.

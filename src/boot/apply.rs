@@ -361,7 +361,7 @@ fn finish_image(cfg: &Config, half: Half, unit_dirs: &Arc<UnitDirs>) -> ImageSta
         Ok((rec, mut unpacked)) => {
             // A file the cache vouched for has its entry already.
             if !unpacked.vouched && !cache::is_current(cfg, &a) {
-                cache_units(cfg, &a, &rec, unpacked.lookups.take());
+                cache_units(cfg, &a, &rec, unpacked.lookups.take(), unpacked.file);
             }
             st.state = ImageState::Attached;
             st.unpacked_bytes = unpacked.bytes;
@@ -457,7 +457,13 @@ fn apply_images(cfg: &Config, ids: &[ImageId], archives: &[crate::archive::Archi
 }
 
 /// Keeps what the generator needs of this image for the next boots.
-fn cache_units(cfg: &Config, a: &crate::archive::Archive, rec: &Record, lookups: Option<Lookups>) {
+fn cache_units(
+    cfg: &Config,
+    a: &crate::archive::Archive,
+    rec: &Record,
+    lookups: Option<Lookups>,
+    file: Option<crate::archive::FileId>,
+) {
     let tree = match Tree::open(&cfg.host(&rec.tree)) {
         Ok(t) => t,
         Err(_) => return,
@@ -465,6 +471,6 @@ fn cache_units(cfg: &Config, a: &crate::archive::Archive, rec: &Record, lookups:
     if let Ok(Some(m)) = source::read_manifest(&tree)
         && let Ok(mem) = Mem::from_tree(&tree, &m)
     {
-        cache::store(cfg, a, mem, lookups);
+        cache::store(cfg, a, mem, lookups, file);
     }
 }

@@ -135,8 +135,23 @@ pub fn is_current(cfg: &Config, a: &Archive) -> bool {
 }
 
 /// Best effort: a boot without a cache is only slower.
-pub fn store(cfg: &Config, a: &Archive, mem: Mem, lookups: Option<Lookups>) {
-    let Some(key) = key(a) else { return };
+/// `file`: the identity of the file the units were read from (a mounted
+/// image's, from the fstat of its open file), else the archive's as it is now.
+pub fn store(cfg: &Config, a: &Archive, mem: Mem, lookups: Option<Lookups>, file: Option<crate::archive::FileId>) {
+    let key = match file {
+        Some(f) => Some(Key {
+            archive: a.path.clone(),
+            dev: f.dev,
+            ino: f.ino,
+            size: f.size,
+            mtime: f.mtime.0,
+            mtime_nsec: f.mtime.1,
+            ctime: f.ctime.0,
+            ctime_nsec: f.ctime.1,
+        }),
+        None => key(a),
+    };
+    let Some(key) = key else { return };
     let res = (|| -> Result<()> {
         let mem = Cached::of(&mem).ok_or_else(|| anyhow::anyhow!("a path that is not UTF-8"))?;
         let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem, lookups })?;

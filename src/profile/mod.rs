@@ -64,7 +64,13 @@ pub fn load(cfg: &Config, logical: &std::path::Path) -> Result<Vec<ProfileEntry>
 /// The profile `/etc/torcx/next-profile` selects, if the file exists.
 pub fn next_profile_name(cfg: &Config) -> Result<Option<String>> {
     let path = cfg.next_profile_path();
-    let text = match std::fs::read_to_string(cfg.host(&path)) {
+    // A name, not a document: a FIFO or a device there is refused, not
+    // waited on or read without end.
+    let text = match crate::sys::fsutil::read_bounded_io(&cfg.host(&path), 4096) {
+        Ok(t) => String::from_utf8(t).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) => Err(e),
+    };
+    let text = match text {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("next profile {}", path.display())),

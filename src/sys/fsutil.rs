@@ -249,6 +249,22 @@ pub fn read_bounded_io(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     read_limited(fd, st.st_size as u64, max)
 }
 
+/// [`read_bounded_io`], read under a shared `flock` of the file: never
+/// while a writer that takes the exclusive one (for the time of one write)
+/// writes it. Anyone who can read the file can lock it too: after 50 ms
+/// without the lock it is read all the same, never waited on for good.
+pub fn read_bounded_shared_io(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use rustix::fs::{FlockOperation, flock};
+    let (fd, st) = open_checked(path)?;
+    for _ in 0..200 {
+        match flock(&fd, FlockOperation::NonBlockingLockShared) {
+            Err(rustix::io::Errno::WOULDBLOCK) => std::thread::sleep(std::time::Duration::from_micros(250)),
+            _ => break,
+        }
+    }
+    read_limited(fd, st.st_size as u64, max)
+}
+
 /// A whole file of at most `max` bytes; a larger one is an error, not cut.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
     let (fd, st) = open_checked(path).map_err(|e| named(path, e, "opening"))?;
