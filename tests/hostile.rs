@@ -457,6 +457,40 @@ fn fifos_in_place_of_an_archive_or_a_record_are_refused_not_waited_on() {
     assert_eq!(out[status].code, 0, "{}", out[status].describe());
 }
 
+/// `next-profile` names a profile: a FIFO there (or a link to a device) is
+/// refused at once with what it is, by apply and by the generator alike,
+/// as any unreadable `next-profile` is (a warning), and the lower profiles'
+/// images are applied all the same.
+#[test]
+fn a_fifo_or_a_device_as_next_profile_is_refused_not_read() {
+    require_root("a_fifo_or_a_device_as_next_profile_is_refused_not_read");
+    let t = TestRoot::new();
+    let img = Image::new(&t, "a", "1");
+    img.manifest(json!({"bin": ["/bin/a"]})).exec("bin/a", "#!/bin/sh\n");
+    img.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("a", "1")]);
+    let next = t.path("etc/torcx/next-profile");
+    std::fs::create_dir_all(next.parent().unwrap()).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(&next).status().unwrap().success());
+    let out = t.scratch("gen");
+    let mut ns = Ns::new(&t);
+    // A hang would end here, as exit 124.
+    ns.wrap("timeout 30");
+    let generator = ns.generator(&["--root", t.root.to_str().unwrap(), out.to_str().unwrap()]);
+    let fifo = ns.apply();
+    ns.sh("rm \"$ROOT/etc/torcx/next-profile\" && ln -s /dev/zero \"$ROOT/etc/torcx/next-profile\"");
+    let zero = ns.torcx(&["apply", "--force"]);
+    let steps = ns.run();
+    let why = "next profile /etc/torcx/next-profile: not a regular file; applying the lower profiles only";
+    for i in [generator, fifo, zero] {
+        let s = &steps[i];
+        assert_eq!(s.code, 0, "{}", s.describe());
+        assert_contains(&format!("{}{}", s.log, s.stderr), why, s);
+    }
+    assert!(t.scratch("gen").join("sysinit.target.wants").is_dir());
+    assert!(t.path("run/torcx/bin/a").symlink_metadata().is_ok(), "the lower profile's image is applied");
+}
+
 /// A record is read up to 64 MiB: a larger one (sparse, so cheap to make)
 /// is named with the limit, not read whole.
 #[test]
