@@ -457,6 +457,16 @@ fn fifos_in_place_of_an_archive_or_a_record_are_refused_not_waited_on() {
     assert_eq!(out[status].code, 0, "{}", out[status].describe());
 }
 
+/// A root whose vendor profile selects one image, `a:1`: one binary.
+fn root_with_one_binary() -> TestRoot {
+    let t = TestRoot::new();
+    let img = Image::new(&t, "a", "1");
+    img.manifest(json!({"bin": ["/bin/a"]})).exec("bin/a", "#!/bin/sh\n");
+    img.pack(&t, VENDOR_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("a", "1")]);
+    t
+}
+
 /// `next-profile` names a profile: a FIFO there (or a link to a device) is
 /// refused at once with what it is, by apply and by the generator alike,
 /// as any unreadable `next-profile` is (a warning), and the lower profiles'
@@ -464,11 +474,7 @@ fn fifos_in_place_of_an_archive_or_a_record_are_refused_not_waited_on() {
 #[test]
 fn a_fifo_or_a_device_as_next_profile_is_refused_not_read() {
     require_root("a_fifo_or_a_device_as_next_profile_is_refused_not_read");
-    let t = TestRoot::new();
-    let img = Image::new(&t, "a", "1");
-    img.manifest(json!({"bin": ["/bin/a"]})).exec("bin/a", "#!/bin/sh\n");
-    img.pack(&t, VENDOR_STORE, Fmt::Tgz);
-    t.vendor_profile(&[("a", "1")]);
+    let t = root_with_one_binary();
     let next = t.path("etc/torcx/next-profile");
     std::fs::create_dir_all(next.parent().unwrap()).unwrap();
     assert!(std::process::Command::new("mkfifo").arg(&next).status().unwrap().success());
@@ -496,11 +502,7 @@ fn a_fifo_or_a_device_as_next_profile_is_refused_not_read() {
 #[test]
 fn a_record_over_the_limit_is_refused_with_the_limit_named() {
     require_root("a_record_over_the_limit_is_refused_with_the_limit_named");
-    let t = TestRoot::new();
-    let img = Image::new(&t, "a", "1");
-    img.manifest(json!({"bin": ["/bin/a"]})).exec("bin/a", "#!/bin/sh\n");
-    img.pack(&t, VENDOR_STORE, Fmt::Tgz);
-    t.vendor_profile(&[("a", "1")]);
+    let t = root_with_one_binary();
     let mut ns = Ns::new(&t);
     ns.wrap("timeout 60");
     let first = ns.apply();

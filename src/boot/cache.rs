@@ -7,7 +7,7 @@
 //! boot with the same archive reads a few KiB instead of the archive (and,
 //! for squashfs, erofs and OCI bundles, instead of their whole index).
 
-use crate::archive::Archive;
+use crate::archive::{Archive, FileId};
 use crate::model::config::Config;
 use crate::sys::fsutil::atomic_write_unsynced;
 use crate::tree::cached::Cached;
@@ -15,8 +15,7 @@ use crate::tree::lookups::Lookups;
 use crate::tree::source::Mem;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// v2: the key has the archive's ctime (which no one sets at will), so an
 /// entry also vouches that `torcx apply` checked this very file's index;
@@ -53,18 +52,36 @@ fn path(cfg: &Config, a: &Archive) -> PathBuf {
     cfg.host(&cfg.base_dir.join("cache/generator").join(format!("{}.json", a.id)))
 }
 
+impl Key {
+    /// The key of `archive` for the file identified as `f`.
+    fn of(archive: &Path, f: FileId) -> Key {
+        Key {
+            archive: archive.to_path_buf(),
+            dev: f.dev,
+            ino: f.ino,
+            size: f.size,
+            mtime: f.mtime.0,
+            mtime_nsec: f.mtime.1,
+            ctime: f.ctime.0,
+            ctime_nsec: f.ctime.1,
+        }
+    }
+
+    /// The identity of the file the key names.
+    fn id(&self) -> FileId {
+        FileId {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime: (self.mtime, self.mtime_nsec),
+            ctime: (self.ctime, self.ctime_nsec),
+        }
+    }
+}
+
+/// The key of `a` as its file is now.
 fn key(a: &Archive) -> Option<Key> {
-    let m = std::fs::metadata(&a.host).ok()?;
-    Some(Key {
-        archive: a.path.clone(),
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec(),
-        ctime: m.ctime(),
-        ctime_nsec: m.ctime_nsec(),
-    })
+    std::fs::metadata(&a.host).ok().map(|m| Key::of(&a.path, FileId::of(&m)))
 }
 
 /// The cached units of `a`, if the archive is still the one they came from.
@@ -110,14 +127,7 @@ pub fn load_vouched(cfg: &Config, a: &Archive) -> Option<crate::attach::Vouched>
     // The file is compared when opened: looking at it here too is a stat
     // per image at every boot for nothing.
     let (mem, k, lookups) = load_keyed(cfg, a, false)?;
-    let id = crate::archive::FileId {
-        dev: k.dev,
-        ino: k.ino,
-        size: k.size,
-        mtime: (k.mtime, k.mtime_nsec),
-        ctime: (k.ctime, k.ctime_nsec),
-    };
-    Some(crate::attach::Vouched { mem, id, lookups })
+    Some(crate::attach::Vouched { mem, id: k.id(), lookups })
 }
 
 /// Whether the cache holds an entry for `a` as it is now (its content is
@@ -137,21 +147,8 @@ pub fn is_current(cfg: &Config, a: &Archive) -> bool {
 /// Best effort: a boot without a cache is only slower.
 /// `file`: the identity of the file the units were read from (a mounted
 /// image's, from the fstat of its open file), else the archive's as it is now.
-pub fn store(cfg: &Config, a: &Archive, mem: Mem, lookups: Option<Lookups>, file: Option<crate::archive::FileId>) {
-    let key = match file {
-        Some(f) => Some(Key {
-            archive: a.path.clone(),
-            dev: f.dev,
-            ino: f.ino,
-            size: f.size,
-            mtime: f.mtime.0,
-            mtime_nsec: f.mtime.1,
-            ctime: f.ctime.0,
-            ctime_nsec: f.ctime.1,
-        }),
-        None => key(a),
-    };
-    let Some(key) = key else { return };
+pub fn store(cfg: &Config, a: &Archive, mem: Mem, lookups: Option<Lookups>, file: Option<FileId>) {
+    let Some(key) = file.map(|f| Key::of(&a.path, f)).or_else(|| key(a)) else { return };
     let res = (|| -> Result<()> {
         let mem = Cached::of(&mem).ok_or_else(|| anyhow::anyhow!("a path that is not UTF-8"))?;
         let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem, lookups })?;

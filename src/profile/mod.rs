@@ -66,10 +66,8 @@ pub fn next_profile_name(cfg: &Config) -> Result<Option<String>> {
     let path = cfg.next_profile_path();
     // A name, not a document: a FIFO or a device there is refused, not
     // waited on or read without end.
-    let text = match crate::sys::fsutil::read_bounded_io(&cfg.host(&path), 4096) {
-        Ok(t) => String::from_utf8(t).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        Err(e) => Err(e),
-    };
+    let text = crate::sys::fsutil::read_bounded_io(&cfg.host(&path), 4096)
+        .and_then(|t| String::from_utf8(t).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
     let text = match text {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
