@@ -108,6 +108,18 @@ struct ChanReader {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+    /// The writing thread, waited for once the reader is closed: a stream
+    /// dropped before its end leaves no file of the layout open.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ChanReader {
+    fn drop(&mut self) {
+        drop(std::mem::replace(&mut self.rx, std::sync::mpsc::sync_channel(0).1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Read for ChanReader {
@@ -129,7 +141,7 @@ impl Read for ChanReader {
 pub fn open(dir: &Path) -> Result<Pipe> {
     let files = files(dir);
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(128 << 10, ChanWriter(tx)));
         for (name, path) in files {
             let Ok(f) = open_nofollow(&path) else { continue };
@@ -145,7 +157,7 @@ pub fn open(dir: &Path) -> Result<Pipe> {
         }
         let _ = b.into_inner().and_then(|mut w| w.flush());
     });
-    Ok(Pipe::from_reader(Box::new(ChanReader { rx, cur: vec![], pos: 0 })))
+    Ok(Pipe::from_reader(Box::new(ChanReader { rx, cur: vec![], pos: 0, thread: Some(thread) })))
 }
 
 /// Opens a regular file without following a symlink or blocking on a FIFO.

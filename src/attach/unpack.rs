@@ -41,23 +41,23 @@ pub struct Unpacked {
 pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]>) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
-    let limits = mount_tmpfs(cfg, &host)?;
-    crash::point("mounted")?;
-    let (stats, digest) = if want.is_some() {
-        // Verified: hashed as it streams, the bytes unpacked are the bytes checked.
-        let (mut stream, seen) = stream::open_tar_hashed(a, &algos(want))?;
-        let stats = extract::extract(&mut stream, &host, limits)?;
-        stream.finish()?;
-        let got = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take().unwrap_or_default();
-        (stats, recorded(a, want, &got)?)
-    } else {
-        // Information for the record: hashed from the same open file, off
-        // the inflating thread.
-        let (mut stream, digest) = stream::open_tar_digesting(a)?;
-        let stats = extract::extract(&mut stream, &host, limits)?;
-        stream.finish()?;
-        (stats, digest.join().ok().flatten())
-    };
+    let (stats, digest) = in_tmpfs(cfg, tree, |limits| {
+        if want.is_some() {
+            // Verified: hashed as it streams, the bytes unpacked are the bytes checked.
+            let (mut stream, seen) = stream::open_tar_hashed(a, &algos(want))?;
+            let stats = extract::extract(&mut stream, &host, limits)?;
+            stream.finish()?;
+            let got = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take().unwrap_or_default();
+            Ok((stats, recorded(a, want, &got)?))
+        } else {
+            // Information for the record: hashed from the same open file, off
+            // the inflating thread.
+            let (mut stream, digest) = stream::open_tar_digesting(a)?;
+            let stats = extract::extract(&mut stream, &host, limits)?;
+            stream.finish()?;
+            Ok((stats, digest.join().ok().flatten()))
+        }
+    })?;
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;
@@ -104,21 +104,45 @@ fn pool(cfg: &Config, host: &Path) -> &'static Pool {
     })
 }
 
-/// Mounts the tmpfs for the tree at `host`, of the image's own limit or of
-/// what is left for all images, if less; returns the limits to unpack in.
-fn mount_tmpfs(cfg: &Config, host: &Path) -> Result<Limits> {
+/// Mounts a fresh tmpfs at `host` and has `fill` unpack into it.
+/// An unpack the limit for all images refused while another image was
+/// unpacking beside it is tried once more, alone, once the others are
+/// done: which image is refused then depends on the sizes, not on timing
+/// (two OCI images staging their blobs at once could each run short).
+fn in_tmpfs<T>(cfg: &Config, tree: &Path, fill: impl Fn(Limits) -> Result<T>) -> Result<T> {
+    let host = &cfg.host(tree);
     let pool = pool(cfg, host);
-    let left = pool.left();
-    if left < 1 << 20 {
-        return Err(crate::model::failure::error(
-            crate::model::failure::Kind::Limit,
-            format!(
-                "no room left to unpack: the other images' trees take the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config)",
-                pool.total
-            ),
-        ));
+    let attempt = || mount_tmpfs(cfg, host, pool).and_then(|limits| crash::point("mounted").and_then(|_| fill(limits)));
+    let refused = {
+        let unpacking = pool.begin();
+        match attempt() {
+            Err(e) if crate::model::failure::is_shared_limit(&e) && unpacking.overlapped() => e,
+            done => return done,
+        }
+    };
+    log::info!("{}: {refused:#}; trying again alone, once the images unpacking beside it are done", tree.display());
+    // What the refused attempt wrote goes with its tmpfs (its charges were given back).
+    if mount::is_mountpoint(host) {
+        mount::unmount_lazy(host)?;
     }
-    let size = left.min(cfg.unpack_limit);
+    let (_turn, _unpacking) = pool.alone();
+    attempt()
+}
+
+/// Mounts the tmpfs for the tree at `host`, as large as the image's own
+/// limit (or the limit for all images, if less); returns the limits to
+/// unpack in. What the other images left of the limit for all images is
+/// charged file by file (a tmpfs sized to what was left when it was
+/// mounted would refuse with the image's limit named, or not at all once
+/// the others gave back).
+fn mount_tmpfs(cfg: &Config, host: &Path, pool: &'static Pool) -> Result<Limits> {
+    if pool.left() < 1 << 20 {
+        return Err(crate::model::failure::shared_limit(format!(
+            "no room left to unpack: the other images' trees take the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config)",
+            pool.total
+        )));
+    }
+    let size = pool.total.min(cfg.unpack_limit);
     mount::mount_tmpfs(host, size)?;
     Ok(Limits { pool: Some(pool), ..Limits::unpack(size) })
 }
@@ -206,32 +230,28 @@ pub fn bind_dir(cfg: &Config, dir: &Path, tree: &Path) -> Result<Unpacked> {
 pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]>) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
-    let limits = mount_tmpfs(cfg, &host)?;
-    crash::point("mounted")?;
-    if a.format == Format::OciLayout {
-        // A layout directory is read blob by blob, each checked against its
-        // digest: with `want`, the tag's digests are checked before any layer.
-        let listed = std::cell::RefCell::new(None);
-        let check = |r: &crate::archive::oci::Resolved| {
-            if let Some(w) = want {
-                *listed.borrow_mut() = Some(trust::check_layout(&a.path, &a.id, w, &r.path)?);
-            }
-            Ok(())
-        };
-        let stats = crate::tree::oci::unpack_checked(&a.host, &a.id.reference, &host, limits, &check)?;
-        crash::point("unpacked")?;
-        mount::remount_ro(&host)?;
-        crash::point("read-only")?;
-        let digest = listed.into_inner().map(|d| format!("{}:{}", d.algo, d.hex));
-        return Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false, ..Unpacked::default() });
-    }
-    let (file, pinned) = pin(a).with_context(|| format!("reading {}", a.path.display()))?;
-    let (reader, algos) = (file.try_clone()?, algos(want));
-    let hashing = std::thread::spawn(move || reader_digests(reader, &algos));
-    let stats = crate::tree::oci::unpack(&pinned.host, &a.id.reference, &host, limits)?;
-    drop(file);
-    let got = hashing.join().ok().and_then(|r| r.ok()).unwrap_or_default();
-    let digest = recorded(a, want, &got)?;
+    let (stats, digest) = in_tmpfs(cfg, tree, |limits| {
+        if a.format == Format::OciLayout {
+            // A layout directory is read blob by blob, each checked against its
+            // digest: with `want`, the tag's digests are checked before any layer.
+            let listed = std::cell::RefCell::new(None);
+            let check = |r: &crate::archive::oci::Resolved| {
+                if let Some(w) = want {
+                    *listed.borrow_mut() = Some(trust::check_layout(&a.path, &a.id, w, &r.path)?);
+                }
+                Ok(())
+            };
+            let stats = crate::tree::oci::unpack_checked(&a.host, &a.id.reference, &host, limits, &check)?;
+            return Ok((stats, listed.into_inner().map(|d| format!("{}:{}", d.algo, d.hex))));
+        }
+        let (file, pinned) = pin(a).with_context(|| format!("reading {}", a.path.display()))?;
+        let (reader, algos) = (file.try_clone()?, algos(want));
+        let hashing = std::thread::spawn(move || reader_digests(reader, &algos));
+        let stats = crate::tree::oci::unpack(&pinned.host, &a.id.reference, &host, limits)?;
+        drop(file);
+        let got = hashing.join().ok().and_then(|r| r.ok()).unwrap_or_default();
+        Ok((stats, recorded(a, want, &got)?))
+    })?;
     crash::point("unpacked")?;
     mount::remount_ro(&host)?;
     crash::point("read-only")?;

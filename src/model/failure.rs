@@ -45,6 +45,9 @@ pub const KINDS: &[(Kind, &str)] = &[
 pub struct Failure {
     pub kind: Kind,
     message: String,
+    /// Refused by the limit for all images (`unpack_total_limit`), which
+    /// the images unpacking beside it drew on too: alone it may fit.
+    shared: bool,
 }
 
 impl std::fmt::Display for Failure {
@@ -57,7 +60,17 @@ impl std::error::Error for Failure {}
 
 /// An error of `kind` saying `message`; context added later keeps the kind.
 pub fn error(kind: Kind, message: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::Error::new(Failure { kind, message: message.to_string() })
+    anyhow::Error::new(Failure { kind, message: message.to_string(), shared: false })
+}
+
+/// A [`Kind::Limit`] error of the limit for all images (see [`Failure`]).
+pub fn shared_limit(message: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(Failure { kind: Kind::Limit, message: message.to_string(), shared: true })
+}
+
+/// Whether `e` is (beneath any context) a refusal of the limit for all images.
+pub fn is_shared_limit(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<Failure>()).last().is_some_and(|f| f.shared)
 }
 
 /// The kind of `e`: the innermost [`Failure`] on its chain, else what the

@@ -39,6 +39,36 @@ pub fn point(_what: &str) -> Result<()> {
     Ok(())
 }
 
+/// With `TORCX_TEST_MEET=WHAT:N`, the first N threads to reach the step
+/// `what` wait there until all N have (10 s at most): the tests make two
+/// images' unpacks overlap at a chosen step, whatever the machine's timing.
+#[cfg(feature = "fault-injection")]
+pub fn meet(what: &str) {
+    use std::sync::{Condvar, Mutex, OnceLock};
+    static WANT: OnceLock<Option<(String, u32)>> = OnceLock::new();
+    static HERE: (Mutex<u32>, Condvar) = (Mutex::new(0), Condvar::new());
+    let want = WANT.get_or_init(|| {
+        let v = std::env::var("TORCX_TEST_MEET").ok()?;
+        let (w, n) = v.rsplit_once(':')?;
+        Some((w.to_string(), n.parse().ok()?))
+    });
+    let Some((w, n)) = want else { return };
+    if w != what {
+        return;
+    }
+    let mut here = HERE.0.lock().unwrap_or_else(|e| e.into_inner());
+    if *here >= *n {
+        return;
+    }
+    *here += 1;
+    HERE.1.notify_all();
+    let _ = HERE.1.wait_timeout_while(here, std::time::Duration::from_secs(10), |h| *h < *n);
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn meet(_what: &str) {}
+
 /// With `TORCX_TEST_FD_LOG=FILE`, appends to FILE the number of files this
 /// process still has open as it exits (the soak test compares the first
 /// cycle with the last: a leak grows it).

@@ -64,15 +64,35 @@ impl Limits {
 
 /// Bytes the image trees unpacked at the same time may still take, all
 /// together: two images unpacked at once cannot each take the whole limit.
+///
+/// Which of them the limit refuses must not depend on timing: two OCI
+/// images staging their blobs at once could each take half of what is left
+/// and then both run short. So the pool also knows which unpacks are under
+/// way; one refused while another overlapped it is tried once more alone
+/// ([`Pool::alone`]), after the others are done.
 #[derive(Debug)]
 pub struct Pool {
     left: std::sync::atomic::AtomicU64,
     pub total: u64,
+    /// Unpacks under way, and how many ever began.
+    busy: std::sync::Mutex<(u64, u64)>,
+    idle: std::sync::Condvar,
+    /// Held by the one unpack trying again alone.
+    turn: std::sync::Mutex<()>,
+}
+
+/// One unpack under way (see [`Pool::begin`]); ends when dropped.
+pub struct Unpacking<'a> {
+    pool: &'a Pool,
+    /// Others were under way when it began.
+    others_then: bool,
+    /// How many unpacks had begun when it began.
+    began: u64,
 }
 
 impl Pool {
     pub fn new(left: u64, total: u64) -> Pool {
-        Pool { left: left.into(), total }
+        Pool { left: left.into(), total, busy: Default::default(), idle: Default::default(), turn: Default::default() }
     }
     pub fn left(&self) -> u64 {
         self.left.load(std::sync::atomic::Ordering::SeqCst)
@@ -84,5 +104,72 @@ impl Pool {
     /// Gives back what a failed unpack took (its tree is removed).
     pub fn give(&self, n: u64) {
         self.left.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn busy(&self) -> std::sync::MutexGuard<'_, (u64, u64)> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// An unpack begins drawing on the pool.
+    pub fn begin(&self) -> Unpacking<'_> {
+        let mut b = self.busy();
+        let u = Unpacking { pool: self, others_then: b.0 > 0, began: b.1 };
+        *b = (b.0 + 1, b.1 + 1);
+        u
+    }
+    /// Waits for the turn to try again alone, and for every unpack under
+    /// way to end; the unpack holding the turn begins before it is given
+    /// back. Unpacks beginning meanwhile are not held back.
+    pub fn alone(&self) -> (std::sync::MutexGuard<'_, ()>, Unpacking<'_>) {
+        let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.busy();
+        while b.0 > 0 {
+            b = self.idle.wait(b).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(b);
+        (turn, self.begin())
+    }
+}
+
+impl Unpacking<'_> {
+    /// Another unpack was under way at some time during this one.
+    pub fn overlapped(&self) -> bool {
+        let b = self.pool.busy();
+        self.others_then || b.0 > 1 || b.1 > self.began + 1
+    }
+}
+
+impl Drop for Unpacking<'_> {
+    fn drop(&mut self) {
+        let mut b = self.pool.busy();
+        b.0 -= 1;
+        if b.0 == 0 {
+            self.pool.idle.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unpack_knows_whether_another_overlapped_it_and_alone_waits_for_all() {
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new(10, 10)));
+        let a = pool.begin();
+        assert!(!a.overlapped());
+        let b = pool.begin();
+        assert!(a.overlapped() && b.overlapped());
+        drop(b);
+        // b ended, but it ran during a.
+        assert!(a.overlapped());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let (_turn, c) = pool.alone();
+            tx.send(c.overlapped()).unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "alone must wait for a to end");
+        drop(a);
+        assert!(!rx.recv().unwrap(), "alone after the others: no overlap");
+        waiter.join().unwrap();
     }
 }

@@ -31,6 +31,7 @@ pub fn unpack_checked(path: &Path, tag: &str, dest: &Path, limits: Limits, check
     check(&r)?;
     let root = fsutil::open_dir(dest)?;
     let (mut staged, mut live) = stage(path, &r, &root, limits)?;
+    crate::sys::crash::meet("staged");
     let mut stats = Stats::default();
     for (i, l) in r.layers.iter().enumerate() {
         let file = &staged[&l.hex].0;
@@ -116,13 +117,10 @@ fn stage(path: &Path, r: &Resolved, root: &OwnedFd, limits: Limits) -> Result<(S
                     && !pool.take(charge)
                 {
                     total -= charge;
-                    return Err(failure::error(
-                        Kind::Limit,
-                        format!(
-                            "blob {digest}: staging the layers exceeds what the other images left of the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config)",
-                            pool.total
-                        ),
-                    ));
+                    return Err(failure::shared_limit(format!(
+                        "blob {digest}: staging the layers exceeds what the other images left of the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config)",
+                        pool.total
+                    )));
                 }
                 *pooled += charge;
                 let fd = rustix::fs::openat(

@@ -291,7 +291,7 @@ pub fn charge_unpack(raw: &[u8], total: &mut u64, size: u64, limits: &Limits) ->
     if let Some(pool) = limits.pool
         && !pool.take(cost)
     {
-        return Err(limit_err(
+        return Err(shared_limit_err(
             raw,
             format!(
                 "unpacked size exceeds what the other images left of the limit of {} bytes for all images (TORCX_UNPACK_TOTAL_LIMIT or unpack_total_limit in the config): stopped",

@@ -24,6 +24,11 @@ pub fn limit_err(path: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
     failure::error(Cause::Limit, format!("entry {}: {msg}", shown_path(path)))
 }
 
+/// An entry the limit for all images refused (see `failure::shared_limit`).
+pub fn shared_limit_err(path: &[u8], msg: impl std::fmt::Display) -> anyhow::Error {
+    failure::shared_limit(format!("entry {}: {msg}", shown_path(path)))
+}
+
 /// An entry's path for a message: quoted, control characters escaped, and
 /// a path longer than [`SHOWN_PATH`] bytes cut in the middle, with its
 /// length, so one refusal stays one short line.
