@@ -46,6 +46,8 @@ fn tar_pipe(a: &Archive, file: impl Read + Send + 'static) -> Result<Pipe> {
     let large = std::fs::metadata(&a.host).is_ok_and(|m| m.len() >= READ_AHEAD_FROM);
     let buffered: Box<dyn std::io::BufRead + Send> =
         if large { Box::new(ReadAhead::spawn(file)) } else { Box::new(BufReader::with_capacity(64 * 1024, file)) };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let buffered = Stoppable { inner: buffered, stop: stop.clone() };
     let dec: Box<dyn Read + Send> = match a.format {
         Format::Tgz => Box::new(crate::archive::gunzip::decoder(buffered)),
         Format::TarZst => Box::new(zstd_decoder(buffered)?),
@@ -54,7 +56,43 @@ fn tar_pipe(a: &Archive, file: impl Read + Send + 'static) -> Result<Pipe> {
         }
     };
     // Bounded before the tar crate reads it (extension records, trailer).
-    Ok(Pipe::spawn(Box::new(crate::archive::guard::TarGuard::new(dec))))
+    Ok(Pipe::spawn(Box::new(crate::archive::guard::TarGuard::new(dec)), Some(stop)))
+}
+
+/// The compressed bytes as the decompressor reads them, until the stream is
+/// dropped: one read of a decompressor can go on through any amount of
+/// input that gives no output (zstd skippable frames, empty gzip members),
+/// so the thread is stopped where the decompressor reads, with an error,
+/// not only where it hands a chunk over.
+struct Stoppable<R> {
+    inner: R,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R> Stoppable<R> {
+    fn check(&self) -> std::io::Result<()> {
+        if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("the archive's reader stopped"));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Stoppable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: std::io::BufRead> std::io::BufRead for Stoppable<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.check()?;
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n)
+    }
 }
 
 /// The largest zstd window accepted, as a power of two (16 MiB). The
@@ -286,6 +324,9 @@ impl Drop for Pipe {
         while let Ok(Ok(b)) = self.full.try_recv() {
             keep(b);
         }
+        if let Some(s) = &self.stop {
+            s.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         stop(&mut self.full, &mut self.empty, self.thread.take());
     }
 }
@@ -296,15 +337,17 @@ pub struct Pipe {
     cur: Vec<u8>,
     pos: usize,
     thread: Option<std::thread::JoinHandle<()>>,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Pipe {
     /// Any byte stream, read on a thread of its own.
     pub fn from_reader(src: Box<dyn Read + Send>) -> Pipe {
-        Pipe::spawn(src)
+        Pipe::spawn(src, None)
     }
 
-    fn spawn(mut src: Box<dyn Read + Send>) -> Pipe {
+    /// `stop`, when given, is raised as the pipe is dropped (see [`Stoppable`]).
+    fn spawn(mut src: Box<dyn Read + Send>, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> Pipe {
         let (full_tx, full) = sync_channel::<std::io::Result<Vec<u8>>>(QUEUE);
         let (empty, empty_rx) = sync_channel::<Vec<u8>>(QUEUE + 2);
         for _ in 0..QUEUE {
@@ -337,7 +380,7 @@ impl Pipe {
                 }
             }
         });
-        Pipe { full, empty, cur: vec![], pos: 0, thread: Some(thread) }
+        Pipe { full, empty, cur: vec![], pos: 0, thread: Some(thread), stop }
     }
 
     /// Reads the stream to its end (tar stops before the padding), so a
@@ -450,6 +493,66 @@ mod tests {
         fn drop(&mut self) {
             let _ = self.0.send(());
         }
+    }
+
+    /// A zstd stream with one frame of 200 KiB of zeros, then up to `limit`
+    /// bytes of skippable frames (made as they are read), counting what
+    /// was read of it.
+    struct Skips {
+        head: Vec<u8>,
+        at: u64,
+        limit: u64,
+        served: Arc<std::sync::atomic::AtomicU64>,
+    }
+    impl Read for Skips {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            const FRAME: u64 = 1 << 20;
+            let h = self.head.len() as u64;
+            let n = if self.at < h {
+                let n = out.len().min((h - self.at) as usize);
+                out[..n].copy_from_slice(&self.head[self.at as usize..self.at as usize + n]);
+                n
+            } else if self.at >= self.limit {
+                0
+            } else {
+                // Each skippable frame: magic, length, then `FRAME` bytes.
+                let off = (self.at - h) % (8 + FRAME);
+                let mut hdr = [0u8; 8];
+                hdr[..4].copy_from_slice(&0x184D2A50u32.to_le_bytes());
+                hdr[4..].copy_from_slice(&(FRAME as u32).to_le_bytes());
+                if off < 8 {
+                    let n = out.len().min(8 - off as usize);
+                    out[..n].copy_from_slice(&hdr[off as usize..off as usize + n]);
+                    n
+                } else {
+                    let n = out.len().min((8 + FRAME - off) as usize);
+                    out[..n].fill(0);
+                    n
+                }
+            };
+            self.at += n as u64;
+            self.served.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    /// Found by an outside attack: the stream's thread, waited for when the
+    /// stream is dropped early, was inside one read of the decompressor that
+    /// went on through terabytes of skippable frames (a sparse file), so the
+    /// generator, which stops at the units, never ended. The thread is now
+    /// stopped where the decompressor reads.
+    #[test]
+    fn a_stream_dropped_in_skippable_frames_stops_reading_them() {
+        let head = zstd::stream::encode_all(&vec![0u8; 200 << 10][..], 3).unwrap();
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let src = Skips { head, at: 0, limit: 64 << 30, served: served.clone() };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let buffered = Stoppable { inner: BufReader::with_capacity(64 << 10, src), stop: stop.clone() };
+        let mut p = Pipe::spawn(Box::new(zstd_decoder(buffered).unwrap()), Some(stop));
+        p.read_exact(&mut [0; 1000]).unwrap();
+        drop(p);
+        let read = served.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(read < 1 << 30, "{read} bytes of skippable frames read after the stream was dropped");
     }
 
     /// Dropped before the end, a stream has its thread stop and drop the
