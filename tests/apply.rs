@@ -823,6 +823,82 @@ fn all_trees_together_stay_within_the_total_limit() {
     t.assert_canary();
 }
 
+/// An image that fails after its unpack (its manifest lists a binary it
+/// lacks; or its gzip trailer is damaged, found once the tar has ended)
+/// gives back what its tree took of the limit for all images: the next
+/// image, which fits alone, is attached. Found by an outside attack: the
+/// failed image's 6 MiB stayed taken, and the other was refused with the
+/// shared limit named although nothing was mounted.
+#[test]
+fn an_image_failing_after_its_unpack_gives_back_its_room() {
+    require_root("an_image_failing_after_its_unpack_gives_back_its_room");
+    for how in ["missing binary", "damaged trailer"] {
+        let t = TestRoot::new();
+        let bad = Image::new(&t, "bad", "1");
+        bad.file("data/fill", vec![7u8; 6 << 20]);
+        if how == "missing binary" {
+            bad.manifest(json!({"bin": ["/bin/nowhere"]}));
+            bad.pack(&t, USER_STORE, Fmt::Tgz);
+        } else {
+            bad.manifest(json!({}));
+            let p = bad.pack(&t, USER_STORE, Fmt::Tgz);
+            // The CRC, in the last 8 bytes, no longer matches.
+            let mut b = std::fs::read(&p).unwrap();
+            let n = b.len();
+            b[n - 8] ^= 0xff;
+            std::fs::write(&p, b).unwrap();
+        }
+        image_simple(&t, "good", "1").file("data/fill", vec![8u8; 6 << 20]).pack(&t, USER_STORE, Fmt::Zst);
+        t.vendor_profile(&[("bad", "1"), ("good", "1")]);
+        let s = apply_once(&t, &[("TORCX_UNPACK_LIMIT", "8M"), ("TORCX_UNPACK_TOTAL_LIMIT", "10M")]);
+        assert_ne!(s.code, 0, "{how}: {}", s.describe());
+        let doc = file_status(&t);
+        let states = status_states(&doc);
+        assert_eq!(
+            states,
+            vec![("bad:1".to_string(), "failed".to_string()), ("good:1".to_string(), "attached".to_string())],
+            "{how}: {}",
+            s.describe()
+        );
+        let err = status_error(&doc, "bad:1");
+        assert!(!err.contains("for all images"), "{how}: {err}");
+        assert!(s.mount_at(&t.path("run/torcx/unpack/bad")).is_none(), "{}", s.describe());
+        assert!(bin_names(&t).contains(&"good-tool".to_string()));
+        t.assert_canary();
+    }
+}
+
+/// A symlink whose target tmpfs keeps in a page of its own counts against
+/// the unpack limit as that page does: 600 of them with 200-byte targets
+/// take about 4.7 MiB, past a limit of 4 MiB (found by an outside attack:
+/// three such images together took three times the limit for all images).
+#[test]
+fn long_symlinks_count_against_the_unpack_limit() {
+    require_root("long_symlinks_count_against_the_unpack_limit");
+    let t = TestRoot::new();
+    let img = image_simple(&t, "links", "1");
+    for i in 0..600 {
+        img.symlink(&format!("l/{i}"), &format!("{i}-{}", "x".repeat(200)));
+    }
+    img.pack(&t, USER_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("links", "1")]);
+    let s = apply_once(&t, &[("TORCX_UNPACK_LIMIT", "4M")]);
+    assert_ne!(s.code, 0, "{}", s.describe());
+    let err = status_error(&file_status(&t), "links:1");
+    assert!(err.contains("exceeds the limit of 4194304 bytes (TORCX_UNPACK_LIMIT"), "{err}");
+    // Short targets (in the inode) are not charged: the same links fit.
+    let t = TestRoot::new();
+    let img = image_simple(&t, "links", "1");
+    for i in 0..600 {
+        img.symlink(&format!("l/{i}"), &format!("{i}-x"));
+    }
+    img.pack(&t, USER_STORE, Fmt::Tgz);
+    t.vendor_profile(&[("links", "1")]);
+    let s = apply_once(&t, &[("TORCX_UNPACK_LIMIT", "4M")]);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    t.assert_canary();
+}
+
 /// Records, units and drop-ins come out 0644 whatever took bits from the
 /// mode they were created with: a umask of 077, or a default ACL on their
 /// directory (which the kernel applies instead of the umask).

@@ -127,7 +127,10 @@ pub fn finish(cfg: &Config, p: Prepared, opts: &Options) -> Result<(Record, unpa
     })();
     match res {
         Ok(()) => Ok((rec, unpacked)),
-        Err(e) => Err(undo(cfg, &rec, e)),
+        Err(e) => {
+            unpack::give_back(&unpacked);
+            Err(undo(cfg, &rec, e))
+        }
     }
 }
 

@@ -80,6 +80,24 @@ pub(super) fn prepare(
         ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
     };
     let mut unpacked = unpacked;
+    match plan_unpacked(cfg, img, tree, final_tree, opts, &mut unpacked) {
+        Ok(plan) => Ok((unpacked, plan)),
+        Err(e) => {
+            unpack::give_back(&unpacked);
+            Err(e)
+        }
+    }
+}
+
+/// The rest of [`prepare`], once the image's tree is there.
+fn plan_unpacked(
+    cfg: &Config,
+    img: &ImageFrom,
+    tree: &Path,
+    final_tree: &Path,
+    opts: &Options,
+    unpacked: &mut unpack::Unpacked,
+) -> Result<Vec<Placement>> {
     let tree_src = Tree::open(&cfg.host(tree))?;
     // The cached units only for the file they came from (checked as mounted).
     let known = opts.known.as_deref().filter(|_| unpacked.vouched).map(|v| Known {
@@ -119,5 +137,5 @@ pub(super) fn prepare(
     let plan = plan(cfg, &o, src, &m, false)?;
     crash::point("planned")?;
     unpacked.lookups = recording.and_then(Recording::into_lookups);
-    Ok((unpacked, plan))
+    Ok(plan)
 }

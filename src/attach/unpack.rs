@@ -31,6 +31,9 @@ pub struct Unpacked {
     /// For a mounted image, the identity of the file checked and mounted
     /// (what the generator cache entry is keyed by).
     pub file: Option<crate::archive::FileId>,
+    /// What the tree took of the limit for all images: given back
+    /// ([`give_back`]) when the image fails after all and its tree goes.
+    pub charged: u64,
 }
 
 /// Mounts a fresh tmpfs at `tree` (logical), unpacks `a` into it with the
@@ -46,22 +49,56 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Dig
             // Verified: hashed as it streams, the bytes unpacked are the bytes checked.
             let (mut stream, seen) = stream::open_tar_hashed(a, &algos(want))?;
             let stats = extract::extract(&mut stream, &host, limits)?;
-            stream.finish()?;
-            let got = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take().unwrap_or_default();
-            Ok((stats, recorded(a, want, &got)?))
+            let digest = kept(&stats, limits, || {
+                stream.finish()?;
+                let got = seen.lock().unwrap_or_else(|e| e.into_inner()).digests.take().unwrap_or_default();
+                recorded(a, want, &got)
+            })?;
+            Ok((stats, digest))
         } else {
             // Information for the record: hashed from the same open file, off
             // the inflating thread.
             let (mut stream, digest) = stream::open_tar_digesting(a)?;
             let stats = extract::extract(&mut stream, &host, limits)?;
-            stream.finish()?;
+            kept(&stats, limits, || stream.finish())?;
             Ok((stats, digest.join().ok().flatten()))
         }
     })?;
-    crash::point("unpacked")?;
-    mount::remount_ro(&host)?;
-    crash::point("read-only")?;
-    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false, ..Unpacked::default() })
+    read_only(&host, stats, digest)
+}
+
+/// `then`, for a tree already unpacked with `stats`: failing, the tree is
+/// removed, so what it took of the limit for all images is given back.
+fn kept<T>(stats: &extract::Stats, limits: Limits, then: impl FnOnce() -> Result<T>) -> Result<T> {
+    then().inspect_err(|_| {
+        if let Some(pool) = limits.pool {
+            pool.give(stats.bytes);
+        }
+    })
+}
+
+/// Makes the unpacked tree at `host` read-only.
+fn read_only(host: &Path, stats: extract::Stats, digest: Option<String>) -> Result<Unpacked> {
+    let u = Unpacked { bytes: stats.bytes, digest, charged: stats.bytes, ..Unpacked::default() };
+    let res = crash::point("unpacked").and_then(|_| mount::remount_ro(host)).and_then(|_| crash::point("read-only"));
+    match res {
+        Ok(()) => Ok(u),
+        Err(e) => {
+            give_back(&u);
+            Err(e)
+        }
+    }
+}
+
+/// Gives back what the tree of `u` took of the limit for all images: the
+/// image failed after its unpack (a conflict, a bad manifest), and its tree
+/// is removed; the images unpacked after it may use the room.
+pub fn give_back(u: &Unpacked) {
+    if u.charged > 0
+        && let Some(pool) = POOL.get()
+    {
+        pool.give(u.charged);
+    }
 }
 
 /// What to hash an archive with: what the index lists it with when it must
@@ -90,8 +127,9 @@ fn recorded(a: &Archive, want: Option<&[Digest]>, got: &[Digest]) -> Result<Opti
 /// apply or attach) hold. Each unpack charges its files to it as it goes.
 /// A reattach (unpacking `.NAME.next`) does not count the tree of `NAME` it
 /// replaces: both are there only until the switch.
+static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+
 fn pool(cfg: &Config, host: &Path) -> &'static Pool {
-    static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         let under = cfg.host(&cfg.unpack_dir());
         let name = host.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -209,7 +247,15 @@ pub fn mount_image(
     if !checked_before {
         extract::check_symlinks(&host)?;
     }
-    Ok(Unpacked { bytes: 0, digest, loop_device: Some(dev), vouched: checked_before, file: now, lookups: None })
+    Ok(Unpacked {
+        bytes: 0,
+        digest,
+        loop_device: Some(dev),
+        vouched: checked_before,
+        file: now,
+        lookups: None,
+        charged: 0,
+    })
 }
 
 /// Binds an unpacked image directory read-only (and `nodev,nosuid`) at `tree`.
@@ -250,10 +296,8 @@ pub fn unpack_oci(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]
         let stats = crate::tree::oci::unpack(&pinned.host, &a.id.reference, &host, limits)?;
         drop(file);
         let got = hashing.join().ok().and_then(|r| r.ok()).unwrap_or_default();
-        Ok((stats, recorded(a, want, &got)?))
+        let digest = kept(&stats, limits, || recorded(a, want, &got))?;
+        Ok((stats, digest))
     })?;
-    crash::point("unpacked")?;
-    mount::remount_ro(&host)?;
-    crash::point("read-only")?;
-    Ok(Unpacked { bytes: stats.bytes, digest, loop_device: None, vouched: false, ..Unpacked::default() })
+    read_only(&host, stats, digest)
 }

@@ -213,6 +213,12 @@ impl Extractor {
             Kind::Symlink => {
                 // The policy checked the target.
                 let target = link.unwrap_or_default();
+                // tmpfs keeps a target longer than this in a page of its own:
+                // charged as a file of that page (thousands of them otherwise
+                // take room no limit counts).
+                if target.len() >= policy::INLINE_SYMLINK {
+                    policy::charge_unpack(&raw, &mut self.stats.bytes, 1, &self.limits)?;
+                }
                 let dir = self.dir(&raw, parent, true)?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), dir, &name).map_err(|err| match err {
                     Errno::EXIST => policy::check_over(&raw, &Kind::Symlink, policy::Node::File).unwrap_err(),
@@ -279,9 +285,15 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
     // The lexical check above cannot see chains (`a -> b/..` where `b` is
     // itself a link): let the kernel resolve every symlink beneath the root.
     x.cache.clear();
-    match &x.symlinks {
-        Some(list) => list.iter().try_for_each(|l| check_link(&x.root, l))?,
-        None => check_symlinks(dest)?,
+    let checked = match &x.symlinks {
+        Some(list) => list.iter().try_for_each(|l| check_link(&x.root, l)),
+        None => check_symlinks(dest),
+    };
+    if let Err(e) = checked {
+        if let Some(pool) = limits.pool {
+            pool.give(x.stats.bytes);
+        }
+        return Err(e);
     }
     Ok(x.stats)
 }

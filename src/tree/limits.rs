@@ -40,6 +40,10 @@ pub const MAX_DEPTH: usize = 256;
 /// The longest name of one component: NAME_MAX of tmpfs, squashfs, erofs.
 pub const MAX_NAME: usize = 255;
 
+/// The longest symlink target tmpfs keeps in the inode; a longer one takes
+/// a page (`SHORT_SYMLINK_LEN` in the kernel's shmem).
+pub const INLINE_SYMLINK: usize = 128;
+
 /// How far a reader may go with one image.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -39,10 +39,12 @@ pub fn unpack_checked(path: &Path, tag: &str, dest: &Path, limits: Limits, check
         let passes: &[LayerPass] =
             if i == 0 { &[LayerPass::Entries] } else { &[LayerPass::Whiteouts, LayerPass::Entries] };
         for pass in passes {
-            let mut f = file.try_clone().context("staged blob")?;
-            f.rewind().context("staged blob")?;
             let lim = Limits { max_bytes: limits.max_bytes.saturating_sub(live), ..limits };
-            let res = decoder(l.comp, BufReader::with_capacity(128 << 10, f))
+            let res = file
+                .try_clone()
+                .and_then(|mut f| f.rewind().map(|_| f))
+                .context("staged blob")
+                .and_then(|f| decoder(l.comp, BufReader::with_capacity(128 << 10, f)))
                 .and_then(|d| layer::extract_layer(d, dest, lim, &mut stats, *pass));
             if let Err(e) = res {
                 // The tree is removed: what it took is free for the other
@@ -65,7 +67,13 @@ pub fn unpack_checked(path: &Path, tag: &str, dest: &Path, limits: Limits, check
             }
         }
     }
-    extract::check_symlinks(dest)?;
+    // Failing from here, the tree is removed all the same.
+    if let Err(e) = extract::check_symlinks(dest) {
+        if let Some(pool) = limits.pool {
+            pool.give(stats.bytes);
+        }
+        return Err(e);
+    }
     Ok(stats)
 }
 
