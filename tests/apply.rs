@@ -848,7 +848,14 @@ fn an_image_failing_after_its_unpack_gives_back_its_room() {
             b[n - 8] ^= 0xff;
             std::fs::write(&p, b).unwrap();
         }
-        image_simple(&t, "good", "1").file("data/fill", vec![8u8; 6 << 20]).pack(&t, USER_STORE, Fmt::Zst);
+        // The order that shows the leak: bad takes its room first. good
+        // reaches its large file only after 1,500 directories (sorted
+        // first, and charged nothing); the other order passes either way.
+        let good = image_simple(&t, "good", "1");
+        for i in 0..1500 {
+            good.dir(&format!("a/{i:04}"));
+        }
+        good.file("data/fill", vec![8u8; 6 << 20]).pack(&t, USER_STORE, Fmt::Zst);
         t.vendor_profile(&[("bad", "1"), ("good", "1")]);
         let s = apply_once(&t, &[("TORCX_UNPACK_LIMIT", "8M"), ("TORCX_UNPACK_TOTAL_LIMIT", "10M")]);
         assert_ne!(s.code, 0, "{how}: {}", s.describe());
@@ -860,8 +867,6 @@ fn an_image_failing_after_its_unpack_gives_back_its_room() {
             "{how}: {}",
             s.describe()
         );
-        let err = status_error(&doc, "bad:1");
-        assert!(!err.contains("for all images"), "{how}: {err}");
         assert!(s.mount_at(&t.path("run/torcx/unpack/bad")).is_none(), "{}", s.describe());
         assert!(bin_names(&t).contains(&"good-tool".to_string()));
         t.assert_canary();
