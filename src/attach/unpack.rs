@@ -145,8 +145,8 @@ fn pool(cfg: &Config, host: &Path) -> &'static Pool {
 /// Mounts a fresh tmpfs at `host` and has `fill` unpack into it.
 /// An unpack the limit for all images refused while another image was
 /// unpacking beside it is tried once more, alone, once the others are
-/// done: which image is refused then depends on the sizes, not on timing
-/// (two OCI images staging their blobs at once could each run short).
+/// done: it is refused only if it does not fit beside the trees kept (two
+/// OCI images staging their blobs at once could each run short).
 fn in_tmpfs<T>(cfg: &Config, tree: &Path, fill: impl Fn(Limits) -> Result<T>) -> Result<T> {
     let host = &cfg.host(tree);
     let pool = pool(cfg, host);

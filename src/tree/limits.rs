@@ -69,9 +69,9 @@ impl Limits {
 /// Bytes the image trees unpacked at the same time may still take, all
 /// together: two images unpacked at once cannot each take the whole limit.
 ///
-/// Which of them the limit refuses must not depend on timing: two OCI
-/// images staging their blobs at once could each take half of what is left
-/// and then both run short. So the pool also knows which unpacks are under
+/// An image that fits alone must not be refused for timing: two OCI images
+/// staging their blobs at once could each take half of what is left and
+/// then both run short. So the pool also knows which unpacks are under
 /// way; one refused while another overlapped it is tried once more alone
 /// ([`Pool::alone`]), after the others are done.
 #[derive(Debug)]
