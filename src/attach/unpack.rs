@@ -70,11 +70,7 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Dig
 /// `then`, for a tree already unpacked with `stats`: failing, the tree is
 /// removed, so what it took of the limit for all images is given back.
 fn kept<T>(stats: &extract::Stats, limits: Limits, then: impl FnOnce() -> Result<T>) -> Result<T> {
-    then().inspect_err(|_| {
-        if let Some(pool) = limits.pool {
-            pool.give(stats.bytes);
-        }
-    })
+    then().inspect_err(|_| limits.give_back(stats.bytes))
 }
 
 /// Makes the unpacked tree at `host` read-only.

@@ -273,26 +273,17 @@ pub fn extract(src: impl Read, dest: &Path, limits: Limits) -> Result<Stats> {
         for e in ar.entries().context("reading archive")? {
             x.entry(e.context("reading archive")?)?;
         }
-        Ok(())
+        // The lexical check above cannot see chains (`a -> b/..` where `b` is
+        // itself a link): let the kernel resolve every symlink beneath the root.
+        x.cache.clear();
+        match &x.symlinks {
+            Some(list) => list.iter().try_for_each(|l| check_link(&x.root, l)),
+            None => check_symlinks(dest),
+        }
     })();
     if let Err(e) = res {
         // The tree is removed: what it took is free for the other images.
-        if let Some(pool) = limits.pool {
-            pool.give(x.stats.bytes);
-        }
-        return Err(e);
-    }
-    // The lexical check above cannot see chains (`a -> b/..` where `b` is
-    // itself a link): let the kernel resolve every symlink beneath the root.
-    x.cache.clear();
-    let checked = match &x.symlinks {
-        Some(list) => list.iter().try_for_each(|l| check_link(&x.root, l)),
-        None => check_symlinks(dest),
-    };
-    if let Err(e) = checked {
-        if let Some(pool) = limits.pool {
-            pool.give(x.stats.bytes);
-        }
+        limits.give_back(x.stats.bytes);
         return Err(e);
     }
     Ok(x.stats)

@@ -64,6 +64,14 @@ impl Limits {
     pub fn unpack(max_bytes: u64) -> Limits {
         Limits { max_bytes, max_entries: MAX_ENTRIES, pool: None }
     }
+
+    /// Gives back `n` bytes this unpack took from the pool of all images
+    /// (its tree is removed).
+    pub fn give_back(&self, n: u64) {
+        if let Some(pool) = self.pool {
+            pool.give(n);
+        }
+    }
 }
 
 /// Bytes the image trees unpacked at the same time may still take, all

@@ -49,9 +49,7 @@ pub fn unpack_checked(path: &Path, tag: &str, dest: &Path, limits: Limits, check
             if let Err(e) = res {
                 // The tree is removed: what it took is free for the other
                 // images, and so are the blobs still staged.
-                if let Some(pool) = limits.pool {
-                    pool.give(stats.bytes + live);
-                }
+                limits.give_back(stats.bytes + live);
                 return Err(e.context(format!("layer {} ({})", i + 1, l.digest)));
             }
         }
@@ -62,16 +60,12 @@ pub fn unpack_checked(path: &Path, tag: &str, dest: &Path, limits: Limits, check
             // for the other images.
             drop(file);
             live -= charged;
-            if let Some(pool) = limits.pool {
-                pool.give(charged);
-            }
+            limits.give_back(charged);
         }
     }
     // Failing from here, the tree is removed all the same.
     if let Err(e) = extract::check_symlinks(dest) {
-        if let Some(pool) = limits.pool {
-            pool.give(stats.bytes);
-        }
+        limits.give_back(stats.bytes);
         return Err(e);
     }
     Ok(stats)
@@ -160,10 +154,8 @@ fn stage(path: &Path, r: &Resolved, root: &OwnedFd, limits: Limits) -> Result<(S
         Ok((staged, total))
     })();
     let rm = rustix::fs::unlinkat(root, STAGING, AtFlags::REMOVEDIR);
-    if res.is_err()
-        && let Some(pool) = limits.pool
-    {
-        pool.give(pooled);
+    if res.is_err() {
+        limits.give_back(pooled);
     }
     let out = res?;
     rm.with_context(|| format!("removing {STAGING}"))?;
