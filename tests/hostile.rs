@@ -514,3 +514,50 @@ fn a_record_over_the_limit_is_refused_with_the_limit_named() {
     assert_eq!(s.code, 1, "{}", s.describe());
     assert_contains(&s.stdout, "record /run/torcx/attached/a.json: larger than the limit of 67108864 bytes", s);
 }
+
+/// A valid archive followed by a hole of 1 TiB in a sparse file (4 KB on
+/// disk): zeros after the last gzip member, or endless empty zstd blocks
+/// in a frame after the last. Neither gives a byte of output, and apply
+/// read the whole hole to check the stream's end, about 7 minutes (found
+/// by an outside attack). Now the image fails as corrupt, with the file
+/// named, once 64 MiB in a row gave nothing: in apply, and in the
+/// generator, which reads to the end an image whose units it has not met.
+#[test]
+fn a_hole_after_a_valid_archive_is_refused_at_64_mib() {
+    require_root("a_hole_after_a_valid_archive_is_refused_at_64_mib");
+    for fmt in [Fmt::Tgz, Fmt::Zst] {
+        let t = TestRoot::new();
+        let img = Image::new(&t, "evil", "1");
+        img.manifest(json!({"bin": ["/bin/tool"]})).exec("bin/tool", "#!/bin/sh\n");
+        let archive = img.pack(&t, USER_STORE, fmt);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&archive).unwrap();
+        if fmt == Fmt::Zst {
+            // A frame header (no content size, 1 KiB window); zeros then
+            // read as raw blocks of no bytes, none of them the last.
+            std::io::Write::write_all(&mut f, &[0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00]).unwrap();
+        }
+        f.set_len(f.metadata().unwrap().len() + (1 << 40)).unwrap();
+        t.vendor_profile(&[("evil", "1")]);
+        let mut ns = Ns::new(&t);
+        ns.wrap("timeout 120");
+        let out_dir = t.scratch("gen");
+        let generator = ns.generator(&["--root", t.root.to_str().unwrap(), out_dir.to_str().unwrap()]);
+        let apply = ns.apply();
+        let out = ns.run();
+        let what = if fmt == Fmt::Tgz { "gzip" } else { "zstd" };
+        let why = format!("reading archive: corrupt {what} stream: 64 MiB of it in a row gave no output");
+        let file = archive.strip_prefix(&t.root).unwrap().display().to_string();
+        // The image ships no unit, so the generator reads to the end too.
+        let g = &out[generator];
+        assert_eq!(g.code, 1, "{}", g.describe());
+        assert_contains(&g.log, &format!("image evil:1: reading /{file}: {why}"), g);
+        let s = &out[apply];
+        assert_eq!(s.code, 1, "{}", s.describe());
+        assert_contains(&s.stderr, &format!("torcx: error: image evil:1 (/{file}): {why}"), s);
+        assert!(s.mounts_under(&t.root).is_empty(), "{}", s.describe());
+        for d in ["run/torcx/attached", "run/torcx/bin", "run/torcx/unpack"] {
+            assert_eq!(std::fs::read_dir(t.path(d)).unwrap().count(), 0, "{d} is not empty");
+        }
+        t.assert_canary();
+    }
+}

@@ -2,6 +2,7 @@
 //! decompressed tar stream, the squashfs/erofs index, an OCI layout). It
 //! yields entries; deciding which entries are acceptable is `tree`'s job.
 
+pub mod barren;
 pub mod digest;
 pub mod fsimage;
 pub mod guard;

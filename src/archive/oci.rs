@@ -11,6 +11,7 @@
 //! read-only generator) decompresses the layers on the fly and merges just
 //! the entries the generator needs.
 
+use crate::archive::barren;
 use crate::archive::{Archive, Format};
 use crate::model::names::ImageId;
 use anyhow::{Context, Result, bail};
@@ -424,8 +425,8 @@ pub fn list_tags(path: &Path) -> Result<Vec<String>> {
 pub fn decoder<'a>(comp: Comp, r: impl BufRead + 'a) -> Result<Box<dyn Read + 'a>> {
     let inner: Box<dyn Read + 'a> = match comp {
         Comp::Tar => Box::new(r),
-        Comp::Gzip => Box::new(crate::archive::gunzip::decoder(r)),
-        Comp::Zstd => Box::new(crate::archive::stream::zstd_decoder(r)?),
+        Comp::Gzip => Box::new(barren::bounded(r, "gzip", |i| Ok(crate::archive::gunzip::decoder(i)))?),
+        Comp::Zstd => Box::new(barren::bounded(r, "zstd", crate::archive::stream::zstd_decoder)?),
     };
     Ok(Box::new(crate::archive::guard::TarGuard::new(inner)))
 }

@@ -1,6 +1,7 @@
 //! Archive formats behind one interface: a tar stream to unpack, and a
 //! cheap read of just the manifest and unit files for the generator.
 
+use crate::archive::barren;
 use crate::archive::digest::{HashingReader, Seen};
 use crate::archive::{Archive, Format};
 use crate::model::remote::Algo;
@@ -49,8 +50,8 @@ fn tar_pipe(a: &Archive, file: impl Read + Send + 'static) -> Result<Pipe> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let buffered = Stoppable { inner: buffered, stop: stop.clone() };
     let dec: Box<dyn Read + Send> = match a.format {
-        Format::Tgz => Box::new(crate::archive::gunzip::decoder(buffered)),
-        Format::TarZst => Box::new(zstd_decoder(buffered)?),
+        Format::Tgz => Box::new(barren::bounded(buffered, "gzip", |i| Ok(crate::archive::gunzip::decoder(i)))?),
+        Format::TarZst => Box::new(barren::bounded(buffered, "zstd", zstd_decoder)?),
         Format::Squashfs | Format::Erofs | Format::Oci | Format::OciLayout => {
             bail!("{} archives are not tar streams", a.format.name())
         }
