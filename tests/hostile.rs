@@ -520,7 +520,7 @@ fn a_record_over_the_limit_is_refused_with_the_limit_named() {
 /// in a frame after the last. Neither gives a byte of output, and apply
 /// read the whole hole to check the stream's end, about 7 minutes (found
 /// by an outside attack). Now the image fails as corrupt, with the file
-/// named, once 64 MiB in a row gave nothing: in apply, and in the
+/// named, once 64 MiB more was read than given: in apply, and in the
 /// generator, which reads to the end an image whose units it has not met.
 #[test]
 fn a_hole_after_a_valid_archive_is_refused_at_64_mib() {
@@ -545,7 +545,7 @@ fn a_hole_after_a_valid_archive_is_refused_at_64_mib() {
         let apply = ns.apply();
         let out = ns.run();
         let what = if fmt == Fmt::Tgz { "gzip" } else { "zstd" };
-        let why = format!("reading archive: corrupt {what} stream: 64 MiB of it in a row gave no output");
+        let why = format!("reading archive: corrupt {what} stream: 64 MiB more read than it gave");
         let file = archive.strip_prefix(&t.root).unwrap().display().to_string();
         // The image ships no unit, so the generator reads to the end too.
         let g = &out[generator];

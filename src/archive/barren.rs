@@ -1,25 +1,29 @@
-//! A decompressor must keep giving output for the input it reads. Some
-//! compressed bytes legitimately give none (gzip's zero padding after the
-//! last member, zstd's skippable frames and empty blocks), and nothing in
-//! either format bounds how many there are: an archive whose valid tar is
-//! followed by a 1 TiB hole in a sparse file (4 KB on disk) made `apply`
-//! read the whole hole, about 7 minutes, to check the stream's end.
+//! A decompressor must give out about as much as it reads. Some
+//! compressed bytes legitimately give nothing (gzip's zero padding after
+//! the last member, deflate's empty stored blocks, zstd's skippable frames
+//! and empty blocks), and nothing in either format bounds how many there
+//! are: an archive whose valid tar was followed by a 1 TiB hole in a sparse
+//! file (4 KB on disk) made `apply` read the whole hole, about 7 minutes,
+//! to check the stream's end.
 //!
-//! [`bounded`] counts the compressed bytes the decompressor takes since it
-//! last gave a byte, and fails its read past [`MAX_BARREN`]. Real data never
-//! comes close: deflate gives at least one byte for every few hundred bits
-//! it reads, and tar writers pad with at most a record or two.
+//! [`bounded`] keeps what the decompressor has read beyond what it has
+//! given (never below zero: output does not pay in advance for input yet
+//! to come), and fails its read once that passes [`MAX_BARREN`]. So all
+//! the compressed bytes read are at most the output plus 64 MiB, and the
+//! output is bounded by the unpack limit. Real archives stay far from it:
+//! incompressible data grows by a few bytes per 64 KiB block, and tar
+//! writers pad with a record or two.
 
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Compressed bytes that may be read in a row without one byte of output.
+/// How far the compressed bytes read may run ahead of the bytes given.
 pub const MAX_BARREN: u64 = 64 << 20;
 
 /// The decompressor `make` builds over `input`, failing as corrupt once it
-/// has read [`MAX_BARREN`] bytes of input since its last output. `what`
-/// names the stream in the error ("gzip", "zstd").
+/// has read [`MAX_BARREN`] bytes more than it gave. `what` names the stream
+/// in the error ("gzip", "zstd").
 pub fn bounded<R: BufRead, D: Read>(
     input: R,
     what: &'static str,
@@ -31,7 +35,7 @@ pub fn bounded<R: BufRead, D: Read>(
 }
 
 /// The input side: counts what the decompressor takes. Both sides run on
-/// the decompressing thread; the counter is shared only because the
+/// the decompressing thread; the count is shared only because the
 /// decompressor owns its input.
 pub struct Input<R> {
     inner: R,
@@ -44,7 +48,7 @@ impl<R> Input<R> {
         if self.since.load(Ordering::Relaxed) >= MAX_BARREN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("corrupt {} stream: {} MiB of it in a row gave no output", self.what, MAX_BARREN >> 20),
+                format!("corrupt {} stream: {} MiB more read than it gave", self.what, MAX_BARREN >> 20),
             ));
         }
         Ok(())
@@ -75,7 +79,7 @@ impl<R: BufRead> BufRead for Input<R> {
     }
 }
 
-/// The output side: any byte given starts the count again.
+/// The output side: each byte given pays for one byte read.
 pub struct Output<D> {
     inner: D,
     since: Arc<AtomicU64>,
@@ -84,9 +88,9 @@ pub struct Output<D> {
 impl<D: Read> Read for Output<D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.since.store(0, Ordering::Relaxed);
-        }
+        // Only this thread changes the count between the load and the store.
+        let owed = self.since.load(Ordering::Relaxed);
+        self.since.store(owed.saturating_sub(n as u64), Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -125,7 +129,7 @@ mod tests {
         // A hole far past the bound ends at the bound, not at its end.
         let e = gunzip(then_zeros(gz(&data), 1 << 40)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(e.to_string(), "corrupt gzip stream: 64 MiB of it in a row gave no output");
+        assert_eq!(e.to_string(), "corrupt gzip stream: 64 MiB more read than it gave");
     }
 
     #[test]
@@ -137,19 +141,41 @@ mod tests {
         z.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00]);
         assert_eq!(unzstd(then_zeros(z.clone(), 1 << 10)).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         let e = unzstd(then_zeros(z, 1 << 40)).unwrap_err();
-        assert_eq!(e.to_string(), "corrupt zstd stream: 64 MiB of it in a row gave no output");
+        assert_eq!(e.to_string(), "corrupt zstd stream: 64 MiB more read than it gave");
     }
 
     #[test]
-    fn output_starts_the_count_again() {
-        // Skippable frames of 40 MiB between real ones: never 64 in a row.
-        let mut z: Box<dyn Read> = Box::new(io::empty());
-        for i in 0..4u8 {
-            let mut frame = zstd::encode_all(&[i; 1000][..], 3).unwrap();
-            frame.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18]);
-            frame.extend_from_slice(&(40u32 << 20).to_le_bytes());
-            z = Box::new(z.chain(io::Cursor::new(frame)).chain(io::repeat(0).take(40 << 20)));
+    fn output_pays_only_for_as_much_input() {
+        // 1000 bytes out, then a skippable frame of 40 MiB, four times:
+        // never 64 MiB without output, but 160 MiB read for 4000 bytes.
+        let frames = |n: u8, skip: u32| {
+            let mut z: Box<dyn Read> = Box::new(io::empty());
+            for i in 0..n {
+                let mut frame = zstd::encode_all(&[i; 1000][..], 3).unwrap();
+                frame.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18]);
+                frame.extend_from_slice(&skip.to_le_bytes());
+                z = Box::new(z.chain(io::Cursor::new(frame)).chain(io::repeat(0).take(skip.into())));
+            }
+            BufReader::new(z)
+        };
+        let e = unzstd(frames(4, 40 << 20)).unwrap_err();
+        assert_eq!(e.to_string(), "corrupt zstd stream: 64 MiB more read than it gave");
+        assert_eq!(unzstd(frames(4, 1 << 20)).unwrap(), 4000);
+        // 32 MiB given first earns nothing ahead: a hole of 90 MiB after
+        // it is still too much.
+        let data = vec![0u8; 32 << 20];
+        assert!(gunzip(then_zeros(gz(&data), 90 << 20)).is_err());
+        // Incompressible data grows a little, and passes.
+        let mut noise = vec![0u8; 2 << 20];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for b in noise.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
         }
-        assert_eq!(unzstd(BufReader::new(z)).unwrap(), 4000);
+        let z = gz(&noise);
+        assert!(z.len() > noise.len());
+        assert_eq!(gunzip(then_zeros(z, 0)).unwrap(), 2 << 20);
     }
 }
