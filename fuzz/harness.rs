@@ -75,7 +75,8 @@ fn archive(data: &[u8], format: Format) -> Archive {
 /// memory, the manifest or scan, the unit plan and the host check, as
 /// `torcx-generator` and `profile check` do it.
 fn generator(a: &Archive) {
-    let res = torcx::tree::read_units(a).and_then(|mem| {
+    let limits = torcx::tree::limits::Limits::reading(config().unpack_limit);
+    let res = torcx::tree::read_units(a, &limits).and_then(|mem| {
         let (_, plan) = torcx::attach::plan_archive_units(config(), a, &mem)?;
         torcx::attach::check_host_units(config(), &a.id, &plan)
     });

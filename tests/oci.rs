@@ -83,7 +83,8 @@ for l in spec["layers"]:
     data, mt = compress(mktar(l["entries"]), l["comp"])
     layers.append(add(data, l.get("mt") or mt))
 config = add(json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": []}}).encode(),
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+             + b" " * spec.get("config_pad", 0),
              "application/vnd.oci.image.config.v1+json")
 manifest = {"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": layers}
 if spec["annotate"] == "manifest":
@@ -150,6 +151,8 @@ struct Bundle {
     corrupt: Option<usize>,
     /// A media type for every layer instead of the right one.
     media_type: Option<&'static str>,
+    /// Spaces after the config's JSON.
+    config_pad: usize,
 }
 
 impl Bundle {
@@ -162,6 +165,7 @@ impl Bundle {
             order: "blobs-first",
             corrupt: None,
             media_type: None,
+            config_pad: 0,
         }
     }
 
@@ -177,6 +181,7 @@ impl Bundle {
             "arch": goarch(),
             "order": self.order,
             "corrupt": self.corrupt,
+            "config_pad": self.config_pad,
         });
         write(&work.path().join("spec.json"), spec.to_string());
         write(&work.path().join("mkoci.py"), PY_OCI);
@@ -531,6 +536,33 @@ fn bundle_blob_with_a_wrong_digest_fails_naming_it() {
     assert_eq!(s.code, 1, "{}", s.describe());
     assert_contains(&s.log, &format!("blob {}: digest mismatch", digests[1]), &s);
     assert!(!base.join("normal/hello.service").exists());
+}
+
+/// The config is JSON read whole to check its digest: one over 4 MiB is
+/// refused from its descriptor, by apply and the generator, before any of
+/// it is read (found by an outside attack: a config of a small JSON and a
+/// 1 TiB sparse hole in a layout directory was read until the timeout).
+#[test]
+fn a_config_over_4_mib_is_refused_before_it_is_read() {
+    require_root("a_config_over_4_mib_is_refused_before_it_is_read");
+    let t = TestRoot::new();
+    with_good_image(&t);
+    let mut b = Bundle::new(layered());
+    b.config_pad = 4 << 20;
+    b.store(&t, "bad");
+    let s = apply_once(&t, &[]);
+    let needle = "bytes (at most 4194304)";
+    assert_bad_failed(&t, &s, needle);
+    assert_contains(&status_error(&read_json(&t.path("run/torcx/status.json")), "bad:1"), "config sha256:", &s);
+    let (_keep, base) = gen_dirs();
+    let mut ns = Ns::new(&t);
+    let root = t.root.to_str().unwrap().to_string();
+    let normal = base.join("normal").display().to_string();
+    ns.sh("rm -rf \"$ROOT/run\"");
+    ns.generator(&["--root", &root, &normal]);
+    let s = ns.run().pop().unwrap();
+    assert_eq!(s.code, 1, "{}", s.describe());
+    assert_contains(&s.log, needle, &s);
 }
 
 /// A bundle `bad:1`: the layers of [`layered`], then `hostile` as a fourth

@@ -398,7 +398,7 @@ fn a_unit_hard_linked_to_a_file_elsewhere_is_read() {
 /// Past the entry limit every reader stops at the same entry, same words.
 #[test]
 fn every_reader_stops_an_entry_bomb_alike() {
-    let lim = Limits { max_bytes: 1 << 30, max_entries: 5, pool: None };
+    let lim = Limits { max_bytes: 1 << 30, max_entries: 5, ..Limits::MEM };
     let mut entries = prelude();
     entries.extend([E::File("bin/a", b""), E::File("bin/b", b""), E::File("bin/c", b"")]);
     let tar = tar_of(&entries);

@@ -360,6 +360,11 @@ fn resolve_tag(s: &Small, tag: &str) -> Result<Step<Resolved>> {
         }
     }
     digest_hex(&m.config.digest)?;
+    // The config is JSON, read whole to check its digest: bounded as the
+    // other documents are, before any of it is read.
+    if m.config.size > MAX_JSON {
+        bail!("config {}: {} bytes (at most {MAX_JSON})", m.config.digest, m.config.size);
+    }
     if m.layers.len() > MAX_LAYERS {
         bail!("tag {tag:?}: {} layers (at most {MAX_LAYERS})", m.layers.len());
     }
@@ -453,6 +458,11 @@ impl<R: Read> HashRead<R> {
     }
 
     /// Reads to the end and checks size and digest against `digest`/`size`.
+    /// The bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
     pub fn finish(mut self, digest: &str, size: u64) -> Result<()> {
         std::io::copy(&mut self, &mut std::io::sink()).with_context(|| format!("blob {digest}: reading"))?;
         if self.n != size {

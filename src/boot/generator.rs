@@ -133,6 +133,7 @@ fn against_host(cfg: &Config, host: &systemd::UnitDirs, id: &ImageId, p: ImagePl
 fn plan_own(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<ImagePlan> {
     let Some(a) = archives.iter().find(|a| &a.id == id) else { bail!("no archive in any store") };
     let ctx = || format!("reading {}", a.path.display());
+    let limits = crate::tree::policy::Limits::reading(cfg.unpack_limit);
     let mem = match crate::fetch::trust::requirement(cfg, &a.id, &a.path)? {
         // With `verify: signed`, no unit of an archive no signed index vouches
         // for reaches systemd: apply would refuse the image, but its units
@@ -147,7 +148,6 @@ fn plan_own(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<ImagePla
                 refused.set(res.is_err());
                 res.map(|_| ())
             };
-            let limits = crate::tree::policy::Limits::MEM;
             // The refusal names the layout itself.
             crate::tree::oci::read_units_checked(&a.host, &a.id.reference, &limits, &check)
                 .map_err(|e| if refused.get() { e } else { e.context(ctx()) })?
@@ -159,11 +159,11 @@ fn plan_own(cfg: &Config, archives: &[Archive], id: &ImageId) -> Result<ImagePla
             let (file, pinned) = digest::pin(a).with_context(ctx)?;
             let got = digest::reader_digests(file.try_clone()?, &algos).with_context(ctx)?;
             crate::fetch::trust::check(&a.path, &a.id, &want, &got)?;
-            crate::tree::isolated::read_units(&pinned).with_context(ctx)?
+            crate::tree::isolated::read_units(&pinned, &limits).with_context(ctx)?
         }
         None => match cache::load(cfg, a) {
             Some(m) => m,
-            None => crate::tree::isolated::read_units(a).with_context(ctx)?,
+            None => crate::tree::isolated::read_units(a, &limits).with_context(ctx)?,
         },
     };
     let (manifest, plan) = attach::plan_archive_units(cfg, a, &mem)?;

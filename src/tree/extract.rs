@@ -139,7 +139,7 @@ impl Extractor {
     pub(super) fn entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<()> {
         let raw = e.path_bytes().into_owned();
         let link = e.link_name_bytes().map(|l| l.into_owned());
-        let Some(checked) = policy::check_tar(&raw, e.header().entry_type(), link.as_deref())? else {
+        let Some(checked) = policy::check_tar(&raw, e.header().entry_type(), link.as_deref(), e.size())? else {
             return Ok(());
         };
         policy::check_not_bundle(&raw, &checked)?;

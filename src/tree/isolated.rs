@@ -198,10 +198,10 @@ fn decode(mut r: impl Read) -> Result<Mem> {
 /// What the generator needs of an archive of any format, the squashfs and
 /// erofs index read in a child ([`read_fsimage_units`]); the tar and OCI
 /// readers are torcx's own, bounded by the entry policy, and run here.
-pub fn read_units(a: &Archive) -> Result<Mem> {
+pub fn read_units(a: &Archive, limits: &crate::tree::limits::Limits) -> Result<Mem> {
     match a.format {
         Format::Squashfs | Format::Erofs => read_fsimage_units(a),
-        _ => crate::tree::read_units(a),
+        _ => crate::tree::read_units(a, limits),
     }
 }
 

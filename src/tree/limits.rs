@@ -54,15 +54,25 @@ pub struct Limits {
     /// For an unpack: what all unpacks of this process may still take
     /// together (`unpack_total_limit`), charged as `max_bytes` is.
     pub pool: Option<&'static Pool>,
+    /// For a reader into memory: the file data it may stream past without
+    /// keeping, charged as an unpack charges it (the unpack limit, so the
+    /// generator refuses what apply would, no later: a 32 MB archive of a
+    /// zstd-compressed 1 TiB file kept it decompressing for 90 s).
+    pub data: u64,
 }
 
 impl Limits {
-    /// What the readers into memory (the generator's) may read.
-    pub const MEM: Limits = Limits { max_bytes: MAX_MEM_TOTAL, max_entries: MAX_ENTRIES, pool: None };
+    /// What the readers into memory may read, the data they pass unbounded.
+    pub const MEM: Limits = Limits { max_bytes: MAX_MEM_TOTAL, max_entries: MAX_ENTRIES, pool: None, data: u64::MAX };
+
+    /// What the generator may read of an image unpacked within `unpack_limit`.
+    pub fn reading(unpack_limit: u64) -> Limits {
+        Limits { data: unpack_limit, ..Limits::MEM }
+    }
 
     /// An unpack bounded by `max_bytes` (`unpack_limit` in the config).
     pub fn unpack(max_bytes: u64) -> Limits {
-        Limits { max_bytes, max_entries: MAX_ENTRIES, pool: None }
+        Limits { max_bytes, max_entries: MAX_ENTRIES, pool: None, data: max_bytes }
     }
 
     /// Gives back `n` bytes this unpack took from the pool of all images

@@ -20,11 +20,12 @@ use crate::archive::{Archive, Format};
 use source::Mem;
 
 /// What the generator needs of an archive of any format (its manifest, unit
-/// files and links), read without mounting or unpacking it.
-pub fn read_units(a: &Archive) -> anyhow::Result<Mem> {
+/// files and links), read without mounting or unpacking it, within `limits`
+/// ([`limits::Limits::reading`]).
+pub fn read_units(a: &Archive, limits: &limits::Limits) -> anyhow::Result<Mem> {
     match a.format {
-        Format::Tgz | Format::TarZst => Mem::from_archive(a),
+        Format::Tgz | Format::TarZst => Mem::from_archive_with(a, limits),
         Format::Squashfs | Format::Erofs => Mem::from_fsimage(&FsImage::open(&a.host, a.format)?),
-        Format::Oci | Format::OciLayout => oci::read_units(&a.host, &a.id.reference),
+        Format::Oci | Format::OciLayout => oci::read_units_with(&a.host, &a.id.reference, limits),
     }
 }

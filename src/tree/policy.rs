@@ -187,9 +187,9 @@ pub struct Checked<'a> {
 
 /// The whole verdict on a tar entry but what only the tree can tell (what
 /// is already at its path, where a link really ends): the path, the kind,
-/// and for links the target. `link` is the entry's link name. `None` for
-/// headers that are skipped.
-pub fn check_tar<'a>(raw: &'a [u8], ty: tar::EntryType, link: Option<&[u8]>) -> Result<Option<Checked<'a>>> {
+/// and for links the target. `link` is the entry's link name, `size` the
+/// data its header declares. `None` for headers that are skipped.
+pub fn check_tar<'a>(raw: &'a [u8], ty: tar::EntryType, link: Option<&[u8]>, size: u64) -> Result<Option<Checked<'a>>> {
     // Global headers may name anything (GNU tar uses an absolute path).
     let Some(kind) = Kind::of_tar(ty) else { return Ok(None) };
     let comps = components(raw)?;
@@ -197,6 +197,15 @@ pub fn check_tar<'a>(raw: &'a [u8], ty: tar::EntryType, link: Option<&[u8]>) -> 
         return Err(entry_err(raw, "empty path"));
     }
     check_kind(raw, &kind)?;
+    // The tar crate skips the data a directory or link declares, GNU tar
+    // reads it as the next headers: two readers would see two trees. And
+    // nothing charges it, so terabytes of it passed the unpack limit.
+    if kind != Kind::File && size > 0 {
+        return Err(entry_err(
+            raw,
+            format!("a {} with {size} bytes of data: only a regular file carries data", kind.name()),
+        ));
+    }
     match kind {
         Kind::Symlink => {
             let t = link.ok_or_else(|| entry_err(raw, "symlink without a target"))?;
@@ -310,6 +319,12 @@ pub fn charge_unpack(raw: &[u8], total: &mut u64, size: u64, limits: &Limits) ->
         ));
     }
     Ok(())
+}
+
+/// Charges a file of `size` bytes that a reader into memory streams past
+/// against the unpack limit, in apply's words (`limits.data`).
+pub fn charge_data(raw: &[u8], total: &mut u64, size: u64, limits: &Limits) -> Result<()> {
+    charge_unpack(raw, total, size, &Limits::unpack(limits.data))
 }
 
 /// Whether a reader into memory reads a wanted file of `size` bytes at all.
@@ -619,7 +634,7 @@ mod tests {
     fn kinds() {
         assert_eq!(format!("{}", check_kind(b"d", &Kind::Device).unwrap_err()), "entry \"d\": device node refused");
         assert_eq!(format!("{}", check_kind(b"p", &Kind::Fifo).unwrap_err()), "entry \"p\": FIFO refused");
-        assert!(check_tar(b"x", tar::EntryType::GNUSparse, None).is_err());
-        assert!(check_tar(b"g", tar::EntryType::XGlobalHeader, None).unwrap().is_none());
+        assert!(check_tar(b"x", tar::EntryType::GNUSparse, None, 0).is_err());
+        assert!(check_tar(b"g", tar::EntryType::XGlobalHeader, None, 0).unwrap().is_none());
     }
 }

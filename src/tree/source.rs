@@ -299,6 +299,8 @@ impl Mem {
         let mut left: BTreeSet<PathBuf> = BTreeSet::new();
         let mut inside: Option<PathBuf> = None;
         let mut total = 0u64;
+        // The file data read or passed, as the unpack charges it.
+        let mut data = 0u64;
         let mut count = policy::Count::default();
         // What is at each path so far: the extractor's answers, without a tree.
         let mut paths = policy::Paths::default();
@@ -313,7 +315,7 @@ impl Mem {
             let link = e.link_name_bytes().map(|l| l.into_owned());
             // The extractor's policy: what apply would refuse, the generator
             // refuses too, in the same words.
-            let Some(checked) = policy::check_tar(&raw, e.header().entry_type(), link.as_deref())? else {
+            let Some(checked) = policy::check_tar(&raw, e.header().entry_type(), link.as_deref(), e.size())? else {
                 continue;
             };
             policy::check_not_bundle(&raw, &checked)?;
@@ -378,6 +380,7 @@ impl Mem {
                     m.links.insert(rel, PathBuf::from(String::from_utf8_lossy(&t).into_owned()));
                 }
                 EntryKind::File => {
+                    policy::charge_data(&raw, &mut data, e.size(), limits)?;
                     let is_manifest = rel == Path::new(MANIFEST_PATH);
                     if is_manifest {
                         policy::check_manifest_size(e.size())?;

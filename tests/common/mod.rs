@@ -401,7 +401,7 @@ with tarfile.open(sys.argv[2], "w", format=fmt) as t:
         ti.uname = ti.gname = "root"
         ti.mtime = 0
         data = None
-        if e["type"] == "file":
+        if "data" in e:
             data = bytes.fromhex(e["data"])
             ti.size = len(data)
         if e["type"] in ("symlink", "hardlink"):
