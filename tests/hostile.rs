@@ -560,6 +560,7 @@ fn a_hole_after_a_valid_archive_is_refused_at_64_mib() {
         let out_dir = t.scratch("gen");
         let generator = ns.generator(&["--root", t.root.to_str().unwrap(), out_dir.to_str().unwrap()]);
         let apply = ns.apply();
+        let attach = ns.torcx(&["attach", "evil:1"]);
         let out = ns.run();
         let what = if fmt == Fmt::Tgz { "gzip" } else { "zstd" };
         let why = format!("reading archive: corrupt {what} stream: 64 MiB more read than it gave");
@@ -571,6 +572,11 @@ fn a_hole_after_a_valid_archive_is_refused_at_64_mib() {
         let s = &out[apply];
         assert_eq!(s.code, 1, "{}", s.describe());
         assert_contains(&s.stderr, &format!("torcx: error: image evil:1 (/{file}): {why}"), s);
+        assert!(s.mounts_under(&t.root).is_empty(), "{}", s.describe());
+        // `attach` names the image and its file the same way.
+        let s = &out[attach];
+        assert_eq!(s.code, 1, "{}", s.describe());
+        assert_eq!(s.stderr, format!("torcx: error: image evil:1 (/{file}): {why}\n"), "{}", s.describe());
         assert!(s.mounts_under(&t.root).is_empty(), "{}", s.describe());
         for d in ["run/torcx/attached", "run/torcx/bin", "run/torcx/unpack"] {
             assert_eq!(std::fs::read_dir(t.path(d)).unwrap().count(), 0, "{d} is not empty");

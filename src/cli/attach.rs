@@ -9,6 +9,17 @@ use crate::sys::systemd::Systemd;
 use anyhow::Result;
 use serde_json::json;
 
+/// An error of attaching `img` names the image and its file, as apply's
+/// do ("reading archive: corrupt gzip stream" alone said neither), unless
+/// it names the image already.
+fn named(img: &attach::from::ImageFrom, e: anyhow::Error) -> anyhow::Error {
+    let id = img.id();
+    if e.to_string().starts_with(&format!("image {id}")) {
+        return e;
+    }
+    e.context(format!("image {id} ({})", img.path().display()))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn cmd_attach(
     cfg: &Config,
@@ -33,7 +44,7 @@ pub(super) fn cmd_attach(
         unit_dirs: None,
         unrecorded: false,
     };
-    let (rec, _) = attach::attach(cfg, &img, &opts)?;
+    let (rec, _) = attach::attach(cfg, &img, &opts).map_err(|e| named(&img, e))?;
     if !no_reload {
         sd.daemon_reload()?;
     }
@@ -90,7 +101,7 @@ pub(super) fn cmd_reattach(
         Some(old) => old.units().into_iter().filter(|u| sd.is_active(u)).collect(),
         None => vec![],
     };
-    let (old, new) = attach::reattach(cfg, &img)?;
+    let (old, new) = attach::reattach(cfg, &img).map_err(|e| named(&img, e))?;
     if !no_reload {
         sd.daemon_reload()?;
     }
