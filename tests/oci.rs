@@ -43,7 +43,7 @@ def mktar(entries):
         for e in entries:
             ti = info(e["name"], kinds[e["type"]], e["mode"])
             data = None
-            if e["type"] == "file":
+            if "data" in e:
                 data = bytes.fromhex(e["data"])
                 ti.size = len(data)
             if e["type"] in ("symlink", "hardlink"):
@@ -588,6 +588,17 @@ fn refuse_layer(hostile: Vec<Value>, needle: &str) {
     assert_eq!(s.code, 1, "{}", s.describe());
     assert_contains(&s.log, needle, &s);
     t.assert_canary();
+}
+
+/// A directory declaring data in a layer above the first is refused in
+/// the layer's first pass (its whiteouts), which reads every entry too:
+/// that pass let the tar crate skip the declared data, unbounded.
+#[test]
+fn a_directory_with_data_in_an_upper_layer_is_refused() {
+    require_root("a_directory_with_data_in_an_upper_layer_is_refused");
+    let mut d = e_dir("junk");
+    d["data"] = json!("00".repeat(1024));
+    refuse_layer(vec![d], "entry \"junk/\": a directory with 1024 bytes of data: only a regular file carries data");
 }
 
 #[test]

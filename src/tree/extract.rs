@@ -76,6 +76,8 @@ pub(super) struct Extractor {
     symlinks: Option<Vec<PathBuf>>,
     symlink_bytes: usize,
     buf: Vec<u8>,
+    /// File data an OCI layer's whiteout pass read past (`layer.rs`).
+    pub(super) passed: u64,
 }
 
 /// What the list of symlinks to check may take: beyond it (a few hundred
@@ -132,6 +134,7 @@ impl Extractor {
             count,
             symlinks: Some(vec![]),
             symlink_bytes: 0,
+            passed: 0,
             buf: vec![0; 128 * 1024],
         }
     }

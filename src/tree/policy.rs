@@ -297,6 +297,19 @@ pub fn unpack_cost(size: u64) -> u64 {
 /// Charges `size` more bytes of an unpack against `limits`.
 pub fn charge_unpack(raw: &[u8], total: &mut u64, size: u64, limits: &Limits) -> Result<()> {
     let cost = unpack_cost(size);
+    // The image's own limit first: past it, the image cannot fit whatever
+    // the others take, and the generator names the same limit.
+    // (Nothing taken from the pool, nothing added: what the unpack gives
+    // back on failure is its total.)
+    if *total + cost > limits.max_bytes {
+        return Err(limit_err(
+            raw,
+            format!(
+                "unpacked size exceeds the limit of {} bytes (TORCX_UNPACK_LIMIT or unpack_limit in the config): stopped",
+                limits.max_bytes
+            ),
+        ));
+    }
     if let Some(pool) = limits.pool
         && !pool.take(cost)
     {
@@ -309,15 +322,6 @@ pub fn charge_unpack(raw: &[u8], total: &mut u64, size: u64, limits: &Limits) ->
         ));
     }
     *total += cost;
-    if *total > limits.max_bytes {
-        return Err(limit_err(
-            raw,
-            format!(
-                "unpacked size exceeds the limit of {} bytes (TORCX_UNPACK_LIMIT or unpack_limit in the config): stopped",
-                limits.max_bytes
-            ),
-        ));
-    }
     Ok(())
 }
 
