@@ -594,46 +594,41 @@ fn a_hole_after_a_valid_archive_is_refused_at_64_mib() {
 fn the_generator_stops_at_the_unpack_limit_as_apply_does() {
     require_root("the_generator_stops_at_the_unpack_limit_as_apply_does");
     for fmt in [Fmt::Tgz, Fmt::Zst] {
-        let t = TestRoot::new();
-        let img = Image::new(&t, "big", "1");
-        img.manifest(json!({"units": ["/lib/systemd/system/big.service"]}))
-            .file("a/big", vec![0u8; 8 << 20])
-            .file("lib/systemd/system/big.service", "[Service]\nExecStart=/bin/true\n");
-        let archive = img.pack(&t, USER_STORE, fmt);
-        t.vendor_profile(&[("big", "1")]);
-        let out_dir = t.scratch("gen");
-        let mut ns = Ns::new(&t);
-        // The limit for all images equal to the image's, as by default
-        // (both half of RAM): apply still names the image's own limit.
-        ns.sh("export TORCX_UNPACK_LIMIT=4M TORCX_UNPACK_TOTAL_LIMIT=4M");
-        let generator = ns.generator(&["--root", t.root.to_str().unwrap(), out_dir.to_str().unwrap()]);
-        let apply = ns.apply();
-        let out = ns.run();
         let why = "entry \"./a/big\": unpacked size exceeds the limit of 4194304 bytes (TORCX_UNPACK_LIMIT or unpack_limit in the config): stopped";
+        let (t, archive, out, generator, apply) = big_file_before_the_units(fmt, 8 << 20);
         let file = archive.strip_prefix(&t.root).unwrap().display().to_string();
         let g = &out[generator];
         assert_eq!(g.code, 1, "{}", g.describe());
         assert_contains(&g.log, &format!("image big:1: reading /{file}: {why}"), g);
-        assert!(!out_dir.join("big.service").exists());
+        assert!(!t.scratch("gen").join("big.service").exists());
         let s = &out[apply];
         assert_eq!(s.code, 1, "{}", s.describe());
         assert_contains(&s.stderr, why, s);
         // Within the limit, both take it.
-        let t2 = TestRoot::new();
-        let img = Image::new(&t2, "big", "1");
-        img.manifest(json!({"units": ["/lib/systemd/system/big.service"]}))
-            .file("a/big", vec![0u8; 2 << 20])
-            .file("lib/systemd/system/big.service", "[Service]\nExecStart=/bin/true\n");
-        img.pack(&t2, USER_STORE, fmt);
-        t2.vendor_profile(&[("big", "1")]);
-        let out_dir = t2.scratch("gen");
-        let mut ns = Ns::new(&t2);
-        ns.sh("export TORCX_UNPACK_LIMIT=4M");
-        let generator = ns.generator(&["--root", t2.root.to_str().unwrap(), out_dir.to_str().unwrap()]);
-        let apply = ns.apply();
-        let out = ns.run();
+        let (t, _, out, generator, apply) = big_file_before_the_units(fmt, 2 << 20);
         assert_eq!(out[generator].code, 0, "{}", out[generator].describe());
-        assert!(out_dir.join("big.service").exists());
+        assert!(t.scratch("gen").join("big.service").exists());
         assert_eq!(out[apply].code, 0, "{}", out[apply].describe());
     }
+}
+
+/// An image whose file `a/big` of `size` bytes comes before its unit, run
+/// through the generator (into scratch `gen`) and apply, under a limit of
+/// 4 MiB for the image and for all images alike (equal, as by default: apply
+/// must still name the image's own limit).
+fn big_file_before_the_units(fmt: Fmt, size: usize) -> (TestRoot, std::path::PathBuf, Vec<Step>, usize, usize) {
+    let t = TestRoot::new();
+    let img = Image::new(&t, "big", "1");
+    img.manifest(json!({"units": ["/lib/systemd/system/big.service"]}))
+        .file("a/big", vec![0u8; size])
+        .file("lib/systemd/system/big.service", "[Service]\nExecStart=/bin/true\n");
+    let archive = img.pack(&t, USER_STORE, fmt);
+    t.vendor_profile(&[("big", "1")]);
+    let out_dir = t.scratch("gen");
+    let mut ns = Ns::new(&t);
+    ns.sh("export TORCX_UNPACK_LIMIT=4M TORCX_UNPACK_TOTAL_LIMIT=4M");
+    let generator = ns.generator(&["--root", t.root.to_str().unwrap(), out_dir.to_str().unwrap()]);
+    let apply = ns.apply();
+    let out = ns.run();
+    (t, archive, out, generator, apply)
 }

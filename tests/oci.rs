@@ -554,15 +554,7 @@ fn a_config_over_4_mib_is_refused_before_it_is_read() {
     let needle = "bytes (at most 4194304)";
     assert_bad_failed(&t, &s, needle);
     assert_contains(&status_error(&read_json(&t.path("run/torcx/status.json")), "bad:1"), "config sha256:", &s);
-    let (_keep, base) = gen_dirs();
-    let mut ns = Ns::new(&t);
-    let root = t.root.to_str().unwrap().to_string();
-    let normal = base.join("normal").display().to_string();
-    ns.sh("rm -rf \"$ROOT/run\"");
-    ns.generator(&["--root", &root, &normal]);
-    let s = ns.run().pop().unwrap();
-    assert_eq!(s.code, 1, "{}", s.describe());
-    assert_contains(&s.log, needle, &s);
+    generator_refuses(&t, needle);
 }
 
 /// A bundle `bad:1`: the layers of [`layered`], then `hostile` as a fourth
@@ -578,8 +570,16 @@ fn refuse_layer(hostile: Vec<Value>, needle: &str) {
     assert_contains(&status_error(&read_json(&t.path("run/torcx/status.json")), "bad:1"), &digests[3], &s);
 
     // The generator refuses it just as well.
+    generator_refuses(&t, needle);
+    t.assert_canary();
+}
+
+/// The generator, on `t` without what apply left in `/run`, fails an image
+/// with `needle` in its log.
+#[track_caller]
+fn generator_refuses(t: &TestRoot, needle: &str) {
     let (_keep, base) = gen_dirs();
-    let mut ns = Ns::new(&t);
+    let mut ns = Ns::new(t);
     let root = t.root.to_str().unwrap().to_string();
     let normal = base.join("normal").display().to_string();
     ns.sh("rm -rf \"$ROOT/run\"");
@@ -587,7 +587,6 @@ fn refuse_layer(hostile: Vec<Value>, needle: &str) {
     let s = ns.run().pop().unwrap();
     assert_eq!(s.code, 1, "{}", s.describe());
     assert_contains(&s.log, needle, &s);
-    t.assert_canary();
 }
 
 /// A directory declaring data in a layer above the first is refused in
