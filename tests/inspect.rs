@@ -396,3 +396,25 @@ fn names_from_an_image_are_escaped_on_the_terminal() {
     let (_, v) = inspect(None, dest.to_str().unwrap());
     assert!(v["manifest"]["bin"].as_array().unwrap().iter().any(|b| b == &json!(format!("/{evil}"))), "{v:#}");
 }
+
+/// An archive that does not unpack is not hashed whole either: a valid tgz
+/// followed by a 1 TiB sparse hole is refused at 64 MiB, and the digest of
+/// the terabyte is not waited for (found by an outside attack: inspect ran
+/// until its timeout, 53 GiB read). `timeout` ends it if it ever waits.
+#[test]
+fn an_archive_that_does_not_unpack_is_not_hashed_whole() {
+    let t = TestRoot::new();
+    let img = Image::new(&t, "h", "1");
+    img.manifest(json!({"bin": ["/bin/h"]})).exec("bin/h", "#!/bin/sh\n");
+    let a = img.pack(&t, USER_STORE, Fmt::Tgz);
+    let f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+    f.set_len(f.metadata().unwrap().len() + (1 << 40)).unwrap();
+    let out = Command::new("timeout")
+        .args(["60", TORCX, "image", "inspect", "--json", a.to_str().unwrap()])
+        .output()
+        .expect("running timeout");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_finding(&doc["value"], "error", &["corrupt gzip stream: 64 MiB more read than it gave"]);
+    assert_eq!(doc["value"]["digest"], Value::Null);
+}
