@@ -385,14 +385,13 @@ pub fn run(cfg: &Config, args: &InspectArgs, json: bool) -> Result<i32> {
                     vec![]
                 }
             });
-            // An archive that did not unpack may be a valid start and a
-            // terabyte of sparse hole: its digest is not waited for.
-            let failed = findings.iter().any(|f| f.severity == Severity::Error);
-            let digest = if failed { None } else { digest.join().ok().flatten() };
-            (dest, a.id.clone(), *id_known, a.path.clone(), a.format.name(), Some(size), digest)
+            (dest, a.id.clone(), *id_known, a.path.clone(), a.format.name(), Some(size), Some(digest))
         }
     };
     let unpack_failed = findings.iter().any(|f| f.severity == Severity::Error && !matches!(subj, Subject::Dir { .. }));
+    // An archive that did not unpack may be a valid start and a terabyte of
+    // sparse hole: its digest is not waited for.
+    let digest = digest.filter(|_| !unpack_failed).and_then(|d| d.join().ok().flatten());
     let ex = if unpack_failed {
         Examined {
             manifest: ImageManifest::default(),
