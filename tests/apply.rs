@@ -162,11 +162,14 @@ fn tgz_and_zst_images_apply_and_seal() {
     assert_eq!(read(&copy.join("a/lib/systemd/system/a.service")), A_SERVICE, "unpacked content differs");
     assert_eq!(read(&copy.join("b/usr/bin/bee")), "#!/bin/sh\necho bee\n");
 
-    // One read-only nodev nosuid tmpfs per image, sized by the limit.
+    // One read-only nodev nosuid tmpfs per image, sized by the limit, with
+    // large folios where the kernel has them (it refuses `huge=` otherwise).
+    let thp = Path::new("/sys/kernel/mm/transparent_hugepage").exists();
     for n in ["a", "b"] {
         assert_unpack_mount(&t, &s, n);
         let m = s.mount_at(&t.path(&format!("run/torcx/unpack/{n}"))).unwrap();
         assert!(m.super_options.iter().any(|o| o == "size=65536k"), "{m:?}");
+        assert_eq!(m.super_options.iter().any(|o| o == "huge=within_size"), thp, "{m:?}");
     }
 
     // Binaries: absolute links into the trees, as the booted system sees them.

@@ -6,10 +6,24 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 /// Mounts a fresh tmpfs for one image: `nodev,nosuid`, bounded in size and inodes.
+///
+/// `huge=within_size` lets a kernel from 6.14 on store a file in folios as
+/// large as the writes that fill it (never past the file's end, so nothing
+/// is wasted): unpacking then allocates, charges and copies into a few
+/// large folios instead of one 4 KiB page at a time. A kernel built
+/// without transparent huge pages refuses the option: the tmpfs is then
+/// mounted without it.
 pub fn mount_tmpfs(dir: &Path, size: u64) -> Result<()> {
-    let data = CString::new(format!("mode=0755,size={size},nr_inodes={}", (size / 4096).max(1024))).unwrap();
-    rustix::mount::mount("torcx", dir, "tmpfs", MountFlags::NODEV | MountFlags::NOSUID, Some(data.as_c_str()))
-        .with_context(|| format!("mounting tmpfs on {}", dir.display()))
+    let opts = format!("mode=0755,size={size},nr_inodes={}", (size / 4096).max(1024));
+    let mount = |opts: &str| {
+        let data = CString::new(opts).unwrap();
+        rustix::mount::mount("torcx", dir, "tmpfs", MountFlags::NODEV | MountFlags::NOSUID, Some(data.as_c_str()))
+    };
+    match mount(&format!("{opts},huge=within_size")) {
+        Err(rustix::io::Errno::INVAL) => mount(&opts),
+        other => other,
+    }
+    .with_context(|| format!("mounting tmpfs on {}", dir.display()))
 }
 
 /// Bytes the image tmpfs trees (source `torcx`) mounted below `under`, but
