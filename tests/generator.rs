@@ -433,7 +433,7 @@ fn the_cache_is_used_only_when_it_passes_the_policy() {
     assert_eq!(s.code, 0, "{}", s.describe());
     let cache = t.path("var/lib/torcx/cache/generator/x:1.json");
     let text = read(&cache);
-    assert!(text.contains("\"kind\":\"torcx-generator-cache-v3\""), "{text}");
+    assert!(text.contains("\"kind\":\"torcx-generator-cache-v4\""), "{text}");
     assert!(text.contains("\"path\":\"lib/systemd/system/x.service\",\"text\":"), "{text}");
     // The next boot: /run is empty again (the apply's mounts went with its namespace).
     std::fs::remove_dir_all(t.path("run")).unwrap();
@@ -461,6 +461,49 @@ fn the_cache_is_used_only_when_it_passes_the_policy() {
     std::fs::write(&cache, &hostile).unwrap();
     let out = run(&t);
     assert_x_planned(&out);
+}
+
+/// A tar archive's sha256 is kept in its cache entry with the identity of
+/// the file apply hashed: the next apply records it without reading the
+/// archive again for it, but only for that very file, and only a digest
+/// that reads as a sha256.
+#[test]
+fn apply_records_a_cached_digest_only_for_the_file_it_is_of() {
+    require_root("apply_records_a_cached_digest_only_for_the_file_it_is_of");
+    let t = root_with_x();
+    let archive = t.path(USER_STORE).join("x:1.torcx.tgz");
+    let cache = t.path("var/lib/torcx/cache/generator/x:1.json");
+    let sum = std::process::Command::new("sha256sum").arg(&archive).output().unwrap();
+    let real = format!("sha256:{}", String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap());
+    // One boot: apply, the digest it recorded; /run empty again after.
+    let boot = |t: &TestRoot| -> String {
+        let s = apply_once(t, &[]);
+        assert_eq!(s.code, 0, "{}", s.describe());
+        let rec = read_json(&t.path("run/torcx/attached/x.json"));
+        std::fs::remove_dir_all(t.path("run")).unwrap();
+        rec["value"]["digest"].as_str().unwrap_or_default().to_string()
+    };
+    let set_digest = |d: &str| {
+        let mut e = read_json(&cache);
+        e["digest"] = json!(d);
+        write(&cache, e.to_string());
+    };
+
+    assert_eq!(boot(&t), real);
+    assert_eq!(read_json(&cache)["digest"], json!(real));
+    // The entry's digest is what the next apply records: it did not hash.
+    let other = format!("sha256:{}", "ab".repeat(32));
+    set_digest(&other);
+    assert_eq!(boot(&t), other);
+    // Another file (a new mtime, so a new ctime): hashed again, and kept.
+    std::process::Command::new("touch").args(["-d", "2001-01-01"]).arg(&archive).status().unwrap();
+    assert_eq!(boot(&t), real);
+    assert_eq!(read_json(&cache)["digest"], json!(real));
+    // What does not read as a sha256 is not used.
+    for bad in ["sha256:AB", "sha512:00", &format!("sha256:{}\nx", "ab".repeat(32)), &format!("{real} ")] {
+        set_digest(bad);
+        assert_eq!(boot(&t), real, "{bad}");
+    }
 }
 
 /// Issue 9, class 3: an image without a manifest whose tar has no

@@ -270,7 +270,8 @@ fn an_index_is_trusted_only_while_its_signature_verifies_against_the_remote_keys
 /// archive's identity, ctime included, is public through stat) brings no
 /// unit under `verify: signed`: the generator reads the archive, and apply
 /// places a squashfs image's units from the hashed file, not the cache
-/// (found by the attack on issue 13).
+/// (found by the attack on issue 13), and records a tar archive's digest
+/// from the bytes it unpacked, not the entry's.
 #[test]
 fn a_forged_generator_cache_brings_no_unit() {
     let s = Signed::new();
@@ -279,13 +280,14 @@ fn a_forged_generator_cache_brings_no_unit() {
         let st = std::fs::metadata(s.user_archive(file)).unwrap();
         let manifest =
             json!({"kind": "image-manifest-v0", "value": {"units": [format!("/lib/systemd/system/{name}.service")]}});
-        let entry = json!({"kind": "torcx-generator-cache-v3",
+        let entry = json!({"kind": "torcx-generator-cache-v4",
             "key": {"archive": format!("{USER_STORE}/{file}"), "dev": st.dev(), "ino": st.ino(), "size": st.size(),
                 "mtime": st.mtime(), "mtime_nsec": st.mtime_nsec(), "ctime": st.ctime(), "ctime_nsec": st.ctime_nsec()},
             "mem": {"files": [
                 {"path": ".torcx/manifest.json", "text": manifest.to_string()},
                 {"path": format!("lib/systemd/system/{name}.service"), "text": "[Service]\nExecStart=/bin/sh -c 'echo FORGED'\n"}],
-                "links": [], "dirs": []}});
+                "links": [], "dirs": []},
+            "digest": format!("sha256:{}", "0".repeat(64))});
         s.t.write(&format!("var/lib/torcx/cache/generator/{name}:1.json"), entry.to_string());
     };
     forge("a:1.torcx.tgz", "a");
@@ -307,6 +309,10 @@ fn a_forged_generator_cache_brings_no_unit() {
         "{}",
         steps[apply].describe()
     );
+    // Nor a digest: the tar archive's recorded one is of the bytes unpacked.
+    let rec = read_json(&s.t.path("run/torcx/attached/a.json"));
+    let want = format!("sha512:{}", sha512(&s.user_archive("a:1.torcx.tgz")));
+    assert_eq!(rec["value"]["digest"], json!(want), "{}", steps[apply].describe());
 }
 
 /// Found by the attack on issue 10: the OEM partition is as writable as the

@@ -3,7 +3,7 @@
 
 use crate::archive::barren;
 use crate::archive::digest::{HashingReader, Seen};
-use crate::archive::{Archive, Format};
+use crate::archive::{Archive, FileId, Format};
 use crate::model::remote::Algo;
 use anyhow::{Context, Result, bail};
 use std::io::{BufReader, Read};
@@ -163,17 +163,51 @@ fn sha256_at(f: &std::fs::File) -> Option<String> {
     Some(format!("sha256:{}", crate::sys::fsutil::hex(&h.finalize())))
 }
 
-/// Like [`open_tar`], with the archive's sha256 for the record computed
-/// from the same open file on a thread of its own, reading it again rather
-/// than taking a copy of each chunk from the inflating thread (the boot's
-/// critical path). Only where the digest is information: a digest that must
-/// match a signed index is taken from the bytes as they stream
-/// ([`open_tar_hashed`]).
-pub fn open_tar_digesting(a: &Archive) -> Result<(Pipe, crate::archive::digest::Gaps<Option<String>>)> {
-    let file = open_archive(a)?;
-    let again = file.try_clone().with_context(|| format!("opening archive {}", a.path.display()))?;
-    let digest = crate::archive::digest::Gaps::spawn(move || sha256_at(&again));
-    Ok((tar_pipe(a, file)?, digest))
+/// Like [`open_tar`], with the archive's sha256 for the record: known
+/// already when `known` is of this very file (the one opened: same device,
+/// inode, size, mtime and ctime), else computed from the same open file on
+/// a thread of its own, reading it again rather than taking a copy of each
+/// chunk from the inflating thread (the boot's critical path). Only where
+/// the digest is information: a digest that must match a signed index is
+/// taken from the bytes as they stream ([`open_tar_hashed`]). Also returns
+/// the identity of the file opened.
+pub fn open_tar_digesting(a: &Archive, known: Option<&KnownDigest>) -> Result<(Pipe, Digesting, FileId)> {
+    let (file, st) = crate::sys::fsutil::open_regular_stat(&a.host)
+        .with_context(|| format!("opening archive {}", a.path.display()))?;
+    let id = FileId::of_stat(&st);
+    let digest = match known {
+        Some(k) if k.file == id => Digesting::Known(k.digest.clone()),
+        _ => {
+            let again = file.try_clone().with_context(|| format!("opening archive {}", a.path.display()))?;
+            Digesting::Hashing(crate::archive::digest::Gaps::spawn(move || sha256_at(&again)))
+        }
+    };
+    Ok((tar_pipe(a, file)?, digest, id))
+}
+
+/// An archive's `sha256:HEX` as an earlier apply computed it, and the
+/// identity of the file it was computed from (kept in the generator cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownDigest {
+    pub file: FileId,
+    pub digest: String,
+}
+
+/// The digest of [`open_tar_digesting`].
+pub enum Digesting {
+    Known(String),
+    Hashing(crate::archive::digest::Gaps<Option<String>>),
+}
+
+impl Digesting {
+    /// The digest, once the hashing thread (if any) is done; `None` if the
+    /// file could not be read.
+    pub fn join(self) -> Option<String> {
+        match self {
+            Digesting::Known(d) => Some(d),
+            Digesting::Hashing(h) => h.join().ok().flatten(),
+        }
+    }
 }
 
 /// Reads into all of `buf` unless the stream ends first (decoders and pipes

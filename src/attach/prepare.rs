@@ -32,6 +32,10 @@ pub struct Options {
     /// apply did both on the same bytes), nor those files read from the
     /// mounted tree.
     pub known: Option<std::sync::Arc<Vouched>>,
+    /// For a tar archive an earlier apply unpacked, the sha256 it recorded
+    /// and the file it hashed (the generator cache keeps both): a file with
+    /// the same identity is not read again for its digest.
+    pub known_digest: Option<crate::archive::stream::KnownDigest>,
     /// The host's unit directories as a caller that attaches several images
     /// looked at them once (`torcx apply`); `None`: looked at per image.
     pub unit_dirs: Option<std::sync::Arc<crate::sys::systemd::UnitDirs>>,
@@ -76,7 +80,7 @@ pub(super) fn prepare(
             unpack::mount_image(cfg, a, tree, want, opts.known.as_ref().map(|v| v.id))?
         }
         ImageFrom::Archive(a) if a.format.is_oci() => unpack::unpack_oci(cfg, a, tree, want)?,
-        ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree, want)?,
+        ImageFrom::Archive(a) => unpack::unpack_archive(cfg, a, tree, want, opts.known_digest.as_ref())?,
         ImageFrom::Dir { path, .. } => unpack::bind_dir(cfg, path, tree)?,
     };
     let mut unpacked = unpacked;

@@ -26,6 +26,7 @@ pub fn options_of(old: &Record) -> Options {
         check_host_units: false,
         force: false,
         known: None,
+        known_digest: None,
         unit_dirs: None,
         unrecorded: false,
     }

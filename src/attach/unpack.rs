@@ -1,7 +1,7 @@
 //! Turning an archive (or a directory) into the image's own read-only tree.
 
 use crate::archive::digest::{pin, pin_id, reader_digests};
-use crate::archive::stream;
+use crate::archive::stream::{self, KnownDigest};
 use crate::archive::{Archive, Format};
 use crate::fetch::trust;
 use crate::model::config::Config;
@@ -28,8 +28,8 @@ pub struct Unpacked {
     /// For a mounted image planned from its tree: what planning asked of
     /// it (kept in the generator cache for the next boots).
     pub lookups: Option<crate::tree::lookups::Lookups>,
-    /// For a mounted image, the identity of the file checked and mounted
-    /// (what the generator cache entry is keyed by).
+    /// The identity of the file mounted, or of the tar archive unpacked
+    /// when it was not verified (what the generator cache entry is keyed by).
     pub file: Option<crate::archive::FileId>,
     /// What the tree took of the limit for all images: given back
     /// ([`give_back`]) when the image fails after all and its tree goes.
@@ -40,10 +40,18 @@ pub struct Unpacked {
 /// confined extractor, and makes it read-only.
 /// With `want` (`verify: signed`), the archive's hash, computed as it
 /// unpacks, must be one of those; otherwise the unpack fails (and the caller
-/// takes the tree down).
-pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Digest]>) -> Result<Unpacked> {
+/// takes the tree down). Without, `known` is the digest an earlier apply
+/// recorded, used if it is of the very file opened.
+pub fn unpack_archive(
+    cfg: &Config,
+    a: &Archive,
+    tree: &Path,
+    want: Option<&[Digest]>,
+    known: Option<&KnownDigest>,
+) -> Result<Unpacked> {
     let host = cfg.host(tree);
     std::fs::create_dir_all(&host).with_context(|| format!("creating {}", tree.display()))?;
+    let opened = std::cell::Cell::new(None);
     let (stats, digest) = in_tmpfs(cfg, tree, |limits| {
         if want.is_some() {
             // Verified: hashed as it streams, the bytes unpacked are the bytes checked.
@@ -57,14 +65,16 @@ pub fn unpack_archive(cfg: &Config, a: &Archive, tree: &Path, want: Option<&[Dig
             Ok((stats, digest))
         } else {
             // Information for the record: hashed from the same open file, off
-            // the inflating thread.
-            let (mut stream, digest) = stream::open_tar_digesting(a)?;
+            // the inflating thread (or known for it).
+            let (mut stream, digest, id) = stream::open_tar_digesting(a, known)?;
+            opened.set(Some(id));
             let stats = extract::extract(&mut stream, &host, limits)?;
             kept(&stats, limits, || stream.finish())?;
-            Ok((stats, digest.join().ok().flatten()))
+            Ok((stats, digest.join()))
         }
     })?;
-    read_only(&host, stats, digest)
+    // The cache entry for this tree is keyed by the file it came from.
+    read_only(&host, stats, digest).map(|u| Unpacked { file: opened.get(), ..u })
 }
 
 /// `then`, for a tree already unpacked with `stats`: failing, the tree is

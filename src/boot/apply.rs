@@ -328,6 +328,11 @@ fn begin_image(cfg: &Config, id: &ImageId, archives: &[crate::archive::Archive],
             .then(|| cache::load_vouched(cfg, a))
             .flatten()
             .map(std::sync::Arc::new),
+        // A tar archive's digest is information for the record: an earlier
+        // apply's, for the same file, saves reading it all again.
+        known_digest: (!a.format.mounted() && !a.format.is_oci() && cfg.verify != crate::model::config::Verify::Signed)
+            .then(|| cache::known_digest(cfg, a))
+            .flatten(),
         // Settled: no record is left (see `settle_earlier`).
         unrecorded: true,
         // The host's units are checked by the second half.
@@ -359,9 +364,11 @@ fn finish_image(cfg: &Config, half: Half, unit_dirs: &Arc<UnitDirs>) -> ImageSta
     let id = a.id.clone();
     match attach::finish(cfg, *p, &boot_options(Some(unit_dirs))) {
         Ok((rec, mut unpacked)) => {
-            // A file the cache vouched for has its entry already.
-            if !unpacked.vouched && !cache::is_current(cfg, &a) {
-                cache_units(cfg, &a, &rec, unpacked.lookups.take(), unpacked.file);
+            // A file the cache vouched for has its entry already. A digest
+            // is kept only with the identity of the very file it is of.
+            let digest = unpacked.file.and(unpacked.digest.take());
+            if !unpacked.vouched && !cache::is_current(cfg, &a, digest.as_deref()) {
+                cache_units(cfg, &a, &rec, unpacked.lookups.take(), unpacked.file, digest);
             }
             st.state = ImageState::Attached;
             st.unpacked_bytes = unpacked.bytes;
@@ -463,6 +470,7 @@ fn cache_units(
     rec: &Record,
     lookups: Option<Lookups>,
     file: Option<crate::archive::FileId>,
+    digest: Option<String>,
 ) {
     let tree = match Tree::open(&cfg.host(&rec.tree)) {
         Ok(t) => t,
@@ -471,6 +479,6 @@ fn cache_units(
     if let Ok(Some(m)) = source::read_manifest(&tree)
         && let Ok(mem) = Mem::from_tree(&tree, &m)
     {
-        cache::store(cfg, a, mem, lookups, file);
+        cache::store(cfg, a, mem, lookups, file, digest);
     }
 }

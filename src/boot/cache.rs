@@ -7,6 +7,7 @@
 //! boot with the same archive reads a few KiB instead of the archive (and,
 //! for squashfs, erofs and OCI bundles, instead of their whole index).
 
+use crate::archive::stream::KnownDigest;
 use crate::archive::{Archive, FileId};
 use crate::model::config::Config;
 use crate::sys::fsutil::atomic_write_unsynced;
@@ -20,9 +21,10 @@ use std::path::{Path, PathBuf};
 /// v2: the key has the archive's ctime (which no one sets at will), so an
 /// entry also vouches that `torcx apply` checked this very file's index;
 /// text files as text, checked when read back. v3: a mounted image's entry
-/// has the lookups planning made in its tree. Entries of older kinds are
-/// read from the archive again and replaced.
-const KIND: &str = "torcx-generator-cache-v3";
+/// has the lookups planning made in its tree. v4: a tar archive's entry has
+/// its sha256 for the record. Entries of older kinds are read from the
+/// archive again and replaced.
+const KIND: &str = "torcx-generator-cache-v4";
 /// A cache entry is at most what the generator may read of an image, plus
 /// room for its JSON.
 const MAX_ENTRY: u64 = 2 * crate::tree::policy::MAX_MEM_TOTAL + (1 << 20);
@@ -46,6 +48,10 @@ struct Entry {
     mem: Cached,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lookups: Option<Lookups>,
+    /// The archive's `sha256:HEX`, as apply computed it while unpacking the
+    /// file the key names (a tar archive not verified against an index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
 }
 
 fn path(cfg: &Config, a: &Archive) -> PathBuf {
@@ -131,27 +137,57 @@ pub fn load_vouched(cfg: &Config, a: &Archive) -> Option<crate::attach::Vouched>
 }
 
 /// Whether the cache holds an entry for `a` as it is now (its content is
-/// checked when the generator reads it, not here).
-pub fn is_current(cfg: &Config, a: &Archive) -> bool {
+/// checked when the generator reads it, not here), with `digest` when one
+/// is given.
+pub fn is_current(cfg: &Config, a: &Archive, digest: Option<&str>) -> bool {
     #[derive(Deserialize)]
     struct Head {
         kind: String,
         key: Key,
+        digest: Option<String>,
     }
     crate::sys::fsutil::read_bounded(&path(cfg, a), MAX_ENTRY)
         .ok()
         .and_then(|t| serde_json::from_slice::<Head>(&t).ok())
-        .is_some_and(|h| h.kind == KIND && Some(h.key) == key(a))
+        .is_some_and(|h| h.kind == KIND && Some(h.key) == key(a) && (digest.is_none() || h.digest.as_deref() == digest))
+}
+
+/// The digest an earlier apply recorded for `a`, and the identity of the
+/// file it hashed: apply compares that with the file it opens (see
+/// `stream::open_tar_digesting`). Anything but `sha256:` and 64 lowercase
+/// hex digits is not used.
+pub fn known_digest(cfg: &Config, a: &Archive) -> Option<KnownDigest> {
+    #[derive(Deserialize)]
+    struct Head {
+        kind: String,
+        key: Key,
+        digest: Option<String>,
+    }
+    let t = crate::sys::fsutil::read_bounded_io(&path(cfg, a), MAX_ENTRY).ok()?;
+    let h = serde_json::from_slice::<Head>(&t).ok()?;
+    let digest = h.digest.filter(|d| {
+        d.strip_prefix("sha256:")
+            .is_some_and(|x| x.len() == 64 && x.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    })?;
+    (h.kind == KIND && h.key.archive == a.path).then(|| KnownDigest { file: h.key.id(), digest })
 }
 
 /// Best effort: a boot without a cache is only slower.
-/// `file`: the identity of the file the units were read from (a mounted
-/// image's, from the fstat of its open file), else the archive's as it is now.
-pub fn store(cfg: &Config, a: &Archive, mem: Mem, lookups: Option<Lookups>, file: Option<FileId>) {
+/// `file`: the identity of the file the units were read from (from the
+/// fstat of the file mounted or unpacked), else the archive's as it is now;
+/// `digest`: the sha256 apply computed of that file, if any.
+pub fn store(
+    cfg: &Config,
+    a: &Archive,
+    mem: Mem,
+    lookups: Option<Lookups>,
+    file: Option<FileId>,
+    digest: Option<String>,
+) {
     let Some(key) = file.map(|f| Key::of(&a.path, f)).or_else(|| key(a)) else { return };
     let res = (|| -> Result<()> {
         let mem = Cached::of(&mem).ok_or_else(|| anyhow::anyhow!("a path that is not UTF-8"))?;
-        let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem, lookups })?;
+        let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem, lookups, digest })?;
         atomic_write_unsynced(&path(cfg, a), &b, 0o644)
     })();
     if let Err(e) = res {

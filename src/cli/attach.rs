@@ -41,6 +41,7 @@ pub(super) fn cmd_attach(
         check_host_units: true,
         force,
         known: None,
+        known_digest: None,
         unit_dirs: None,
         unrecorded: false,
     };
