@@ -136,20 +136,25 @@ pub fn load_vouched(cfg: &Config, a: &Archive) -> Option<crate::attach::Vouched>
     Some(crate::attach::Vouched { mem, id: k.id(), lookups })
 }
 
+/// An entry's kind, key and digest, read without its units.
+#[derive(Deserialize)]
+struct Head {
+    kind: String,
+    key: Key,
+    digest: Option<String>,
+}
+
+/// The head of `a`'s entry, if it is of this kind and for this archive path.
+fn head(cfg: &Config, a: &Archive) -> Option<Head> {
+    let t = crate::sys::fsutil::read_bounded_io(&path(cfg, a), MAX_ENTRY).ok()?;
+    serde_json::from_slice::<Head>(&t).ok().filter(|h| h.kind == KIND && h.key.archive == a.path)
+}
+
 /// Whether the cache holds an entry for `a` as it is now (its content is
 /// checked when the generator reads it, not here), with `digest` when one
 /// is given.
 pub fn is_current(cfg: &Config, a: &Archive, digest: Option<&str>) -> bool {
-    #[derive(Deserialize)]
-    struct Head {
-        kind: String,
-        key: Key,
-        digest: Option<String>,
-    }
-    crate::sys::fsutil::read_bounded(&path(cfg, a), MAX_ENTRY)
-        .ok()
-        .and_then(|t| serde_json::from_slice::<Head>(&t).ok())
-        .is_some_and(|h| h.kind == KIND && Some(h.key) == key(a) && (digest.is_none() || h.digest.as_deref() == digest))
+    head(cfg, a).is_some_and(|h| Some(&h.key) == key(a).as_ref() && (digest.is_none() || h.digest.as_deref() == digest))
 }
 
 /// The digest an earlier apply recorded for `a`, and the identity of the
@@ -157,19 +162,12 @@ pub fn is_current(cfg: &Config, a: &Archive, digest: Option<&str>) -> bool {
 /// `stream::open_tar_digesting`). Anything but `sha256:` and 64 lowercase
 /// hex digits is not used.
 pub fn known_digest(cfg: &Config, a: &Archive) -> Option<KnownDigest> {
-    #[derive(Deserialize)]
-    struct Head {
-        kind: String,
-        key: Key,
-        digest: Option<String>,
-    }
-    let t = crate::sys::fsutil::read_bounded_io(&path(cfg, a), MAX_ENTRY).ok()?;
-    let h = serde_json::from_slice::<Head>(&t).ok()?;
+    let h = head(cfg, a)?;
     let digest = h.digest.filter(|d| {
         d.strip_prefix("sha256:")
             .is_some_and(|x| x.len() == 64 && x.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     })?;
-    (h.kind == KIND && h.key.archive == a.path).then(|| KnownDigest { file: h.key.id(), digest })
+    Some(KnownDigest { file: h.key.id(), digest })
 }
 
 /// Best effort: a boot without a cache is only slower.
