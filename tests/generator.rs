@@ -433,7 +433,7 @@ fn the_cache_is_used_only_when_it_passes_the_policy() {
     assert_eq!(s.code, 0, "{}", s.describe());
     let cache = t.path("var/lib/torcx/cache/generator/x:1.json");
     let text = read(&cache);
-    assert!(text.contains("\"kind\":\"torcx-generator-cache-v4\""), "{text}");
+    assert!(text.contains("\"kind\":\"torcx-generator-cache-v5\""), "{text}");
     assert!(text.contains("\"path\":\"lib/systemd/system/x.service\",\"text\":"), "{text}");
     // The next boot: /run is empty again (the apply's mounts went with its namespace).
     std::fs::remove_dir_all(t.path("run")).unwrap();
@@ -504,6 +504,112 @@ fn apply_records_a_cached_digest_only_for_the_file_it_is_of() {
         set_digest(bad);
         assert_eq!(boot(&t), real, "{bad}");
     }
+    // An entry the generator refuses (a unit path out of the tree) vouches
+    // for nothing: its digest is not taken, and the entry is written again.
+    let mut e = read_json(&cache);
+    e["digest"] = json!(other);
+    e["mem"]["files"][1]["path"] = json!("lib/systemd/system/../../../x.service");
+    write(&cache, e.to_string());
+    assert_eq!(boot(&t), real);
+    let e = read_json(&cache);
+    assert_eq!(e["digest"], json!(real));
+    assert_eq!(e["mem"]["files"][1]["path"], json!("lib/systemd/system/x.service"));
+}
+
+/// A read-only store swapped whole, as a `/usr` is by an A/B update, with
+/// archive times fixed by a reproducible build: the new archive has the
+/// old one's device, inode, size, mtime and ctime. The generator plans from
+/// it, not from the old one's cache entry, and apply records its digest.
+#[test]
+fn a_swapped_read_only_store_with_the_same_file_times_is_read_again() {
+    require_root("a_swapped_read_only_store_with_the_same_file_times_is_read_again");
+    let t = TestRoot::new();
+    t.vendor_profile(&[("x", "1")]);
+    let mut sums = vec![];
+    for v in ["A", "B"] {
+        let dir = t.base.join(format!("usr{v}"));
+        let tgz = dir.join("x:1.torcx.tgz");
+        let body = v.repeat(4);
+        py_tar(
+            &tgz,
+            Fmt::Tgz,
+            &[
+                e_file(".torcx/manifest.json", br#"{"kind":"image-manifest-v0","value":{"bin":["/bin/x"],"units":["/lib/systemd/system/x.service"]}}"#),
+                e_file_mode("bin/x", format!("#!/bin/sh\necho {body}\n").as_bytes(), 0o755),
+                e_file("lib/systemd/system/x.service", format!("[Unit]\nDescription={body}\n[Service]\nExecStart=/run/torcx/bin/x\n").as_bytes()),
+            ],
+        );
+        let sum = std::process::Command::new("sha256sum").arg(&tgz).output().unwrap();
+        sums.push(format!("sha256:{}", String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap()));
+        let st = std::process::Command::new("mksquashfs")
+            .arg(&dir)
+            .arg(t.base.join(format!("usr{v}.sq")))
+            .args(["-noappend", "-quiet", "-all-root", "-all-time", "1700000000", "-mkfs-time", "1700000000"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let len = |p: PathBuf| std::fs::metadata(p).unwrap().len();
+    let (a, b) = (t.base.join("usrA.sq"), t.base.join("usrB.sq"));
+    assert_eq!(
+        len(t.base.join("usrA/x:1.torcx.tgz")),
+        len(t.base.join("usrB/x:1.torcx.tgz")),
+        "the archives differ in size"
+    );
+    assert_eq!(len(a.clone()), len(b.clone()), "the images differ in size");
+    // One loop device over a file that holds A, then B: the same device
+    // number for both.
+    let img = t.base.join("usr.sq");
+    std::fs::copy(&a, &img).unwrap();
+    let store = t.path(VENDOR_STORE);
+    std::fs::create_dir_all(&store).unwrap();
+    let (out1, out2) = (Out::new(), Out::new());
+    let seen = t.base.join("seen");
+    std::fs::create_dir_all(&seen).unwrap();
+    let mut ns = Ns::new(&t);
+    let q = |p: &Path| format!("'{}'", p.display());
+    ns.sh(&format!(
+        "L=$(losetup -f --show -r {img})\ntrap 'losetup -d $L' EXIT\nmount -t squashfs -o ro $L {store}\n\
+         stat -c '%d %i %s %Y %Z' {store}/x:1.torcx.tgz > {seen}/id-1",
+        img = q(&img),
+        store = q(&store),
+        seen = q(&seen)
+    ));
+    ns.generator(&out1.args(&t));
+    ns.apply();
+    ns.sh(&format!(
+        "cp \"$ROOT/run/torcx/attached/x.json\" {seen}/rec-1\n\
+         grep -o \" $ROOT/run[^ ]*\" /proc/self/mountinfo | sort -r | while read m; do umount -l $m; done\n\
+         rm -rf \"$ROOT/run\"; umount {store}\n\
+         dd if={b} of={img} conv=notrunc status=none; blockdev --flushbufs $L\n\
+         mount -t squashfs -o ro $L {store}\n\
+         stat -c '%d %i %s %Y %Z' {store}/x:1.torcx.tgz > {seen}/id-2",
+        img = q(&img),
+        b = q(&b),
+        store = q(&store),
+        seen = q(&seen)
+    ));
+    ns.generator(&out2.args(&t));
+    ns.apply();
+    ns.sh(&format!(
+        "cp \"$ROOT/run/torcx/attached/x.json\" {seen}/rec-2\ncat \"$ROOT/run/torcx/unpack/x/bin/x\" > {seen}/x-2\n\
+         umount {store}",
+        store = q(&store),
+        seen = q(&seen)
+    ));
+    let steps = ns.run();
+    for s in &steps {
+        assert_eq!(s.code, 0, "{}", s.describe());
+    }
+    let read = |f: &str| std::fs::read_to_string(seen.join(f)).unwrap();
+    // The case at hand: the same identity as far as stat goes.
+    assert_eq!(read("id-1"), read("id-2"));
+    let digest = |f: &str| serde_json::from_str::<serde_json::Value>(&read(f)).unwrap()["value"]["digest"].clone();
+    assert_eq!(digest("rec-1"), json!(sums[0]));
+    assert_eq!(digest("rec-2"), json!(sums[1]), "apply recorded the digest of the archive it no longer unpacks");
+    assert_eq!(read("x-2"), "#!/bin/sh\necho BBBB\n");
+    let unit = std::fs::read_to_string(out2.normal.join("x.service")).unwrap();
+    assert!(unit.contains("Description=BBBB"), "the generator planned from the old archive's entry:\n{unit}");
 }
 
 /// Issue 9, class 3: an image without a manifest whose tar has no
@@ -568,4 +674,34 @@ fn a_unit_already_in_the_output_directory_fails_the_image_that_ships_it_whole() 
     assert_eq!(read(&out.normal("pre.service")), "another generator's\n");
     std::fs::remove_file(out.normal("pre.service")).unwrap();
     assert_x_planned(&out);
+}
+
+/// An archive written to while apply unpacks it (after the generator and
+/// an earlier apply cached its digest): the image fails, saying so, and no
+/// record claims a digest for a tree that may hold some of either.
+#[test]
+fn an_archive_changed_while_it_is_unpacked_fails_its_image() {
+    require_root("an_archive_changed_while_it_is_unpacked_fails_its_image");
+    let t = root_with_x();
+    let s = apply_once(&t, &[]);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    std::fs::remove_dir_all(t.path("run")).unwrap();
+    let hold = t.base.join("hold");
+    std::fs::create_dir_all(&hold).unwrap();
+    let archive = t.path(USER_STORE).join("x:1.torcx.tgz");
+    let mut ns = Ns::new(&t);
+    ns.sh(&format!(
+        "( for i in $(seq 1000); do [ -e '{h}/held' ] && break; sleep 0.01; done\n  \
+         touch -d 2001-01-01 '{a}'; : > '{h}/go' ) &",
+        h = hold.display(),
+        a = archive.display()
+    ));
+    let held = format!("unpacked:{}", hold.display());
+    ns.torcx_env(&[("TORCX_TEST_HOLD", &held)], &["apply"]);
+    ns.sh("wait");
+    let s = ns.run().pop().unwrap();
+    assert!(hold.join("held").exists(), "apply never reached the hold: {}", s.describe());
+    assert_ne!(s.code, 0, "{}", s.describe());
+    assert_contains(&s.stderr, &format!("archive {USER_STORE}/x:1.torcx.tgz changed while it was unpacked"), &s);
+    assert!(!t.exists("run/torcx/attached/x.json"), "{}", s.describe());
 }

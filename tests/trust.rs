@@ -280,7 +280,7 @@ fn a_forged_generator_cache_brings_no_unit() {
         let st = std::fs::metadata(s.user_archive(file)).unwrap();
         let manifest =
             json!({"kind": "image-manifest-v0", "value": {"units": [format!("/lib/systemd/system/{name}.service")]}});
-        let entry = json!({"kind": "torcx-generator-cache-v4",
+        let entry = json!({"kind": "torcx-generator-cache-v5",
             "key": {"archive": format!("{USER_STORE}/{file}"), "dev": st.dev(), "ino": st.ino(), "size": st.size(),
                 "mtime": st.mtime(), "mtime_nsec": st.mtime_nsec(), "ctime": st.ctime(), "ctime_nsec": st.ctime_nsec()},
             "mem": {"files": [

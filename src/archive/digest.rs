@@ -261,7 +261,7 @@ pub fn pin_id(
 ) -> anyhow::Result<(std::fs::File, crate::archive::Archive, crate::archive::FileId)> {
     use std::os::fd::AsRawFd;
     let (f, st) = crate::sys::fsutil::open_regular_stat(&a.host)?;
-    let id = crate::archive::FileId::of_stat(&st);
+    let id = crate::archive::FileId::of_open(&f, &st)?;
     let mut pinned = a.clone();
     pinned.host = format!("/proc/{}/fd/{}", crate::sys::fsutil::pid(), f.as_raw_fd()).into();
     Ok((f, pinned, id))

@@ -19,8 +19,14 @@ use crate::model::names::{self, ImageId};
 use std::path::PathBuf;
 
 /// Which file an archive is, as far as its bytes go: the same device and
-/// inode, size, mtime and ctime (no one sets a ctime at will; any write to
-/// the file changes it).
+/// inode, size, mtime and ctime, and the same first and last 4 KiB. The
+/// kernel changes the ctime at a write, but not always: a page written
+/// again through a shared mapping before it is written back changes no
+/// time, and a read-only image (a `/usr` swapped by an update) carries the
+/// times its builder gave, which a reproducible build keeps. The ends of an
+/// archive catch what the times miss: a gzip or zstd archive ends with the
+/// checksum of all it holds, a squashfs or erofs image starts and ends with
+/// its tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileId {
     pub dev: u64,
@@ -28,10 +34,14 @@ pub struct FileId {
     pub size: u64,
     pub mtime: (i64, i64),
     pub ctime: (i64, i64),
+    /// The first 8 bytes of the sha256 of the file's first and last 4 KiB
+    /// (0 for a directory: an OCI layout's blobs are named by their digest).
+    pub ends: u64,
 }
 
 impl FileId {
-    pub fn of(m: &std::fs::Metadata) -> FileId {
+    /// The identity of a directory (an OCI layout), from its metadata.
+    pub fn of_dir(m: &std::fs::Metadata) -> FileId {
         use std::os::unix::fs::MetadataExt;
         FileId {
             dev: m.dev(),
@@ -39,17 +49,43 @@ impl FileId {
             size: m.size(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
+            ends: 0,
         }
     }
-    pub fn of_stat(s: &rustix::fs::Stat) -> FileId {
-        FileId {
+
+    /// The identity of the open regular file `f`, of which fstat said `s`.
+    pub fn of_open(f: &std::fs::File, s: &rustix::fs::Stat) -> std::io::Result<FileId> {
+        Ok(FileId {
             dev: s.st_dev,
             ino: s.st_ino,
             size: s.st_size as u64,
             mtime: (s.st_mtime, s.st_mtime_nsec as i64),
             ctime: (s.st_ctime, s.st_ctime_nsec as i64),
-        }
+            ends: ends(f, s.st_size as u64)?,
+        })
     }
+
+    /// The identity of the open regular file `f` as it is now.
+    pub fn of_file(f: &std::fs::File) -> std::io::Result<FileId> {
+        FileId::of_open(f, &rustix::fs::fstat(f)?)
+    }
+}
+
+/// See [`FileId::ends`]: two reads at most, from the page cache at a later
+/// boot's second look (the generator's).
+fn ends(f: &std::fs::File, size: u64) -> std::io::Result<u64> {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    const END: u64 = 4096;
+    let mut h = sha2::Sha256::new();
+    let mut buf = [0u8; END as usize];
+    for at in [0, size.saturating_sub(END).max(END.min(size))] {
+        let want = (size - at).min(END) as usize;
+        f.read_exact_at(&mut buf[..want], at)?;
+        h.update(&buf[..want]);
+    }
+    let d = h.finalize();
+    Ok(u64::from_le_bytes(d[..8].try_into().expect("8 of 32 bytes")))
 }
 
 /// What an archive holds and how it is opened.

@@ -174,14 +174,16 @@ fn sha256_at(f: &std::fs::File) -> Option<String> {
 pub fn open_tar_digesting(a: &Archive, known: Option<&KnownDigest>) -> Result<(Pipe, Digesting, FileId)> {
     let (file, st) = crate::sys::fsutil::open_regular_stat(&a.host)
         .with_context(|| format!("opening archive {}", a.path.display()))?;
-    let id = FileId::of_stat(&st);
-    let digest = match known {
-        Some(k) if k.file == id => Digesting::Known(k.digest.clone()),
+    let id = FileId::of_open(&file, &st).with_context(|| format!("reading archive {}", a.path.display()))?;
+    let again = file.try_clone().with_context(|| format!("opening archive {}", a.path.display()))?;
+    let how = match known {
+        Some(k) if k.file == id => How::Known(k.digest.clone()),
         _ => {
-            let again = file.try_clone().with_context(|| format!("opening archive {}", a.path.display()))?;
-            Digesting::Hashing(crate::archive::digest::Gaps::spawn(move || sha256_at(&again)))
+            let again = again.try_clone().with_context(|| format!("opening archive {}", a.path.display()))?;
+            How::Hashing(crate::archive::digest::Gaps::spawn(move || sha256_at(&again)))
         }
     };
+    let digest = Digesting { how, file: again, id, archive: a.path.clone() };
     Ok((tar_pipe(a, file)?, digest, id))
 }
 
@@ -193,20 +195,34 @@ pub struct KnownDigest {
     pub digest: String,
 }
 
-/// The digest of [`open_tar_digesting`].
-pub enum Digesting {
+/// The digest of [`open_tar_digesting`], and the file it is of.
+pub struct Digesting {
+    how: How,
+    file: std::fs::File,
+    id: FileId,
+    archive: std::path::PathBuf,
+}
+
+enum How {
     Known(String),
     Hashing(crate::archive::digest::Gaps<Option<String>>),
 }
 
 impl Digesting {
     /// The digest, once the hashing thread (if any) is done; `None` if the
-    /// file could not be read.
-    pub fn join(self) -> Option<String> {
-        match self {
-            Digesting::Known(d) => Some(d),
-            Digesting::Hashing(h) => h.join().ok().flatten(),
+    /// file could not be read. An error if the file is not what it was when
+    /// opened: written to while it was unpacked, the tree may hold some of
+    /// either, and the digest (known, or read on its own) neither.
+    pub fn join(self) -> Result<Option<String>> {
+        let digest = match self.how {
+            How::Known(d) => Some(d),
+            How::Hashing(h) => h.join().ok().flatten(),
+        };
+        let now = FileId::of_file(&self.file).with_context(|| format!("reading archive {}", self.archive.display()))?;
+        if now != self.id {
+            bail!("archive {} changed while it was unpacked", self.archive.display());
         }
+        Ok(digest)
     }
 }
 

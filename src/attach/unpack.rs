@@ -69,8 +69,12 @@ pub fn unpack_archive(
             let (mut stream, digest, id) = stream::open_tar_digesting(a, known)?;
             opened.set(Some(id));
             let stats = extract::extract(&mut stream, &host, limits)?;
-            kept(&stats, limits, || stream.finish())?;
-            Ok((stats, digest.join()))
+            let digest = kept(&stats, limits, || {
+                stream.finish()?;
+                crash::hold("unpacked");
+                digest.join()
+            })?;
+            Ok((stats, digest))
         }
     })?;
     // The cache entry for this tree is keyed by the file it came from.
@@ -222,7 +226,7 @@ pub fn mount_image(
     // Identified once read (a file changed while hashed is not the one
     // vouched for), or as opened.
     let now = match want {
-        Some(_) => file.metadata().map(|m| crate::archive::FileId::of(&m)).ok(),
+        Some(_) => crate::archive::FileId::of_file(&file).ok(),
         None => Some(opened),
     };
     let checked_before = vouched_for.is_some() && vouched_for == now;

@@ -3,7 +3,8 @@
 //! on the boot's critical path, and then `torcx apply` inflates it again. So
 //! after a successful attach, `torcx apply` keeps what the generator needs
 //! (the manifest, the unit files and links) in `BASEDIR/cache/generator/`,
-//! keyed by the archive's identity (device, inode, size, mtime). A later
+//! keyed by the archive's identity (device, inode, size, mtime, ctime and a
+//! hash of its first and last 4 KiB: see `FileId`). A later
 //! boot with the same archive reads a few KiB instead of the archive (and,
 //! for squashfs, erofs and OCI bundles, instead of their whole index).
 
@@ -22,9 +23,10 @@ use std::path::{Path, PathBuf};
 /// entry also vouches that `torcx apply` checked this very file's index;
 /// text files as text, checked when read back. v3: a mounted image's entry
 /// has the lookups planning made in its tree. v4: a tar archive's entry has
-/// its sha256 for the record. Entries of older kinds are read from the
+/// its sha256 for the record. v5: the key has a hash of the file's first
+/// and last 4 KiB (see `FileId`). Entries of older kinds are read from the
 /// archive again and replaced.
-const KIND: &str = "torcx-generator-cache-v4";
+const KIND: &str = "torcx-generator-cache-v5";
 /// A cache entry is at most what the generator may read of an image, plus
 /// room for its JSON.
 const MAX_ENTRY: u64 = 2 * crate::tree::policy::MAX_MEM_TOTAL + (1 << 20);
@@ -39,6 +41,8 @@ struct Key {
     mtime_nsec: i64,
     ctime: i64,
     ctime_nsec: i64,
+    /// See `FileId::ends`.
+    ends: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,6 +74,7 @@ impl Key {
             mtime_nsec: f.mtime.1,
             ctime: f.ctime.0,
             ctime_nsec: f.ctime.1,
+            ends: f.ends,
         }
     }
 
@@ -81,13 +86,18 @@ impl Key {
             size: self.size,
             mtime: (self.mtime, self.mtime_nsec),
             ctime: (self.ctime, self.ctime_nsec),
+            ends: self.ends,
         }
     }
 }
 
-/// The key of `a` as its file is now.
+/// The key of `a` as its file is now (an OCI layout is a directory).
 fn key(a: &Archive) -> Option<Key> {
-    std::fs::metadata(&a.host).ok().map(|m| Key::of(&a.path, FileId::of(&m)))
+    let id = match crate::sys::fsutil::open_regular_stat_io(&a.host) {
+        Ok((f, st)) => FileId::of_open(&f, &st).ok()?,
+        Err(_) => std::fs::metadata(&a.host).ok().filter(|m| m.is_dir()).map(|m| FileId::of_dir(&m))?,
+    };
+    Some(Key::of(&a.path, id))
 }
 
 /// The cached units of `a`, if the archive is still the one they came from.
@@ -136,18 +146,20 @@ pub fn load_vouched(cfg: &Config, a: &Archive) -> Option<crate::attach::Vouched>
     Some(crate::attach::Vouched { mem, id: k.id(), lookups })
 }
 
-/// An entry's kind, key and digest, read without its units.
-#[derive(Deserialize)]
+/// An entry's key and digest.
 struct Head {
-    kind: String,
     key: Key,
     digest: Option<String>,
 }
 
-/// The head of `a`'s entry, if it is of this kind and for this archive path.
+/// The head of `a`'s entry, if it is of this kind, for this archive path,
+/// and would be used: an entry the generator refuses is neither kept
+/// (it would be refused at every boot) nor trusted for a digest.
 fn head(cfg: &Config, a: &Archive) -> Option<Head> {
     let t = crate::sys::fsutil::read_bounded_io(&path(cfg, a), MAX_ENTRY).ok()?;
-    serde_json::from_slice::<Head>(&t).ok().filter(|h| h.kind == KIND && h.key.archive == a.path)
+    let e = serde_json::from_slice::<Entry>(&t).ok().filter(|e| e.kind == KIND && e.key.archive == a.path)?;
+    let usable = e.lookups.as_ref().is_none_or(|l| l.check().is_ok()) && e.mem.into_mem().is_ok();
+    usable.then_some(Head { key: e.key, digest: e.digest })
 }
 
 /// Whether the cache holds an entry for `a` as it is now (its content is

@@ -69,6 +69,30 @@ pub fn meet(what: &str) {
 #[inline(always)]
 pub fn meet(_what: &str) {}
 
+/// With `TORCX_TEST_HOLD=WHAT:DIR`, the step `what` creates `DIR/held` and
+/// waits (10 s at most) for `DIR/go`: a test changes something at that
+/// very point, whatever the machine's timing.
+#[cfg(feature = "fault-injection")]
+pub fn hold(what: &str) {
+    let Some(v) = std::env::var_os("TORCX_TEST_HOLD") else { return };
+    let Some((w, dir)) = v.to_str().and_then(|v| v.split_once(':')) else { return };
+    if w != what {
+        return;
+    }
+    let dir = std::path::Path::new(dir);
+    let _ = std::fs::write(dir.join("held"), what);
+    for _ in 0..2000 {
+        if dir.join("go").exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn hold(_what: &str) {}
+
 /// With `TORCX_TEST_FD_LOG=FILE`, appends to FILE the number of files this
 /// process still has open as it exits (the soak test compares the first
 /// cycle with the last: a leak grows it).
