@@ -705,3 +705,48 @@ fn an_archive_changed_while_it_is_unpacked_fails_its_image() {
     assert_contains(&s.stderr, &format!("archive {USER_STORE}/x:1.torcx.tgz changed while it was unpacked"), &s);
     assert!(!t.exists("run/torcx/attached/x.json"), "{}", s.describe());
 }
+
+/// Every cache entry is of the OS it was made on: after an OS update (a
+/// new `/usr/lib/os-release`), the generator reads the archive again, even
+/// where the archive's identity did not change, and apply writes the entry
+/// again.
+#[test]
+fn an_os_update_makes_the_generator_read_every_archive_again() {
+    require_root("an_os_update_makes_the_generator_read_every_archive_again");
+    let t = root_with_x();
+    write(&t.path("usr/lib/os-release"), "ID=test\nBUILD_ID=1\n");
+    let s = apply_once(&t, &[]);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    std::fs::remove_dir_all(t.path("run")).unwrap();
+    let cache = t.path("var/lib/torcx/cache/generator/x:1.json");
+    // An entry marked as the generator's: its unit says where it came from.
+    let text = read(&cache);
+    let edited = text.replace("ExecStart=", "ExecStart=/from/the/cache ");
+    assert_ne!(edited, text);
+    write(&cache, &edited);
+    let plan = |t: &TestRoot| {
+        let out = Out::new();
+        let mut ns = Ns::new(t);
+        ns.generator(&out.args(t));
+        let s = ns.run().pop().unwrap();
+        assert_eq!(s.code, 0, "{}", s.describe());
+        read(&out.normal("x.service"))
+    };
+    assert!(plan(&t).contains("/from/the/cache"), "the entry of this OS was not used");
+    write(&t.path("usr/lib/os-release"), "ID=test\nBUILD_ID=2\n");
+    assert_eq!(plan(&t), X_SERVICE, "an entry made on another OS was used");
+    let s = apply_once(&t, &[]);
+    assert_eq!(s.code, 0, "{}", s.describe());
+    let now = read(&cache);
+    assert_ne!(os_of(&text), os_of(&now), "apply did not write the entry again");
+    assert!(!now.contains("/from/the/cache"), "{now}");
+}
+
+/// The `"os":N` of a cache entry's key.
+fn os_of(entry: &str) -> String {
+    read_json_str(entry)["key"]["os"].to_string()
+}
+
+fn read_json_str(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap()
+}

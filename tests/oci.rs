@@ -867,3 +867,38 @@ fn a_gzip_layer_with_a_bad_crc_or_data_after_it_is_corrupt() {
         assert_eq!(bad["kind"], "corrupt", "{comp}: {doc:#}");
     }
 }
+
+/// `image pack --format oci` writes a layer's files before the
+/// directories that hold them: the generator keeps what such a directory
+/// entry arrives over, and plans what apply places.
+#[test]
+fn a_layer_listing_files_before_their_directories_is_planned_as_applied() {
+    require_root("a_layer_listing_files_before_their_directories_is_planned_as_applied");
+    let t = TestRoot::new();
+    let layer = vec![
+        manifest(json!({"bin": ["/bin/hello"], "units": ["/lib/systemd/system/hello.service"]})),
+        e_file_mode("bin/hello", HELLO_V1.as_bytes(), 0o755),
+        e_file("lib/systemd/system/hello.service", SERVICE_V1.as_bytes()),
+        e_dir(".torcx"),
+        e_dir("bin"),
+        e_dir("lib"),
+        e_dir("lib/systemd"),
+        e_dir("lib/systemd/system"),
+    ];
+    Bundle::new(vec![("gzip", layer)]).store(&t, "app");
+    t.vendor_profile(&[("app", "1")]);
+    let (_keep, base) = gen_dirs();
+    let mut ns = Ns::new(&t);
+    let root = t.root.to_str().unwrap().to_string();
+    let normal = base.join("normal").display().to_string();
+    ns.generator(&["--root", &root, &normal]);
+    ns.apply();
+    let steps = ns.run();
+    assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
+    assert_eq!(steps[1].code, 0, "{}", steps[1].describe());
+    assert_eq!(read(&base.join("normal/hello.service")), SERVICE_V1);
+    let mut planned = listing(&base.join("normal"));
+    planned.remove("sysinit.target.wants");
+    planned.remove("sysinit.target.wants/torcx-apply.service");
+    assert_eq!(planned, listing(&t.path("run/systemd/system")), "generator and apply placed different units");
+}

@@ -23,10 +23,11 @@ use std::path::PathBuf;
 /// kernel changes the ctime at a write, but not always: a page written
 /// again through a shared mapping before it is written back changes no
 /// time, and a read-only image (a `/usr` swapped by an update) carries the
-/// times its builder gave, which a reproducible build keeps. The ends of an
-/// archive catch what the times miss: a gzip or zstd archive ends with the
-/// checksum of all it holds, a squashfs or erofs image starts and ends with
-/// its tables.
+/// times its builder gave, which a reproducible build keeps. The ends catch
+/// much of what the times miss (a gzip archive ends with the checksum of
+/// all it holds, a zstd one may; a squashfs or erofs image starts and ends
+/// with its tables' offsets), not all of it: the generator cache also keys
+/// on the OS (see `boot::cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileId {
     pub dev: u64,
@@ -34,25 +35,11 @@ pub struct FileId {
     pub size: u64,
     pub mtime: (i64, i64),
     pub ctime: (i64, i64),
-    /// The first 8 bytes of the sha256 of the file's first and last 4 KiB
-    /// (0 for a directory: an OCI layout's blobs are named by their digest).
+    /// The first 8 bytes of the sha256 of the file's first and last 4 KiB.
     pub ends: u64,
 }
 
 impl FileId {
-    /// The identity of a directory (an OCI layout), from its metadata.
-    pub fn of_dir(m: &std::fs::Metadata) -> FileId {
-        use std::os::unix::fs::MetadataExt;
-        FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            ends: 0,
-        }
-    }
-
     /// The identity of the open regular file `f`, of which fstat said `s`.
     pub fn of_open(f: &std::fs::File, s: &rustix::fs::Stat) -> std::io::Result<FileId> {
         Ok(FileId {

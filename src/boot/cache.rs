@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 /// text files as text, checked when read back. v3: a mounted image's entry
 /// has the lookups planning made in its tree. v4: a tar archive's entry has
 /// its sha256 for the record. v5: the key has a hash of the file's first
-/// and last 4 KiB (see `FileId`). Entries of older kinds are read from the
+/// and last 4 KiB (see `FileId`) and of the OS's os-release. Entries of older kinds are read from the
 /// archive again and replaced.
 const KIND: &str = "torcx-generator-cache-v5";
 /// A cache entry is at most what the generator may read of an image, plus
@@ -43,6 +43,8 @@ struct Key {
     ctime_nsec: i64,
     /// See `FileId::ends`.
     ends: u64,
+    /// See [`os_stamp`].
+    os: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -63,9 +65,11 @@ fn path(cfg: &Config, a: &Archive) -> PathBuf {
 }
 
 impl Key {
-    /// The key of `archive` for the file identified as `f`.
-    fn of(archive: &Path, f: FileId) -> Key {
+    /// The key of `archive` for the file identified as `f`, on the OS
+    /// stamped `os`.
+    fn of(archive: &Path, f: FileId, os: u64) -> Key {
         Key {
+            os,
             archive: archive.to_path_buf(),
             dev: f.dev,
             ino: f.ino,
@@ -91,13 +95,42 @@ impl Key {
     }
 }
 
-/// The key of `a` as its file is now (an OCI layout is a directory).
-fn key(a: &Archive) -> Option<Key> {
-    let id = match crate::sys::fsutil::open_regular_stat_io(&a.host) {
-        Ok((f, st)) => FileId::of_open(&f, &st).ok()?,
-        Err(_) => std::fs::metadata(&a.host).ok().filter(|m| m.is_dir()).map(|m| FileId::of_dir(&m))?,
+/// The key of `a` as its file is now. An OCI layout is a directory whose
+/// blobs are named by their digests: its `index.json` says which image a
+/// tag is, and is written in place by some tools (the directory's own
+/// times then stay).
+fn key(cfg: &Config, a: &Archive) -> Option<Key> {
+    let file = match a.format {
+        crate::archive::Format::OciLayout => a.host.join("index.json"),
+        _ => a.host.clone(),
     };
-    Some(Key::of(&a.path, id))
+    let (f, st) = crate::sys::fsutil::open_regular_stat_io(&file).ok()?;
+    Some(Key::of(&a.path, FileId::of_open(&f, &st).ok()?, os_stamp(cfg)))
+}
+
+/// The first 8 bytes of the sha256 of `USR/lib/os-release` (0 without
+/// one): every entry is of the OS it was made on. An OS update swaps the
+/// vendor store whole, and an archive there may keep its device, inode,
+/// size, times and even its ends (a reproducible build of an image whose
+/// unit changed by a byte); the first boot after an update reads every
+/// archive again.
+fn os_stamp(cfg: &Config) -> u64 {
+    use sha2::Digest;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<(PathBuf, u64)>> = Mutex::new(None);
+    let path = cfg.host(&cfg.usr_dir.join("lib/os-release"));
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((p, v)) = seen.as_ref()
+        && *p == path
+    {
+        return *v;
+    }
+    let v = match crate::sys::fsutil::read_bounded_io(&path, 64 << 10) {
+        Ok(text) => u64::from_le_bytes(sha2::Sha256::digest(&text)[..8].try_into().expect("8 of 32 bytes")),
+        Err(_) => 0,
+    };
+    *seen = Some((path, v));
+    v
 }
 
 /// The cached units of `a`, if the archive is still the one they came from.
@@ -113,7 +146,11 @@ fn load_keyed(cfg: &Config, a: &Archive, check_key: bool) -> Option<(Mem, Key, O
     // at every boot).
     let text = crate::sys::fsutil::read_bounded_io(&path(cfg, a), MAX_ENTRY).ok()?;
     let e: Entry = serde_json::from_slice(&text).ok()?;
-    if e.kind != KIND || e.key.archive != a.path || (check_key && Some(&e.key) != key(a).as_ref()) {
+    if e.kind != KIND
+        || e.key.archive != a.path
+        || e.key.os != os_stamp(cfg)
+        || (check_key && Some(&e.key) != key(cfg, a).as_ref())
+    {
         return None;
     }
     // Checked as the archive's own entries are: an entry that would not
@@ -157,7 +194,9 @@ struct Head {
 /// (it would be refused at every boot) nor trusted for a digest.
 fn head(cfg: &Config, a: &Archive) -> Option<Head> {
     let t = crate::sys::fsutil::read_bounded_io(&path(cfg, a), MAX_ENTRY).ok()?;
-    let e = serde_json::from_slice::<Entry>(&t).ok().filter(|e| e.kind == KIND && e.key.archive == a.path)?;
+    let e = serde_json::from_slice::<Entry>(&t)
+        .ok()
+        .filter(|e| e.kind == KIND && e.key.archive == a.path && e.key.os == os_stamp(cfg))?;
     let usable = e.lookups.as_ref().is_none_or(|l| l.check().is_ok()) && e.mem.into_mem().is_ok();
     usable.then_some(Head { key: e.key, digest: e.digest })
 }
@@ -166,7 +205,8 @@ fn head(cfg: &Config, a: &Archive) -> Option<Head> {
 /// checked when the generator reads it, not here), with `digest` when one
 /// is given.
 pub fn is_current(cfg: &Config, a: &Archive, digest: Option<&str>) -> bool {
-    head(cfg, a).is_some_and(|h| Some(&h.key) == key(a).as_ref() && (digest.is_none() || h.digest.as_deref() == digest))
+    head(cfg, a)
+        .is_some_and(|h| Some(&h.key) == key(cfg, a).as_ref() && (digest.is_none() || h.digest.as_deref() == digest))
 }
 
 /// The digest an earlier apply recorded for `a`, and the identity of the
@@ -194,7 +234,7 @@ pub fn store(
     file: Option<FileId>,
     digest: Option<String>,
 ) {
-    let Some(key) = file.map(|f| Key::of(&a.path, f)).or_else(|| key(a)) else { return };
+    let Some(key) = file.map(|f| Key::of(&a.path, f, os_stamp(cfg))).or_else(|| key(cfg, a)) else { return };
     let res = (|| -> Result<()> {
         let mem = Cached::of(&mem).ok_or_else(|| anyhow::anyhow!("a path that is not UTF-8"))?;
         let b = serde_json::to_vec(&Entry { kind: KIND.into(), key, mem, lookups, digest })?;

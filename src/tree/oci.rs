@@ -88,12 +88,18 @@ fn merge(t: &mut Tree, paths: &mut Paths, rec: &Rec, extra: &[PathBuf], unread: 
         paths.replace(&op.raw, &comps, &op.kind, op.link.as_deref())?;
         let p = &comps.iter().collect::<PathBuf>();
         match &op.kind {
-            Kind::Dir => {
-                if !matches!(t.get(p), Some(Node::Dir)) {
+            Kind::Dir => match t.get(p) {
+                Some(Node::Dir) => {}
+                // A directory only implied so far (its entries came first,
+                // as `image pack` writes a layer): what is below it stays.
+                None => {
+                    t.insert(p.clone(), Node::Dir);
+                }
+                Some(_) => {
                     remove_below(t, p, false);
                     t.insert(p.clone(), Node::Dir);
                 }
-            }
+            },
             Kind::Symlink => {
                 remove_below(t, p, false);
                 let target = PathBuf::from(OsStr::from_bytes(op.link.as_deref().unwrap_or_default()));
