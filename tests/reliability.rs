@@ -399,7 +399,7 @@ fn damaged_archives_and_records_are_named_and_have_their_kind() {
         ("rs", "corrupt", "not a squashfs image: no magic number"),
         ("re", "corrupt", "not a erofs image: no magic number"),
         ("rz", "corrupt", "corrupt zstd stream"),
-        ("ms", "corrupt", "not a squashfs image"),
+        ("ms", "corrupt", "not a squashfs image: corrupted or invalid"),
         ("dir", "corrupt", "dir:1.torcx.tgz: a directory, not an archive"),
         ("dl", "missing", "dl:1.torcx.tgz: a link to /nowhere/x.tgz, which does not exist"),
     ];

@@ -91,10 +91,30 @@ pub fn check_inode_count(path: &Path, format: Format) -> Result<()> {
     Ok(())
 }
 
-/// A reader's error, never empty (backhand's can display as nothing).
+/// A reader's error, never empty.
 fn said(e: impl std::fmt::Display + std::fmt::Debug) -> String {
     let s = e.to_string();
     if s.trim().is_empty() { format!("{e:?}") } else { s }
+}
+
+/// What backhand's error means. Built without its `error-strings` feature
+/// (which brings `thiserror` and `tracing` for this alone), its `Display`
+/// and `Debug` print nothing: the variant is all there is.
+fn squashfs_said(e: backhand::BackhandError) -> String {
+    use backhand::BackhandError as E;
+    match e {
+        E::StdIo(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => "cut short (a table past its end)".into(),
+        E::StdIo(io) => format!("reading it: {io}"),
+        E::UnsupportedCompression(c) => format!("unsupported compression {c:?}"),
+        E::MissingCompressor => "no compressor for it in this build".into(),
+        E::UnsupportedSquashfsVersion(a, b) => format!("unsupported version {a}.{b}"),
+        E::InvalidCompressionOption => "invalid compression options".into(),
+        E::InvalidIdTable | E::IdNotFoundInTable => "invalid uid/gid table".into(),
+        E::InvalidFilePath | E::UndefineFileName => "an entry with an invalid name".into(),
+        E::DuplicatedFileName => "an entry named twice".into(),
+        E::TryReserveError(_) => "an index too large to hold".into(),
+        _ => "corrupted or invalid".into(),
+    }
 }
 
 fn rel(p: &Path) -> PathBuf {
@@ -109,7 +129,7 @@ impl FsImage {
                 let f = std::io::BufReader::new(
                     crate::sys::fsutil::open_regular_io(path).with_context(|| format!("opening {}", path.display()))?,
                 );
-                let fs = backhand::FilesystemReader::from_reader(f).map_err(|e| corrupt(format, said(e)))?;
+                let fs = backhand::FilesystemReader::from_reader(f).map_err(|e| corrupt(format, squashfs_said(e)))?;
                 Ok(FsImage::Squashfs(Box::new(fs)))
             }
             Format::Erofs => {
