@@ -458,8 +458,15 @@ fn generator_and_apply_agree_on_a_bundle() {
     b.order = "index-first";
     b.store(&t, "app");
     t.vendor_profile(&[("app", "1")]);
-    let (_keep, base) = gen_dirs();
-    let mut ns = Ns::new(&t);
+    generator_and_apply_agree(&t);
+}
+
+/// Runs the generator, then `torcx apply`, both succeeding, and asserts
+/// that the units planned are the units placed; returns the generator's
+/// output directories.
+fn generator_and_apply_agree(t: &TestRoot) -> (tempfile::TempDir, PathBuf) {
+    let (keep, base) = gen_dirs();
+    let mut ns = Ns::new(t);
     let root = t.root.to_str().unwrap().to_string();
     let normal = base.join("normal").display().to_string();
     ns.generator(&["--root", &root, &normal]);
@@ -471,6 +478,7 @@ fn generator_and_apply_agree_on_a_bundle() {
     planned.remove("sysinit.target.wants");
     planned.remove("sysinit.target.wants/torcx-apply.service");
     assert_eq!(planned, listing(&t.path("run/systemd/system")), "generator and apply placed different units");
+    (keep, base)
 }
 
 /// Layers of a good image `good:1` and the vendor profile listing it after
@@ -887,18 +895,6 @@ fn a_layer_listing_files_before_their_directories_is_planned_as_applied() {
     ];
     Bundle::new(vec![("gzip", layer)]).store(&t, "app");
     t.vendor_profile(&[("app", "1")]);
-    let (_keep, base) = gen_dirs();
-    let mut ns = Ns::new(&t);
-    let root = t.root.to_str().unwrap().to_string();
-    let normal = base.join("normal").display().to_string();
-    ns.generator(&["--root", &root, &normal]);
-    ns.apply();
-    let steps = ns.run();
-    assert_eq!(steps[0].code, 0, "{}", steps[0].describe());
-    assert_eq!(steps[1].code, 0, "{}", steps[1].describe());
+    let (_keep, base) = generator_and_apply_agree(&t);
     assert_eq!(read(&base.join("normal/hello.service")), SERVICE_V1);
-    let mut planned = listing(&base.join("normal"));
-    planned.remove("sysinit.target.wants");
-    planned.remove("sysinit.target.wants/torcx-apply.service");
-    assert_eq!(planned, listing(&t.path("run/systemd/system")), "generator and apply placed different units");
 }
