@@ -4,7 +4,8 @@
 //! after a successful attach, `torcx apply` keeps what the generator needs
 //! (the manifest, the unit files and links) in `BASEDIR/cache/generator/`,
 //! keyed by the archive's identity (device, inode, size, mtime, ctime and a
-//! hash of its first and last 4 KiB: see `FileId`). A later
+//! hash of its first and last 4 KiB: see `FileId`) and the OS's (a hash of
+//! its os-release: see `os_stamp`). A later
 //! boot with the same archive reads a few KiB instead of the archive (and,
 //! for squashfs, erofs and OCI bundles, instead of their whole index).
 
@@ -24,8 +25,8 @@ use std::path::{Path, PathBuf};
 /// text files as text, checked when read back. v3: a mounted image's entry
 /// has the lookups planning made in its tree. v4: a tar archive's entry has
 /// its sha256 for the record. v5: the key has a hash of the file's first
-/// and last 4 KiB (see `FileId`) and of the OS's os-release. Entries of older kinds are read from the
-/// archive again and replaced.
+/// and last 4 KiB (see `FileId`) and of the OS's os-release. Entries of
+/// older kinds are read from the archive again and replaced.
 const KIND: &str = "torcx-generator-cache-v5";
 /// A cache entry is at most what the generator may read of an image, plus
 /// room for its JSON.
